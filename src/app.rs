@@ -1,0 +1,221 @@
+//! Builds and runs the server: data dir lock, admin token, fd limit, store, router,
+//! background sweeps, graceful shutdown. Invariant: one server per data dir (an exclusive
+//! lock on `<data_dir>/_server.lock`); on shutdown every tenant is checkpointed and closed.
+
+use crate::config::{Secret, ServeConfig, StoreArgs};
+use crate::control::ControlDb;
+use crate::http::{self, AppState};
+use crate::store::{Store, random_secret};
+use crate::system;
+use crate::telemetry::Metrics;
+use crate::tenant::pool::{PoolMetrics, blocking};
+use crate::tenant::{Layout, PoolConfig, StoreError, TenantPool, sqlite};
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Why the server (or a CLI command on the data dir) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data dir {0} is in use by another tarn process (stop it, or use its HTTP API)")]
+    Locked(PathBuf),
+    #[error("SQLite {0} is too old: 3.51.3 or newer is required")]
+    OldSqlite(&'static str),
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
+    let path = path.to_path_buf();
+    move |source| StartError::Io { what, path, source }
+}
+
+/// An exclusive hold on a data dir, released on drop.
+pub struct DataDirLock {
+    _file: File,
+}
+
+/// Creates the data dir if needed and locks it for this process.
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartError> {
+    std::fs::create_dir_all(dir).map_err(io_err("cannot create data dir", dir))?;
+    let path = dir.join("_server.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("cannot open", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err("cannot lock", &path)(e)),
+    }
+}
+
+/// The store of a data dir with the pool sized to this process's open-file limit.
+pub fn open_store(args: &StoreArgs, pool_metrics: PoolMetrics) -> Result<Store, StartError> {
+    if !sqlite::version_ok() {
+        return Err(StartError::OldSqlite(rusqlite::version()));
+    }
+    let layout = Layout::new(&args.data_dir);
+    let mut pool_config = PoolConfig {
+        max_open: args.max_open_tenants,
+        idle: Duration::from_secs(args.tenant_idle_secs),
+        connections: args.tenant_connections.max(1),
+        wait: Duration::from_secs(10),
+    };
+    let fd_limit = system::raise_fd_limit();
+    let cap = pool_config.fit_to_fd_limit(fd_limit);
+    if cap < args.max_open_tenants {
+        tracing::warn!(
+            fd_limit,
+            requested = args.max_open_tenants,
+            cap,
+            "open-tenant cap lowered to fit the open-file limit"
+        );
+    }
+    let control = ControlDb::open(&layout)?;
+    Ok(Store::new(control, TenantPool::new(layout, pool_config, pool_metrics)))
+}
+
+/// The operator token: the configured one, else the one saved in `<data_dir>/_admin_token`,
+/// else a new random one saved there with mode 0600.
+fn admin_token(config: &ServeConfig) -> Result<Secret, StartError> {
+    if let Some(token) = &config.admin_token {
+        return Ok(token.clone());
+    }
+    let path = config.store.data_dir.join("_admin_token");
+    if let Ok(saved) = std::fs::read_to_string(&path) {
+        let saved = saved.trim();
+        if !saved.is_empty() {
+            tracing::info!(path = %path.display(), "using the saved admin token");
+            return Ok(Secret::new(saved));
+        }
+    }
+    let token = random_secret("tarn_admin_");
+    let mut file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        File::options()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_err("cannot write", &path))?
+    };
+    file.write_all(token.as_bytes())
+        .map_err(io_err("cannot write", &path))?;
+    tracing::info!(path = %path.display(), "generated an admin token (TARN_ADMIN_TOKEN was unset)");
+    Ok(Secret::new(token))
+}
+
+/// A bound, ready-to-run server.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    _lock: DataDirLock,
+}
+
+impl App {
+    /// Locks the data dir, opens the store and binds the listener.
+    pub async fn build(config: ServeConfig) -> Result<App, StartError> {
+        let lock = lock_data_dir(&config.store.data_dir)?;
+        let admin_token = admin_token(&config)?;
+        let pool_metrics = PoolMetrics::default();
+        let metrics = Metrics::new(&pool_metrics);
+        let args = config.store.clone();
+        let store = blocking(move || open_store(&args, pool_metrics)).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartError::Io {
+                what: "cannot listen on",
+                path: config.listen.to_string().into(),
+                source: e,
+            })?;
+        let state = AppState {
+            store,
+            metrics,
+            admin_token: Arc::new(admin_token),
+            config: Arc::new(config),
+        };
+        Ok(App {
+            listener,
+            state,
+            _lock: lock,
+        })
+    }
+
+    /// The address actually bound (for `127.0.0.1:0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The shared state (for tests and embedding).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests and closes every
+    /// tenant.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let addr = self.local_addr();
+        let pool = self.state.store.pool().clone();
+        let sweeper = tokio::spawn(sweep_idle(pool.clone()));
+        tracing::info!(%addr, max_open_tenants = pool.config().max_open, "tarn listening");
+        let router = http::router(self.state);
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        sweeper.abort();
+        let closed = tokio::task::spawn_blocking(move || pool.close_all())
+            .await
+            .unwrap_or(0);
+        tracing::info!(closed, "tarn stopped; tenants checkpointed and closed");
+        served
+    }
+}
+
+async fn sweep_idle(pool: TenantPool) {
+    let every = (pool.config().idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let pool = pool.clone();
+        match tokio::task::spawn_blocking(move || pool.sweep_idle()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(closed = n, "idle tenants closed"),
+            Err(e) => tracing::error!(error = %e, "idle sweep failed"),
+        }
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

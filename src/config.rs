@@ -1,0 +1,181 @@
+//! Command line and environment configuration (`clap`, every flag also a `TARN_*` variable).
+//! Invariant: secrets are wrapped in `Secret`, whose `Debug` never shows the value.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A value that must not appear in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// tarn: run a shop from the chat apps you already use.
+#[derive(Debug, Parser)]
+#[command(name = "tarn", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve(ServeConfig),
+    /// Manage tenants directly on the data dir (refused while a server runs on it).
+    Tenant {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Bring tenant files to this binary's schema.
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Migrate every registered tenant.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+        /// Migrate one tenant.
+        #[arg(required_unless_present = "all")]
+        id: Option<String>,
+        /// Tenants migrated at once.
+        #[arg(long, env = "TARN_MIGRATE_WORKERS", default_value_t = 4)]
+        workers: usize,
+    },
+}
+
+/// Tenant subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Register a tenant and create its database; prints its API key once.
+    Create {
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        currency: Option<String>,
+        #[arg(long)]
+        timezone: Option<String>,
+    },
+    /// List active tenants.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show one tenant.
+    Show { id: String },
+    /// Move a tenant's files to the trash (recoverable with `restore`).
+    Delete { id: String },
+    /// Bring a deleted tenant back from the trash; prints a new API key.
+    Restore { id: String },
+}
+
+/// Where the data lives and how tenants are kept open.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Folder of the tenant files and the control database.
+    #[arg(long, env = "TARN_DATA_DIR", default_value = "./tenants")]
+    pub data_dir: PathBuf,
+    /// Most tenants kept open at once (lowered to fit the open-file limit).
+    #[arg(long, env = "TARN_MAX_OPEN_TENANTS", default_value_t = 4096)]
+    pub max_open_tenants: usize,
+    /// Seconds a tenant may sit unused before it is closed.
+    #[arg(long, env = "TARN_TENANT_IDLE_SECS", default_value_t = 300)]
+    pub tenant_idle_secs: u64,
+    /// Most SQLite connections per open tenant.
+    #[arg(long, env = "TARN_TENANT_CONNECTIONS", default_value_t = 2)]
+    pub tenant_connections: u32,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Settings of `tarn serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "TARN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Operator token; generated once into `<data_dir>/_admin_token` when unset.
+    #[arg(long, env = "TARN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "TARN_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seconds before a request is answered 408 and dropped.
+    #[arg(long, env = "TARN_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// `/readyz` fails when the data dir has less free space than this, in MiB.
+    #[arg(long, env = "TARN_MIN_FREE_MB", default_value_t = 256)]
+    pub min_free_mb: u64,
+    /// Log format.
+    #[arg(long, env = "TARN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+impl ServeConfig {
+    /// Defaults for a server on `data_dir` (as if no flag or variable were set).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut cfg = <ServeCli as Parser>::parse_from(["serve"]).config;
+        cfg.store.data_dir = data_dir.into();
+        cfg
+    }
+}
+
+#[derive(Parser)]
+struct ServeCli {
+    #[command(flatten)]
+    config: ServeConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let mut cfg = ServeConfig::with_data_dir("/tmp/x");
+        cfg.admin_token = Some(Secret::new("hunter2-very-secret"));
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,93 @@
+//! Who is calling: the operator (bearer `TARN_ADMIN_TOKEN`) or one tenant (its own API key).
+//! Invariants: the tenant id in the path is validated before anything else; a key of
+//! another tenant is refused with 403 before any handler runs, so it touches nothing.
+
+use super::{AppState, error::ApiError};
+use crate::store::sha256_hex;
+use crate::tenant::{TenantId, pool::blocking};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::{header, request::Parts};
+use subtle::ConstantTimeEq;
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token> header"))?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))
+}
+
+fn is_operator(state: &AppState, token: &str) -> bool {
+    let expected = state.admin_token.expose().as_bytes();
+    expected.ct_eq(token.as_bytes()).into()
+}
+
+/// The caller holds the operator token.
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if is_operator(state, bearer(parts)?) {
+            Ok(Operator)
+        } else {
+            Err(ApiError::unauthorized("this route needs the operator token"))
+        }
+    }
+}
+
+/// The caller may act on the tenant named in the path (`{tenant}`).
+pub struct TenantAccess {
+    /// The tenant in the path, validated.
+    pub id: TenantId,
+    /// Whether the caller is the operator (rather than the tenant's own key).
+    pub operator: bool,
+}
+
+impl TenantAccess {
+    /// Refuses tenant keys: for routes only the operator may call.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.operator {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this route needs the operator token"))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for TenantAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let raw = params
+            .get("tenant")
+            .ok_or_else(|| ApiError::internal("route without {tenant}", &parts.uri))?;
+        let id = TenantId::parse(raw)?;
+        let token = bearer(parts)?;
+        if is_operator(state, token) {
+            return Ok(TenantAccess { id, operator: true });
+        }
+        let hash = sha256_hex(token);
+        let control = state.store.control().clone();
+        let owner = blocking(move || control.tenant_for_key_hash(&hash)).await?;
+        match owner {
+            Some(owner) if owner == id => Ok(TenantAccess {
+                id,
+                operator: false,
+            }),
+            Some(_) => Err(ApiError::forbidden("this API key belongs to another tenant")),
+            None => Err(ApiError::unauthorized("unknown API key")),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The one HTTP error type and the JSON body extractor that reports bad input through it.
+//! Invariant: every error answer is `{"error": {"code", "message"}}`; internal errors are
+//! logged with their cause and answered with a generic 500 that carries no SQL or paths.
+
+use crate::tenant::{InvalidTenantId, StoreError};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answered to an HTTP client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an explicit status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with code `invalid_input`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// A 500 whose cause is logged, never sent.
+    pub fn internal(context: &str, cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "{context}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; it has been logged",
+        )
+    }
+
+    /// The status answered.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code for a status, for errors produced outside tarn's handlers.
+    pub fn code_for(status: StatusCode) -> &'static str {
+        match status {
+            StatusCode::BAD_REQUEST => "invalid_input",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::REQUEST_TIMEOUT => "timeout",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::UNPROCESSABLE_ENTITY => "invalid_input",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            s if s.is_server_error() => "internal",
+            _ => "error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<InvalidTenantId> for ApiError {
+    fn from(e: InvalidTenantId) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_tenant_id", e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("tenant {id} not found"),
+            ),
+            StoreError::AlreadyExists(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("tenant {id} already exists"),
+            ),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Invalid(m) => ApiError::bad_request(m),
+            StoreError::Busy(id) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("tenant {id} is busy; try again"),
+            ),
+            StoreError::SchemaTooNew { .. } => {
+                tracing::error!(error = %e, "tenant file is newer than this binary");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "schema_too_new",
+                    "this tenant's data needs a newer version of the server",
+                )
+            }
+            e => ApiError::internal("storage error", &e),
+        }
+    }
+}
+
+/// `axum::Json` whose rejections are `ApiError`s: malformed or mistyped JSON is a 400,
+/// a missing JSON content type a 415, an oversized body a 413.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => {
+                let status = match rejection.status() {
+                    StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+                    s => s,
+                };
+                Err(ApiError::new(
+                    status,
+                    ApiError::code_for(status),
+                    rejection.body_text(),
+                ))
+            }
+        }
+    }
+}

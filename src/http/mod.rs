@@ -1,0 +1,145 @@
+//! The HTTP API (axum): routes, shared state and the layers every request passes through
+//! (request id, tracing span with the tenant, metrics, timeout, body limit, JSON errors).
+//! Invariant: handlers never run SQLite on the async runtime; every error body is JSON.
+
+pub mod auth;
+pub mod error;
+mod ops;
+mod tenants;
+
+use crate::config::{Secret, ServeConfig};
+use crate::store::Store;
+use crate::telemetry::{HttpLabels, Metrics};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use error::ApiError;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Metrics,
+    pub admin_token: Arc<Secret>,
+    pub config: Arc<ServeConfig>,
+}
+
+/// The full router with its layers.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let api = Router::new()
+        .route("/v1/tenants", post(tenants::create).get(tenants::list))
+        .route(
+            "/v1/tenants/{tenant}",
+            get(tenants::show).delete(tenants::delete),
+        )
+        .route("/v1/tenants/{tenant}/rotate-key", post(tenants::rotate_key))
+        .route("/v1/tenants/{tenant}/restore", post(tenants::restore))
+        .route(
+            "/v1/tenants/{tenant}/settings",
+            get(tenants::get_settings).patch(tenants::patch_settings),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        });
+
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
+        .layer(middleware::map_response(json_errors))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(config.request_timeout_secs),
+        ))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    api.layer(layers).with_state(state)
+}
+
+fn request_span(req: &Request) -> tracing::Span {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // The raw path segment, capped: it may be invalid, and is logged as data only.
+    let tenant: String = req
+        .uri()
+        .path()
+        .strip_prefix("/v1/tenants/")
+        .map(|rest| rest.split('/').next().unwrap_or("").chars().take(64).collect())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        tenant = %tenant,
+        request_id = %request_id,
+    )
+}
+
+async fn count_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// Turns error answers made outside tarn's handlers (axum rejections, 404/405, 408, 413)
+/// into the JSON error shape, keeping their text as the message.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_owned();
+    if message.is_empty() || status.is_server_error() {
+        message = status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase();
+    }
+    let mut out = ApiError::new(status, ApiError::code_for(status), message).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    out
+}

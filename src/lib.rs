@@ -1,0 +1,43 @@
+//! tarn: small businesses run their shop from the chat apps they already use.
+//!
+//! # Code map
+//!
+//! One process serves many tenants; each tenant is one SQLite file opened lazily by the
+//! tenant pool. Three flows run through the modules:
+//!
+//! 1. **message in -> action -> reply** (later issues): channel webhook or
+//!    `POST /v1/tenants/{t}/messages` -> inbox -> parser -> action -> executor on the
+//!    tenant's file -> outbox -> channel sender.
+//! 2. **schedule -> job -> message out** (later issues): ticker over the schedule index in the
+//!    control db -> job on the tenant's file -> outbox.
+//! 3. **admin API -> tenant store**: [`http`] (auth, JSON errors) -> [`store`] (registry in
+//!    [`control`] kept in step with the files in [`tenant`]).
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool |
+//! | [`control`] | `_control.db`: tenant registry (later channel bindings, schedule index) |
+//! | [`store`] | tenant lifecycle: create, delete to trash, restore, keys, migrate-all |
+//! | [`http`] | axum router, auth extractors, the one `ApiError` |
+//! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown |
+//! | [`cli`] | offline `tarn tenant …` / `tarn migrate …` |
+//! | [`config`], [`telemetry`], [`system`] | flags/env, logs/metrics, OS readings |
+//!
+//! # Rules between modules
+//!
+//! - `tenant` imports nothing from `http`, `channel`, `parser` or `store`; `control` only
+//!   from `tenant`. Data flows one way: `http`/`cli` -> `store` -> `control` + `tenant`.
+//! - Every rusqlite call runs on the blocking pool (`tenant::pool::blocking`), never on the
+//!   async runtime.
+//! - A tenant id becomes a path only as a validated `TenantId`, through `tenant::Layout`.
+//! - `action` and cron math (later) do no IO.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod http;
+pub mod store;
+pub mod system;
+pub mod telemetry;
+pub mod tenant;

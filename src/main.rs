@@ -1,0 +1,34 @@
+//! The `tarn` binary: parses the command line and runs the server or a CLI command.
+
+use clap::Parser;
+use tarn::app::{App, shutdown_signal};
+use tarn::config::{Cli, Command, LogFormat};
+use tarn::{cli, telemetry};
+
+fn main() -> anyhow::Result<()> {
+    let args = Cli::parse();
+    match args.command {
+        Command::Serve(config) => {
+            telemetry::init_tracing(config.log_format);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let app = App::build(config).await?;
+                app.run(shutdown_signal()).await?;
+                anyhow::Ok(())
+            })
+        }
+        Command::Tenant { store, command } => {
+            telemetry::init_tracing(LogFormat::Human);
+            cli::tenant(&store, command)
+        }
+        Command::Migrate {
+            store,
+            all,
+            id,
+            workers,
+        } => {
+            telemetry::init_tracing(LogFormat::Human);
+            cli::migrate(&store, all, id, workers)
+        }
+    }
+}

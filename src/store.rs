@@ -1,0 +1,353 @@
+//! The tenant store: the registry (control db) and the tenant files kept in step, as used by
+//! the admin API and the CLI. Invariants: a tenant row is active iff its file is in place;
+//! API keys are returned once and only their SHA-256 is kept; every call blocks.
+
+use crate::control::{ControlDb, TenantRecord};
+use crate::tenant::{Layout, StoreError, TenantId, TenantPool, db_files, migrate, sqlite};
+use rand::RngExt;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::fmt::Write;
+
+/// What it takes to create a tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    pub id: TenantId,
+    pub name: String,
+    pub currency: Option<String>,
+    pub timezone: Option<String>,
+}
+
+/// The most bytes of a tenant's display name.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// A created (or re-keyed) tenant with its API key, which is never shown again.
+#[derive(Debug, serde::Serialize)]
+pub struct Created {
+    #[serde(flatten)]
+    pub tenant: TenantRecord,
+    pub api_key: String,
+}
+
+/// How a migration of one tenant ended.
+#[derive(Debug)]
+pub struct MigrateReport {
+    pub id: TenantId,
+    pub result: Result<migrate::Outcome, StoreError>,
+}
+
+/// The registry and tenant files together. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    control: ControlDb,
+    pool: TenantPool,
+}
+
+/// Hex of the SHA-256 of `s`.
+pub fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .fold(String::with_capacity(64), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// A fresh random secret: `prefix` then 64 hex digits (256 bits).
+pub fn random_secret(prefix: &str) -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().fold(prefix.to_owned(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn validate(new: &NewTenant) -> Result<(String, String, String), StoreError> {
+    let name = new.name.trim();
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "name must be 1-{MAX_NAME_LEN} bytes of printable text"
+        )));
+    }
+    let currency = new.currency.as_deref().unwrap_or("USD").to_ascii_uppercase();
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(StoreError::Invalid(format!(
+            "currency {currency:?} is not a 3-letter ISO 4217 code"
+        )));
+    }
+    let timezone = new.timezone.as_deref().unwrap_or("UTC");
+    if timezone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(StoreError::Invalid(format!(
+            "timezone {timezone:?} is not an IANA time zone name (like Europe/Berlin)"
+        )));
+    }
+    Ok((name.to_owned(), currency, timezone.to_owned()))
+}
+
+impl Store {
+    /// A store over an opened control db and a tenant pool of the same data dir.
+    pub fn new(control: ControlDb, pool: TenantPool) -> Self {
+        Store { control, pool }
+    }
+
+    /// The tenant pool.
+    pub fn pool(&self) -> &TenantPool {
+        &self.pool
+    }
+
+    /// The registry.
+    pub fn control(&self) -> &ControlDb {
+        &self.control
+    }
+
+    fn layout(&self) -> &Layout {
+        self.pool.layout()
+    }
+
+    /// Registers a tenant and creates its file. Returns the record and its new API key.
+    pub fn create_tenant(&self, new: NewTenant) -> Result<Created, StoreError> {
+        let (name, currency, timezone) = validate(&new)?;
+        if self.control.get_active(&new.id).is_ok() {
+            return Err(StoreError::AlreadyExists(new.id));
+        }
+        self.pool.create(&new.id).map_err(|e| match e {
+            StoreError::AlreadyExists(id) => StoreError::Conflict(format!(
+                "a database file for tenant {id} already exists on disk but is not registered"
+            )),
+            e => e,
+        })?;
+        let api_key = random_secret("tarn_");
+        let tenant = TenantRecord {
+            id: new.id.clone(),
+            name,
+            status: "active".into(),
+            created_at: now_rfc3339(),
+            currency,
+            timezone,
+            deleted_at: None,
+        };
+        if let Err(e) = self.control.insert(&tenant, &sha256_hex(&api_key)) {
+            let _ = self.remove_files(&new.id);
+            return Err(e);
+        }
+        Ok(Created { tenant, api_key })
+    }
+
+    fn remove_files(&self, id: &TenantId) -> Result<(), StoreError> {
+        self.pool.close_and(id, || {
+            for f in db_files(&self.layout().tenant_db(id)) {
+                match std::fs::remove_file(&f) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::io(&f, e));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// An active tenant's record.
+    pub fn get_tenant(&self, id: &TenantId) -> Result<TenantRecord, StoreError> {
+        self.control.get_active(id)
+    }
+
+    /// A page of active tenants ordered by id, after the cursor `after`.
+    pub fn list_tenants(
+        &self,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> Result<Vec<TenantRecord>, StoreError> {
+        self.control.list("active", after, limit)
+    }
+
+    /// Closes the tenant, moves its files to `<data_dir>/_trash/<id>-<time>/` and marks it
+    /// deleted. `restore_tenant` brings it back.
+    pub fn delete_tenant(&self, id: &TenantId) -> Result<TenantRecord, StoreError> {
+        let mut rec = self.control.get_active(id)?;
+        let deleted_at = now_rfc3339();
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let trash = self.layout().trash_dir().join(format!("{id}-{stamp}"));
+        self.pool.close_and(id, || {
+            std::fs::create_dir_all(&trash).map_err(|e| StoreError::io(&trash, e))?;
+            for f in db_files(&self.layout().tenant_db(id)) {
+                let to = trash.join(f.file_name().expect("tenant files have names"));
+                match std::fs::rename(&f, &to) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::io(&f, e));
+                    }
+                    _ => {}
+                }
+            }
+            self.control
+                .mark_deleted(id, &deleted_at, &trash.to_string_lossy())
+        })?;
+        rec.status = "deleted".into();
+        rec.deleted_at = Some(deleted_at);
+        Ok(rec)
+    }
+
+    /// Moves a deleted tenant's files back from the trash and reactivates it with a new key.
+    pub fn restore_tenant(&self, id: &TenantId) -> Result<Created, StoreError> {
+        let Some(trash) = self.control.trash_path(id)? else {
+            return Err(StoreError::NotFound(id.clone()));
+        };
+        let trash = std::path::PathBuf::from(trash);
+        let api_key = random_secret("tarn_");
+        self.pool.close_and(id, || {
+            let db = self.layout().tenant_db(id);
+            if db.exists() {
+                return Err(StoreError::Conflict(format!(
+                    "a database file for tenant {id} is already in place"
+                )));
+            }
+            let dir = self.layout().tenant_dir(id);
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+            for f in db_files(&db) {
+                let from = trash.join(f.file_name().expect("tenant files have names"));
+                match std::fs::rename(&from, &f) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::io(&from, e));
+                    }
+                    _ => {}
+                }
+            }
+            let _ = std::fs::remove_dir(&trash);
+            self.control.mark_restored(id, &sha256_hex(&api_key))
+        })?;
+        Ok(Created {
+            tenant: self.control.get_active(id)?,
+            api_key,
+        })
+    }
+
+    /// Replaces the tenant's API key; the old one stops working at once.
+    pub fn rotate_key(&self, id: &TenantId) -> Result<Created, StoreError> {
+        let api_key = random_secret("tarn_");
+        self.control.set_key_hash(id, &sha256_hex(&api_key))?;
+        Ok(Created {
+            tenant: self.control.get_active(id)?,
+            api_key,
+        })
+    }
+
+    /// Brings one tenant file to the current schema (opening it directly, not via the pool).
+    pub fn migrate_tenant(&self, id: &TenantId) -> Result<migrate::Outcome, StoreError> {
+        self.control.get_active(id)?;
+        let path = self.layout().tenant_db(id);
+        if !path.exists() {
+            return Err(StoreError::NotFound(id.clone()));
+        }
+        let mut conn = sqlite::open_existing(&path)?;
+        migrate::apply(&mut conn, migrate::TENANT, &path)
+    }
+
+    /// Every active tenant id, in order.
+    pub fn all_tenant_ids(&self) -> Result<Vec<TenantId>, StoreError> {
+        let mut ids = Vec::new();
+        loop {
+            let page = self.control.list("active", ids.last(), 10_000)?;
+            if page.is_empty() {
+                return Ok(ids);
+            }
+            ids.extend(page.into_iter().map(|r| r.id));
+        }
+    }
+
+    /// Migrates every active tenant with `workers` threads, calling `progress` after each;
+    /// a failing tenant is reported and the walk goes on.
+    pub fn migrate_all(
+        &self,
+        workers: usize,
+        progress: impl Fn(&MigrateReport) + Sync,
+    ) -> Result<Vec<MigrateReport>, StoreError> {
+        let ids = self.all_tenant_ids()?;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let reports = std::sync::Mutex::new(Vec::with_capacity(ids.len()));
+        std::thread::scope(|s| {
+            for _ in 0..workers.max(1) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(id) = ids.get(i) else { break };
+                        let report = MigrateReport {
+                            id: id.clone(),
+                            result: self.migrate_tenant(id),
+                        };
+                        progress(&report);
+                        reports
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(report);
+                    }
+                });
+            }
+        });
+        let mut reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
+        reports.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(reports)
+    }
+
+    /// The tenant's settings as a JSON object.
+    pub fn settings(&self, id: &TenantId) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+        let handle = self.pool.acquire(id)?;
+        let conn = handle.conn()?;
+        let mut stmt = conn.prepare_cached("SELECT key, value FROM settings ORDER BY key")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = serde_json::Map::new();
+        for row in rows {
+            let (k, v) = row?;
+            let v = serde_json::from_str(&v).unwrap_or(serde_json::Value::String(v));
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+
+    /// Merges `patch` into the tenant's settings (a `null` value removes the key), in one
+    /// transaction; returns the settings after.
+    pub fn update_settings(
+        &self,
+        id: &TenantId,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+        for (k, v) in patch {
+            let key_ok = !k.is_empty()
+                && k.len() <= 64
+                && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !key_ok {
+                return Err(StoreError::Invalid(format!(
+                    "setting name {k:?} must be 1-64 characters of a-z, 0-9 and '_'"
+                )));
+            }
+            if v.is_array() || v.is_object() || v.to_string().len() > 4096 {
+                return Err(StoreError::Invalid(format!(
+                    "setting {k:?} must be a string, number, boolean or null of at most 4 KiB"
+                )));
+            }
+        }
+        {
+            let handle = self.pool.acquire(id)?;
+            let mut conn = handle.conn()?;
+            let tx = conn.transaction()?;
+            for (k, v) in patch {
+                if v.is_null() {
+                    tx.execute("DELETE FROM settings WHERE key = ?1", [k])?;
+                } else {
+                    tx.execute(
+                        "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+                           updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
+                        [k, &v.to_string()],
+                    )?;
+                }
+            }
+            tx.commit()?;
+        }
+        self.settings(id)
+    }
+}

@@ -1,0 +1,78 @@
+//! Logs (tracing, human or JSON) and Prometheus metrics for one server instance.
+//! Invariant: each `Metrics` owns its own registry (no global state), so several servers in
+//! one process (the tests) never mix their numbers.
+
+use crate::config::LogFormat;
+use crate::tenant::pool::PoolMetrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::{counter::Counter, family::Family};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+
+/// Installs the global tracing subscriber (`RUST_LOG` filters, default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Labels of the HTTP request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+/// The server's metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub http_requests: Family<HttpLabels, Counter>,
+}
+
+impl Metrics {
+    /// A registry with the HTTP counters and the given pool metrics.
+    pub fn new(pool: &PoolMetrics) -> Self {
+        let mut registry = Registry::with_prefix("tarn");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        registry.register("tenant_opens", "Tenants opened from disk", pool.opens.clone());
+        registry.register(
+            "tenant_evictions_capacity",
+            "Tenants closed to make room",
+            pool.evictions_capacity.clone(),
+        );
+        registry.register(
+            "tenant_evictions_idle",
+            "Tenants closed after idling",
+            pool.evictions_idle.clone(),
+        );
+        registry.register("open_tenants", "Tenants open now", pool.open_tenants.clone());
+        registry.register(
+            "tenant_open_seconds",
+            "Time to open a tenant from disk",
+            pool.open_seconds.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            http_requests,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,146 @@
+//! Schema migrations for tenant files and the control database, compiled into the binary.
+//! Invariant: `PRAGMA user_version` equals the number of migrations applied; all pending
+//! migrations of a file apply in one transaction; a file newer than the binary is refused.
+
+use super::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+use std::path::Path;
+
+/// One numbered schema step.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// 1-based version this migration brings the file to.
+    pub version: i64,
+    /// File name, for errors.
+    pub name: &'static str,
+    /// The SQL.
+    pub sql: &'static str,
+}
+
+macro_rules! migrations {
+    ($dir:literal: $($version:literal => $file:literal),* $(,)?) => {
+        &[$(Migration {
+            version: $version,
+            name: $file,
+            sql: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/", $dir, $file)),
+        }),*]
+    };
+}
+
+/// The tenant schema (`migrations/NNNN_*.sql`).
+pub const TENANT: &[Migration] = migrations!("": 1 => "0001_init.sql");
+
+/// The control database schema (`migrations/control/NNNN_*.sql`).
+pub const CONTROL: &[Migration] = migrations!("control/": 1 => "0001_registry.sql");
+
+/// What `apply` did to a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Version before.
+    pub from: i64,
+    /// Version after.
+    pub to: i64,
+}
+
+/// The version a file is at.
+pub fn current_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+/// Brings `conn` to the latest of `set`, in one transaction. `path` is only for errors.
+pub fn apply(conn: &mut Connection, set: &[Migration], path: &Path) -> Result<Outcome, StoreError> {
+    let supported = set.last().map_or(0, |m| m.version);
+    let found = current_version(conn)?;
+    check_not_newer(found, supported, path)?;
+    if found == supported {
+        return Ok(Outcome { from: found, to: found });
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Re-read under the write lock: another process may have migrated meanwhile.
+    let from = current_version(&tx)?;
+    check_not_newer(from, supported, path)?;
+    for m in set.iter().filter(|m| m.version > from) {
+        tx.execute_batch(m.sql).map_err(|source| StoreError::Migration {
+            path: path.to_path_buf(),
+            version: m.version,
+            name: m.name,
+            source,
+        })?;
+    }
+    tx.pragma_update(None, "user_version", supported)?;
+    tx.commit()?;
+    Ok(Outcome { from, to: supported })
+}
+
+fn check_not_newer(found: i64, supported: i64, path: &Path) -> Result<(), StoreError> {
+    if found > supported {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbered_files(dir: &str) -> Vec<String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dir);
+        let mut names: Vec<String> = std::fs::read_dir(path)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn check_set(dir: &str, set: &[Migration]) {
+        let files = numbered_files(dir);
+        let listed: Vec<&str> = set.iter().map(|m| m.name).collect();
+        assert_eq!(files, listed, "every file in migrations/{dir} must be listed, in order");
+        for (i, m) in set.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1);
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn every_migration_file_is_compiled_in_and_numbered() {
+        check_set("", TENANT);
+        check_set("control", CONTROL);
+    }
+
+    #[test]
+    fn applies_once_and_refuses_newer() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let p = Path::new(":memory:");
+        let latest = TENANT.last().unwrap().version;
+        assert_eq!(apply(&mut conn, TENANT, p).unwrap(), Outcome { from: 0, to: latest });
+        assert_eq!(apply(&mut conn, TENANT, p).unwrap(), Outcome { from: latest, to: latest });
+        conn.pragma_update(None, "user_version", latest + 1).unwrap();
+        assert!(matches!(
+            apply(&mut conn, TENANT, p),
+            Err(StoreError::SchemaTooNew { found, .. }) if found == latest + 1
+        ));
+    }
+
+    #[test]
+    fn failed_migration_leaves_file_untouched() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let bad = [
+            Migration { version: 1, name: "0001_ok.sql", sql: "CREATE TABLE a (x);" },
+            Migration { version: 2, name: "0002_bad.sql", sql: "CREATE TABLE oops (" },
+        ];
+        assert!(apply(&mut conn, &bad, Path::new("m")).is_err());
+        assert_eq!(current_version(&conn).unwrap(), 0);
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'a'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
+}

@@ -1,0 +1,544 @@
+//! The pool of open tenants: an LRU of tenants, each an r2d2 pool of SQLite connections.
+//! Invariants: a tenant is opened at most once at a time (single flight per id); a tenant
+//! with a live `TenantHandle` is never evicted or closed; connections are closed outside the
+//! LRU lock; everything here blocks and must run on the blocking pool.
+
+use super::{Layout, StoreError, TenantId, migrate, sqlite};
+use lru::LruCache;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
+use r2d2::{ManageConnection, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// File descriptors kept free for sockets, logs and the control database.
+pub const FD_RESERVE: u64 = 1024;
+
+/// Each WAL connection holds the database, its `-wal` and its `-shm` open.
+pub const FDS_PER_CONNECTION: u64 = 3;
+
+/// Settings of the tenant pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Most tenants kept open at once (after `fit_to_fd_limit`).
+    pub max_open: usize,
+    /// A tenant unused this long is closed by `sweep_idle`.
+    pub idle: Duration,
+    /// Most SQLite connections per open tenant.
+    pub connections: u32,
+    /// How long to wait for a tenant's connection or for its users to leave before failing.
+    pub wait: Duration,
+}
+
+impl PoolConfig {
+    /// Lowers `max_open` so that every open tenant at full connection count fits in
+    /// `fd_limit` descriptors with `FD_RESERVE` to spare. Returns the cap it set.
+    pub fn fit_to_fd_limit(&mut self, fd_limit: u64) -> usize {
+        let per_tenant = FDS_PER_CONNECTION * u64::from(self.connections.max(1));
+        let fits = fd_limit.saturating_sub(FD_RESERVE) / per_tenant;
+        self.max_open = self.max_open.min(fits as usize).max(1);
+        self.max_open
+    }
+}
+
+/// Counters and gauges of the pool, shared with the metrics registry.
+#[derive(Debug, Clone)]
+pub struct PoolMetrics {
+    /// Tenants opened from disk.
+    pub opens: Counter,
+    /// Tenants closed to make room.
+    pub evictions_capacity: Counter,
+    /// Tenants closed after idling.
+    pub evictions_idle: Counter,
+    /// Tenants open now.
+    pub open_tenants: Gauge,
+    /// Seconds a cold open took (stat, open, migrate check, first connection).
+    pub open_seconds: Histogram,
+}
+
+impl Default for PoolMetrics {
+    fn default() -> Self {
+        let buckets = [
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 1.0,
+        ];
+        PoolMetrics {
+            opens: Counter::default(),
+            evictions_capacity: Counter::default(),
+            evictions_idle: Counter::default(),
+            open_tenants: Gauge::default(),
+            open_seconds: Histogram::new(buckets),
+        }
+    }
+}
+
+/// A snapshot of the pool's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    pub open: usize,
+    pub max_open: usize,
+    pub opens: u64,
+    pub evictions: u64,
+}
+
+/// The LRU of open tenants. Cheap to clone.
+#[derive(Clone)]
+pub struct TenantPool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    layout: Layout,
+    config: PoolConfig,
+    open: Mutex<LruCache<TenantId, Arc<Entry>>>,
+    gates: Mutex<HashMap<TenantId, Arc<Mutex<()>>>>,
+    workers: Arc<scheduled_thread_pool::ScheduledThreadPool>,
+    epoch: Instant,
+    metrics: PoolMetrics,
+}
+
+struct Entry {
+    pool: r2d2::Pool<Manager>,
+    last_used_ms: AtomicU64,
+}
+
+/// A reference to an open tenant; while it lives, the tenant stays open.
+pub struct TenantHandle {
+    entry: Arc<Entry>,
+    id: TenantId,
+}
+
+impl TenantHandle {
+    /// The tenant's id.
+    pub fn id(&self) -> &TenantId {
+        &self.id
+    }
+
+    /// A connection from the tenant's pool (waits while all are in use).
+    pub fn conn(&self) -> Result<PooledConnection<Manager>, StoreError> {
+        Ok(self.entry.pool.get()?)
+    }
+}
+
+/// r2d2 manager for one tenant file: hands out the connection that opened and migrated the
+/// file first, so a cold open pays for one SQLite open, then opens more on demand.
+pub struct Manager {
+    first: Mutex<Option<Connection>>,
+    more: SqliteConnectionManager,
+}
+
+impl ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = rusqlite::Error;
+
+    fn connect(&self) -> Result<Connection, rusqlite::Error> {
+        match lock(&self.first).take() {
+            Some(conn) => Ok(conn),
+            None => self.more.connect(),
+        }
+    }
+
+    fn is_valid(&self, conn: &mut Connection) -> Result<(), rusqlite::Error> {
+        self.more.is_valid(conn)
+    }
+
+    fn has_broken(&self, conn: &mut Connection) -> bool {
+        self.more.has_broken(conn)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves the data consistent (every critical
+    // section is a single map operation), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl TenantPool {
+    /// A pool over the tenants of `layout`. `config.max_open` is used as given.
+    pub fn new(layout: Layout, config: PoolConfig, metrics: PoolMetrics) -> Self {
+        let workers = Arc::new(
+            scheduled_thread_pool::ScheduledThreadPool::builder()
+                .num_threads(4)
+                .thread_name_pattern("tarn-sqlite-{}")
+                .build(),
+        );
+        TenantPool {
+            inner: Arc::new(Inner {
+                layout,
+                config,
+                open: Mutex::new(LruCache::unbounded()),
+                gates: Mutex::new(HashMap::new()),
+                workers,
+                epoch: Instant::now(),
+                metrics,
+            }),
+        }
+    }
+
+    /// The data dir layout.
+    pub fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// The pool's settings.
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    /// The pool's metrics.
+    pub fn metrics(&self) -> &PoolMetrics {
+        &self.inner.metrics
+    }
+
+    /// Counters now.
+    pub fn stats(&self) -> PoolStats {
+        let m = &self.inner.metrics;
+        PoolStats {
+            open: lock(&self.inner.open).len(),
+            max_open: self.inner.config.max_open,
+            opens: m.opens.get(),
+            evictions: m.evictions_capacity.get() + m.evictions_idle.get(),
+        }
+    }
+
+    /// Whether the tenant is open now.
+    pub fn is_open(&self, id: &TenantId) -> bool {
+        lock(&self.inner.open).contains(id)
+    }
+
+    /// The open tenant, opening (and migrating) it first if needed. Blocking.
+    pub fn acquire(&self, id: &TenantId) -> Result<TenantHandle, StoreError> {
+        if let Some(handle) = self.lookup(id) {
+            return Ok(handle);
+        }
+        self.gated(id, || match self.lookup(id) {
+            Some(handle) => Ok(handle),
+            None => self.open(id),
+        })
+    }
+
+    /// Creates a new tenant file with the current schema. Fails if the file exists. Blocking.
+    pub fn create(&self, id: &TenantId) -> Result<(), StoreError> {
+        self.gated(id, || {
+            let path = self.inner.layout.tenant_db(id);
+            if path.exists() {
+                return Err(StoreError::AlreadyExists(id.clone()));
+            }
+            let dir = self.inner.layout.tenant_dir(id);
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+            let mut conn = sqlite::open_or_create(&path)?;
+            migrate::apply(&mut conn, migrate::TENANT, &path)?;
+            Ok(())
+        })
+    }
+
+    /// Closes the tenant (waiting for its users to finish, and keeping new ones out), then
+    /// runs `then` while the tenant is still held closed. Blocking.
+    pub fn close_and<T>(
+        &self,
+        id: &TenantId,
+        then: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.gated(id, || {
+            let entry = lock(&self.inner.open).pop(id);
+            if let Some(entry) = entry {
+                self.inner.metrics.open_tenants.dec();
+                let deadline = Instant::now() + self.inner.config.wait;
+                while Arc::strong_count(&entry) > 1 {
+                    if Instant::now() >= deadline {
+                        self.insert(id, entry);
+                        return Err(StoreError::Busy(id.clone()));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            then()
+        })
+    }
+
+    /// Closes every tenant unused for longer than the idle time. Returns how many. Blocking.
+    pub fn sweep_idle(&self) -> usize {
+        let cutoff = self
+            .now_ms()
+            .saturating_sub(self.inner.config.idle.as_millis() as u64);
+        let closed: Vec<Arc<Entry>> = {
+            let mut open = lock(&self.inner.open);
+            let idle: Vec<TenantId> = open
+                .iter()
+                .rev()
+                .filter(|(_, e)| {
+                    Arc::strong_count(e) == 1 && e.last_used_ms.load(Ordering::Relaxed) <= cutoff
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            idle.iter().filter_map(|id| open.pop(id)).collect()
+        };
+        let n = closed.len();
+        self.inner.metrics.evictions_idle.inc_by(n as u64);
+        self.inner.metrics.open_tenants.dec_by(n as i64);
+        drop(closed);
+        n
+    }
+
+    /// Checkpoints and closes every tenant that is not in use. Blocking.
+    pub fn close_all(&self) -> usize {
+        let closed: Vec<Arc<Entry>> = {
+            let mut open = lock(&self.inner.open);
+            let idle: Vec<TenantId> = open
+                .iter()
+                .filter(|(_, e)| Arc::strong_count(e) == 1)
+                .map(|(id, _)| id.clone())
+                .collect();
+            idle.iter().filter_map(|id| open.pop(id)).collect()
+        };
+        let n = closed.len();
+        self.inner.metrics.open_tenants.dec_by(n as i64);
+        for entry in &closed {
+            if let Ok(conn) = entry.pool.get() {
+                let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+            }
+        }
+        drop(closed);
+        n
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.epoch.elapsed().as_millis() as u64
+    }
+
+    fn lookup(&self, id: &TenantId) -> Option<TenantHandle> {
+        let entry = lock(&self.inner.open).get(id).cloned()?;
+        entry.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+        Some(TenantHandle {
+            entry,
+            id: id.clone(),
+        })
+    }
+
+    /// Runs `f` holding the tenant's gate: no other open, create or close of this tenant
+    /// runs meanwhile.
+    fn gated<T>(&self, id: &TenantId, f: impl FnOnce() -> T) -> T {
+        let gate = lock(&self.inner.gates)
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _held = lock(&gate);
+            f()
+        };
+        let mut gates = lock(&self.inner.gates);
+        // Only the map and this call hold it: nobody is waiting, so the gate can go.
+        if Arc::strong_count(&gate) == 2 {
+            gates.remove(id);
+        }
+        result
+    }
+
+    fn open(&self, id: &TenantId) -> Result<TenantHandle, StoreError> {
+        let started = Instant::now();
+        let path = self.inner.layout.tenant_db(id);
+        let mut conn = match sqlite::open_existing(&path) {
+            Ok(conn) => conn,
+            Err(_) if !path.exists() => return Err(StoreError::NotFound(id.clone())),
+            Err(e) => return Err(e.into()),
+        };
+        migrate::apply(&mut conn, migrate::TENANT, &path)?;
+        let manager = Manager {
+            first: Mutex::new(Some(conn)),
+            more: SqliteConnectionManager::file(&path)
+                .with_flags(sqlite::open_flags_existing())
+                .with_init(|c| sqlite::configure(c)),
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(self.inner.config.connections.max(1))
+            .min_idle(Some(0))
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_on_check_out(false)
+            .connection_timeout(self.inner.config.wait)
+            .thread_pool(self.inner.workers.clone())
+            .build_unchecked(manager);
+        // Take the first connection into the pool now, so the open is complete when we return.
+        drop(pool.get()?);
+        let entry = Arc::new(Entry {
+            pool,
+            last_used_ms: AtomicU64::new(self.now_ms()),
+        });
+        self.insert(id, entry.clone());
+        self.inner.metrics.opens.inc();
+        self.inner
+            .metrics
+            .open_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(TenantHandle {
+            entry,
+            id: id.clone(),
+        })
+    }
+
+    fn insert(&self, id: &TenantId, entry: Arc<Entry>) {
+        let evicted: Vec<Arc<Entry>> = {
+            let mut open = lock(&self.inner.open);
+            if open.put(id.clone(), entry).is_none() {
+                self.inner.metrics.open_tenants.inc();
+            }
+            let mut evicted = Vec::new();
+            while open.len() > self.inner.config.max_open {
+                let victim = open
+                    .iter()
+                    .rev()
+                    .find(|(_, e)| Arc::strong_count(e) == 1)
+                    .map(|(id, _)| id.clone());
+                // Everything is in use: go over the cap rather than close under a user.
+                let Some(victim) = victim else { break };
+                evicted.extend(open.pop(&victim));
+            }
+            evicted
+        };
+        let n = evicted.len() as u64;
+        self.inner.metrics.evictions_capacity.inc_by(n);
+        self.inner.metrics.open_tenants.dec_by(n as i64);
+        drop(evicted);
+    }
+}
+
+/// Runs blocking storage work on the blocking pool.
+pub async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Join(e.to_string()).into()))
+}
+
+impl TenantPool {
+    /// Runs `f` with a connection of the tenant, on the blocking pool.
+    pub async fn with_conn<T, E>(
+        &self,
+        id: TenantId,
+        f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let pool = self.clone();
+        blocking(move || {
+            let handle = pool.acquire(&id)?;
+            let mut conn = handle.conn()?;
+            f(&mut conn)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(dir: &std::path::Path, max_open: usize) -> TenantPool {
+        let config = PoolConfig {
+            max_open,
+            idle: Duration::from_secs(300),
+            connections: 2,
+            wait: Duration::from_secs(2),
+        };
+        TenantPool::new(Layout::new(dir), config, PoolMetrics::default())
+    }
+
+    fn id(s: &str) -> TenantId {
+        TenantId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn fd_cap_leaves_room_for_every_connection() {
+        let mut c = PoolConfig {
+            max_open: 4096,
+            idle: Duration::from_secs(1),
+            connections: 2,
+            wait: Duration::from_secs(1),
+        };
+        let cap = c.fit_to_fd_limit(20_000);
+        assert_eq!(cap, (20_000 - 1024) / 6);
+        assert!(cap as u64 * 6 + FD_RESERVE <= 20_000);
+        c.connections = 1;
+        c.max_open = 100;
+        assert_eq!(c.fit_to_fd_limit(20_000), 100);
+    }
+
+    #[test]
+    fn missing_tenant_is_not_found_and_not_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pool(dir.path(), 4);
+        assert!(matches!(p.acquire(&id("ghost")), Err(StoreError::NotFound(_))));
+        assert!(!p.layout().tenant_db(&id("ghost")).exists());
+    }
+
+    #[test]
+    fn capacity_evicts_least_recent_but_never_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pool(dir.path(), 2);
+        for t in ["a", "b", "c"] {
+            p.create(&id(t)).unwrap();
+        }
+        let held_a = p.acquire(&id("a")).unwrap();
+        drop(p.acquire(&id("b")).unwrap());
+        drop(p.acquire(&id("c")).unwrap());
+        assert!(p.is_open(&id("a")), "a is in use and must stay open");
+        assert!(!p.is_open(&id("b")));
+        assert_eq!(p.stats().open, 2);
+        held_a.conn().unwrap().execute_batch("SELECT 1").unwrap();
+        drop(held_a);
+        assert_eq!(p.stats().evictions, 1);
+    }
+
+    #[test]
+    fn idle_sweep_closes_unused_tenants_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pool(dir.path(), 8);
+        Arc::get_mut(&mut p.inner).unwrap().config.idle = Duration::ZERO;
+        p.create(&id("a")).unwrap();
+        p.create(&id("b")).unwrap();
+        let held = p.acquire(&id("a")).unwrap();
+        drop(p.acquire(&id("b")).unwrap());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(p.sweep_idle(), 1);
+        assert!(p.is_open(&id("a")));
+        drop(held);
+        assert_eq!(p.sweep_idle(), 1);
+        assert_eq!(p.stats().open, 0);
+    }
+
+    #[test]
+    fn concurrent_cold_opens_open_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pool(dir.path(), 8);
+        p.create(&id("cold")).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| drop(p.acquire(&id("cold")).unwrap()));
+            }
+        });
+        assert_eq!(p.stats().opens, 1);
+    }
+
+    #[test]
+    fn close_waits_for_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pool(dir.path(), 8);
+        p.create(&id("t")).unwrap();
+        let held = p.acquire(&id("t")).unwrap();
+        let p2 = p.clone();
+        let closer = std::thread::spawn(move || p2.close_and(&id("t"), || Ok(Instant::now())));
+        std::thread::sleep(Duration::from_millis(50));
+        let released = Instant::now();
+        drop(held);
+        let closed_at = closer.join().unwrap().unwrap();
+        assert!(closed_at >= released);
+        assert!(!p.is_open(&id("t")));
+    }
+}

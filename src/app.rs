@@ -85,7 +85,10 @@ pub fn open_store(args: &StoreArgs, pool_metrics: PoolMetrics) -> Result<Store, 
         );
     }
     let control = ControlDb::open(&layout)?;
-    Ok(Store::new(control, TenantPool::new(layout, pool_config, pool_metrics)))
+    Ok(Store::new(
+        control,
+        TenantPool::new(layout, pool_config, pool_metrics),
+    ))
 }
 
 /// The operator token: the configured one, else the one saved in `<data_dir>/_admin_token`,
@@ -157,7 +160,9 @@ impl App {
 
     /// The address actually bound (for `127.0.0.1:0`).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The shared state (for tests and embedding).
@@ -167,7 +172,10 @@ impl App {
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests and closes every
     /// tenant.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let addr = self.local_addr();
         let pool = self.state.store.pool().clone();
         let sweeper = tokio::spawn(sweep_idle(pool.clone()));

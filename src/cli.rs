@@ -59,7 +59,12 @@ pub fn tenant(args: &StoreArgs, command: TenantCommand) -> anyhow::Result<()> {
 }
 
 /// Runs `tarn migrate [--all | ID]`. Fails (after walking everything) if any tenant failed.
-pub fn migrate(args: &StoreArgs, all: bool, id: Option<String>, workers: usize) -> anyhow::Result<()> {
+pub fn migrate(
+    args: &StoreArgs,
+    all: bool,
+    id: Option<String>,
+    workers: usize,
+) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&args.data_dir)?;
     let store = open_store(args, PoolMetrics::default())?;
     if !all {

@@ -102,16 +102,36 @@ pub enum TenantCommand {
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// Folder of the tenant files and the control database.
-    #[arg(long, env = "TARN_DATA_DIR", default_value = "./tenants")]
+    #[arg(
+        long,
+        global = true,
+        env = "TARN_DATA_DIR",
+        default_value = "./tenants"
+    )]
     pub data_dir: PathBuf,
     /// Most tenants kept open at once (lowered to fit the open-file limit).
-    #[arg(long, env = "TARN_MAX_OPEN_TENANTS", default_value_t = 4096)]
+    #[arg(
+        long,
+        global = true,
+        env = "TARN_MAX_OPEN_TENANTS",
+        default_value_t = 4096
+    )]
     pub max_open_tenants: usize,
     /// Seconds a tenant may sit unused before it is closed.
-    #[arg(long, env = "TARN_TENANT_IDLE_SECS", default_value_t = 300)]
+    #[arg(
+        long,
+        global = true,
+        env = "TARN_TENANT_IDLE_SECS",
+        default_value_t = 300
+    )]
     pub tenant_idle_secs: u64,
     /// Most SQLite connections per open tenant.
-    #[arg(long, env = "TARN_TENANT_CONNECTIONS", default_value_t = 2)]
+    #[arg(
+        long,
+        global = true,
+        env = "TARN_TENANT_CONNECTIONS",
+        default_value_t = 1
+    )]
     pub tenant_connections: u32,
 }
 

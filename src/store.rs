@@ -74,7 +74,11 @@ fn validate(new: &NewTenant) -> Result<(String, String, String), StoreError> {
             "name must be 1-{MAX_NAME_LEN} bytes of printable text"
         )));
     }
-    let currency = new.currency.as_deref().unwrap_or("USD").to_ascii_uppercase();
+    let currency = new
+        .currency
+        .as_deref()
+        .unwrap_or("USD")
+        .to_ascii_uppercase();
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(StoreError::Invalid(format!(
             "currency {currency:?} is not a 3-letter ISO 4217 code"
@@ -294,7 +298,10 @@ impl Store {
     }
 
     /// The tenant's settings as a JSON object.
-    pub fn settings(&self, id: &TenantId) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    pub fn settings(
+        &self,
+        id: &TenantId,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
         let handle = self.pool.acquire(id)?;
         let conn = handle.conn()?;
         let mut stmt = conn.prepare_cached("SELECT key, value FROM settings ORDER BY key")?;
@@ -318,7 +325,8 @@ impl Store {
         for (k, v) in patch {
             let key_ok = !k.is_empty()
                 && k.len() <= 64
-                && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
             if !key_ok {
                 return Err(StoreError::Invalid(format!(
                     "setting name {k:?} must be 1-64 characters of a-z, 0-9 and '_'"

@@ -13,7 +13,9 @@ use std::sync::Arc;
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -45,7 +47,11 @@ impl Metrics {
             "HTTP requests by route and status",
             http_requests.clone(),
         );
-        registry.register("tenant_opens", "Tenants opened from disk", pool.opens.clone());
+        registry.register(
+            "tenant_opens",
+            "Tenants opened from disk",
+            pool.opens.clone(),
+        );
         registry.register(
             "tenant_evictions_capacity",
             "Tenants closed to make room",
@@ -56,7 +62,11 @@ impl Metrics {
             "Tenants closed after idling",
             pool.evictions_idle.clone(),
         );
-        registry.register("open_tenants", "Tenants open now", pool.open_tenants.clone());
+        registry.register(
+            "open_tenants",
+            "Tenants open now",
+            pool.open_tenants.clone(),
+        );
         registry.register(
             "tenant_open_seconds",
             "Time to open a tenant from disk",

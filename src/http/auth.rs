@@ -38,7 +38,9 @@ impl FromRequestParts<AppState> for Operator {
         if is_operator(state, bearer(parts)?) {
             Ok(Operator)
         } else {
-            Err(ApiError::unauthorized("this route needs the operator token"))
+            Err(ApiError::unauthorized(
+                "this route needs the operator token",
+            ))
         }
     }
 }
@@ -86,7 +88,9 @@ impl FromRequestParts<AppState> for TenantAccess {
                 id,
                 operator: false,
             }),
-            Some(_) => Err(ApiError::forbidden("this API key belongs to another tenant")),
+            Some(_) => Err(ApiError::forbidden(
+                "this API key belongs to another tenant",
+            )),
             None => Err(ApiError::unauthorized("unknown API key")),
         }
     }

@@ -52,9 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-        });
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") });
 
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -81,7 +79,14 @@ fn request_span(req: &Request) -> tracing::Span {
         .uri()
         .path()
         .strip_prefix("/v1/tenants/")
-        .map(|rest| rest.split('/').next().unwrap_or("").chars().take(64).collect())
+        .map(|rest| {
+            rest.split('/')
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(64)
+                .collect()
+        })
         .unwrap_or_default();
     tracing::info_span!(
         "request",

@@ -1,9 +1,9 @@
 //! Tenant admin routes: create, list, show, delete, restore, rotate-key, settings.
 //! Invariant: handlers only validate and call the `Store` on the blocking pool.
 
+use super::AppState;
 use super::auth::{Operator, TenantAccess};
 use super::error::{ApiError, ApiJson};
-use super::AppState;
 use crate::control::TenantRecord;
 use crate::store::{Created, NewTenant};
 use crate::tenant::{TenantId, pool::blocking};

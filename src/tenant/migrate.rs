@@ -53,23 +53,30 @@ pub fn apply(conn: &mut Connection, set: &[Migration], path: &Path) -> Result<Ou
     let found = current_version(conn)?;
     check_not_newer(found, supported, path)?;
     if found == supported {
-        return Ok(Outcome { from: found, to: found });
+        return Ok(Outcome {
+            from: found,
+            to: found,
+        });
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Re-read under the write lock: another process may have migrated meanwhile.
     let from = current_version(&tx)?;
     check_not_newer(from, supported, path)?;
     for m in set.iter().filter(|m| m.version > from) {
-        tx.execute_batch(m.sql).map_err(|source| StoreError::Migration {
-            path: path.to_path_buf(),
-            version: m.version,
-            name: m.name,
-            source,
-        })?;
+        tx.execute_batch(m.sql)
+            .map_err(|source| StoreError::Migration {
+                path: path.to_path_buf(),
+                version: m.version,
+                name: m.name,
+                source,
+            })?;
     }
     tx.pragma_update(None, "user_version", supported)?;
     tx.commit()?;
-    Ok(Outcome { from, to: supported })
+    Ok(Outcome {
+        from,
+        to: supported,
+    })
 }
 
 fn check_not_newer(found: i64, supported: i64, path: &Path) -> Result<(), StoreError> {
@@ -88,7 +95,9 @@ mod tests {
     use super::*;
 
     fn numbered_files(dir: &str) -> Vec<String> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(dir);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(dir);
         let mut names: Vec<String> = std::fs::read_dir(path)
             .unwrap()
             .filter_map(|e| e.ok())
@@ -102,10 +111,17 @@ mod tests {
     fn check_set(dir: &str, set: &[Migration]) {
         let files = numbered_files(dir);
         let listed: Vec<&str> = set.iter().map(|m| m.name).collect();
-        assert_eq!(files, listed, "every file in migrations/{dir} must be listed, in order");
+        assert_eq!(
+            files, listed,
+            "every file in migrations/{dir} must be listed, in order"
+        );
         for (i, m) in set.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1);
-            assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{}", m.name);
+            assert!(
+                m.name.starts_with(&format!("{:04}_", m.version)),
+                "{}",
+                m.name
+            );
         }
     }
 
@@ -120,9 +136,22 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         let p = Path::new(":memory:");
         let latest = TENANT.last().unwrap().version;
-        assert_eq!(apply(&mut conn, TENANT, p).unwrap(), Outcome { from: 0, to: latest });
-        assert_eq!(apply(&mut conn, TENANT, p).unwrap(), Outcome { from: latest, to: latest });
-        conn.pragma_update(None, "user_version", latest + 1).unwrap();
+        assert_eq!(
+            apply(&mut conn, TENANT, p).unwrap(),
+            Outcome {
+                from: 0,
+                to: latest
+            }
+        );
+        assert_eq!(
+            apply(&mut conn, TENANT, p).unwrap(),
+            Outcome {
+                from: latest,
+                to: latest
+            }
+        );
+        conn.pragma_update(None, "user_version", latest + 1)
+            .unwrap();
         assert!(matches!(
             apply(&mut conn, TENANT, p),
             Err(StoreError::SchemaTooNew { found, .. }) if found == latest + 1
@@ -133,13 +162,25 @@ mod tests {
     fn failed_migration_leaves_file_untouched() {
         let mut conn = Connection::open_in_memory().unwrap();
         let bad = [
-            Migration { version: 1, name: "0001_ok.sql", sql: "CREATE TABLE a (x);" },
-            Migration { version: 2, name: "0002_bad.sql", sql: "CREATE TABLE oops (" },
+            Migration {
+                version: 1,
+                name: "0001_ok.sql",
+                sql: "CREATE TABLE a (x);",
+            },
+            Migration {
+                version: 2,
+                name: "0002_bad.sql",
+                sql: "CREATE TABLE oops (",
+            },
         ];
         assert!(apply(&mut conn, &bad, Path::new("m")).is_err());
         assert_eq!(current_version(&conn).unwrap(), 0);
         let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'a'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'a'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(tables, 0);
     }

@@ -474,7 +474,10 @@ mod tests {
     fn missing_tenant_is_not_found_and_not_created() {
         let dir = tempfile::tempdir().unwrap();
         let p = pool(dir.path(), 4);
-        assert!(matches!(p.acquire(&id("ghost")), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            p.acquire(&id("ghost")),
+            Err(StoreError::NotFound(_))
+        ));
         assert!(!p.layout().tenant_db(&id("ghost")).exists());
     }
 

@@ -16,9 +16,7 @@ pub const MIN_SQLITE_VERSION: i32 = 3_051_003;
 
 /// Flags for opening an existing database (never creates one).
 pub fn open_flags_existing() -> OpenFlags {
-    OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI
+    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI
 }
 
 /// Applies the per-connection settings. Runs on every new connection.
@@ -42,7 +40,8 @@ pub fn open_existing(path: &Path) -> rusqlite::Result<Connection> {
 
 /// Opens (creating if needed) a database file, switches it to WAL and configures it.
 pub fn open_or_create(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(path, open_flags_existing() | OpenFlags::SQLITE_OPEN_CREATE)?;
+    let conn =
+        Connection::open_with_flags(path, open_flags_existing() | OpenFlags::SQLITE_OPEN_CREATE)?;
     configure(&conn)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -91,12 +90,21 @@ mod tests {
     fn connections_get_wal_and_pragmas() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.db");
-        assert!(open_existing(&path).is_err(), "must not create a missing file");
+        assert!(
+            open_existing(&path).is_err(),
+            "must not create a missing file"
+        );
         drop(open_or_create(&path).unwrap());
         let conn = open_existing(&path).unwrap();
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-        let fk: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
-        let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
         assert_eq!((mode.as_str(), fk, sync), ("wal", 1, 1));
     }
 }

@@ -1,0 +1,232 @@
+//! `spawn_app()` and `TestApp`: a real server on a temp data dir, with typed requests.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use tarn::app::App;
+use tarn::config::{Secret, ServeConfig};
+use tempfile::TempDir;
+
+pub const ADMIN: &str = "test-admin-token";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// An answer: status and JSON body (`Value::Null` when the body is not JSON).
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub text: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    spawn_app_in(dir, tweak).await
+}
+
+pub async fn spawn_app_in(dir: TempDir, tweak: impl FnOnce(&mut ServeConfig)) -> TestApp {
+    let mut config = ServeConfig::with_data_dir(dir.path().join("data"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_token = Some(Secret::new(ADMIN));
+    tweak(&mut config);
+    let app = App::build(config).await.expect("server starts");
+    let base = format!("http://{}", app.local_addr());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        dir,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Stops the server gracefully and hands back the temp dir.
+    pub async fn stop(mut self) -> TempDir {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.server.take().unwrap().await.unwrap().unwrap();
+        self.dir
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        into_reply(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn create_tenant(&self, id: &str, name: &str) -> Reply {
+        self.request(
+            Method::POST,
+            "/v1/tenants",
+            Some(ADMIN),
+            Some(json!({"id": id, "name": name})),
+        )
+        .await
+    }
+
+    /// Creates a tenant and returns its API key.
+    pub async fn new_tenant(&self, id: &str) -> String {
+        let r = self.create_tenant(id, &format!("Shop {id}")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.body["api_key"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn get_tenant(&self, id: &str, token: &str) -> Reply {
+        self.request(Method::GET, &format!("/v1/tenants/{id}"), Some(token), None)
+            .await
+    }
+
+    pub async fn list_tenants(&self, query: &str) -> Reply {
+        self.request(
+            Method::GET,
+            &format!("/v1/tenants{query}"),
+            Some(ADMIN),
+            None,
+        )
+        .await
+    }
+
+    pub async fn delete_tenant(&self, id: &str, token: &str) -> Reply {
+        self.request(
+            Method::DELETE,
+            &format!("/v1/tenants/{id}"),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    pub async fn restore_tenant(&self, id: &str) -> Reply {
+        self.request(
+            Method::POST,
+            &format!("/v1/tenants/{id}/restore"),
+            Some(ADMIN),
+            None,
+        )
+        .await
+    }
+
+    pub async fn rotate_key(&self, id: &str, token: &str) -> Reply {
+        self.request(
+            Method::POST,
+            &format!("/v1/tenants/{id}/rotate-key"),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    pub async fn settings(&self, id: &str, token: &str) -> Reply {
+        self.request(
+            Method::GET,
+            &format!("/v1/tenants/{id}/settings"),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    pub async fn patch_settings(&self, id: &str, token: &str, patch: Value) -> Reply {
+        self.request(
+            Method::PATCH,
+            &format!("/v1/tenants/{id}/settings"),
+            Some(token),
+            Some(patch),
+        )
+        .await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.request(Method::GET, "/metrics", None, None).await.text
+    }
+
+    /// The value of an unlabelled metric sample (`tarn_<name>` or `tarn_<name>_total`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics().await, name)
+    }
+}
+
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    let full = format!("tarn_{name}");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == full || k == format!("{full}_total")).then(|| v.parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("metric {full} not in:\n{text}"))
+}
+
+pub async fn into_reply(resp: reqwest::Response) -> Reply {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        body,
+        text,
+        headers,
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The path of a tenant's file, as the server lays it out.
+pub fn tenant_file(data_dir: &Path, id: &str) -> PathBuf {
+    tarn::tenant::Layout::new(data_dir).tenant_db(&tarn::tenant::TenantId::parse(id).unwrap())
+}

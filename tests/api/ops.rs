@@ -1,0 +1,198 @@
+//! Health, readiness, metrics, OpenAPI, JSON errors, request ids, the generated admin token.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    let r = app.request(Method::GET, "/healthz", None, None).await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let r = app.request(Method::GET, "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["checks"]["control_db_writable"], true);
+    assert!(r.body["checks"]["disk_free_bytes"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_disk_is_nearly_full() {
+    let app = spawn_app_with(|c| c.min_free_mb = u64::MAX / (1024 * 1024 * 2)).await;
+    let r = app.request(Method::GET, "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.body["checks"]["disk_ok"], false);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let app = spawn_app().await;
+    app.new_tenant("m").await;
+    app.get_tenant("m", "wrong").await;
+    let text = app.metrics().await;
+    assert!(
+        text.contains(
+            r#"tarn_http_requests_total{method="POST",route="/v1/tenants",status="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"tarn_http_requests_total{method="GET",route="/v1/tenants/{tenant}",status="401"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("tarn_tenant_open_seconds_bucket"));
+    assert!(text.contains("tarn_open_tenants"));
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route() {
+    let app = spawn_app().await;
+    let r = app.request(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = r.body["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/v1/tenants", "post"),
+        ("/v1/tenants", "get"),
+        ("/v1/tenants/{tenant}", "get"),
+        ("/v1/tenants/{tenant}", "delete"),
+        ("/v1/tenants/{tenant}/rotate-key", "post"),
+        ("/v1/tenants/{tenant}/restore", "post"),
+        ("/v1/tenants/{tenant}/settings", "get"),
+        ("/v1/tenants/{tenant}/settings", "patch"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_error_is_json() {
+    let app = spawn_app_with(|c| c.max_body_bytes = 1024).await;
+    let url = format!("{}/v1/tenants", app.base);
+
+    let r = app.request(Method::GET, "/no/such/route", None, None).await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+
+    let r = app
+        .request(Method::PUT, "/v1/tenants", Some(ADMIN), None)
+        .await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+
+    let big = json!({"id": "big", "name": "x".repeat(4096)});
+    let r = app
+        .request(Method::POST, "/v1/tenants", Some(ADMIN), Some(big))
+        .await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+    );
+
+    let send = |body: &'static str, ctype: &'static str| {
+        app.client
+            .post(&url)
+            .bearer_auth(ADMIN)
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+    };
+    let r = into_reply(
+        send(r#"{"id": "x", "name": "#, "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (StatusCode::BAD_REQUEST, "invalid_input")
+    );
+    let r = into_reply(
+        send(r#"{"id":"x","name":"y"}"#, "text/plain")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.error_code(), "unsupported_media_type");
+    let nested = format!("{}{}", "[".repeat(400), "]".repeat(400));
+    let r = app
+        .client
+        .post(&url)
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(nested)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        app.list_tenants("").await.body["tenants"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn request_ids_are_set_and_propagated() {
+    let app = spawn_app().await;
+    let r = app.request(Method::GET, "/healthz", None, None).await;
+    assert!(!r.headers["x-request-id"].is_empty());
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn a_missing_admin_token_is_generated_once_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app_with(|c| c.admin_token = None).await;
+    let path = app.data_dir().join("_admin_token");
+    let token = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let r = app
+        .request(Method::GET, "/v1/tenants", Some(&token), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        app.request(Method::GET, "/v1/tenants", Some(ADMIN), None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let dir = app.stop().await;
+    let app = spawn_app_in(dir, |c| c.admin_token = None).await;
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        token,
+        "generated once"
+    );
+    let r = app
+        .request(Method::GET, "/v1/tenants", Some(&token), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}

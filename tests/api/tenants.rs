@@ -1,0 +1,311 @@
+//! The tenant admin API: ids, create/list/show/delete/restore/rotate, auth between tenants.
+
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn every_bad_id_form_is_refused_with_400_before_any_file_exists() {
+    let app = spawn_app().await;
+    let before = files_under(&app.data_dir());
+    let long = "a".repeat(64);
+    // Path forms (percent-encoded where a raw form would be a different route).
+    for bad in [
+        "..%2Fetc",
+        "A",
+        "a%2Fb",
+        "_control",
+        "%00",
+        "sh%D0%BEp",
+        "a.db",
+        long.as_str(),
+    ] {
+        let r = app.get_tenant(bad, ADMIN).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+        assert_eq!(r.error_code(), "invalid_tenant_id", "{bad}");
+        let r = app.settings(bad, ADMIN).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // Body forms of create.
+    for bad in [
+        "../etc",
+        "A",
+        "a/b",
+        "_control",
+        "",
+        "a\0b",
+        "sh\u{043e}p",
+        long.as_str(),
+    ] {
+        let r = app.create_tenant(bad, "x").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", r.text);
+        assert!(r.text.contains("invalid tenant id"), "{}", r.text);
+    }
+    assert_eq!(files_under(&app.data_dir()), before, "nothing written");
+    assert!(!app.dir.path().join("etc.db").exists());
+}
+
+#[tokio::test]
+async fn create_show_rotate_delete_restore() {
+    let app = spawn_app().await;
+    let r = app
+        .request(
+            Method::POST,
+            "/v1/tenants",
+            Some(ADMIN),
+            Some(json!({"id": "joes", "name": "Joe's Deli", "currency": "eur", "timezone": "Europe/Berlin"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["id"], "joes");
+    assert_eq!(r.body["currency"], "EUR");
+    assert_eq!(r.body["timezone"], "Europe/Berlin");
+    assert_eq!(r.body["status"], "active");
+    let key = r.body["api_key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("tarn_") && key.len() > 60);
+    assert!(tenant_file(&app.data_dir(), "joes").exists());
+
+    // The key is stored only as a hash.
+    let control = std::fs::read(app.data_dir().join("_control.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&control).contains(&key));
+
+    let dup = app.create_tenant("joes", "Again").await;
+    assert_eq!(
+        (dup.status, dup.error_code()),
+        (StatusCode::CONFLICT, "conflict")
+    );
+
+    let shown = app.get_tenant("joes", &key).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.body["name"], "Joe's Deli");
+    assert!(
+        shown.body.get("api_key").is_none(),
+        "key is shown once only"
+    );
+
+    let rotated = app.rotate_key("joes", &key).await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    let new_key = rotated.body["api_key"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, key);
+    assert_eq!(
+        app.get_tenant("joes", &key).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get_tenant("joes", &new_key).await.status,
+        StatusCode::OK
+    );
+
+    let patched = app
+        .patch_settings("joes", &new_key, json!({"greeting": "salaam"}))
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+
+    // Only the operator deletes.
+    let r = app.delete_tenant("joes", &new_key).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app.delete_tenant("joes", ADMIN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["status"], "deleted");
+    assert!(!tenant_file(&app.data_dir(), "joes").exists());
+    let trash = files_under(&app.data_dir().join("_trash"));
+    assert!(trash.iter().any(|f| f.ends_with("joes.db")), "{trash:?}");
+    assert_eq!(
+        app.get_tenant("joes", ADMIN).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get_tenant("joes", &new_key).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.settings("joes", ADMIN).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        !tenant_file(&app.data_dir(), "joes").exists(),
+        "a 404 must not recreate the file"
+    );
+
+    let restored = app.restore_tenant("joes").await;
+    assert_eq!(restored.status, StatusCode::OK, "{}", restored.text);
+    let key3 = restored.body["api_key"].as_str().unwrap();
+    let s = app.settings("joes", key3).await;
+    assert_eq!(
+        s.body["greeting"], "salaam",
+        "data survives delete + restore"
+    );
+    assert_eq!(
+        app.restore_tenant("joes").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn create_validates_its_input_and_writes_nothing_on_error() {
+    let app = spawn_app().await;
+    let before = files_under(&app.data_dir());
+    for (body, needle) in [
+        (json!({"id": "a", "name": ""}), "name"),
+        (
+            json!({"id": "a", "name": "x", "currency": "EURO"}),
+            "currency",
+        ),
+        (
+            json!({"id": "a", "name": "x", "timezone": "Mars/Base"}),
+            "timezone",
+        ),
+        (json!({"id": "a", "name": "x", "colour": "red"}), "colour"),
+        (json!({"name": "x"}), "id"),
+        (json!({"id": 5, "name": "x"}), "id"),
+    ] {
+        let r = app
+            .request(Method::POST, "/v1/tenants", Some(ADMIN), Some(body.clone()))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(needle),
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(files_under(&app.data_dir()), before);
+}
+
+#[tokio::test]
+async fn list_paginates_over_2500_tenants() {
+    let app = spawn_app().await;
+    let ids: Vec<String> = (0..2500).map(|i| format!("t{i:05}")).collect();
+    for chunk in ids.chunks(50) {
+        let creates = chunk.iter().map(|id| app.create_tenant(id, "Shop"));
+        for r in futures::future::join_all(creates).await {
+            assert_eq!(r.status, StatusCode::CREATED);
+        }
+    }
+    let mut seen = Vec::new();
+    let mut query = "?limit=1000".to_owned();
+    let mut pages = 0;
+    loop {
+        let r = app.list_tenants(&query).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        pages += 1;
+        for t in r.body["tenants"].as_array().unwrap() {
+            seen.push(t["id"].as_str().unwrap().to_owned());
+        }
+        match r.body["next_after"].as_str() {
+            Some(after) => query = format!("?limit=1000&after={after}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, ids, "every tenant once, in order");
+
+    let r = app.list_tenants("?limit=0").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = app.list_tenants("?limit=abc").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "invalid_input");
+    let r = app.list_tenants("?after=..%2F").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = app.list_tenants("").await;
+    assert_eq!(r.body["tenants"].as_array().unwrap().len(), 100);
+}
+
+#[tokio::test]
+async fn another_tenants_key_is_refused_and_touches_nothing() {
+    let app = spawn_app().await;
+    let key_a = app.new_tenant("shop-a").await;
+    let key_b = app.new_tenant("shop-b").await;
+    app.patch_settings("shop-b", &key_b, json!({"motto": "b's"}))
+        .await;
+
+    assert_eq!(
+        app.get_tenant("shop-b", &key_a).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = app.settings("shop-b", &key_a).await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    let r = app
+        .patch_settings("shop-b", &key_a, json!({"motto": "hacked"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app.rotate_key("shop-b", &key_a).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.delete_tenant("shop-b", &key_a).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // B is untouched: same key works, same settings, still there.
+    let r = app.settings("shop-b", &key_b).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["motto"], "b's");
+    // A tenant key is no operator token.
+    assert_eq!(
+        app.list_tenants_with(&key_a).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .request(
+            Method::POST,
+            "/v1/tenants",
+            Some(&key_a),
+            Some(json!({"id": "x", "name": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // No token, a garbage token, a wrong scheme.
+    assert_eq!(
+        app.request(Method::GET, "/v1/tenants/shop-b", None, None)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get_tenant("shop-b", "nope").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .client
+        .get(format!("{}/v1/tenants/shop-b", app.base))
+        .header("authorization", format!("Basic {key_b}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+impl TestApp {
+    async fn list_tenants_with(&self, token: &str) -> StatusCode {
+        self.request(Method::GET, "/v1/tenants", Some(token), None)
+            .await
+            .status
+    }
+}
+
+#[tokio::test]
+async fn settings_reject_bad_input() {
+    let app = spawn_app().await;
+    let key = app.new_tenant("s").await;
+    for bad in [
+        json!({"Bad-Key": 1}),
+        json!({"k": [1]}),
+        json!({"k": {"a": 1}}),
+        json!([1]),
+    ] {
+        let r = app.patch_settings("s", &key, bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    let r = app
+        .patch_settings("s", &key, json!({"a": 1, "b": "two", "c": true}))
+        .await;
+    assert_eq!(r.body, json!({"a": 1, "b": "two", "c": true}));
+    let r = app.patch_settings("s", &key, json!({"a": null})).await;
+    assert_eq!(r.body, json!({"b": "two", "c": true}));
+}

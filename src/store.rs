@@ -8,6 +8,7 @@ use rand::RngExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
+use std::path::Path;
 
 /// What it takes to create a tenant.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,6 +62,24 @@ pub fn random_secret(prefix: &str) -> String {
         let _ = write!(out, "{b:02x}");
         out
     })
+}
+
+/// Runs `op(path, file name)` on a database file, its `-wal` and its `-shm`; a file that
+/// is not there is skipped.
+fn each_db_file(
+    db: &Path,
+    mut op: impl FnMut(&Path, &std::ffi::OsStr) -> std::io::Result<()>,
+) -> Result<(), StoreError> {
+    for f in db_files(db) {
+        let name = f.file_name().expect("database files have names");
+        match op(&f, name) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::io(&f, e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn now_rfc3339() -> String {
@@ -121,7 +140,7 @@ impl Store {
         }
         self.pool.create(&new.id).map_err(|e| match e {
             StoreError::AlreadyExists(id) => StoreError::Conflict(format!(
-                "a database file for tenant {id} already exists on disk but is not registered"
+                "a database file for tenant {id} already exists (being created now, or left on disk unregistered)"
             )),
             e => e,
         })?;
@@ -144,15 +163,7 @@ impl Store {
 
     fn remove_files(&self, id: &TenantId) -> Result<(), StoreError> {
         self.pool.close_and(id, || {
-            for f in db_files(&self.layout().tenant_db(id)) {
-                match std::fs::remove_file(&f) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(StoreError::io(&f, e));
-                    }
-                    _ => {}
-                }
-            }
-            Ok(())
+            each_db_file(&self.layout().tenant_db(id), |f, _| std::fs::remove_file(f))
         })
     }
 
@@ -179,15 +190,9 @@ impl Store {
         let trash = self.layout().trash_dir().join(format!("{id}-{stamp}"));
         self.pool.close_and(id, || {
             std::fs::create_dir_all(&trash).map_err(|e| StoreError::io(&trash, e))?;
-            for f in db_files(&self.layout().tenant_db(id)) {
-                let to = trash.join(f.file_name().expect("tenant files have names"));
-                match std::fs::rename(&f, &to) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(StoreError::io(&f, e));
-                    }
-                    _ => {}
-                }
-            }
+            each_db_file(&self.layout().tenant_db(id), |f, name| {
+                std::fs::rename(f, trash.join(name))
+            })?;
             self.control
                 .mark_deleted(id, &deleted_at, &trash.to_string_lossy())
         })?;
@@ -212,15 +217,7 @@ impl Store {
             }
             let dir = self.layout().tenant_dir(id);
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-            for f in db_files(&db) {
-                let from = trash.join(f.file_name().expect("tenant files have names"));
-                match std::fs::rename(&from, &f) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(StoreError::io(&from, e));
-                    }
-                    _ => {}
-                }
-            }
+            each_db_file(&db, |f, name| std::fs::rename(trash.join(name), f))?;
             let _ = std::fs::remove_dir(&trash);
             self.control.mark_restored(id, &sha256_hex(&api_key))
         })?;

@@ -263,18 +263,7 @@ impl TenantPool {
         let cutoff = self
             .now_ms()
             .saturating_sub(self.inner.config.idle.as_millis() as u64);
-        let closed: Vec<Arc<Entry>> = {
-            let mut open = lock(&self.inner.open);
-            let idle: Vec<TenantId> = open
-                .iter()
-                .rev()
-                .filter(|(_, e)| {
-                    Arc::strong_count(e) == 1 && e.last_used_ms.load(Ordering::Relaxed) <= cutoff
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            idle.iter().filter_map(|id| open.pop(id)).collect()
-        };
+        let closed = self.take_unused(|e| e.last_used_ms.load(Ordering::Relaxed) <= cutoff);
         let n = closed.len();
         self.inner.metrics.evictions_idle.inc_by(n as u64);
         self.inner.metrics.open_tenants.dec_by(n as i64);
@@ -284,15 +273,7 @@ impl TenantPool {
 
     /// Checkpoints and closes every tenant that is not in use. Blocking.
     pub fn close_all(&self) -> usize {
-        let closed: Vec<Arc<Entry>> = {
-            let mut open = lock(&self.inner.open);
-            let idle: Vec<TenantId> = open
-                .iter()
-                .filter(|(_, e)| Arc::strong_count(e) == 1)
-                .map(|(id, _)| id.clone())
-                .collect();
-            idle.iter().filter_map(|id| open.pop(id)).collect()
-        };
+        let closed = self.take_unused(|_| true);
         let n = closed.len();
         self.inner.metrics.open_tenants.dec_by(n as i64);
         for entry in &closed {
@@ -302,6 +283,17 @@ impl TenantPool {
         }
         drop(closed);
         n
+    }
+
+    /// Removes from the LRU every tenant not in use for which `pred` holds.
+    fn take_unused(&self, pred: impl Fn(&Entry) -> bool) -> Vec<Arc<Entry>> {
+        let mut open = lock(&self.inner.open);
+        let ids: Vec<TenantId> = open
+            .iter()
+            .filter(|(_, e)| Arc::strong_count(e) == 1 && pred(e))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.iter().filter_map(|id| open.pop(id)).collect()
     }
 
     fn now_ms(&self) -> u64 {

@@ -32,11 +32,13 @@
 //! - A tenant id becomes a path only as a validated `TenantId`, through `tenant::Layout`.
 //! - `action` and cron math (later) do no IO.
 
+pub mod action;
 pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod parser;
 pub mod store;
 pub mod system;
 pub mod telemetry;

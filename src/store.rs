@@ -138,7 +138,12 @@ impl Store {
         if self.control.get_active(&new.id).is_ok() {
             return Err(StoreError::AlreadyExists(new.id));
         }
-        self.pool.create(&new.id).map_err(|e| match e {
+        let init = |conn: &rusqlite::Connection| {
+            let tx = conn.unchecked_transaction()?;
+            crate::shop::init_tenant(&tx, &currency, &timezone)?;
+            Ok(tx.commit()?)
+        };
+        self.pool.create(&new.id, init).map_err(|e| match e {
             StoreError::AlreadyExists(id) => StoreError::Conflict(format!(
                 "a database file for tenant {id} already exists (being created now, or left on disk unregistered)"
             )),
@@ -328,6 +333,16 @@ impl Store {
                 return Err(StoreError::Invalid(format!(
                     "setting name {k:?} must be 1-64 characters of a-z, 0-9 and '_'"
                 )));
+            }
+            if matches!(k.as_str(), "currency" | "currency_digits" | "timezone") {
+                return Err(StoreError::Invalid(format!(
+                    "setting {k:?} is fixed when the tenant is created"
+                )));
+            }
+            if k == "low_stock_default" && !v.as_f64().is_some_and(|n| n >= 0.0) {
+                return Err(StoreError::Invalid(
+                    "low_stock_default must be a number, 0 or more".into(),
+                ));
             }
             if v.is_array() || v.is_object() || v.to_string().len() > 4096 {
                 return Err(StoreError::Invalid(format!(

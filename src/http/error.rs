@@ -124,6 +124,28 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::shop::ExecError> for ApiError {
+    fn from(e: crate::shop::ExecError) -> Self {
+        use crate::shop::ExecError;
+        match e {
+            ExecError::Invalid(m) => ApiError::bad_request(m),
+            ExecError::UnknownSender(m) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_sender", m)
+            }
+            ExecError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            ExecError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            ExecError::Store(e) => e.into(),
+            e @ ExecError::Db(_) => ApiError::internal("shop database error", &e),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> Self {
+        ApiError::internal("tenant database error", &e)
+    }
+}
+
 /// `axum::Json` whose rejections are `ApiError`s: malformed or mistyped JSON is a 400,
 /// a missing JSON content type a 415, an oversized body a 413.
 pub struct ApiJson<T>(pub T);

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 mod ops;
+mod shop;
 mod tenants;
 
 use crate::config::{Secret, ServeConfig};
@@ -47,6 +48,48 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/tenants/{tenant}/settings",
             get(tenants::get_settings).patch(tenants::patch_settings),
+        )
+        .route("/v1/tenants/{tenant}/parse", post(shop::parse))
+        .route(
+            "/v1/tenants/{tenant}/messages",
+            post(shop::message).get(shop::messages),
+        )
+        .route("/v1/tenants/{tenant}/actions", post(shop::action))
+        .route(
+            "/v1/tenants/{tenant}/products",
+            get(shop::list_products).post(shop::create_product),
+        )
+        .route(
+            "/v1/tenants/{tenant}/products/{id}",
+            get(shop::get_product)
+                .patch(shop::patch_product)
+                .delete(shop::delete_product),
+        )
+        .route(
+            "/v1/tenants/{tenant}/customers",
+            get(shop::list_customers).post(shop::create_customer),
+        )
+        .route(
+            "/v1/tenants/{tenant}/customers/{id}",
+            get(shop::get_customer)
+                .patch(shop::patch_customer)
+                .delete(shop::delete_customer),
+        )
+        .route(
+            "/v1/tenants/{tenant}/staff",
+            get(shop::list_staff).post(shop::create_staff),
+        )
+        .route(
+            "/v1/tenants/{tenant}/staff/{id}",
+            get(shop::get_staff)
+                .patch(shop::patch_staff)
+                .delete(shop::delete_staff),
+        )
+        .route("/v1/tenants/{tenant}/sales", get(shop::sales))
+        .route("/v1/tenants/{tenant}/orders", get(shop::orders))
+        .route(
+            "/v1/tenants/{tenant}/reports/sales",
+            get(shop::sales_report),
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

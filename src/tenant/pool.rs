@@ -219,8 +219,13 @@ impl TenantPool {
         })
     }
 
-    /// Creates a new tenant file with the current schema. Fails if the file exists. Blocking.
-    pub fn create(&self, id: &TenantId) -> Result<(), StoreError> {
+    /// Creates a new tenant file with the current schema, then runs `init` on it. Fails if
+    /// the file exists. Blocking.
+    pub fn create(
+        &self,
+        id: &TenantId,
+        init: impl FnOnce(&Connection) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         self.gated(id, || {
             let path = self.inner.layout.tenant_db(id);
             if path.exists() {
@@ -230,7 +235,7 @@ impl TenantPool {
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
             let mut conn = sqlite::open_or_create(&path)?;
             migrate::apply(&mut conn, migrate::TENANT, &path)?;
-            Ok(())
+            init(&conn)
         })
     }
 
@@ -478,7 +483,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = pool(dir.path(), 2);
         for t in ["a", "b", "c"] {
-            p.create(&id(t)).unwrap();
+            p.create(&id(t), |_| Ok(())).unwrap();
         }
         let held_a = p.acquire(&id("a")).unwrap();
         drop(p.acquire(&id("b")).unwrap());
@@ -496,8 +501,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut p = pool(dir.path(), 8);
         Arc::get_mut(&mut p.inner).unwrap().config.idle = Duration::ZERO;
-        p.create(&id("a")).unwrap();
-        p.create(&id("b")).unwrap();
+        p.create(&id("a"), |_| Ok(())).unwrap();
+        p.create(&id("b"), |_| Ok(())).unwrap();
         let held = p.acquire(&id("a")).unwrap();
         drop(p.acquire(&id("b")).unwrap());
         std::thread::sleep(Duration::from_millis(5));
@@ -512,7 +517,7 @@ mod tests {
     fn concurrent_cold_opens_open_once() {
         let dir = tempfile::tempdir().unwrap();
         let p = pool(dir.path(), 8);
-        p.create(&id("cold")).unwrap();
+        p.create(&id("cold"), |_| Ok(())).unwrap();
         std::thread::scope(|s| {
             for _ in 0..16 {
                 s.spawn(|| drop(p.acquire(&id("cold")).unwrap()));
@@ -525,7 +530,7 @@ mod tests {
     fn close_waits_for_users() {
         let dir = tempfile::tempdir().unwrap();
         let p = pool(dir.path(), 8);
-        p.create(&id("t")).unwrap();
+        p.create(&id("t"), |_| Ok(())).unwrap();
         let held = p.acquire(&id("t")).unwrap();
         let p2 = p.clone();
         let closer = std::thread::spawn(move || p2.close_and(&id("t"), || Ok(Instant::now())));

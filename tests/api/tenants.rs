@@ -302,10 +302,24 @@ async fn settings_reject_bad_input() {
         let r = app.patch_settings("s", &key, bad.clone()).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
     }
+    for fixed in [
+        json!({"currency": "EUR"}),
+        json!({"timezone": "UTC"}),
+        json!({"low_stock_default": -1}),
+    ] {
+        let r = app.patch_settings("s", &key, fixed.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{fixed}: {}", r.text);
+    }
     let r = app
         .patch_settings("s", &key, json!({"a": 1, "b": "two", "c": true}))
         .await;
-    assert_eq!(r.body, json!({"a": 1, "b": "two", "c": true}));
+    assert_eq!(
+        (&r.body["a"], &r.body["b"], &r.body["c"]),
+        (&json!(1), &json!("two"), &json!(true))
+    );
+    assert_eq!(r.body["currency"], "USD", "seeded at creation");
+    assert_eq!(r.body["currency_digits"], 2);
     let r = app.patch_settings("s", &key, json!({"a": null})).await;
-    assert_eq!(r.body, json!({"b": "two", "c": true}));
+    assert!(r.body.get("a").is_none());
+    assert_eq!(r.body["b"], "two");
 }

@@ -1,0 +1,282 @@
+//! Runs one action for one sender on one tenant file: idempotency, parse, checks, role,
+//! name resolution, fixed SQL, journal and message log — all in one transaction.
+//! Invariant: an action's effects, its journal entry and its log row commit together or not
+//! at all; a clarify or a refusal writes only the log row.
+
+mod apply;
+
+pub use crate::shop::ExecError;
+
+use crate::action::{Action, Role};
+use crate::parser::{self, Source};
+use crate::shop::{self, ShopSettings, Staff};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use std::time::Instant;
+
+/// What came in.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A chat message, for the parser.
+    Text(String),
+    /// A structured action (the mobile app, `/actions`).
+    Action(serde_json::Value),
+}
+
+/// One message or action to run.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The idempotency key: the same key twice applies once.
+    pub inbound_id: Option<String>,
+    /// Where it came from (`http`, later `telegram`, `whatsapp`).
+    pub channel: String,
+    /// Staff name or id; `owner` when absent.
+    pub sender: String,
+    pub input: Input,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Applied,
+    Rejected,
+    Clarify,
+    Duplicate,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Applied => "applied",
+            Status::Rejected => "rejected",
+            Status::Clarify => "clarify",
+            Status::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub action: serde_json::Value,
+    pub status: Status,
+    pub reply: String,
+}
+
+/// The answer to a dry run (`/parse`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub action: serde_json::Value,
+    pub source: Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clarify: Option<String>,
+}
+
+/// Why an applied action did not apply.
+pub(crate) enum Flow {
+    /// A name needs the person to choose: the question.
+    Clarify(String),
+    /// The action cannot be taken: the reason.
+    Reject(String),
+    Db(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Flow {
+    fn from(e: rusqlite::Error) -> Self {
+        Flow::Db(e)
+    }
+}
+
+impl From<ExecError> for Flow {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Db(e) => Flow::Db(e),
+            other => Flow::Reject(other.to_string()),
+        }
+    }
+}
+
+/// What `apply` works with.
+pub(crate) struct Ctx {
+    pub settings: ShopSettings,
+    pub staff: Staff,
+    pub now: String,
+    pub now_ms: i64,
+    pub journal_id: Option<i64>,
+    pub undo: Vec<apply::UndoOp>,
+}
+
+/// A person's refusal text for a role.
+fn refusal(role: Role, action: &Action) -> String {
+    format!(
+        "Sorry, a {} can't {}.",
+        role.as_str(),
+        action.name().replace('_', " ")
+    )
+}
+
+fn sender_staff(conn: &Connection, sender: &str) -> Result<Staff, ExecError> {
+    match shop::find_staff(conn, sender)? {
+        Some(s) if s.active => Ok(s),
+        Some(s) => Err(ExecError::UnknownSender(format!(
+            "staff member {} is not active",
+            s.name
+        ))),
+        None => Err(ExecError::UnknownSender(format!(
+            "unknown sender {:?}: name a staff member (or their id)",
+            sender.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+fn decode(input: &Input) -> Result<(Action, Source, Option<&str>), ExecError> {
+    match input {
+        Input::Text(t) => Ok((parser::parse(t).action, Source::Grammar, Some(t.as_str()))),
+        Input::Action(v) => serde_json::from_value(v.clone())
+            .map(|a| (a, Source::Api, None))
+            .map_err(|e| ExecError::Invalid(format!("invalid action: {e}"))),
+    }
+}
+
+fn to_json(action: &Action) -> serde_json::Value {
+    serde_json::to_value(action).expect("actions serialize")
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs a request in one transaction and logs it. Bad input (an undecodable or invalid
+/// structured action, an unknown sender) is an error and writes nothing.
+pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecError> {
+    let started = Instant::now();
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(id) = &req.inbound_id {
+        let seen = tx
+            .query_row(
+                "SELECT action, reply FROM message_log WHERE inbound_id = ?1",
+                [id],
+                |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        if let Some((action, reply)) = seen {
+            return Ok(Outcome {
+                action: action
+                    .and_then(|a| serde_json::from_str(&a).ok())
+                    .unwrap_or(serde_json::Value::Null),
+                status: Status::Duplicate,
+                reply,
+            });
+        }
+    }
+    let settings = shop::load_settings(&tx)?;
+    let staff = sender_staff(&tx, &req.sender)?;
+    let (mut action, source, text) = decode(&req.input)?;
+    let parse_us = started.elapsed().as_micros() as i64;
+
+    let (status, reply, journal_id) = match action.check(settings.digits) {
+        Err(e) if source == Source::Api => return Err(ExecError::Invalid(e)),
+        Err(e) => (Status::Rejected, format!("Sorry: {e}."), None),
+        Ok(()) if !action.permits(staff.role) => {
+            (Status::Rejected, refusal(staff.role, &action), None)
+        }
+        Ok(()) => {
+            let sp = tx.savepoint()?;
+            let now_ms = now_ms();
+            let journal_id = if action.is_read_only() || matches!(action, Action::Undo {}) {
+                None
+            } else {
+                sp.execute(
+                    "INSERT INTO journal (staff_id, action, undo_ops, at_ms) VALUES (?1, ?2, '[]', ?3)",
+                    params![staff.id, action.name(), now_ms],
+                )?;
+                Some(sp.last_insert_rowid())
+            };
+            let mut ctx = Ctx {
+                settings: settings.clone(),
+                staff: staff.clone(),
+                now: shop::now_utc(),
+                now_ms,
+                journal_id,
+                undo: Vec::new(),
+            };
+            match apply::apply(&sp, &mut ctx, &mut action) {
+                Ok(reply) => {
+                    if let Some(j) = journal_id {
+                        let ops = serde_json::to_string(&ctx.undo).expect("ops serialize");
+                        sp.execute(
+                            "UPDATE journal SET undo_ops = ?2 WHERE id = ?1",
+                            params![j, ops],
+                        )?;
+                    }
+                    sp.commit()?;
+                    (Status::Applied, reply, journal_id)
+                }
+                Err(Flow::Clarify(q)) => (Status::Clarify, q, None),
+                Err(Flow::Reject(r)) => (Status::Rejected, r, None),
+                Err(Flow::Db(e)) => return Err(e.into()),
+            }
+        }
+    };
+    let action_json = to_json(&action);
+    tx.execute(
+        "INSERT INTO message_log (inbound_id, channel, sender, staff_id, text, action, source,
+                                  status, reply, journal_id, received_at, parse_us, exec_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            req.inbound_id,
+            req.channel,
+            req.sender,
+            staff.id,
+            text,
+            action_json.to_string(),
+            source.as_str(),
+            status.as_str(),
+            reply,
+            journal_id,
+            shop::now_utc(),
+            parse_us,
+            started.elapsed().as_micros() as i64 - parse_us,
+        ],
+    )?;
+    tx.commit()?;
+    Ok(Outcome {
+        action: action_json,
+        status,
+        reply,
+    })
+}
+
+/// Parses and resolves without writing anything: the action as it would run.
+pub fn dry_run(conn: &mut Connection, sender: &str, input: &Input) -> Result<DryRun, ExecError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let settings = shop::load_settings(&tx)?;
+    let staff = sender_staff(&tx, sender)?;
+    let (mut action, source, _) = decode(input)?;
+    let mut clarify = None;
+    if action.check(settings.digits).is_ok() {
+        let mut ctx = Ctx {
+            settings,
+            staff,
+            now: shop::now_utc(),
+            now_ms: now_ms(),
+            journal_id: None,
+            undo: Vec::new(),
+        };
+        if let Err(f) = apply::resolve_names(&tx, &mut ctx, &mut action) {
+            match f {
+                Flow::Clarify(q) => clarify = Some(q),
+                Flow::Reject(_) => {}
+                Flow::Db(e) => return Err(e.into()),
+            }
+        }
+    }
+    // Dropping the transaction rolls back whatever resolution touched.
+    drop(tx);
+    Ok(DryRun {
+        action: to_json(&action),
+        source,
+        clarify,
+    })
+}

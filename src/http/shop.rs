@@ -1,0 +1,492 @@
+//! Shop routes under `/v1/tenants/{tenant}/`: parse, messages, actions; products, customers
+//! and staff; sales, orders, reports and the message log.
+//! Invariant: every handler runs its SQL through the tenant pool on the blocking pool.
+
+use super::AppState;
+use super::auth::TenantAccess;
+use super::error::{ApiError, ApiJson};
+use crate::action::Period;
+use crate::executor::{self, DryRun, Input, Outcome, Request};
+use crate::shop::{self, catalog, report};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use rusqlite::Connection;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+/// Longest message text accepted.
+pub const MAX_TEXT: usize = 4096;
+/// Longest idempotency key accepted.
+pub const MAX_ID: usize = 200;
+
+async fn run<T: Send + 'static>(
+    state: &AppState,
+    access: TenantAccess,
+    f: impl FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    state.store.pool().with_conn(access.id, f).await
+}
+
+fn sender_of(sender: Option<String>) -> Result<String, ApiError> {
+    let s = sender.unwrap_or_else(|| "owner".into());
+    if s.trim().is_empty() || s.len() > 200 {
+        return Err(ApiError::bad_request("sender must be a staff name or id"));
+    }
+    Ok(s)
+}
+
+fn check_id(id: &Option<String>) -> Result<(), ApiError> {
+    match id {
+        Some(i) if i.is_empty() || i.len() > MAX_ID => Err(ApiError::bad_request(format!(
+            "id must be 1-{MAX_ID} characters"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextBody {
+    text: String,
+    sender: Option<String>,
+    id: Option<String>,
+}
+
+fn text_of(body: &TextBody) -> Result<String, ApiError> {
+    if body.text.trim().is_empty() || body.text.len() > MAX_TEXT {
+        return Err(ApiError::bad_request(format!(
+            "text must be 1-{MAX_TEXT} bytes"
+        )));
+    }
+    Ok(body.text.clone())
+}
+
+pub async fn parse(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    ApiJson(body): ApiJson<TextBody>,
+) -> Result<Json<DryRun>, ApiError> {
+    let text = text_of(&body)?;
+    let sender = sender_of(body.sender)?;
+    let dry = run(&state, access, move |conn| {
+        Ok(executor::dry_run(conn, &sender, &Input::Text(text))?)
+    })
+    .await?;
+    Ok(Json(dry))
+}
+
+pub async fn message(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    ApiJson(body): ApiJson<TextBody>,
+) -> Result<Json<Outcome>, ApiError> {
+    let text = text_of(&body)?;
+    check_id(&body.id)?;
+    let req = Request {
+        inbound_id: body.id,
+        channel: "http".into(),
+        sender: sender_of(body.sender)?,
+        input: Input::Text(text),
+    };
+    Ok(Json(
+        run(&state, access, move |conn| {
+            Ok(executor::execute(conn, &req)?)
+        })
+        .await?,
+    ))
+}
+
+pub async fn action(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    ApiJson(mut body): ApiJson<Map<String, Value>>,
+) -> Result<Json<Outcome>, ApiError> {
+    let id = match body.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(ApiError::bad_request("id must be a string")),
+    };
+    check_id(&id)?;
+    let sender = match body.remove("sender") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(ApiError::bad_request("sender must be a string")),
+    };
+    let req = Request {
+        inbound_id: id,
+        channel: "http".into(),
+        sender: sender_of(sender)?,
+        input: Input::Action(Value::Object(body)),
+    };
+    Ok(Json(
+        run(&state, access, move |conn| {
+            Ok(executor::execute(conn, &req)?)
+        })
+        .await?,
+    ))
+}
+
+// ---- products ----
+
+pub async fn list_products(
+    State(state): State<AppState>,
+    access: TenantAccess,
+) -> Result<Json<Value>, ApiError> {
+    run(&state, access, |conn| {
+        let s = shop::load_settings(conn)?;
+        let list = catalog::products(conn)?
+            .iter()
+            .map(|p| catalog::product_view(conn, p, s.digits, s.low_stock_default))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Json(json!({ "products": list })))
+    })
+    .await
+}
+
+fn product_json(conn: &Connection, p: &catalog::Product) -> Result<Value, ApiError> {
+    let s = shop::load_settings(conn)?;
+    let v = catalog::product_view(conn, p, s.digits, s.low_stock_default)?;
+    Ok(serde_json::to_value(v).expect("views serialize"))
+}
+
+pub async fn create_product(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    ApiJson(body): ApiJson<catalog::NewProduct>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    run(&state, access, move |conn| {
+        let s = shop::load_settings(conn)?;
+        let tx = conn.transaction()?;
+        let p = catalog::insert_product(&tx, &body, s.digits, None)?;
+        let v = product_json(&tx, &p)?;
+        tx.commit()?;
+        Ok((StatusCode::CREATED, Json(v)))
+    })
+    .await
+}
+
+pub async fn get_product(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Path((_, id)): Path<(String, i64)>,
+) -> Result<Json<Value>, ApiError> {
+    run(&state, access, move |conn| {
+        let p = catalog::product(conn, id)?
+            .ok_or_else(|| shop::ExecError::NotFound(format!("product {id} not found")))?;
+        Ok(Json(product_json(conn, &p)?))
+    })
+    .await
+}
+
+pub async fn patch_product(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Path((_, id)): Path<(String, i64)>,
+    ApiJson(body): ApiJson<catalog::ProductPatch>,
+) -> Result<Json<Value>, ApiError> {
+    run(&state, access, move |conn| {
+        let s = shop::load_settings(conn)?;
+        let tx = conn.transaction()?;
+        let p = catalog::update_product(&tx, id, &body, s.digits)?;
+        let v = product_json(&tx, &p)?;
+        tx.commit()?;
+        Ok(Json(v))
+    })
+    .await
+}
+
+pub async fn delete_product(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Path((_, id)): Path<(String, i64)>,
+) -> Result<StatusCode, ApiError> {
+    run(&state, access, move |conn| {
+        catalog::delete_product(conn, id)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+// ---- customers ----
+
+pub async fn list_customers(
+    State(state): State<AppState>,
+    access: TenantAccess,
+) -> Result<Json<Value>, ApiError> {
+    run(&state, access, |conn| {
+        let d = shop::load_settings(conn)?.digits;
+        let list: Vec<_> = catalog::customers(conn)?
+            .iter()
+            .map(|c| c.view(d))
+            .collect();
+        Ok(Json(json!({ "customers": list })))
+    })
+    .await
+}
+
+pub async fn create_customer(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    ApiJson(body): ApiJson<catalog::CustomerInput>,
+) -> Result<(StatusCode, Json<catalog::CustomerView>), ApiError> {
+    run(&state, access, move |conn| {
+        let d = shop::load_settings(conn)?.digits;
+        let c = catalog::create_customer(conn, &body)?;
+        Ok((StatusCode::CREATED, Json(c.view(d))))
+    })
+    .await
+}
+
+pub async fn get_customer(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Path((_, id)): Path<(String, i64)>,
+) -> Result<Json<catalog::CustomerView>, ApiError> {
+    run(&state, access, move |conn| {
+        let d = shop::load_settings(conn)?.digits;
+        let c = catalog::customer(conn, id)?
+            .ok_or_else(|| shop::ExecError::NotFound(format!("customer {id} not found")))?;
+        Ok(Json(c.view(d)))
+    })
+    .await
+}
+
+pub async fn patch_customer(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Path((_, id)): Path<(String, i64)>,
+    ApiJson(body): ApiJson<catalog::CustomerInput>,
+) -> Result<Json<catalog::CustomerView>, ApiError> {
+    run(&state, access, move |conn| {
+        let d = shop::load_settings(conn)?.digits;
+        Ok(Json(catalog::update_customer(conn, id, &body)?.view(d)))
+    })
+    .await
+}
+
+pub async fn delete_customer(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Path((_, id)): Path<(String, i64)>,
+) -> Result<StatusCode, ApiError> {
+    run(&state, access, move |conn| {
+        catalog::delete_customer(conn, id)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+// ---- staff ----
+
+pub async fn list_staff(
+    State(state): State<AppState>,
+    access: TenantAccess,
+) -> Result<Json<Value>, ApiError> {
+    run(&state, access, |conn| {
+        Ok(Json(json!({ "staff": catalog::staff_list(conn)? })))
+    })
+    .await
+}
+
+pub async fn create_staff(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    ApiJson(body): ApiJson<catalog::StaffInput>,
+) -> Result<(StatusCode, Json<catalog::StaffView>), ApiError> {
+    run(&state, access, move |conn| {
+        Ok((
+            StatusCode::CREATED,
+            Json(catalog::create_staff(conn, &body)?),
+        ))
+    })
+    .await
+}
+
+pub async fn get_staff(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Path((_, id)): Path<(String, i64)>,
+) -> Result<Json<catalog::StaffView>, ApiError> {
+    run(&state, access, move |conn| {
+        Ok(Json(catalog::staff_one(conn, id)?))
+    })
+    .await
+}
+
+pub async fn patch_staff(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Path((_, id)): Path<(String, i64)>,
+    ApiJson(body): ApiJson<catalog::StaffInput>,
+) -> Result<Json<catalog::StaffView>, ApiError> {
+    run(&state, access, move |conn| {
+        let tx = conn.transaction()?;
+        let v = catalog::update_staff(&tx, id, &body)?;
+        tx.commit()?;
+        Ok(Json(v))
+    })
+    .await
+}
+
+pub async fn delete_staff(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Path((_, id)): Path<(String, i64)>,
+) -> Result<StatusCode, ApiError> {
+    run(&state, access, move |conn| {
+        let deactivate = catalog::StaffInput {
+            name: None,
+            role: None,
+            active: Some(false),
+        };
+        catalog::update_staff(conn, id, &deactivate)?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}
+
+// ---- read models ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+fn day(field: &str, s: &str) -> Result<chrono::NaiveDate, ApiError> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| ApiError::bad_request(format!("{field} must be a date like 2026-11-22")))
+}
+
+fn limit_of(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    let l = limit.unwrap_or(default);
+    if !(1..=1000).contains(&l) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    Ok(l)
+}
+
+/// `GET /sales?from=YYYY-MM-DD&to=YYYY-MM-DD` (local days, `to` included; default today).
+pub async fn sales(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Query(q): Query<SalesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let from = q.from.as_deref().map(|s| day("from", s)).transpose()?;
+    let to = q.to.as_deref().map(|s| day("to", s)).transpose()?;
+    let limit = limit_of(q.limit, 500)?;
+    run(&state, access, move |conn| {
+        let s = shop::load_settings(conn)?;
+        let today = report::local_today(&s);
+        let (from, to) = (from.unwrap_or(today), to.unwrap_or(today));
+        if to < from {
+            return Err(ApiError::bad_request("to is before from"));
+        }
+        let a = report::local_midnight_utc(s.timezone, from);
+        let b = report::local_midnight_utc(s.timezone, to + chrono::Days::new(1));
+        let list = report::sales_between(conn, s.digits, &a, &b, limit)?;
+        Ok(Json(json!({ "from": from, "to": to, "sales": list })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn orders(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Query(q): Query<OrdersQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s @ ("pending" | "assigned" | "delivered" | "cancelled")) => Some(s.to_owned()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "status must be pending, assigned, delivered or cancelled",
+            ));
+        }
+    };
+    let limit = limit_of(q.limit, 200)?;
+    run(&state, access, move |conn| {
+        let d = shop::load_settings(conn)?.digits;
+        let list = report::orders(conn, d, status.as_deref(), None, limit)?;
+        Ok(Json(json!({ "orders": list })))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    period: Option<String>,
+}
+
+/// `GET /reports/sales?period=` as JSON, or CSV with `Accept: text/csv`.
+pub async fn sales_report(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    headers: HeaderMap,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let period = match q.period.as_deref() {
+        None => Period::Today,
+        Some(p) => Period::parse(p).ok_or_else(|| {
+            ApiError::bad_request(
+                "period must be today, yesterday, this_week, last_7_days, this_month or last_month",
+            )
+        })?,
+    };
+    let csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    let summary = run(&state, access, move |conn| {
+        let s = shop::load_settings(conn)?;
+        Ok(report::period_summary(conn, &s, period)?)
+    })
+    .await?;
+    Ok(if csv {
+        (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            report::summary_csv(&summary),
+        )
+            .into_response()
+    } else {
+        Json(summary).into_response()
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesQuery {
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// `GET /messages?before=&limit=`: the message log, newest first.
+pub async fn messages(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    Query(q): Query<MessagesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = limit_of(q.limit, 50)?;
+    run(&state, access, move |conn| {
+        let list = report::messages(conn, q.before, limit)?;
+        let next_before = (list.len() == limit)
+            .then(|| list.last().map(|m| m.id))
+            .flatten();
+        Ok(Json(
+            json!({ "messages": list, "next_before": next_before }),
+        ))
+    })
+    .await
+}

@@ -1,0 +1,607 @@
+//! Products, customers and staff: rows, lookups and the admin API's create/update/delete.
+//! Invariants: stock changes only through stock movements (never by editing a product);
+//! deleting keeps history (products and staff are deactivated, customers with history stay).
+
+use super::{ExecError, now_utc};
+use crate::action::resolve::key;
+use crate::action::{Dec, MAX_TEXT, Role};
+use rand::RngExt;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+/// A product as stored.
+#[derive(Debug, Clone)]
+pub struct Product {
+    pub id: i64,
+    pub name: String,
+    pub unit: String,
+    pub price: i64,
+    pub stock: i64,
+    pub low_stock_at: Option<i64>,
+}
+
+/// A customer as stored.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub id: i64,
+    pub name: String,
+    pub phone: Option<String>,
+    pub balance: i64,
+}
+
+const PRODUCT_COLS: &str = "id, name, unit, price, stock, low_stock_at";
+
+fn product_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {
+    Ok(Product {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        unit: r.get(2)?,
+        price: r.get(3)?,
+        stock: r.get(4)?,
+        low_stock_at: r.get(5)?,
+    })
+}
+
+/// An active product by id.
+pub fn product(conn: &Connection, id: i64) -> rusqlite::Result<Option<Product>> {
+    conn.query_row(
+        &format!("SELECT {PRODUCT_COLS} FROM products WHERE id = ?1 AND active = 1"),
+        [id],
+        product_row,
+    )
+    .optional()
+}
+
+/// An active product whose name or alias has exactly this key.
+pub fn product_by_key(conn: &Connection, k: &str) -> rusqlite::Result<Option<Product>> {
+    conn.query_row(
+        &format!(
+            "SELECT {PRODUCT_COLS} FROM products WHERE active = 1 AND (name_key = ?1
+               OR id = (SELECT product_id FROM product_aliases WHERE alias_key = ?1))"
+        ),
+        [k],
+        product_row,
+    )
+    .optional()
+}
+
+/// Every active product, lowest stock relative to its threshold first when `low_first`.
+pub fn products(conn: &Connection) -> rusqlite::Result<Vec<Product>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PRODUCT_COLS} FROM products WHERE active = 1 ORDER BY name_key"
+    ))?;
+    let rows = stmt.query_map([], product_row)?;
+    rows.collect()
+}
+
+fn customer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Customer> {
+    Ok(Customer {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        phone: r.get(2)?,
+        balance: r.get(3)?,
+    })
+}
+
+/// A customer by id.
+pub fn customer(conn: &Connection, id: i64) -> rusqlite::Result<Option<Customer>> {
+    conn.query_row(
+        "SELECT id, name, phone, balance FROM customers WHERE id = ?1",
+        [id],
+        customer_row,
+    )
+    .optional()
+}
+
+/// A customer whose name has exactly this key.
+pub fn customer_by_key(conn: &Connection, k: &str) -> rusqlite::Result<Option<Customer>> {
+    conn.query_row(
+        "SELECT id, name, phone, balance FROM customers WHERE name_key = ?1",
+        [k],
+        customer_row,
+    )
+    .optional()
+}
+
+/// Adds a customer (name unique in any case).
+pub fn insert_customer(
+    conn: &Connection,
+    name: &str,
+    phone: Option<&str>,
+) -> Result<Customer, ExecError> {
+    let name = clean_name("name", name)?;
+    let k = key(&name);
+    if customer_by_key(conn, &k)?.is_some() {
+        return Err(ExecError::Conflict(format!(
+            "a customer called {name} exists"
+        )));
+    }
+    conn.execute(
+        "INSERT INTO customers (name, name_key, phone, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![name, k, phone, now_utc()],
+    )?;
+    Ok(customer(conn, conn.last_insert_rowid())?.expect("just inserted"))
+}
+
+fn clean_name(field: &str, s: &str) -> Result<String, ExecError> {
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.is_empty() || key(&s).is_empty() {
+        return Err(ExecError::Invalid(format!(
+            "{field} must contain letters or digits"
+        )));
+    }
+    if s.len() > MAX_TEXT || s.chars().any(char::is_control) {
+        return Err(ExecError::Invalid(format!(
+            "{field} must be at most {MAX_TEXT} bytes of printable text"
+        )));
+    }
+    Ok(s)
+}
+
+fn fixed(field: &str, d: Dec, digits: u32) -> Result<i64, ExecError> {
+    let v = d
+        .to_fixed(digits)
+        .map_err(|e| ExecError::Invalid(format!("{field}: {e}")))?;
+    if v < 0 {
+        return Err(ExecError::Invalid(format!("{field} cannot be negative")));
+    }
+    Ok(v)
+}
+
+// ---- products (admin API) ----
+
+/// A product as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct ProductView {
+    pub id: i64,
+    pub name: String,
+    pub unit: String,
+    pub price: Dec,
+    pub stock: Dec,
+    pub low_stock_at: Option<Dec>,
+    pub low: bool,
+    pub aliases: Vec<String>,
+}
+
+/// Shows a product with its currency's digits and the tenant's default threshold.
+pub fn product_view(
+    conn: &Connection,
+    p: &Product,
+    digits: u32,
+    low_default: i64,
+) -> rusqlite::Result<ProductView> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT alias_key FROM product_aliases WHERE product_id = ?1 ORDER BY alias_key",
+    )?;
+    let aliases = stmt
+        .query_map([p.id], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(ProductView {
+        id: p.id,
+        name: p.name.clone(),
+        unit: p.unit.clone(),
+        price: Dec::from_fixed(p.price, digits),
+        stock: Dec::from_fixed(p.stock, 3),
+        low_stock_at: p.low_stock_at.map(|l| Dec::from_fixed(l, 3)),
+        low: p.stock < p.low_stock_at.unwrap_or(low_default),
+        aliases,
+    })
+}
+
+/// Body of `POST /products`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    pub name: String,
+    pub price: Dec,
+    pub unit: Option<String>,
+    pub stock: Option<Dec>,
+    pub low_stock_at: Option<Dec>,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// Body of `PATCH /products/{id}` (stock changes go through restock / stock count).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatch {
+    pub name: Option<String>,
+    pub price: Option<Dec>,
+    pub unit: Option<String>,
+    pub low_stock_at: Option<Dec>,
+    pub aliases: Option<Vec<String>>,
+}
+
+fn set_aliases(conn: &Connection, id: i64, aliases: &[String]) -> Result<(), ExecError> {
+    conn.execute("DELETE FROM product_aliases WHERE product_id = ?1", [id])?;
+    for a in aliases {
+        let k = key(&clean_name("alias", a)?);
+        let taken = product_by_key(conn, &k)?.is_some_and(|p| p.id != id);
+        if taken {
+            return Err(ExecError::Conflict(format!(
+                "{a:?} already names another product"
+            )));
+        }
+        conn.execute(
+            "INSERT OR REPLACE INTO product_aliases (alias_key, product_id) VALUES (?1, ?2)",
+            params![k, id],
+        )?;
+    }
+    Ok(())
+}
+
+/// Adds a product; an opening stock is recorded as an `initial` movement.
+pub fn insert_product(
+    conn: &Connection,
+    new: &NewProduct,
+    digits: u32,
+    journal_id: Option<i64>,
+) -> Result<Product, ExecError> {
+    let name = clean_name("name", &new.name)?;
+    let k = key(&name);
+    if product_by_key(conn, &k)?.is_some() {
+        return Err(ExecError::Conflict(format!(
+            "a product called {name} exists"
+        )));
+    }
+    let unit = match &new.unit {
+        Some(u) => clean_name("unit", u)?,
+        None => "pcs".into(),
+    };
+    let price = fixed("price", new.price, digits)?;
+    let stock = new
+        .stock
+        .map(|s| fixed("stock", s, 3))
+        .transpose()?
+        .unwrap_or(0);
+    let low = new
+        .low_stock_at
+        .map(|l| fixed("low_stock_at", l, 3))
+        .transpose()?;
+    // A deleted product's name is free again.
+    conn.execute(
+        "UPDATE products SET name_key = name_key || '#' || id WHERE name_key = ?1 AND active = 0",
+        [&k],
+    )?;
+    conn.execute(
+        "INSERT INTO products (name, name_key, unit, price, stock, low_stock_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![name, k, unit, price, stock, low, now_utc()],
+    )?;
+    let id = conn.last_insert_rowid();
+    if stock != 0 {
+        conn.execute(
+            "INSERT INTO stock_movements (product_id, delta, cause, journal_id, at)
+             VALUES (?1, ?2, 'initial', ?3, ?4)",
+            params![id, stock, journal_id, now_utc()],
+        )?;
+    }
+    set_aliases(conn, id, &new.aliases)?;
+    Ok(product(conn, id)?.expect("just inserted"))
+}
+
+/// Applies a product patch.
+pub fn update_product(
+    conn: &Connection,
+    id: i64,
+    patch: &ProductPatch,
+    digits: u32,
+) -> Result<Product, ExecError> {
+    product(conn, id)?.ok_or_else(|| ExecError::NotFound(format!("product {id} not found")))?;
+    if let Some(name) = &patch.name {
+        let name = clean_name("name", name)?;
+        let k = key(&name);
+        if product_by_key(conn, &k)?.is_some_and(|o| o.id != id) {
+            return Err(ExecError::Conflict(format!(
+                "a product called {name} exists"
+            )));
+        }
+        conn.execute(
+            "UPDATE products SET name = ?2, name_key = ?3 WHERE id = ?1",
+            params![id, name, k],
+        )?;
+    }
+    if let Some(price) = patch.price {
+        conn.execute(
+            "UPDATE products SET price = ?2 WHERE id = ?1",
+            params![id, fixed("price", price, digits)?],
+        )?;
+    }
+    if let Some(unit) = &patch.unit {
+        conn.execute(
+            "UPDATE products SET unit = ?2 WHERE id = ?1",
+            params![id, clean_name("unit", unit)?],
+        )?;
+    }
+    if let Some(low) = patch.low_stock_at {
+        conn.execute(
+            "UPDATE products SET low_stock_at = ?2 WHERE id = ?1",
+            params![id, fixed("low_stock_at", low, 3)?],
+        )?;
+    }
+    if let Some(aliases) = &patch.aliases {
+        set_aliases(conn, id, aliases)?;
+    }
+    Ok(product(conn, id)?.expect("exists"))
+}
+
+/// Deactivates a product (its history stays).
+pub fn delete_product(conn: &Connection, id: i64) -> Result<(), ExecError> {
+    let n = conn.execute(
+        "UPDATE products SET active = 0 WHERE id = ?1 AND active = 1",
+        [id],
+    )?;
+    conn.execute("DELETE FROM product_aliases WHERE product_id = ?1", [id])?;
+    if n == 0 {
+        return Err(ExecError::NotFound(format!("product {id} not found")));
+    }
+    Ok(())
+}
+
+// ---- customers (admin API) ----
+
+/// A customer as the API shows it (`balance` is what they owe the shop).
+#[derive(Debug, Serialize)]
+pub struct CustomerView {
+    pub id: i64,
+    pub name: String,
+    pub phone: Option<String>,
+    pub balance: Dec,
+}
+
+impl Customer {
+    /// The API view with the currency's digits.
+    pub fn view(&self, digits: u32) -> CustomerView {
+        CustomerView {
+            id: self.id,
+            name: self.name.clone(),
+            phone: self.phone.clone(),
+            balance: Dec::from_fixed(self.balance, digits),
+        }
+    }
+}
+
+/// Body of `POST /customers` and `PATCH /customers/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerInput {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// Every customer by name.
+pub fn customers(conn: &Connection) -> rusqlite::Result<Vec<Customer>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, name, phone, balance FROM customers ORDER BY name_key")?;
+    let rows = stmt.query_map([], customer_row)?;
+    rows.collect()
+}
+
+fn check_phone(phone: &Option<String>) -> Result<(), ExecError> {
+    if let Some(p) = phone
+        && (p.len() > 32 || !p.chars().all(|c| c.is_ascii_digit() || "+-() ".contains(c)))
+    {
+        return Err(ExecError::Invalid(
+            "phone must be up to 32 digits, spaces, +, -, ( or )".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Adds a customer from the API.
+pub fn create_customer(conn: &Connection, input: &CustomerInput) -> Result<Customer, ExecError> {
+    let name = input
+        .name
+        .as_deref()
+        .ok_or_else(|| ExecError::Invalid("name is required".into()))?;
+    check_phone(&input.phone)?;
+    insert_customer(conn, name, input.phone.as_deref())
+}
+
+/// Renames a customer or changes their phone.
+pub fn update_customer(
+    conn: &Connection,
+    id: i64,
+    input: &CustomerInput,
+) -> Result<Customer, ExecError> {
+    customer(conn, id)?.ok_or_else(|| ExecError::NotFound(format!("customer {id} not found")))?;
+    check_phone(&input.phone)?;
+    if let Some(name) = &input.name {
+        let name = clean_name("name", name)?;
+        let k = key(&name);
+        if customer_by_key(conn, &k)?.is_some_and(|c| c.id != id) {
+            return Err(ExecError::Conflict(format!(
+                "a customer called {name} exists"
+            )));
+        }
+        conn.execute(
+            "UPDATE customers SET name = ?2, name_key = ?3 WHERE id = ?1",
+            params![id, name, k],
+        )?;
+    }
+    if let Some(phone) = &input.phone {
+        conn.execute(
+            "UPDATE customers SET phone = ?2 WHERE id = ?1",
+            params![id, phone],
+        )?;
+    }
+    Ok(customer(conn, id)?.expect("exists"))
+}
+
+/// Removes a customer who has no history.
+pub fn delete_customer(conn: &Connection, id: i64) -> Result<(), ExecError> {
+    customer(conn, id)?.ok_or_else(|| ExecError::NotFound(format!("customer {id} not found")))?;
+    let used: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sales WHERE customer_id = ?1)
+             OR EXISTS (SELECT 1 FROM payments WHERE customer_id = ?1)
+             OR EXISTS (SELECT 1 FROM orders WHERE customer_id = ?1)",
+        [id],
+        |r| r.get(0),
+    )?;
+    if used {
+        return Err(ExecError::Conflict(format!(
+            "customer {id} has sales, payments or orders and cannot be deleted"
+        )));
+    }
+    conn.execute("DELETE FROM customers WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+// ---- staff (admin API) ----
+
+/// A staff member as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct StaffView {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_code: Option<String>,
+}
+
+/// Body of `POST /staff` and `PATCH /staff/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaffInput {
+    pub name: Option<String>,
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+}
+
+fn staff_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<StaffView> {
+    let role: String = r.get(2)?;
+    Ok(StaffView {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        role: Role::parse(&role).unwrap_or(Role::Staff),
+        active: r.get(3)?,
+        join_code: r.get(4)?,
+    })
+}
+
+const STAFF_COLS: &str = "id, name, role, active, join_code";
+
+/// Every staff member.
+pub fn staff_list(conn: &Connection) -> rusqlite::Result<Vec<StaffView>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {STAFF_COLS} FROM staff ORDER BY id"))?;
+    let rows = stmt.query_map([], staff_view)?;
+    rows.collect()
+}
+
+/// One staff member.
+pub fn staff_one(conn: &Connection, id: i64) -> Result<StaffView, ExecError> {
+    conn.query_row(
+        &format!("SELECT {STAFF_COLS} FROM staff WHERE id = ?1"),
+        [id],
+        staff_view,
+    )
+    .optional()?
+    .ok_or_else(|| ExecError::NotFound(format!("staff member {id} not found")))
+}
+
+fn join_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Adds a staff member with a fresh join code (for `/join CODE` from a chat app).
+pub fn create_staff(conn: &Connection, input: &StaffInput) -> Result<StaffView, ExecError> {
+    let name = clean_name(
+        "name",
+        input
+            .name
+            .as_deref()
+            .ok_or_else(|| ExecError::Invalid("name is required".into()))?,
+    )?;
+    let role = input.role.ok_or_else(|| {
+        ExecError::Invalid("role is required: owner, manager, staff, driver or vendor".into())
+    })?;
+    let k = key(&name);
+    if k.parse::<i64>().is_ok() {
+        return Err(ExecError::Invalid(
+            "a staff name cannot be only a number".into(),
+        ));
+    }
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM staff WHERE name_key = ?1)",
+        [&k],
+        |r| r.get(0),
+    )?;
+    if exists {
+        return Err(ExecError::Conflict(format!(
+            "a staff member called {name} exists"
+        )));
+    }
+    conn.execute(
+        "INSERT INTO staff (name, name_key, role, join_code, active, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            name,
+            k,
+            role.as_str(),
+            join_code(),
+            input.active.unwrap_or(true),
+            now_utc()
+        ],
+    )?;
+    staff_one(conn, conn.last_insert_rowid())
+}
+
+fn active_owners_except(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT count(*) FROM staff WHERE role = 'owner' AND active = 1 AND id != ?1",
+        [id],
+        |r| r.get(0),
+    )
+}
+
+/// Renames, changes the role of, or (de)activates a staff member; the last owner stays.
+pub fn update_staff(
+    conn: &Connection,
+    id: i64,
+    input: &StaffInput,
+) -> Result<StaffView, ExecError> {
+    let current = staff_one(conn, id)?;
+    let demotes = current.role == Role::Owner
+        && (input.role.is_some_and(|r| r != Role::Owner) || input.active == Some(false));
+    if demotes && active_owners_except(conn, id)? == 0 {
+        return Err(ExecError::Conflict(
+            "the last owner cannot be removed or demoted".into(),
+        ));
+    }
+    if let Some(name) = &input.name {
+        let name = clean_name("name", name)?;
+        let k = key(&name);
+        let taken: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM staff WHERE name_key = ?1 AND id != ?2)",
+            params![k, id],
+            |r| r.get(0),
+        )?;
+        if taken || k.parse::<i64>().is_ok() {
+            return Err(ExecError::Conflict(format!(
+                "the name {name} is taken or not allowed"
+            )));
+        }
+        conn.execute(
+            "UPDATE staff SET name = ?2, name_key = ?3 WHERE id = ?1",
+            params![id, name, k],
+        )?;
+    }
+    if let Some(role) = input.role {
+        conn.execute(
+            "UPDATE staff SET role = ?2 WHERE id = ?1",
+            params![id, role.as_str()],
+        )?;
+    }
+    if let Some(active) = input.active {
+        conn.execute(
+            "UPDATE staff SET active = ?2 WHERE id = ?1",
+            params![id, active],
+        )?;
+    }
+    staff_one(conn, id)
+}

@@ -1,0 +1,194 @@
+//! The shop's data in a tenant file: its settings, staff, catalog, customers, sales and
+//! reports — the queries shared by the executor and the HTTP routes.
+//! Invariant: money is integer minor units and quantities integer thousandths in every
+//! query; timestamps are UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`, so text order is time order.
+
+pub mod catalog;
+pub mod report;
+
+use crate::action::resolve::{self, Candidate};
+use crate::action::{Role, currency_digits};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// Settings the executor needs, read from the tenant's `settings` table.
+#[derive(Debug, Clone)]
+pub struct ShopSettings {
+    pub currency: String,
+    pub digits: u32,
+    pub timezone: chrono_tz::Tz,
+    /// Threshold (thousandths) for products without their own.
+    pub low_stock_default: i64,
+}
+
+/// Default low-stock threshold: 5 units.
+pub const LOW_STOCK_DEFAULT: i64 = 5_000;
+
+/// Now, as stored.
+pub fn now_utc() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    let raw: Option<String> = conn
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    // Values are JSON scalars as text; strings come back quoted.
+    Ok(
+        raw.map(|v| match serde_json::from_str::<serde_json::Value>(&v) {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => v,
+        }),
+    )
+}
+
+/// Reads the shop settings (with defaults for anything unset).
+pub fn load_settings(conn: &Connection) -> rusqlite::Result<ShopSettings> {
+    let currency = setting(conn, "currency")?.unwrap_or_else(|| "USD".into());
+    let timezone = setting(conn, "timezone")?
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(chrono_tz::UTC);
+    let low_stock_default = setting(conn, "low_stock_default")?
+        .and_then(|v| crate::action::Dec::parse(&v))
+        .and_then(|d| d.to_fixed(3).ok())
+        .unwrap_or(LOW_STOCK_DEFAULT);
+    Ok(ShopSettings {
+        digits: currency_digits(&currency),
+        currency,
+        timezone,
+        low_stock_default,
+    })
+}
+
+/// Seeds a new tenant file: currency, time zone, minor-unit digits, low-stock default and
+/// the `owner` staff member.
+pub fn init_tenant(conn: &Connection, currency: &str, timezone: &str) -> rusqlite::Result<()> {
+    let set = |k: &str, v: serde_json::Value| {
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![k, v.to_string()],
+        )
+    };
+    set("currency", currency.into())?;
+    set("currency_digits", currency_digits(currency).into())?;
+    set("timezone", timezone.into())?;
+    set("low_stock_default", (LOW_STOCK_DEFAULT / 1000).into())?;
+    conn.execute(
+        "INSERT OR IGNORE INTO staff (name, name_key, role, created_at)
+         VALUES ('Owner', 'owner', 'owner', ?1)",
+        [now_utc()],
+    )?;
+    Ok(())
+}
+
+/// A staff member.
+#[derive(Debug, Clone, Serialize)]
+pub struct Staff {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub active: bool,
+}
+
+fn staff_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Staff> {
+    let role: String = r.get(2)?;
+    Ok(Staff {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        role: Role::parse(&role).unwrap_or(Role::Staff),
+        active: r.get(3)?,
+    })
+}
+
+/// The staff member a sender names: their id, or their exact name (any case).
+pub fn find_staff(conn: &Connection, sender: &str) -> rusqlite::Result<Option<Staff>> {
+    let sql = "SELECT id, name, role, active FROM staff WHERE ";
+    if let Ok(id) = sender.trim().parse::<i64>() {
+        return conn
+            .query_row(&format!("{sql} id = ?1"), [id], staff_row)
+            .optional();
+    }
+    conn.query_row(
+        &format!("{sql} name_key = ?1"),
+        [resolve::key(sender)],
+        staff_row,
+    )
+    .optional()
+}
+
+/// Staff member by id.
+pub fn staff_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff>> {
+    conn.query_row(
+        "SELECT id, name, role, active FROM staff WHERE id = ?1",
+        [id],
+        staff_row,
+    )
+    .optional()
+}
+
+/// Active products as match candidates (with their aliases).
+pub fn product_candidates(conn: &Connection) -> rusqlite::Result<Vec<Candidate>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.id, p.name, group_concat(a.alias_key, char(31))
+         FROM products p LEFT JOIN product_aliases a ON a.product_id = p.id
+         WHERE p.active = 1 GROUP BY p.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let aliases: Option<String> = r.get(2)?;
+        Ok(Candidate {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            aliases: aliases
+                .map(|a| a.split('\u{1f}').map(str::to_owned).collect())
+                .unwrap_or_default(),
+        })
+    })?;
+    rows.collect()
+}
+
+fn simple_candidates(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<Candidate>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Candidate {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            aliases: Vec::new(),
+        })
+    })?;
+    rows.collect()
+}
+
+/// Customers as match candidates.
+pub fn customer_candidates(conn: &Connection) -> rusqlite::Result<Vec<Candidate>> {
+    simple_candidates(conn, "SELECT id, name FROM customers")
+}
+
+/// Active drivers as match candidates.
+pub fn driver_candidates(conn: &Connection) -> rusqlite::Result<Vec<Candidate>> {
+    simple_candidates(
+        conn,
+        "SELECT id, name FROM staff WHERE role = 'driver' AND active = 1",
+    )
+}
+
+/// Errors of the shop layer (executor and catalog).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Bad input: answered 400, nothing written.
+    #[error("{0}")]
+    Invalid(String),
+    /// The sender is no active staff member.
+    #[error("{0}")]
+    UnknownSender(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] crate::tenant::StoreError),
+}

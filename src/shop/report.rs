@@ -1,0 +1,437 @@
+//! Read models: sales summaries for a period in the tenant's time zone, sales and orders
+//! listings, and the message log. Invariant: read-only; voided rows never count.
+
+use super::ShopSettings;
+use crate::action::{Dec, Period, fmt_money, fmt_qty};
+use chrono::{NaiveDate, TimeZone};
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+/// UTC instant (stored form) of local midnight starting `date` in `tz`.
+pub fn local_midnight_utc(tz: chrono_tz::Tz, date: NaiveDate) -> String {
+    let midnight = date.and_hms_opt(0, 0, 0).expect("valid time");
+    let local = tz
+        .from_local_datetime(&midnight)
+        .earliest()
+        // Midnight skipped by a DST change: the day starts an hour later.
+        .or_else(|| {
+            tz.from_local_datetime(&(midnight + chrono::Duration::hours(1)))
+                .earliest()
+        })
+        .expect("a local time exists within an hour of midnight");
+    local
+        .with_timezone(&chrono::Utc)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Today's date in the shop's zone.
+pub fn local_today(settings: &ShopSettings) -> NaiveDate {
+    chrono::Utc::now()
+        .with_timezone(&settings.timezone)
+        .date_naive()
+}
+
+/// A product's line in a summary.
+#[derive(Debug, Serialize)]
+pub struct TopProduct {
+    pub product: String,
+    pub qty: Dec,
+    pub total: Dec,
+}
+
+/// Sales, payments and expenses over a period.
+#[derive(Debug, Serialize)]
+pub struct SalesSummary {
+    pub period: Option<&'static str>,
+    /// First local day included.
+    pub from: NaiveDate,
+    /// First local day not included.
+    pub to: NaiveDate,
+    pub currency: String,
+    pub sales_count: i64,
+    pub sales_total: Dec,
+    pub cash: Dec,
+    pub credit: Dec,
+    pub payments: Dec,
+    pub expenses: Dec,
+    /// Sales total minus expenses.
+    pub net: Dec,
+    pub top_products: Vec<TopProduct>,
+}
+
+/// Summarises `[from, to)` local days.
+pub fn summary(
+    conn: &Connection,
+    settings: &ShopSettings,
+    period: Option<Period>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> rusqlite::Result<SalesSummary> {
+    let (a, b) = (
+        local_midnight_utc(settings.timezone, from),
+        local_midnight_utc(settings.timezone, to),
+    );
+    let (count, total, cash): (i64, i64, i64) = conn.query_row(
+        "SELECT count(*), coalesce(sum(total), 0), coalesce(sum(CASE WHEN paid THEN total END), 0)
+         FROM sales WHERE voided = 0 AND at >= ?1 AND at < ?2",
+        params![a, b],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let sum =
+        |sql: &str| -> rusqlite::Result<i64> { conn.query_row(sql, params![a, b], |r| r.get(0)) };
+    let payments = sum(
+        "SELECT coalesce(sum(amount), 0) FROM payments WHERE voided = 0 AND at >= ?1 AND at < ?2",
+    )?;
+    let expenses = sum(
+        "SELECT coalesce(sum(amount), 0) FROM expenses WHERE voided = 0 AND at >= ?1 AND at < ?2",
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.name, sum(i.qty), sum(i.total) FROM sale_items i
+         JOIN sales s ON s.id = i.sale_id JOIN products p ON p.id = i.product_id
+         WHERE s.voided = 0 AND s.at >= ?1 AND s.at < ?2
+         GROUP BY i.product_id ORDER BY sum(i.total) DESC, p.name LIMIT 5",
+    )?;
+    let d = settings.digits;
+    let top_products = stmt
+        .query_map(params![a, b], |r| {
+            Ok(TopProduct {
+                product: r.get(0)?,
+                qty: Dec::from_fixed(r.get(1)?, 3),
+                total: Dec::from_fixed(r.get(2)?, d),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(SalesSummary {
+        period: period.map(Period::as_str),
+        from,
+        to,
+        currency: settings.currency.clone(),
+        sales_count: count,
+        sales_total: Dec::from_fixed(total, d),
+        cash: Dec::from_fixed(cash, d),
+        credit: Dec::from_fixed(total - cash, d),
+        payments: Dec::from_fixed(payments, d),
+        expenses: Dec::from_fixed(expenses, d),
+        net: Dec::from_fixed(total - expenses, d),
+        top_products,
+    })
+}
+
+/// The summary of a named period ending today.
+pub fn period_summary(
+    conn: &Connection,
+    settings: &ShopSettings,
+    period: Period,
+) -> rusqlite::Result<SalesSummary> {
+    let (from, to) = period.range(local_today(settings));
+    summary(conn, settings, Some(period), from, to)
+}
+
+/// The summary as a chat reply.
+pub fn summary_reply(s: &SalesSummary, settings: &ShopSettings) -> String {
+    let m = |d: Dec| {
+        fmt_money(
+            d.to_fixed(settings.digits).unwrap_or(0),
+            settings.digits,
+            &settings.currency,
+        )
+    };
+    let title = s.period.unwrap_or("period").replace('_', " ");
+    let mut out = format!(
+        "Sales {title} ({}{}): {} sale{}, {} ({} cash, {} credit). Payments in {}. Expenses {}. Net {}.",
+        s.from,
+        if s.to - s.from > chrono::Duration::days(1) {
+            format!(" to {}", s.to - chrono::Duration::days(1))
+        } else {
+            String::new()
+        },
+        s.sales_count,
+        if s.sales_count == 1 { "" } else { "s" },
+        m(s.sales_total),
+        m(s.cash),
+        m(s.credit),
+        m(s.payments),
+        m(s.expenses),
+        m(s.net),
+    );
+    if !s.top_products.is_empty() {
+        let tops: Vec<String> = s
+            .top_products
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} {} ({})",
+                    t.product,
+                    fmt_qty(t.qty.to_fixed(3).unwrap_or(0)),
+                    m(t.total)
+                )
+            })
+            .collect();
+        out.push_str(&format!(" Top: {}.", tops.join(", ")));
+    }
+    out
+}
+
+/// The summary as CSV (one header row, one value row, then the top products).
+pub fn summary_csv(s: &SalesSummary) -> String {
+    let mut out = String::from(
+        "period,from,to,currency,sales_count,sales_total,cash,credit,payments,expenses,net\n",
+    );
+    out.push_str(&format!(
+        "{},{},{},{},{},{},{},{},{},{},{}\n",
+        s.period.unwrap_or(""),
+        s.from,
+        s.to,
+        s.currency,
+        s.sales_count,
+        s.sales_total,
+        s.cash,
+        s.credit,
+        s.payments,
+        s.expenses,
+        s.net
+    ));
+    out.push_str("\nproduct,qty,total\n");
+    for t in &s.top_products {
+        out.push_str(&format!(
+            "{},{},{}\n",
+            csv_field(&t.product),
+            t.qty,
+            t.total
+        ));
+    }
+    out
+}
+
+/// Quotes a CSV field when needed (and defuses spreadsheet formulas).
+pub fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// A line of a sale or an order.
+#[derive(Debug, Serialize)]
+pub struct LineView {
+    pub product: String,
+    pub qty: Dec,
+    pub unit_price: Dec,
+    pub total: Dec,
+}
+
+fn lines(
+    conn: &Connection,
+    table: &str,
+    parent: &str,
+    id: i64,
+    digits: u32,
+) -> rusqlite::Result<Vec<LineView>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT p.name, i.qty, i.unit_price, i.total FROM {table} i
+         JOIN products p ON p.id = i.product_id WHERE i.{parent} = ?1 ORDER BY i.id"
+    ))?;
+    let rows = stmt.query_map([id], |r| {
+        Ok(LineView {
+            product: r.get(0)?,
+            qty: Dec::from_fixed(r.get(1)?, 3),
+            unit_price: Dec::from_fixed(r.get(2)?, digits),
+            total: Dec::from_fixed(r.get(3)?, digits),
+        })
+    })?;
+    rows.collect()
+}
+
+/// A sale as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct SaleView {
+    pub id: i64,
+    pub at: String,
+    pub customer: Option<String>,
+    pub staff: String,
+    pub total: Dec,
+    pub paid: bool,
+    pub items: Vec<LineView>,
+}
+
+/// Sales (not voided) at or after `from` and before `to` (stored UTC strings), newest first.
+pub fn sales_between(
+    conn: &Connection,
+    digits: u32,
+    from: &str,
+    to: &str,
+    limit: usize,
+) -> rusqlite::Result<Vec<SaleView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.at, c.name, st.name, s.total, s.paid FROM sales s
+         LEFT JOIN customers c ON c.id = s.customer_id JOIN staff st ON st.id = s.staff_id
+         WHERE s.voided = 0 AND s.at >= ?1 AND s.at < ?2 ORDER BY s.at DESC, s.id DESC LIMIT ?3",
+    )?;
+    let heads = stmt
+        .query_map(params![from, to, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get::<_, i64>(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    heads
+        .into_iter()
+        .map(|(id, at, customer, staff, total, paid)| {
+            Ok(SaleView {
+                id,
+                at,
+                customer,
+                staff,
+                total: Dec::from_fixed(total, digits),
+                paid,
+                items: lines(conn, "sale_items", "sale_id", id, digits)?,
+            })
+        })
+        .collect()
+}
+
+/// An order as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    pub id: i64,
+    pub customer: String,
+    pub status: String,
+    pub driver: Option<String>,
+    pub driver_id: Option<i64>,
+    pub address: Option<String>,
+    pub total: Dec,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+    pub items: Vec<LineView>,
+}
+
+/// Orders, newest first, by status (`None`: pending and assigned) and driver.
+pub fn orders(
+    conn: &Connection,
+    digits: u32,
+    status: Option<&str>,
+    driver: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Vec<OrderView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.id, c.name, o.status, d.name, o.driver_id, o.address, o.total, o.created_at, o.delivered_at
+         FROM orders o JOIN customers c ON c.id = o.customer_id LEFT JOIN staff d ON d.id = o.driver_id
+         WHERE (?1 IS NULL AND o.status IN ('pending', 'assigned') OR o.status = ?1)
+           AND (?2 IS NULL OR o.driver_id = ?2)
+         ORDER BY o.id DESC LIMIT ?3",
+    )?;
+    let heads = stmt
+        .query_map(params![status, driver, limit as i64], |r| {
+            Ok(OrderView {
+                id: r.get(0)?,
+                customer: r.get(1)?,
+                status: r.get(2)?,
+                driver: r.get(3)?,
+                driver_id: r.get(4)?,
+                address: r.get(5)?,
+                total: Dec::from_fixed(r.get(6)?, digits),
+                created_at: r.get(7)?,
+                delivered_at: r.get(8)?,
+                items: Vec::new(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    heads
+        .into_iter()
+        .map(|mut o| {
+            o.items = lines(conn, "order_items", "order_id", o.id, digits)?;
+            Ok(o)
+        })
+        .collect()
+}
+
+/// One entry of the message log.
+#[derive(Debug, Serialize)]
+pub struct MessageView {
+    pub id: i64,
+    pub inbound_id: Option<String>,
+    pub channel: String,
+    pub sender: String,
+    pub text: Option<String>,
+    pub action: Option<serde_json::Value>,
+    pub source: String,
+    pub status: String,
+    pub reply: String,
+    pub received_at: String,
+    pub parse_us: Option<i64>,
+    pub exec_us: Option<i64>,
+}
+
+/// The message log, newest first, before the id `before`.
+pub fn messages(
+    conn: &Connection,
+    before: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Vec<MessageView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, inbound_id, channel, sender, text, action, source, status, reply, received_at,
+                parse_us, exec_us
+         FROM message_log WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit as i64], |r| {
+        let action: Option<String> = r.get(5)?;
+        Ok(MessageView {
+            id: r.get(0)?,
+            inbound_id: r.get(1)?,
+            channel: r.get(2)?,
+            sender: r.get(3)?,
+            text: r.get(4)?,
+            action: action.and_then(|a| serde_json::from_str(&a).ok()),
+            source: r.get(6)?,
+            status: r.get(7)?,
+            reply: r.get(8)?,
+            received_at: r.get(9)?,
+            parse_us: r.get(10)?,
+            exec_us: r.get(11)?,
+        })
+    })?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_days_map_to_utc_across_dst() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let berlin: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        assert_eq!(
+            local_midnight_utc(berlin, d("2026-01-15")),
+            "2026-01-14T23:00:00.000Z"
+        );
+        assert_eq!(
+            local_midnight_utc(berlin, d("2026-07-15")),
+            "2026-07-14T22:00:00.000Z"
+        );
+        // Santiago skips midnight when DST starts (2026-09-06).
+        let santiago: chrono_tz::Tz = "America/Santiago".parse().unwrap();
+        assert_eq!(
+            local_midnight_utc(santiago, d("2026-09-06")),
+            "2026-09-06T04:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_defused() {
+        assert_eq!(csv_field("Rice"), "Rice");
+        assert_eq!(csv_field("Oil, 1L"), "\"Oil, 1L\"");
+        assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+    }
+}

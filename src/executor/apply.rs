@@ -615,7 +615,12 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             ))
         }
         Action::AssignDelivery { order_id, driver } => {
-            let (status, prev_driver, delivered_at, _, _) = order_state(conn, *order_id)?;
+            let OrderState {
+                status,
+                driver: prev_driver,
+                delivered_at,
+                ..
+            } = order_state(conn, *order_id)?;
             if !matches!(status.as_str(), "pending" | "assigned") {
                 return Err(Flow::Reject(format!(
                     "Order #{order_id} is already {status}."
@@ -637,7 +642,12 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
         }
         Action::MarkDelivered { order_id } => {
             let id = *order_id;
-            let (status, driver, delivered_at, customer_id, _) = order_state(conn, id)?;
+            let OrderState {
+                status,
+                driver,
+                delivered_at,
+                customer_id,
+            } = order_state(conn, id)?;
             if !matches!(status.as_str(), "pending" | "assigned") {
                 return Err(Flow::Reject(format!("Order #{id} is already {status}.")));
             }

@@ -230,3 +230,88 @@ pub fn files_under(dir: &Path) -> Vec<String> {
 pub fn tenant_file(data_dir: &Path, id: &str) -> PathBuf {
     tarn::tenant::Layout::new(data_dir).tenant_db(&tarn::tenant::TenantId::parse(id).unwrap())
 }
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(Method::GET, path, Some(ADMIN), None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.request(Method::POST, path, Some(ADMIN), Some(body))
+            .await
+    }
+
+    /// `POST /v1/tenants/{t}/messages` as `sender`.
+    pub async fn say(&self, t: &str, sender: &str, text: &str) -> Reply {
+        self.post(
+            &format!("/v1/tenants/{t}/messages"),
+            json!({"text": text, "sender": sender}),
+        )
+        .await
+    }
+
+    /// `POST /v1/tenants/{t}/actions`.
+    pub async fn act(&self, t: &str, action: Value) -> Reply {
+        self.post(&format!("/v1/tenants/{t}/actions"), action).await
+    }
+
+    /// A product's field by name, from `GET /products`.
+    pub async fn product(&self, t: &str, name: &str) -> Value {
+        let r = self.get(&format!("/v1/tenants/{t}/products")).await;
+        r.body["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no product {name}: {}", r.text))
+    }
+
+    /// A customer's balance by name.
+    pub async fn balance(&self, t: &str, name: &str) -> Value {
+        let r = self.get(&format!("/v1/tenants/{t}/customers")).await;
+        r.body["customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["balance"].clone())
+            .unwrap_or_else(|| panic!("no customer {name}: {}", r.text))
+    }
+
+    /// A tenant with a small catalog, a customer and one staff member of each role.
+    pub async fn shop(&self, t: &str) {
+        self.new_tenant(t).await;
+        for p in [
+            json!({"name": "Rice", "price": 15, "unit": "bag", "stock": 20}),
+            json!({"name": "Sugar", "price": 2.5, "unit": "kg", "stock": 50, "low_stock_at": 10}),
+            json!({"name": "Cooking Oil", "price": 3, "unit": "bottle", "stock": 10}),
+            json!({"name": "Brown Bread", "price": 1.2, "stock": 30}),
+            json!({"name": "White Bread", "price": 1, "stock": 30}),
+        ] {
+            let r = self.post(&format!("/v1/tenants/{t}/products"), p).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        }
+        let r = self
+            .post(
+                &format!("/v1/tenants/{t}/customers"),
+                json!({"name": "Ahmed"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        for (name, role) in [
+            ("Mary", "manager"),
+            ("Sam", "staff"),
+            ("Musa", "driver"),
+            ("Vic", "vendor"),
+        ] {
+            let r = self
+                .post(
+                    &format!("/v1/tenants/{t}/staff"),
+                    json!({"name": name, "role": role}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        }
+    }
+}

@@ -4,4 +4,5 @@
 mod helpers;
 mod ops;
 mod pool;
+mod shop;
 mod tenants;

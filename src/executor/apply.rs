@@ -337,15 +337,27 @@ fn write_sale(
     Ok((total, balance, notes))
 }
 
-fn order_state(
-    conn: &Connection,
-    id: i64,
-) -> Result<(String, Option<i64>, Option<String>, i64, i64), Flow> {
+/// An order's state, as `undo` restores it.
+struct OrderState {
+    status: String,
+    driver: Option<i64>,
+    delivered_at: Option<String>,
+    customer_id: i64,
+}
+
+fn order_state(conn: &Connection, id: i64) -> Result<OrderState, Flow> {
     use rusqlite::OptionalExtension;
     conn.query_row(
-        "SELECT status, driver_id, delivered_at, customer_id, total FROM orders WHERE id = ?1",
+        "SELECT status, driver_id, delivered_at, customer_id FROM orders WHERE id = ?1",
         [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        |r| {
+            Ok(OrderState {
+                status: r.get(0)?,
+                driver: r.get(1)?,
+                delivered_at: r.get(2)?,
+                customer_id: r.get(3)?,
+            })
+        },
     )
     .optional()?
     .ok_or_else(|| Flow::Reject(format!("There is no order #{id}.")))

@@ -613,3 +613,68 @@ async fn reports_sales_orders_and_the_message_log() {
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0]["text"], "/sale 2 rice, 1 sugar");
 }
+
+/// Every product's stock equals the sum of its movements, in every tenant file.
+fn assert_stock_matches_movements(data: &std::path::Path, tenants: &[String]) -> usize {
+    let mut checked = 0;
+    for t in tenants {
+        let conn = rusqlite::Connection::open(tenant_file(data, t)).unwrap();
+        let bad: Vec<(String, i64, i64)> = conn
+            .prepare(
+                "SELECT p.name, p.stock, coalesce((SELECT sum(delta) FROM stock_movements m
+                                                  WHERE m.product_id = p.id), 0)
+                 FROM products p",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|(_, stock, sum)| stock != sum)
+            .collect();
+        assert!(bad.is_empty(), "tenant {t}: stock != movements: {bad:?}");
+        checked += 1;
+    }
+    checked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_clients_keep_stock_equal_to_its_movements() {
+    let app = std::sync::Arc::new(spawn_app_with(|c| c.store.tenant_connections = 2).await);
+    let hot = "hot".to_string();
+    app.shop(&hot).await;
+    let spread: Vec<String> = (0..100).map(|i| format!("t{i:03}")).collect();
+    for t in &spread {
+        app.new_tenant(t).await;
+        let r = app.post(&format!("/v1/tenants/{t}/products"), json!({"name": "Rice", "price": 2, "stock": 100})).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let texts = ["/sale 1 rice", "/sale 0.5 rice", "/restock rice 3", "/count rice 50", "/undo", "/stock rice"];
+    let mut tasks = Vec::new();
+    for client in 0..16 {
+        let app = app.clone();
+        let tenants = if client < 8 { vec![hot.clone()] } else { spread.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0usize;
+            while std::time::Instant::now() < deadline {
+                let t = &tenants[(sent * 7 + client) % tenants.len()];
+                let text = texts[(sent + client) % texts.len()];
+                let r = app.say(t, "owner", text).await;
+                assert_eq!(r.status, StatusCode::OK, "{t} {text}: {}", r.text);
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    assert!(total > 100, "only {total} messages in 10 s");
+    let app = std::sync::Arc::into_inner(app).unwrap();
+    let data = app.data_dir();
+    let _dir = app.stop().await;
+    let mut all = spread;
+    all.push(hot);
+    assert_eq!(assert_stock_matches_movements(&data, &all), 101);
+}

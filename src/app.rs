@@ -31,6 +31,8 @@ pub enum StartError {
     },
     #[error("data dir {0} is in use by another tarn process (stop it, or use its HTTP API)")]
     Locked(PathBuf),
+    #[error("could not create the demo tenant: {0}")]
+    Demo(String),
     #[error("SQLite {0} is too old: 3.51.3 or newer is required")]
     OldSqlite(&'static str),
 }
@@ -122,6 +124,25 @@ fn admin_token(config: &ServeConfig) -> Result<Secret, StartError> {
     Ok(Secret::new(token))
 }
 
+fn print_demo(api_key: Option<&str>, listen: SocketAddr, data_dir: &Path) {
+    let key = match api_key {
+        Some(k) => format!("Its API key (shown once): {k}\n  KEY={k}"),
+        None => format!(
+            "It already existed; use the operator token:\n  KEY=$(cat {}/_admin_token)",
+            data_dir.display()
+        ),
+    };
+    println!(
+        "\nDemo shop `demo` is ready (Rice, Sugar, Cooking Oil, Eggs, Milk, Bread; customers \
+         Ahmed, Fatima, John; staff Owner, Mary (manager), Musa (driver), Sam (staff)).\n\
+         {key}\n\
+         Talk to it:\n  \
+         curl -s http://{listen}/v1/tenants/demo/messages -H \"Authorization: Bearer $KEY\" \\\n    \
+         -H 'content-type: application/json' -d '{{\"text\": \"/sale 3 rice to Ahmed\", \"sender\": \"Sam\"}}'\n\
+         or from a terminal:  cargo run --release -- chat demo --as Sam\n"
+    );
+}
+
 /// A bound, ready-to-run server.
 pub struct App {
     listener: TcpListener,
@@ -138,6 +159,19 @@ impl App {
         let metrics = Metrics::new(&pool_metrics);
         let args = config.store.clone();
         let store = blocking(move || open_store(&args, pool_metrics)).await?;
+        if config.demo {
+            let s = store.clone();
+            let listen = config.listen;
+            let demo = blocking(move || {
+                crate::demo::ensure(&s).map_err(|e| StartError::Demo(e.to_string()))
+            })
+            .await?;
+            print_demo(
+                demo.as_ref().map(|c| c.api_key.as_str()),
+                listen,
+                &config.store.data_dir,
+            );
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| StartError::Io {

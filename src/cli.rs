@@ -58,6 +58,22 @@ pub fn tenant(args: &StoreArgs, command: TenantCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `tarn chat <tenant> --as <staff>` on stdin/stdout.
+pub fn chat(args: &StoreArgs, tenant: &str, sender: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let store = open_store(args, PoolMetrics::default())?;
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    crate::chat::repl(
+        &store,
+        &parse_id(tenant)?,
+        sender,
+        stdin.lock(),
+        std::io::stdout(),
+        interactive,
+    )
+}
+
 /// Runs `tarn migrate [--all | ID]`. Fails (after walking everything) if any tenant failed.
 pub fn migrate(
     args: &StoreArgs,

@@ -54,6 +54,16 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Talk to a tenant's shop from the terminal, as a staff member.
+    Chat {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The tenant.
+        tenant: String,
+        /// Staff name or id to speak as.
+        #[arg(long = "as", default_value = "owner")]
+        sender: String,
+    },
     /// Bring tenant files to this binary's schema.
     Migrate {
         #[command(flatten)]
@@ -165,6 +175,9 @@ pub struct ServeConfig {
     /// Log format.
     #[arg(long, env = "TARN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    /// Create (once) a `demo` tenant with a small catalog and staff, and say how to use it.
+    #[arg(long, env = "TARN_DEMO")]
+    pub demo: bool,
 }
 
 impl ServeConfig {

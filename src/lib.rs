@@ -34,9 +34,11 @@
 
 pub mod action;
 pub mod app;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod demo;
 pub mod executor;
 pub mod http;
 pub mod parser;

@@ -21,6 +21,14 @@ fn main() -> anyhow::Result<()> {
             telemetry::init_tracing(LogFormat::Human);
             cli::tenant(&store, command)
         }
+        Command::Chat {
+            store,
+            tenant,
+            sender,
+        } => {
+            telemetry::init_tracing(LogFormat::Human);
+            cli::chat(&store, &tenant, &sender)
+        }
         Command::Migrate {
             store,
             all,

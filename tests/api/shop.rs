@@ -645,15 +645,31 @@ async fn concurrent_clients_keep_stock_equal_to_its_movements() {
     let spread: Vec<String> = (0..100).map(|i| format!("t{i:03}")).collect();
     for t in &spread {
         app.new_tenant(t).await;
-        let r = app.post(&format!("/v1/tenants/{t}/products"), json!({"name": "Rice", "price": 2, "stock": 100})).await;
+        let r = app
+            .post(
+                &format!("/v1/tenants/{t}/products"),
+                json!({"name": "Rice", "price": 2, "stock": 100}),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::CREATED);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let texts = ["/sale 1 rice", "/sale 0.5 rice", "/restock rice 3", "/count rice 50", "/undo", "/stock rice"];
+    let texts = [
+        "/sale 1 rice",
+        "/sale 0.5 rice",
+        "/restock rice 3",
+        "/count rice 50",
+        "/undo",
+        "/stock rice",
+    ];
     let mut tasks = Vec::new();
     for client in 0..16 {
         let app = app.clone();
-        let tenants = if client < 8 { vec![hot.clone()] } else { spread.clone() };
+        let tenants = if client < 8 {
+            vec![hot.clone()]
+        } else {
+            spread.clone()
+        };
         tasks.push(tokio::spawn(async move {
             let mut sent = 0usize;
             while std::time::Instant::now() < deadline {
@@ -677,4 +693,50 @@ async fn concurrent_clients_keep_stock_equal_to_its_movements() {
     let mut all = spread;
     all.push(hot);
     assert_eq!(assert_stock_matches_movements(&data, &all), 101);
+}
+
+#[tokio::test]
+async fn demo_tenant_is_created_once_and_chat_talks_to_it() {
+    let app = spawn_app_with(|c| c.demo = true).await;
+    let r = app.get("/v1/tenants/demo/products").await;
+    assert_eq!(
+        r.body["products"].as_array().unwrap().len(),
+        6,
+        "{}",
+        r.text
+    );
+    applied(&app.say("demo", "Sam", "/sale 1 rice").await);
+    let data = app.data_dir();
+    let dir = app.stop().await;
+    let app = spawn_app_in(dir, |c| c.demo = true).await;
+    assert_eq!(
+        app.product("demo", "Rice").await["stock"],
+        39,
+        "not re-seeded"
+    );
+
+    // `tarn chat` runs each line through the same pipeline, beside the running server.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+        .args(["chat", "demo", "--as", "Musa", "--data-dir"])
+        .arg(&data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"/stock rice\n/sale 1 rice\n/quit\n/help\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(
+        text, "Rice: 39 bag. Price 15.00 USD.\n! Sorry, a driver can't record sale.\n",
+        "stops at /quit"
+    );
+    let log = app.get("/v1/tenants/demo/messages?limit=1").await;
+    assert_eq!(log.body["messages"][0]["channel"], "cli");
 }

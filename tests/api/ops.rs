@@ -68,6 +68,17 @@ async fn openapi_describes_every_route() {
         ("/readyz", "get"),
         ("/metrics", "get"),
         ("/openapi.json", "get"),
+        ("/v1/tenants/{tenant}/parse", "post"),
+        ("/v1/tenants/{tenant}/messages", "post"),
+        ("/v1/tenants/{tenant}/messages", "get"),
+        ("/v1/tenants/{tenant}/actions", "post"),
+        ("/v1/tenants/{tenant}/products", "post"),
+        ("/v1/tenants/{tenant}/products/{id}", "patch"),
+        ("/v1/tenants/{tenant}/customers/{id}", "delete"),
+        ("/v1/tenants/{tenant}/staff", "post"),
+        ("/v1/tenants/{tenant}/sales", "get"),
+        ("/v1/tenants/{tenant}/orders", "get"),
+        ("/v1/tenants/{tenant}/reports/sales", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

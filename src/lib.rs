@@ -5,9 +5,10 @@
 //! One process serves many tenants; each tenant is one SQLite file opened lazily by the
 //! tenant pool. Three flows run through the modules:
 //!
-//! 1. **message in -> action -> reply** (later issues): channel webhook or
-//!    `POST /v1/tenants/{t}/messages` -> inbox -> parser -> action -> executor on the
-//!    tenant's file -> outbox -> channel sender.
+//! 1. **message in -> action -> reply**: `POST /v1/tenants/{t}/messages` (or `tarn chat`;
+//!    channel webhooks, inbox and outbox come later) -> [`executor`]: [`parser`] ->
+//!    [`action`] (checks, role, name resolution) -> fixed SQL of [`shop`] in one transaction
+//!    with the journal and the message log -> reply.
 //! 2. **schedule -> job -> message out** (later issues): ticker over the schedule index in the
 //!    control db -> job on the tenant's file -> outbox.
 //! 3. **admin API -> tenant store**: [`http`] (auth, JSON errors) -> [`store`] (registry in
@@ -18,6 +19,11 @@
 //! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool |
 //! | [`control`] | `_control.db`: tenant registry (later channel bindings, schedule index) |
 //! | [`store`] | tenant lifecycle: create, delete to trash, restore, keys, migrate-all |
+//! | [`action`] | `enum Action` (the contract), exact decimals, roles, name matching — no IO |
+//! | [`parser`] | text -> `Action` (slash grammar) — no IO |
+//! | [`executor`] | one message in one transaction: idempotency, checks, SQL, journal, undo |
+//! | [`shop`] | tenant-db queries: settings, staff, catalog, reports, message log |
+//! | [`chat`], [`demo`] | the terminal REPL and the demo tenant |
 //! | [`http`] | axum router, auth extractors, the one `ApiError` |
 //! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown |
 //! | [`cli`] | offline `tarn tenant …` / `tarn migrate …` |
@@ -25,8 +31,11 @@
 //!
 //! # Rules between modules
 //!
-//! - `tenant` imports nothing from `http`, `channel`, `parser` or `store`; `control` only
-//!   from `tenant`. Data flows one way: `http`/`cli` -> `store` -> `control` + `tenant`.
+//! - `tenant` imports nothing from `http`, `channel`, `parser`, `shop` or `store`; `control`
+//!   only from `tenant`. Data flows one way: `http`/`cli` -> `executor`/`store` -> `shop`,
+//!   `control` -> `tenant`.
+//! - `action` and `parser` do no IO; `executor` and `shop` run only their own fixed,
+//!   parameterized SQL — no SQL text ever comes from a parser or a user.
 //! - Every rusqlite call runs on the blocking pool (`tenant::pool::blocking`), never on the
 //!   async runtime.
 //! - A tenant id becomes a path only as a validated `TenantId`, through `tenant::Layout`.

@@ -120,11 +120,7 @@ fn find_driver(conn: &Connection, name: &str) -> Result<shop::Staff, Flow> {
 }
 
 /// Resolves every name in `action` to its catalog spelling without writing (for `/parse`).
-pub(crate) fn resolve_names(
-    conn: &Connection,
-    _ctx: &mut Ctx,
-    action: &mut Action,
-) -> Result<(), Flow> {
+pub(crate) fn resolve_names(conn: &Connection, action: &mut Action) -> Result<(), Flow> {
     match action {
         Action::SetPrice { product, .. }
         | Action::Restock { product, .. }

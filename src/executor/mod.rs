@@ -252,27 +252,19 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
 pub fn dry_run(conn: &mut Connection, sender: &str, input: &Input) -> Result<DryRun, ExecError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let settings = shop::load_settings(&tx)?;
-    let staff = sender_staff(&tx, sender)?;
+    sender_staff(&tx, sender)?;
     let (mut action, source, _) = decode(input)?;
     let mut clarify = None;
-    if action.check(settings.digits).is_ok() {
-        let mut ctx = Ctx {
-            settings,
-            staff,
-            now: shop::now_utc(),
-            now_ms: now_ms(),
-            journal_id: None,
-            undo: Vec::new(),
-        };
-        if let Err(f) = apply::resolve_names(&tx, &mut ctx, &mut action) {
-            match f {
-                Flow::Clarify(q) => clarify = Some(q),
-                Flow::Reject(_) => {}
-                Flow::Db(e) => return Err(e.into()),
-            }
+    if action.check(settings.digits).is_ok()
+        && let Err(f) = apply::resolve_names(&tx, &mut action)
+    {
+        match f {
+            Flow::Clarify(q) => clarify = Some(q),
+            Flow::Reject(_) => {}
+            Flow::Db(e) => return Err(e.into()),
         }
     }
-    // Dropping the transaction rolls back whatever resolution touched.
+    // Resolution only reads; the transaction just gives it one snapshot.
     drop(tx);
     Ok(DryRun {
         action: to_json(&action),

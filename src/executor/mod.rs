@@ -21,6 +21,12 @@ pub enum Input {
     Text(String),
     /// A structured action (the mobile app, `/actions`).
     Action(serde_json::Value),
+    /// A chat message already parsed (by the LLM): the text is logged, the action run.
+    Parsed {
+        text: String,
+        action: Action,
+        source: Source,
+    },
 }
 
 /// One message or action to run.
@@ -130,9 +136,24 @@ fn sender_staff(conn: &Connection, sender: &str) -> Result<Staff, ExecError> {
     }
 }
 
-fn decode(input: &Input) -> Result<(Action, Source, Option<&str>), ExecError> {
+fn decode<'a>(
+    conn: &Connection,
+    input: &'a Input,
+) -> Result<(Action, Source, Option<&'a str>), ExecError> {
     match input {
-        Input::Text(t) => Ok((parser::parse(t).action, Source::Grammar, Some(t.as_str()))),
+        Input::Text(t) => {
+            let lexicon = shop::lexicon(conn)?;
+            Ok((
+                parser::parse(t, &lexicon).action,
+                Source::Grammar,
+                Some(t.as_str()),
+            ))
+        }
+        Input::Parsed {
+            text,
+            action,
+            source,
+        } => Ok((action.clone(), *source, Some(text.as_str()))),
         Input::Action(v) => serde_json::from_value(v.clone())
             .map(|a| (a, Source::Api, None))
             .map_err(|e| ExecError::Invalid(format!("invalid action: {e}"))),
@@ -172,7 +193,7 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
     }
     let settings = shop::load_settings(&tx)?;
     let staff = sender_staff(&tx, &req.sender)?;
-    let (mut action, source, text) = decode(&req.input)?;
+    let (mut action, source, text) = decode(&tx, &req.input)?;
     let parse_us = started.elapsed().as_micros() as i64;
 
     let (status, reply, journal_id) = match action.check(settings.digits) {
@@ -253,7 +274,7 @@ pub fn dry_run(conn: &mut Connection, sender: &str, input: &Input) -> Result<Dry
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let settings = shop::load_settings(&tx)?;
     sender_staff(&tx, sender)?;
-    let (mut action, source, _) = decode(input)?;
+    let (mut action, source, _) = decode(&tx, input)?;
     let mut clarify = None;
     if action.check(settings.digits).is_ok()
         && let Err(f) = apply::resolve_names(&tx, &mut action)

@@ -1,8 +1,12 @@
-//! Turning a chat message into one `Action`. This parser is the slash grammar of
-//! ACTIONS.md; free text becomes `unknown` until the phrase parser arrives.
+//! Turning a chat message into one `Action`: the slash grammar of ACTIONS.md, then the
+//! phrase parser for everyday wording (the LLM, when configured, is asked by `message`).
 //! Invariant: parsers only produce actions — no IO, no SQL, and text is only ever data.
 
 mod grammar;
+mod lexicon;
+mod phrase;
+
+pub use lexicon::Lexicon;
 
 use crate::action::Action;
 
@@ -14,6 +18,8 @@ pub enum Source {
     Grammar,
     /// A structured action sent through the API.
     Api,
+    /// The LLM.
+    Llm,
 }
 
 impl Source {
@@ -22,6 +28,7 @@ impl Source {
         match self {
             Source::Grammar => "grammar",
             Source::Api => "api",
+            Source::Llm => "llm",
         }
     }
 }
@@ -34,24 +41,68 @@ pub struct Parsed {
     pub confidence: f32,
 }
 
-/// Parses a message with the built-in parser.
-pub fn parse(text: &str) -> Parsed {
+/// Below this confidence the LLM (when configured) is asked.
+pub const CONFIDENT: f32 = 0.8;
+
+/// Parses a message with the built-in parser: slash commands, then phrasing.
+pub fn parse(text: &str, lexicon: &Lexicon) -> Parsed {
     match grammar::parse_command(text) {
-        Some(Ok(action)) => Parsed {
-            action,
-            confidence: 1.0,
-        },
+        Some(Ok(mut action)) => {
+            canonicalize(&mut action, lexicon);
+            Parsed {
+                action,
+                confidence: 1.0,
+            }
+        }
         Some(Err(reason)) => Parsed {
             action: Action::Unknown {
                 reason: Some(reason),
             },
             confidence: 1.0,
         },
-        None => Parsed {
-            action: Action::Unknown {
-                reason: Some("not a command; start with / (try /help)".into()),
-            },
-            confidence: 0.0,
-        },
+        None => phrase::parse(text, lexicon),
+    }
+}
+
+/// Replaces names the lexicon knows unambiguously with their catalog spelling.
+fn canonicalize(action: &mut Action, lex: &Lexicon) {
+    let product = |p: &mut String| {
+        if let Some(n) = lex.product(p) {
+            *p = n;
+        }
+    };
+    let customer = |c: &mut String| {
+        if let Some(n) = lex.customer(c) {
+            *c = n;
+        }
+    };
+    match action {
+        Action::SetPrice { product: p, .. }
+        | Action::Restock { product: p, .. }
+        | Action::StockCount { product: p, .. }
+        | Action::CheckStock { product: Some(p) } => product(p),
+        Action::RecordSale {
+            items, customer: c, ..
+        } => {
+            items.iter_mut().for_each(|i| product(&mut i.product));
+            if let Some(c) = c {
+                customer(c);
+            }
+        }
+        Action::CreateOrder {
+            items, customer: c, ..
+        } => {
+            items.iter_mut().for_each(|i| product(&mut i.product));
+            customer(c);
+        }
+        Action::RecordPayment { customer: c, .. } | Action::CustomerBalance { customer: c } => {
+            customer(c)
+        }
+        Action::AssignDelivery { driver, .. } => {
+            if let Some(n) = lex.driver(driver) {
+                *driver = n;
+            }
+        }
+        _ => {}
     }
 }

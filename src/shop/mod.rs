@@ -161,6 +161,21 @@ fn simple_candidates(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<Candi
     rows.collect()
 }
 
+/// The tenant's names for the phrase parser.
+pub fn lexicon(conn: &Connection) -> rusqlite::Result<crate::parser::Lexicon> {
+    let names = |sql: &str| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect()
+    };
+    Ok(crate::parser::Lexicon {
+        products: product_candidates(conn)?,
+        customers: names("SELECT name FROM customers")?,
+        staff: names("SELECT name FROM staff WHERE active = 1")?,
+        drivers: names("SELECT name FROM staff WHERE active = 1 AND role = 'driver'")?,
+    })
+}
+
 /// Customers as match candidates.
 pub fn customer_candidates(conn: &Connection) -> rusqlite::Result<Vec<Candidate>> {
     simple_candidates(conn, "SELECT id, name FROM customers")

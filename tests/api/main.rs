@@ -3,6 +3,7 @@
 
 mod helpers;
 mod ops;
+mod parser;
 mod pool;
 mod shop;
 mod tenants;

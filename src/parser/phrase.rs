@@ -1,0 +1,1357 @@
+//! The built-in phrase parser: everyday shop talk ("sold 3 bags of rice to Ahmed for 45",
+//! "how much sugar is left?", "received 50 from John") to one action, with a confidence.
+//! Invariants: no IO (the tenant's names come in a `Lexicon`); text it cannot place is
+//! `unknown`, never a guessed write; instruction- or SQL-like text is unknown text.
+
+use super::Parsed;
+use super::lexicon::Lexicon;
+use crate::action::{Action, Dec, Item, OrderStatus, Period};
+
+#[derive(Debug, Clone)]
+struct Tok {
+    raw: String,
+    low: String,
+}
+
+fn tokenize(text: &str) -> Vec<Tok> {
+    let mut spaced = String::with_capacity(text.len() + 16);
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let prev_digit = i > 0 && chars[i - 1].is_ascii_digit();
+        let next_digit = chars.get(i + 1).is_some_and(|c| c.is_ascii_digit());
+        match c {
+            ',' if prev_digit && next_digit => {} // 1,000
+            ',' | '&' | '+' => {
+                spaced.push(' ');
+                spaced.push(if c == ',' { ',' } else { '&' });
+                spaced.push(' ');
+            }
+            '@' => spaced.push_str(" @ "),
+            '.' if prev_digit && next_digit => spaced.push('.'),
+            '#' => spaced.push_str(" #"),
+            '$' | '€' | '£' | '?' | '!' | ';' | ':' | '"' | '(' | ')' | '.' | '/' | '=' | '*' => {
+                spaced.push(' ')
+            }
+            c if c.is_control() => spaced.push(' '),
+            c => {
+                // "1.5kg" -> "1.5 kg"
+                if prev_digit && c.is_alphabetic() {
+                    spaced.push(' ');
+                }
+                spaced.push(c);
+            }
+        }
+    }
+    spaced
+        .split_whitespace()
+        .map(|w| {
+            let w = w.trim_matches(|c: char| c == '\'' || c == '-');
+            let w = w.strip_suffix("'s").unwrap_or(w);
+            Tok {
+                raw: w.to_owned(),
+                low: w.to_lowercase(),
+            }
+        })
+        .filter(|t| !t.low.is_empty())
+        .collect()
+}
+
+fn word_number(w: &str) -> Option<i64> {
+    const SMALL: [&str; 20] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+    ];
+    const TENS: [&str; 8] = [
+        "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    if let Some(i) = SMALL.iter().position(|s| *s == w) {
+        return Some(i as i64);
+    }
+    TENS.iter()
+        .position(|s| *s == w)
+        .map(|i| (i as i64 + 2) * 10)
+}
+
+/// A number at `i` (digits, words, "a", "half", "a dozen"): its value and tokens used.
+fn number_at(toks: &[Tok], i: usize, article: bool) -> Option<(Dec, usize)> {
+    let w = toks.get(i)?.low.as_str();
+    let next = toks.get(i + 1).map(|t| t.low.as_str());
+    let mut value: Option<(Dec, usize)> = if let Some(d) =
+        Dec::parse(w).filter(|_| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+    {
+        Some((d, 1))
+    } else if w == "half" {
+        Some((Dec::parse("0.5").expect("valid"), 1))
+    } else if (w == "a" || w == "an") && article {
+        match next {
+            Some("dozen") => return Some((Dec::parse("12").expect("valid"), 2)),
+            Some("hundred") => return Some((Dec::parse("100").expect("valid"), 2)),
+            Some("half") => return Some((Dec::parse("0.5").expect("valid"), 2)),
+            _ => Some((Dec::parse("1").expect("valid"), 1)),
+        }
+    } else if let Some(n) = word_number(w) {
+        let mut total = n;
+        let mut used = 1;
+        if n >= 20
+            && let Some(u) = next.and_then(word_number).filter(|u| *u < 10 && *u > 0)
+        {
+            total += u;
+            used += 1;
+        }
+        if toks.get(i + used).is_some_and(|t| t.low == "hundred") {
+            total *= 100;
+            used += 1;
+        }
+        Some((Dec::parse(&total.to_string()).expect("valid"), used))
+    } else {
+        None
+    };
+    // "2 dozen" = 24
+    if let Some((d, used)) = value
+        && toks.get(i + used).is_some_and(|t| t.low == "dozen")
+        && let Ok(milli) = d.to_fixed(3)
+    {
+        value = Some((Dec::from_fixed(milli * 12, 3), used + 1));
+    }
+    value
+}
+
+const UNITS: &[&str] = &[
+    "bag",
+    "bags",
+    "sack",
+    "sacks",
+    "kg",
+    "kgs",
+    "kilo",
+    "kilos",
+    "kilogram",
+    "kilograms",
+    "litre",
+    "litres",
+    "liter",
+    "liters",
+    "l",
+    "ltr",
+    "ltrs",
+    "bottle",
+    "bottles",
+    "tray",
+    "trays",
+    "crate",
+    "crates",
+    "box",
+    "boxes",
+    "packet",
+    "packets",
+    "pack",
+    "packs",
+    "piece",
+    "pieces",
+    "pcs",
+    "pc",
+    "loaf",
+    "loaves",
+    "can",
+    "cans",
+    "carton",
+    "cartons",
+    "tin",
+    "tins",
+    "jar",
+    "jars",
+    "bunch",
+    "bunches",
+    "bundle",
+    "bundles",
+    "units",
+    "unit",
+    "dozen",
+    "dozens",
+];
+
+const STOP: &[&str] = &[
+    ",",
+    "&",
+    "and",
+    "plus",
+    "to",
+    "for",
+    "at",
+    "@",
+    "each",
+    "per",
+    "from",
+    "on",
+    "credit",
+    "cash",
+    "paid",
+    "with",
+    "by",
+    "price",
+    "costs",
+    "cost",
+    "total",
+    "please",
+    "today",
+    "yesterday",
+    "left",
+    "in",
+    "stock",
+    "now",
+    "is",
+    "are",
+    "into",
+    "was",
+    "were",
+    "delivered",
+    "sold",
+    "into",
+    "today's",
+    "ksh",
+    "kes",
+    "usd",
+    "dollars",
+    "dollar",
+    "shillings",
+    "bob",
+    "only",
+    "remaining",
+    "we",
+    "have",
+    "has",
+    "there",
+    "of",
+    "the",
+    "every",
+    "apiece",
+    "a",
+    "an",
+];
+
+fn is_number(toks: &[Tok], i: usize) -> bool {
+    number_at(toks, i, false).is_some()
+}
+
+/// Product words at `i` (until a stop word or number); returns (name, tokens used).
+fn product_at(toks: &[Tok], i: usize, lex: &Lexicon) -> Option<(String, usize)> {
+    let mut end = i;
+    while end < toks.len() && !STOP.contains(&toks[end].low.as_str()) && !is_number(toks, end) {
+        end += 1;
+    }
+    // "a can of beans": "of" may lead, "the" may lead.
+    if end == i {
+        return None;
+    }
+    // The longest leading run of words that names one catalog product.
+    for stop in (i + 1..=end).rev() {
+        let words: Vec<&str> = toks[i..stop].iter().map(|t| t.low.as_str()).collect();
+        if let Some(name) = lex.product(&words.join(" ")) {
+            return Some((name, stop - i));
+        }
+    }
+    let words: Vec<&str> = toks[i..end].iter().map(|t| t.low.as_str()).collect();
+    Some((words.join(" "), end - i))
+}
+
+/// Money at `i`, skipping a currency word before or after.
+fn money_at(toks: &[Tok], i: usize) -> Option<(Dec, usize)> {
+    const CURRENCY: &[&str] = &[
+        "ksh", "kes", "usd", "sh", "shs", "tsh", "ugx", "ngn", "naira", "rs", "inr",
+    ];
+    let mut j = i;
+    if toks
+        .get(j)
+        .is_some_and(|t| CURRENCY.contains(&t.low.as_str()))
+    {
+        j += 1;
+    }
+    let (d, used) = number_at(toks, j, false)?;
+    let mut end = j + used;
+    if toks.get(end).is_some_and(|t| {
+        [
+            "dollars",
+            "dollar",
+            "bob",
+            "shillings",
+            "bucks",
+            "ksh",
+            "kes",
+            "usd",
+            "naira",
+            "rupees",
+        ]
+        .contains(&t.low.as_str())
+    }) {
+        end += 1;
+    }
+    Some((d, end - i))
+}
+
+struct Items {
+    items: Vec<Item>,
+    /// Index after the last token used.
+    end: usize,
+    /// Every product was found in the catalog.
+    known: bool,
+}
+
+/// Price words after an item: "@ 15", "at 15 each", "15 each", "for 45" (a total),
+/// "for 15 each". Returns (unit_price, total, tokens used).
+fn price_at(toks: &[Tok], i: usize) -> (Option<Dec>, Option<Dec>, usize) {
+    let low = |k: usize| toks.get(k).map(|t| t.low.as_str());
+    let each = |k: usize| {
+        matches!(
+            low(k),
+            Some("each" | "apiece" | "per" | "a" | "an" | "every")
+        )
+    };
+    let each_len = |k: usize| match low(k) {
+        Some("each" | "apiece") => 1,
+        Some("per" | "a" | "an" | "every") => 2,
+        _ => 0,
+    };
+    match low(i) {
+        Some("@" | "at") => {
+            if let Some((d, used)) = money_at(toks, i + 1) {
+                let e = each_len(i + 1 + used);
+                return (Some(d), None, 1 + used + e);
+            }
+        }
+        Some("for") => {
+            if let Some((d, used)) = money_at(toks, i + 1) {
+                if each(i + 1 + used) {
+                    return (Some(d), None, 1 + used + each_len(i + 1 + used));
+                }
+                return (None, Some(d), 1 + used);
+            }
+        }
+        _ => {
+            if let Some((d, used)) = money_at(toks, i)
+                && each(i + used)
+            {
+                return (Some(d), None, used + each_len(i + used));
+            }
+        }
+    }
+    (None, None, 0)
+}
+
+/// A list of items starting at `i`: "3 bags of rice @ 15, 2 sugar and a tray of eggs".
+fn items_at(toks: &[Tok], mut i: usize, lex: &Lexicon, with_prices: bool) -> Option<Items> {
+    let mut items = Vec::new();
+    let mut known = true;
+    let mut end = i;
+    loop {
+        while toks
+            .get(i)
+            .is_some_and(|t| matches!(t.low.as_str(), "," | "&" | "and" | "plus" | "also"))
+        {
+            i += 1;
+        }
+        let Some((qty, used)) = number_at(toks, i, true) else {
+            break;
+        };
+        let mut j = i + used;
+        if toks.get(j).is_some_and(|t| UNITS.contains(&t.low.as_str())) {
+            j += 1;
+        }
+        if toks.get(j).is_some_and(|t| t.low == "of") {
+            j += 1;
+        }
+        if toks.get(j).is_some_and(|t| t.low == "the") {
+            j += 1;
+        }
+        let Some((product, pused)) = product_at(toks, j, lex) else {
+            break;
+        };
+        known &= lex.product(&product).is_some();
+        j += pused;
+        let (unit_price, total, prused) = if with_prices {
+            price_at(toks, j)
+        } else {
+            (None, None, 0)
+        };
+        j += prused;
+        items.push(Item {
+            product,
+            qty,
+            unit_price,
+            total,
+        });
+        i = j;
+        end = j;
+    }
+    (!items.is_empty()).then_some(Items { items, end, known })
+}
+
+/// Product-first forms: "sugar 20", "rice: 15 bags". Returns (product, qty, tokens used).
+fn product_qty_at(toks: &[Tok], i: usize, lex: &Lexicon) -> Option<(String, Dec, usize)> {
+    let (product, pused) = product_at(toks, i, lex)?;
+    lex.product(&product)?;
+    let mut j = i + pused;
+    while toks
+        .get(j)
+        .is_some_and(|t| matches!(t.low.as_str(), "is" | "are" | "at" | "to" | "now" | "="))
+    {
+        j += 1;
+    }
+    let (qty, used) = number_at(toks, j, false)?;
+    j += used;
+    if toks.get(j).is_some_and(|t| UNITS.contains(&t.low.as_str())) {
+        j += 1;
+    }
+    Some((product, qty, j - i))
+}
+
+fn find(toks: &[Tok], words: &[&str]) -> Option<usize> {
+    toks.iter().position(|t| words.contains(&t.low.as_str()))
+}
+
+fn has(toks: &[Tok], words: &[&str]) -> bool {
+    find(toks, words).is_some()
+}
+
+fn has_seq(toks: &[Tok], seq: &[&str]) -> bool {
+    toks.windows(seq.len())
+        .any(|w| w.iter().zip(seq).all(|(t, s)| t.low == *s))
+}
+
+const NAME_STOP: &[&str] = &[
+    "for",
+    "on",
+    "at",
+    "@",
+    "credit",
+    "cash",
+    "paid",
+    "today",
+    "yesterday",
+    ",",
+    "&",
+    "and",
+    "please",
+    "to",
+    "from",
+    "with",
+    "owe",
+    "owes",
+    "owing",
+    "balance",
+    "account",
+    "debt",
+    "pay",
+    "paid",
+    "payment",
+    "deliver",
+    "delivered",
+    "delivery",
+    "address",
+    "via",
+    "in",
+    "is",
+    "has",
+    "have",
+    "bought",
+    "took",
+    "takes",
+    "purchased",
+    "ordered",
+    "wants",
+    "the",
+    "now",
+    "right",
+    "thanks",
+    "gave",
+    "gives",
+    "cleared",
+    "clear",
+    "brought",
+    "received",
+    "will",
+    "goes",
+    "take",
+    "added",
+    "add",
+    "got",
+    "sent",
+    "me",
+    "us",
+    "supplier",
+    "we",
+    "i",
+    "new",
+    "sold",
+    "restocked",
+    "came",
+];
+
+/// A person's name at `i` (words until a stop word or number), in the sender's spelling.
+fn name_at(toks: &[Tok], i: usize) -> Option<(String, usize)> {
+    let mut end = i;
+    while end < toks.len()
+        && !NAME_STOP.contains(&toks[end].low.as_str())
+        && !is_number(toks, end)
+        && end - i < 4
+    {
+        end += 1;
+    }
+    (end > i).then(|| {
+        (
+            toks[i..end]
+                .iter()
+                .map(|t| t.raw.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            end - i,
+        )
+    })
+}
+
+fn title(s: &str) -> String {
+    s.split(' ')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) if w.chars().all(|c| !c.is_uppercase()) => {
+                    f.to_uppercase().chain(c).collect()
+                }
+                Some(f) => std::iter::once(f).chain(c).collect(),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The customer named after one of `preps` ("to Ahmed", "for Fatima"), canonical if known.
+fn customer_after(toks: &[Tok], preps: &[&str], lex: &Lexicon) -> Option<String> {
+    for (i, t) in toks.iter().enumerate() {
+        if preps.contains(&t.low.as_str())
+            && !is_number(toks, i + 1)
+            && toks
+                .get(i + 1)
+                .is_some_and(|n| n.low != "the" && n.low != "shop" && n.low != "stock")
+            && let Some((name, _)) = name_at(toks, i + 1)
+        {
+            if let Some(c) = lex.customer(&name) {
+                return Some(c);
+            }
+            if lex.product(&name).is_none() && lex.staff_member(&name).is_none() {
+                return Some(title(&name));
+            }
+        }
+    }
+    None
+}
+
+fn order_id(toks: &[Tok]) -> Option<i64> {
+    for (i, t) in toks.iter().enumerate() {
+        if let Some(n) = t.low.strip_prefix('#').and_then(|n| n.parse().ok()) {
+            return Some(n);
+        }
+        if matches!(
+            t.low.as_str(),
+            "order" | "orders" | "delivery" | "no" | "number"
+        ) && let Some(n) = toks
+            .get(i + 1)
+            .and_then(|n| n.low.trim_start_matches('#').parse().ok())
+        {
+            return Some(n);
+        }
+    }
+    None
+}
+
+fn period(toks: &[Tok]) -> Option<Period> {
+    if has_seq(toks, &["last", "month"]) || has_seq(toks, &["previous", "month"]) {
+        Some(Period::LastMonth)
+    } else if has_seq(toks, &["this", "month"]) || has(toks, &["monthly", "month"]) {
+        Some(Period::ThisMonth)
+    } else if has_seq(toks, &["last", "7", "days"])
+        || has_seq(toks, &["last", "seven", "days"])
+        || has_seq(toks, &["past", "week"])
+        || has_seq(toks, &["last", "week"])
+        || has(toks, &["7d"])
+    {
+        Some(Period::Last7Days)
+    } else if has(toks, &["week", "weekly"]) {
+        Some(Period::ThisWeek)
+    } else if has(toks, &["yesterday"]) {
+        Some(Period::Yesterday)
+    } else if has(toks, &["today", "daily", "tonight"]) {
+        Some(Period::Today)
+    } else {
+        None
+    }
+}
+
+fn looks_hostile(text: &str) -> bool {
+    const SIGNS: &[&str] = &[
+        "drop table",
+        "select *",
+        "select ",
+        "insert into",
+        "delete from",
+        "update products",
+        "union select",
+        "--",
+        "/*",
+        "ignore previous",
+        "ignore all",
+        "ignore the above",
+        "ignore your",
+        "system prompt",
+        "you are now",
+        "disregard",
+        "jailbreak",
+        "sqlite_master",
+        "pragma ",
+    ];
+    let low = text.to_lowercase();
+    SIGNS.iter().any(|s| low.contains(s))
+}
+
+fn unknown(reason: &str) -> Parsed {
+    Parsed {
+        action: Action::Unknown {
+            reason: Some(reason.to_owned()),
+        },
+        confidence: 0.0,
+    }
+}
+
+fn sure(action: Action, known: bool) -> Parsed {
+    Parsed {
+        action,
+        confidence: if known { 0.9 } else { 0.6 },
+    }
+}
+
+/// Parses free text.
+pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
+    if text.len() > 2000 {
+        return Parsed {
+            action: Action::Unknown {
+                reason: Some("message too long".into()),
+            },
+            confidence: 1.0,
+        };
+    }
+    if looks_hostile(text) {
+        return Parsed {
+            action: Action::Unknown {
+                reason: Some("not a shop message".into()),
+            },
+            confidence: 1.0,
+        };
+    }
+    let toks = tokenize(text);
+    if toks.is_empty() {
+        return unknown("empty message");
+    }
+    let first = toks[0].low.as_str();
+    let n = toks.len();
+
+    // help, undo
+    if (n <= 6 && has(&toks, &["help", "commands", "menu"]))
+        || has_seq(&toks, &["what", "can", "you", "do"])
+        || has_seq(&toks, &["how", "does", "this", "work"])
+        || has_seq(&toks, &["how", "do", "i", "use"])
+    {
+        return Parsed {
+            action: Action::Help {},
+            confidence: 0.95,
+        };
+    }
+    if (n <= 5 && has(&toks, &["undo", "revert"]))
+        || (n <= 5
+            && has(&toks, &["cancel", "reverse"])
+            && has(&toks, &["that", "last", "it", "this"]))
+        || has_seq(&toks, &["undo", "last"])
+        || has_seq(&toks, &["that", "was", "a", "mistake"])
+        || has_seq(&toks, &["that", "was", "wrong"])
+    {
+        return Parsed {
+            action: Action::Undo {},
+            confidence: 0.9,
+        };
+    }
+
+    let question = text.contains('?')
+        || matches!(
+            first,
+            "how"
+                | "what"
+                | "what's"
+                | "whats"
+                | "is"
+                | "are"
+                | "do"
+                | "does"
+                | "any"
+                | "show"
+                | "list"
+                | "check"
+                | "which"
+                | "who"
+                | "give"
+        );
+
+    // customer balance
+    if has(
+        &toks,
+        &[
+            "owe", "owes", "owing", "balance", "debt", "debts", "account",
+        ],
+    ) && !has(
+        &toks,
+        &[
+            "paid", "pays", "payment", "received", "got", "gave", "cleared", "repaid",
+        ],
+    ) {
+        for (i, _) in toks.iter().enumerate() {
+            if let Some((name, _)) = name_at(&toks, i)
+                && let Some(c) = lex.customer(&name)
+            {
+                return sure(Action::CustomerBalance { customer: c }, true);
+            }
+        }
+        let skip = [
+            "how", "much", "does", "do", "what", "is", "whats", "what's", "check", "show",
+            "balance", "of", "for", "the", "owe", "owes", "account", "debt", "tell", "me",
+            "customer",
+        ];
+        if let Some(i) = toks.iter().position(|t| !skip.contains(&t.low.as_str()))
+            && let Some((name, _)) = name_at(&toks, i)
+        {
+            return sure(
+                Action::CustomerBalance {
+                    customer: title(&name),
+                },
+                false,
+            );
+        }
+    }
+
+    // sales report
+    let report_cue = has(
+        &toks,
+        &[
+            "report", "summary", "revenue", "takings", "turnover", "sales", "earnings", "profit",
+        ],
+    ) || (has(&toks, &["sell", "sold", "make", "made", "earn", "earned"])
+        && has(&toks, &["how", "what"])
+        && items_at(&toks, 0, lex, false).is_none()
+        && !has(&toks, &["left", "remaining"]));
+    if report_cue && items_at(&toks, 0, lex, false).is_none() && !has(&toks, &["order", "orders"]) {
+        if let Some(p) = period(&toks) {
+            return sure(Action::SalesReport { period: p }, true);
+        }
+        if has(&toks, &["report", "summary", "sales", "takings", "revenue"]) {
+            return sure(
+                Action::SalesReport {
+                    period: Period::Today,
+                },
+                true,
+            );
+        }
+    }
+
+    // orders: list, assign, delivered, create
+    let oid = order_id(&toks);
+    if let Some(id) = oid {
+        if !has(
+            &toks,
+            &[
+                "delivered",
+                "done",
+                "completed",
+                "complete",
+                "received",
+                "dropped",
+            ],
+        ) {
+            // The driver: a known driver named anywhere, else the words after "to".
+            for i in 0..n {
+                if let Some((name, _)) = name_at(&toks, i)
+                    && let Some(d) = lex.driver(&name)
+                {
+                    return sure(
+                        Action::AssignDelivery {
+                            order_id: id,
+                            driver: d,
+                        },
+                        true,
+                    );
+                }
+            }
+            if let Some(i) = find(&toks, &["to"])
+                && let Some((name, _)) = name_at(&toks, i + 1)
+            {
+                return sure(
+                    Action::AssignDelivery {
+                        order_id: id,
+                        driver: title(&name),
+                    },
+                    false,
+                );
+            }
+        }
+        if has(
+            &toks,
+            &[
+                "delivered",
+                "done",
+                "completed",
+                "complete",
+                "dropped",
+                "received",
+            ],
+        ) {
+            return sure(Action::MarkDelivered { order_id: id }, true);
+        }
+    }
+    if has(&toks, &["orders", "deliveries"])
+        || (question
+            && has(&toks, &["order"])
+            && oid.is_none()
+            && items_at(&toks, 0, lex, false).is_none())
+    {
+        let status = if has(&toks, &["pending", "waiting", "new", "unassigned", "open"]) {
+            Some(OrderStatus::Pending)
+        } else if has(&toks, &["assigned", "dispatched", "out"]) {
+            Some(OrderStatus::Assigned)
+        } else if has(&toks, &["delivered", "completed", "done", "finished"]) {
+            Some(OrderStatus::Delivered)
+        } else {
+            None
+        };
+        if items_at(&toks, 0, lex, false).is_none() {
+            return sure(Action::ListOrders { status }, true);
+        }
+    }
+    let order_cue = (has(&toks, &["order", "ordered", "deliver", "delivery"])
+        && !has(&toks, &["delivered"]))
+        || has(&toks, &["wants", "want", "needs"]);
+    if order_cue
+        && let Some(start) = (0..n).find(|&i| {
+            number_at(&toks, i, true).is_some() && items_at(&toks, i, lex, true).is_some()
+        })
+    {
+        let parsed = items_at(&toks, start, lex, true).expect("checked");
+        // The customer: "for/to X", or a known customer named before the items.
+        let mut customer = customer_after(&toks, &["for", "to"], lex);
+        if customer.is_none() {
+            for i in 0..start {
+                if let Some((name, _)) = name_at(&toks, i)
+                    && let Some(c) = lex.customer(&name)
+                {
+                    customer = Some(c);
+                    break;
+                }
+            }
+        }
+        if customer.is_none() && start > 0 {
+            let skip = [
+                "new", "order", "for", "from", "customer", "please", "an", "a",
+            ];
+            if let Some(i) = (0..start).find(|&i| !skip.contains(&toks[i].low.as_str()))
+                && let Some((name, _)) = name_at(&toks, i)
+            {
+                customer = Some(title(&name));
+            }
+        }
+        let address = find(&toks, &["address"])
+            .map(|i| {
+                toks[i + 1..]
+                    .iter()
+                    .map(|t| t.raw.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|a| !a.is_empty());
+        if let Some(customer) = customer {
+            return sure(
+                Action::CreateOrder {
+                    customer,
+                    items: parsed.items,
+                    address,
+                },
+                parsed.known,
+            );
+        }
+    }
+
+    // products: add, price
+    if (has(&toks, &["add", "new", "create"]) && has(&toks, &["product", "item", "products"]))
+        || has_seq(&toks, &["new", "product"])
+    {
+        let start = find(&toks, &["product", "item"]).map_or(0, |i| i + 1);
+        let mut i = start;
+        while toks
+            .get(i)
+            .is_some_and(|t| matches!(t.low.as_str(), "called" | "named" | "a" | "an"))
+        {
+            i += 1;
+        }
+        let name_end = (i..n)
+            .find(|&k| {
+                is_number(&toks, k)
+                    || matches!(
+                        toks[k].low.as_str(),
+                        "at" | "@" | "for" | "price" | "priced" | "costs" | "cost" | ","
+                    )
+            })
+            .unwrap_or(n);
+        if name_end > i {
+            let name = toks[i..name_end]
+                .iter()
+                .map(|t| t.raw.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if let Some(pi) = (name_end..n).find(|&k| money_at(&toks, k).is_some()) {
+                let (price, used) = money_at(&toks, pi).expect("checked");
+                let mut unit = None;
+                let mut k = pi + used;
+                if toks
+                    .get(k)
+                    .is_some_and(|t| matches!(t.low.as_str(), "per" | "a" | "each"))
+                    && toks
+                        .get(k + 1)
+                        .is_some_and(|t| UNITS.contains(&t.low.as_str()))
+                {
+                    unit = Some(crate::action::resolve::singular(&toks[k + 1].low));
+                    k += 2;
+                }
+                let stock = find(&toks[k.min(n)..], &["stock", "have", "with"]).and_then(|s| {
+                    let at = k + s;
+                    (at..n).find_map(|q| number_at(&toks, q, false).map(|(d, _)| d))
+                });
+                return sure(
+                    Action::AddProduct {
+                        name,
+                        price,
+                        unit,
+                        stock,
+                        low_stock_at: None,
+                    },
+                    true,
+                );
+            }
+        }
+    }
+    let price_cue = has(&toks, &["price", "prices", "costs", "cost", "priced"])
+        || (has(&toks, &["change", "set", "make"]) && has(&toks, &["to"]))
+        || matches!(first, "make" | "set" | "change");
+    if price_cue && !question && !has(&toks, &["paid", "spent"]) {
+        for i in 0..n {
+            if matches!(
+                toks[i].low.as_str(),
+                "price"
+                    | "of"
+                    | "change"
+                    | "set"
+                    | "make"
+                    | "the"
+                    | "new"
+                    | "raise"
+                    | "lower"
+                    | "update"
+            ) {
+                continue;
+            }
+            if let Some((product, pused)) = product_at(&toks, i, lex)
+                && lex.product(&product).is_some()
+                && let Some(pi) = (i + pused..n).find(|&k| money_at(&toks, k).is_some())
+            {
+                let (price, _) = money_at(&toks, pi).expect("checked");
+                return sure(Action::SetPrice { product, price }, true);
+            }
+        }
+    }
+
+    // stock questions and counts
+    let count_cue = has(&toks, &["counted", "count", "stocktake", "recount"])
+        || (has(&toks, &["left", "remaining", "remain"]) && !question && !has(&toks, &["how"]))
+        || has_seq(&toks, &["we", "have"]) && !question
+        || has_seq(&toks, &["there", "are"]) && !question;
+    if count_cue && !has(&toks, &["sold", "sell", "received", "bought"]) {
+        if let Some(start) = (0..n).find(|&i| {
+            number_at(&toks, i, false).is_some() && items_at(&toks, i, lex, false).is_some()
+        }) {
+            let parsed = items_at(&toks, start, lex, false).expect("checked");
+            if let [item] = parsed.items.as_slice() {
+                return sure(
+                    Action::StockCount {
+                        product: item.product.clone(),
+                        qty: item.qty,
+                    },
+                    parsed.known,
+                );
+            }
+        }
+        for i in 0..n {
+            if let Some((product, qty, _)) = product_qty_at(&toks, i, lex) {
+                return sure(Action::StockCount { product, qty }, true);
+            }
+        }
+    }
+    let check_cue = has(
+        &toks,
+        &["stock", "inventory", "left", "remaining", "remain"],
+    ) || (question && has(&toks, &["have", "got", "there"]));
+    let quantity_given = (0..n)
+        .any(|i| number_at(&toks, i, false).is_some() && items_at(&toks, i, lex, false).is_some());
+    if check_cue
+        && (question || !quantity_given)
+        && (question || has(&toks, &["check", "show", "stock", "inventory"]))
+        && !has(
+            &toks,
+            &["sold", "received", "restock", "restocked", "add", "added"],
+        )
+    {
+        for i in 0..n {
+            let skip = [
+                "how", "much", "many", "is", "are", "there", "any", "the", "of", "check", "stock",
+                "show", "me", "what", "whats", "what's", "do", "we", "have", "got", "left", "in",
+                "for", "level", "levels",
+            ];
+            if skip.contains(&toks[i].low.as_str()) || UNITS.contains(&toks[i].low.as_str()) {
+                continue;
+            }
+            if let Some((product, _)) = product_at(&toks, i, lex)
+                && let Some(p) = lex.product(&product)
+            {
+                return sure(Action::CheckStock { product: Some(p) }, true);
+            }
+        }
+        return sure(Action::CheckStock { product: None }, true);
+    }
+
+    // money in: payments; money out: expenses
+    let pay_cue = has(
+        &toks,
+        &[
+            "paid",
+            "pays",
+            "pay",
+            "payment",
+            "received",
+            "receive",
+            "got",
+            "gave",
+            "deposit",
+            "deposited",
+            "settled",
+            "cleared",
+            "repaid",
+        ],
+    );
+    let items_anywhere = (0..n).find(|&i| {
+        items_at(&toks, i, lex, true).is_some_and(|p| {
+            p.known
+                || !UNITS
+                    .iter()
+                    .all(|u| *u != toks.get(i + 1).map_or("", |t| t.low.as_str()))
+        })
+    });
+    if pay_cue && items_anywhere.is_none() {
+        // The payer: a known customer anywhere, or the words after "from" / before "paid".
+        let mut payer = None;
+        for i in 0..n {
+            if let Some((name, _)) = name_at(&toks, i)
+                && let Some(c) = lex.customer(&name)
+            {
+                payer = Some((c, true));
+                break;
+            }
+        }
+        let amount = (0..n).find_map(|i| money_at(&toks, i).map(|(d, _)| d));
+        let for_what = find(&toks, &["for", "on"])
+            .and_then(|i| toks.get(i + 1))
+            .map(|t| t.low.clone());
+        if payer.is_none()
+            && matches!(first, "paid" | "spent")
+            && let (Some(amount), Some(cat)) = (amount, for_what)
+        {
+            return sure(
+                Action::RecordExpense {
+                    amount,
+                    category: Some(cat),
+                    note: None,
+                },
+                true,
+            );
+        }
+        if payer.is_none() {
+            if let Some(i) = find(&toks, &["from", "by"]) {
+                if let Some((name, _)) = name_at(&toks, i + 1)
+                    && lex.staff_member(&name).is_none()
+                {
+                    payer = Some((title(&name), false));
+                }
+            } else if !matches!(first, "paid" | "received" | "got" | "payment")
+                && !is_number(&toks, 0)
+                && let Some((name, _)) = name_at(&toks, 0)
+            {
+                payer = Some((title(&name), false));
+            }
+        }
+        if let (Some((customer, known)), Some(amount)) = (payer, amount) {
+            return sure(Action::RecordPayment { customer, amount }, known);
+        }
+    }
+    if has(
+        &toks,
+        &[
+            "spent", "spend", "expense", "expenses", "paid", "bought", "cost",
+        ],
+    ) && items_anywhere.is_none()
+        && let Some(ai) = (0..n).find(|&i| money_at(&toks, i).is_some())
+    {
+        {
+            let (amount, used) = money_at(&toks, ai).expect("checked");
+            let cat_at = find(&toks, &["on", "for"])
+                .map(|i| i + 1)
+                .or_else(|| {
+                    let k = ai + used;
+                    (k < n).then_some(k)
+                })
+                .or_else(|| {
+                    (ai > 0 && !matches!(toks[ai - 1].low.as_str(), "spent" | "expense" | "paid"))
+                        .then_some(ai - 1)
+                });
+            let category = cat_at
+                .and_then(|i| toks.get(i))
+                .map(|t| t.low.clone())
+                .filter(|c| !STOP.contains(&c.as_str()) || c == "the");
+            let category = match category.as_deref() {
+                Some("the") => cat_at.and_then(|i| toks.get(i + 1)).map(|t| t.low.clone()),
+                _ => category,
+            };
+            let note_from =
+                cat_at.map(|i| i + 1 + usize::from(toks.get(i).is_some_and(|t| t.low == "the")));
+            let note = note_from.and_then(|i| {
+                let rest: Vec<&str> = toks
+                    .get(i..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|t| t.raw.as_str())
+                    .collect();
+                (!rest.is_empty() && rest.len() < 12 && ai < cat_at.unwrap_or(0))
+                    .then(|| rest.join(" "))
+            });
+            return sure(
+                Action::RecordExpense {
+                    amount,
+                    category,
+                    note,
+                },
+                true,
+            );
+        }
+    }
+
+    // goods in and out
+    let Some(start) = (0..n)
+        .find(|&i| number_at(&toks, i, true).is_some() && items_at(&toks, i, lex, true).is_some())
+    else {
+        // "restock sugar 20", "sold rice 3"
+        for i in 0..n {
+            if let Some((product, qty, _)) = product_qty_at(&toks, i, lex) {
+                let item = Item {
+                    product,
+                    qty,
+                    unit_price: None,
+                    total: None,
+                };
+                if has(
+                    &toks,
+                    &["restock", "restocked", "received", "add", "added", "got"],
+                ) {
+                    return sure(
+                        Action::Restock {
+                            product: item.product,
+                            qty: item.qty,
+                            unit_cost: None,
+                            supplier: None,
+                        },
+                        true,
+                    );
+                }
+                if has(&toks, &["sold", "sell", "sale"]) {
+                    return sure(
+                        Action::RecordSale {
+                            items: vec![item],
+                            customer: None,
+                            paid: None,
+                        },
+                        true,
+                    );
+                }
+            }
+        }
+        return unknown("I could not tell what to do");
+    };
+    let parsed = items_at(&toks, start, lex, true).expect("checked");
+    let in_cue = has(
+        &toks,
+        &[
+            "received",
+            "receive",
+            "restock",
+            "restocked",
+            "restocking",
+            "delivered",
+            "brought",
+            "supplied",
+            "supplier",
+            "added",
+            "add",
+            "got",
+            "arrived",
+            "came",
+            "stocked",
+            "purchased",
+            "bought",
+            "new",
+        ],
+    );
+    let out_cue = has(
+        &toks,
+        &[
+            "sold",
+            "sell",
+            "sale",
+            "sales",
+            "took",
+            "takes",
+            "bought",
+            "buys",
+            "purchased",
+            "credit",
+        ],
+    );
+    // "<customer> bought 2 milk" is a sale; "bought 40 flour for the shop" is a restock.
+    let subject_customer =
+        (0..start).find_map(|i| name_at(&toks, i).and_then(|(name, _)| lex.customer(&name)));
+    let named_customer = customer_after(&toks, &["to", "for"], lex);
+    let customer = subject_customer.clone().or(named_customer.clone());
+    let for_shop = has_seq(&toks, &["for", "the", "shop"])
+        || has_seq(&toks, &["for", "shop"])
+        || has_seq(&toks, &["for", "stock"]);
+    let is_sale = has(&toks, &["sold", "sell", "sale", "took", "takes", "credit"])
+        || (has(&toks, &["bought", "buys", "purchased", "bought"]) && subject_customer.is_some())
+        || (!in_cue && out_cue)
+        || (!in_cue && customer.is_some());
+    let is_restock = !is_sale && (in_cue || for_shop);
+    if is_restock {
+        let [item] = parsed.items.as_slice() else {
+            return unknown("restock one product at a time");
+        };
+        let supplier = find(&toks, &["from"])
+            .and_then(|i| name_at(&toks, i + 1))
+            .map(|(s, _)| s)
+            .or_else(|| {
+                // "Karim delivered 10 cooking oil": the one who brought it.
+                (start > 0)
+                    .then(|| name_at(&toks, 0))
+                    .flatten()
+                    .map(|(s, _)| s)
+                    .filter(|s| {
+                        lex.product(s).is_none()
+                            && ![
+                                "we",
+                                "i",
+                                "received",
+                                "got",
+                                "restocked",
+                                "bought",
+                                "restock",
+                                "added",
+                                "new",
+                            ]
+                            .contains(&s.to_lowercase().as_str())
+                    })
+            });
+        let (mut up, mut tot) = (item.unit_price, item.total);
+        if up.is_none() && tot.is_none() {
+            for k in parsed.end..n {
+                let (u, t, used) = price_at(&toks, k);
+                if used > 0 {
+                    (up, tot) = (u, t);
+                    break;
+                }
+            }
+        }
+        let unit_cost = match (up, tot) {
+            (Some(u), _) => Some(u),
+            (None, Some(t)) => t
+                .to_fixed(6)
+                .ok()
+                .zip(item.qty.to_fixed(3).ok())
+                .filter(|(_, q)| *q > 0)
+                .map(|(t, q)| Dec::from_fixed(t * 1000 / q, 6)),
+            _ => None,
+        };
+        return sure(
+            Action::Restock {
+                product: item.product.clone(),
+                qty: item.qty,
+                unit_cost,
+                supplier,
+            },
+            parsed.known,
+        );
+    }
+    if is_sale || parsed.end == n {
+        let paid = if has(&toks, &["credit", "owes", "later", "owing"])
+            || has_seq(&toks, &["not", "paid"])
+            || has_seq(&toks, &["will", "pay"])
+        {
+            Some(false)
+        } else {
+            None
+        };
+        let mut items = parsed.items;
+        // A price said after the customer ("to Ahmed for 45") belongs to a single item.
+        if items.len() == 1 && items[0].unit_price.is_none() && items[0].total.is_none() {
+            for k in parsed.end..n {
+                let (u, t, used) = price_at(&toks, k);
+                if used > 0 {
+                    items[0].unit_price = u;
+                    items[0].total = t;
+                    break;
+                }
+            }
+        }
+        return sure(
+            Action::RecordSale {
+                items,
+                customer,
+                paid,
+            },
+            parsed.known && is_sale,
+        );
+    }
+    unknown("I could not tell what to do")
+}

@@ -31,6 +31,8 @@ pub enum StartError {
     },
     #[error("data dir {0} is in use by another tarn process (stop it, or use its HTTP API)")]
     Locked(PathBuf),
+    #[error("LLM client: {0}")]
+    Llm(String),
     #[error("could not create the demo tenant: {0}")]
     Demo(String),
     #[error("SQLite {0} is too old: 3.51.3 or newer is required")]
@@ -179,7 +181,18 @@ impl App {
                 path: config.listen.to_string().into(),
                 source: e,
             })?;
+        let llm = match config.llm.config() {
+            Some(c) => {
+                tracing::info!(base_url = %c.base_url, model = %c.model, "LLM parser on");
+                Some(
+                    crate::llm::LlmClient::new(c, &config.prompts_dir)
+                        .map_err(|e| StartError::Llm(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
         let state = AppState {
+            llm,
             store,
             metrics,
             admin_token: Arc::new(admin_token),

@@ -45,6 +45,7 @@ pub fn repl(
                 channel: "cli".into(),
                 sender: sender.to_owned(),
                 input: Input::Text(text.to_owned()),
+                parse_us: None,
             };
             let mut conn = handle.conn()?;
             match executor::execute(&mut conn, &req) {

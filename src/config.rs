@@ -145,6 +145,76 @@ pub struct StoreArgs {
     pub tenant_connections: u32,
 }
 
+/// The LLM parser (off unless an API key is set).
+#[derive(Debug, Clone, Args)]
+pub struct LlmArgs {
+    /// OpenAI-compatible API base URL.
+    #[arg(
+        long = "llm-base-url",
+        env = "TARN_LLM_BASE_URL",
+        default_value = "https://api.groq.com/openai/v1"
+    )]
+    pub base_url: String,
+    /// Model name.
+    #[arg(
+        long = "llm-model",
+        env = "TARN_LLM_MODEL",
+        default_value = "llama-3.3-70b-versatile"
+    )]
+    pub model: String,
+    /// API key; the LLM is off when unset (for Ollama and the like, any value).
+    #[arg(long = "llm-api-key", env = "TARN_LLM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+    /// Seconds before one LLM request is given up.
+    #[arg(
+        long = "llm-timeout-secs",
+        env = "TARN_LLM_TIMEOUT_SECS",
+        default_value_t = 8.0
+    )]
+    pub timeout_secs: f64,
+    /// Ask for `json_object` output (backends without JSON Schema support).
+    #[arg(long = "llm-json-object", env = "TARN_LLM_JSON_OBJECT")]
+    pub json_object: bool,
+    /// Ask for strict JSON Schema adherence (backends that support it).
+    #[arg(long = "llm-strict", env = "TARN_LLM_STRICT")]
+    pub strict: bool,
+    /// LLM requests in flight at once.
+    #[arg(
+        long = "llm-concurrency",
+        env = "TARN_LLM_CONCURRENCY",
+        default_value_t = 16
+    )]
+    pub concurrency: usize,
+    /// LLM requests per tenant per minute.
+    #[arg(
+        long = "llm-tenant-per-minute",
+        env = "TARN_LLM_TENANT_PER_MINUTE",
+        default_value_t = 30
+    )]
+    pub per_tenant_per_minute: u32,
+}
+
+impl LlmArgs {
+    /// The client settings, or `None` when the LLM is off.
+    pub fn config(&self) -> Option<crate::llm::LlmConfig> {
+        let key = self.api_key.clone().filter(|k| !k.expose().is_empty())?;
+        if self.base_url.is_empty() {
+            return None;
+        }
+        Some(crate::llm::LlmConfig {
+            base_url: self.base_url.clone(),
+            model: self.model.clone(),
+            api_key: key,
+            timeout: std::time::Duration::from_secs_f64(self.timeout_secs.clamp(0.1, 120.0)),
+            json_object: self.json_object,
+            strict: self.strict,
+            max_concurrency: self.concurrency,
+            per_tenant_per_minute: self.per_tenant_per_minute,
+            max_retries: 2,
+        })
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -175,6 +245,11 @@ pub struct ServeConfig {
     /// Log format.
     #[arg(long, env = "TARN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+    /// Folder of the prompt files (`parser.md`, `examples.jsonl`).
+    #[arg(long, env = "TARN_PROMPTS_DIR", default_value = "./prompts")]
+    pub prompts_dir: PathBuf,
     /// Create (once) a `demo` tenant with a small catalog and staff, and say how to use it.
     #[arg(long, env = "TARN_DEMO")]
     pub demo: bool,

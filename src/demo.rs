@@ -39,6 +39,7 @@ pub fn ensure(store: &Store) -> Result<Option<Created>, ExecError> {
             input: Input::Action(json!({
                 "action": "add_product", "name": name, "price": price, "unit": unit, "stock": stock
             })),
+            parse_us: None,
         };
         executor::execute(&mut conn, &req)?;
     }

@@ -50,6 +50,8 @@ pub mod control;
 pub mod demo;
 pub mod executor;
 pub mod http;
+pub mod llm;
+pub mod message;
 pub mod parser;
 pub mod shop;
 pub mod store;

@@ -26,6 +26,7 @@ pub enum Input {
         text: String,
         action: Action,
         source: Source,
+        usage: Option<crate::llm::Usage>,
     },
 }
 
@@ -39,6 +40,8 @@ pub struct Request {
     /// Staff name or id; `owner` when absent.
     pub sender: String,
     pub input: Input,
+    /// Time spent parsing before the request got here (the LLM's), if any.
+    pub parse_us: Option<i64>,
 }
 
 /// How a request ended.
@@ -153,6 +156,7 @@ fn decode<'a>(
             text,
             action,
             source,
+            ..
         } => Ok((action.clone(), *source, Some(text.as_str()))),
         Input::Action(v) => serde_json::from_value(v.clone())
             .map(|a| (a, Source::Api, None))
@@ -168,33 +172,54 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The logged answer to an idempotency key already seen.
+pub fn seen(conn: &Connection, inbound_id: &str) -> Result<Option<Outcome>, ExecError> {
+    let row = conn
+        .query_row(
+            "SELECT action, reply FROM message_log WHERE inbound_id = ?1",
+            [inbound_id],
+            |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional()?;
+    Ok(row.map(|(action, reply)| Outcome {
+        action: action
+            .and_then(|a| serde_json::from_str(&a).ok())
+            .unwrap_or(serde_json::Value::Null),
+        status: Status::Duplicate,
+        reply,
+    }))
+}
+
+/// The built-in parser's answer for `text` on this tenant, with the currency's digits.
+pub fn parse_builtin(
+    conn: &Connection,
+    text: &str,
+) -> Result<(parser::Parsed, crate::parser::Lexicon, u32), ExecError> {
+    let lexicon = shop::lexicon(conn)?;
+    let digits = shop::load_settings(conn)?.digits;
+    Ok((parser::parse(text, &lexicon), lexicon, digits))
+}
+
 /// Runs a request in one transaction and logs it. Bad input (an undecodable or invalid
 /// structured action, an unknown sender) is an error and writes nothing.
 pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecError> {
     let started = Instant::now();
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(id) = &req.inbound_id {
-        let seen = tx
-            .query_row(
-                "SELECT action, reply FROM message_log WHERE inbound_id = ?1",
-                [id],
-                |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?)),
-            )
-            .optional()?;
-        if let Some((action, reply)) = seen {
-            return Ok(Outcome {
-                action: action
-                    .and_then(|a| serde_json::from_str(&a).ok())
-                    .unwrap_or(serde_json::Value::Null),
-                status: Status::Duplicate,
-                reply,
-            });
-        }
+    if let Some(id) = &req.inbound_id
+        && let Some(dup) = seen(&tx, id)?
+    {
+        return Ok(dup);
     }
     let settings = shop::load_settings(&tx)?;
     let staff = sender_staff(&tx, &req.sender)?;
     let (mut action, source, text) = decode(&tx, &req.input)?;
-    let parse_us = started.elapsed().as_micros() as i64;
+    let usage = match &req.input {
+        Input::Parsed { usage, .. } => *usage,
+        _ => None,
+    };
+    let parse_us = req
+        .parse_us
+        .unwrap_or_else(|| started.elapsed().as_micros() as i64);
 
     let (status, reply, journal_id) = match action.check(settings.digits) {
         Err(e) if source == Source::Api => return Err(ExecError::Invalid(e)),
@@ -223,6 +248,9 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
                 undo: Vec::new(),
             };
             match apply::apply(&sp, &mut ctx, &mut action) {
+                Ok(reply) if matches!(action, Action::Unknown { .. }) => {
+                    (Status::Clarify, reply, None)
+                }
                 Ok(reply) => {
                     if let Some(j) = journal_id {
                         let ops = serde_json::to_string(&ctx.undo).expect("ops serialize");
@@ -243,8 +271,9 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
     let action_json = to_json(&action);
     tx.execute(
         "INSERT INTO message_log (inbound_id, channel, sender, staff_id, text, action, source,
-                                  status, reply, journal_id, received_at, parse_us, exec_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                  status, reply, journal_id, received_at, parse_us, exec_us,
+                                  llm_prompt_tokens, llm_completion_tokens)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             req.inbound_id,
             req.channel,
@@ -259,6 +288,8 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
             shop::now_utc(),
             parse_us,
             started.elapsed().as_micros() as i64 - parse_us,
+            usage.map(|u| u.prompt_tokens),
+            usage.map(|u| u.completion_tokens),
         ],
     )?;
     tx.commit()?;

@@ -32,6 +32,8 @@ pub struct AppState {
     pub metrics: Metrics,
     pub admin_token: Arc<Secret>,
     pub config: Arc<ServeConfig>,
+    /// The LLM parser, when configured.
+    pub llm: Option<crate::llm::LlmClient>,
 }
 
 /// The full router with its layers.

@@ -70,10 +70,8 @@ pub async fn parse(
 ) -> Result<Json<DryRun>, ApiError> {
     let text = text_of(&body)?;
     let sender = sender_of(body.sender)?;
-    let dry = run(&state, access, move |conn| {
-        Ok(executor::dry_run(conn, &sender, &Input::Text(text))?)
-    })
-    .await?;
+    let dry =
+        crate::message::dry_run(&state.store, state.llm.as_ref(), &access.id, sender, text).await?;
     Ok(Json(dry))
 }
 
@@ -89,13 +87,10 @@ pub async fn message(
         channel: "http".into(),
         sender: sender_of(body.sender)?,
         input: Input::Text(text),
+        parse_us: None,
     };
-    Ok(Json(
-        run(&state, access, move |conn| {
-            Ok(executor::execute(conn, &req)?)
-        })
-        .await?,
-    ))
+    let outcome = crate::message::handle(&state.store, state.llm.as_ref(), &access.id, req).await?;
+    Ok(Json(outcome))
 }
 
 pub async fn action(
@@ -119,6 +114,7 @@ pub async fn action(
         channel: "http".into(),
         sender: sender_of(sender)?,
         input: Input::Action(Value::Object(body)),
+        parse_us: None,
     };
     Ok(Json(
         run(&state, access, move |conn| {

@@ -28,7 +28,8 @@ macro_rules! migrations {
 }
 
 /// The tenant schema (`migrations/NNNN_*.sql`).
-pub const TENANT: &[Migration] = migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql");
+pub const TENANT: &[Migration] =
+    migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql", 3 => "0003_llm_usage.sql");
 
 /// The control database schema (`migrations/control/NNNN_*.sql`).
 pub const CONTROL: &[Migration] = migrations!("control/": 1 => "0001_registry.sql");

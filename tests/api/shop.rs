@@ -113,7 +113,8 @@ async fn every_action_applies_with_a_useful_reply() {
     assert!(applied(&r).contains("/sale 3 rice 15"));
     let r = app.say(t, "Musa", "good morning").await;
     assert_eq!(r.body["action"]["action"], "unknown");
-    assert!(applied(&r).contains("/help"));
+    assert_eq!(r.body["status"], "clarify", "unknown text asks to rephrase");
+    assert!(r.body["reply"].as_str().unwrap().contains("/help"));
 }
 
 #[tokio::test]

@@ -1,0 +1,228 @@
+//! Message in -> action: the built-in parser first, the LLM only when it is configured and
+//! the built-in parser is not confident; then the executor. Shared by `/messages` and
+//! `/parse` (and later the chat channels).
+//! Invariants: a duplicate never reaches the LLM; an LLM write must be grounded in the text
+//! (every number it carries appears in the message) or the person is asked to rephrase; a
+//! failing LLM leaves the built-in parser's answer standing.
+
+use crate::action::{Action, Dec};
+use crate::executor::{self, DryRun, ExecError, Input, Outcome, Request};
+use crate::llm::{LlmClient, LlmError, Usage};
+use crate::parser::{self, Source};
+use crate::store::Store;
+use crate::tenant::{TenantId, pool::blocking};
+use std::time::Instant;
+
+/// The action chosen for a text, and by whom.
+struct Routed {
+    action: Action,
+    source: Source,
+    usage: Option<Usage>,
+    parse_us: i64,
+}
+
+fn numbers_in(text: &str) -> Vec<Dec> {
+    const WORDS: [&str; 21] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
+    ];
+    let mut out = Vec::new();
+    for w in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.')) {
+        let w = w.trim_matches('.');
+        if let Some(d) = Dec::parse(w) {
+            out.push(d);
+        } else if let Some(i) = WORDS.iter().position(|x| x.eq_ignore_ascii_case(w)) {
+            out.extend(Dec::parse(&i.to_string()));
+        } else if w.eq_ignore_ascii_case("a") || w.eq_ignore_ascii_case("an") {
+            out.extend(Dec::parse("1"));
+        } else if w.eq_ignore_ascii_case("dozen") {
+            out.extend(Dec::parse("12"));
+        } else if w.eq_ignore_ascii_case("half") {
+            out.extend(Dec::parse("0.5"));
+        }
+    }
+    out
+}
+
+/// Whether every number a write action carries appears in the message.
+pub fn grounded(action: &Action, text: &str) -> bool {
+    if action.is_read_only() || matches!(action, Action::Undo {}) {
+        return true;
+    }
+    let value = serde_json::to_value(action).expect("actions serialize");
+    let mut wanted = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Number(n) => out.push(n.to_string()),
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(&value, &mut wanted);
+    let have: Vec<i64> = numbers_in(text)
+        .iter()
+        .filter_map(|d| d.to_fixed(6).ok())
+        .collect();
+    wanted.iter().all(|w| {
+        Dec::parse(w)
+            .and_then(|d| d.to_fixed(6).ok())
+            .is_some_and(|w| have.contains(&w))
+    })
+}
+
+async fn route(
+    store: &Store,
+    llm: Option<&LlmClient>,
+    tenant: &TenantId,
+    text: &str,
+) -> Result<Routed, ExecError> {
+    let started = Instant::now();
+    let (pool, id, t) = (store.pool().clone(), tenant.clone(), text.to_owned());
+    let (built_in, lexicon, digits) = blocking(move || {
+        let handle = pool.acquire(&id)?;
+        let conn = handle.conn()?;
+        executor::parse_builtin(&conn, &t)
+    })
+    .await?;
+    let routed = |action, source, usage| Routed {
+        action,
+        source,
+        usage,
+        parse_us: started.elapsed().as_micros() as i64,
+    };
+    let Some(llm) = llm.filter(|_| built_in.confidence < parser::CONFIDENT) else {
+        return Ok(routed(built_in.action, Source::Grammar, None));
+    };
+    match llm.parse(tenant.as_str(), text, &lexicon, digits).await {
+        Ok(answer) if grounded(&answer.action, text) => {
+            Ok(routed(answer.action, Source::Llm, Some(answer.usage)))
+        }
+        Ok(answer) => {
+            tracing::warn!(tenant = %tenant, action = answer.action.name(), "LLM action not grounded in the message; asking to rephrase");
+            let action = Action::Unknown {
+                reason: Some("please say it again with the quantities and prices".into()),
+            };
+            Ok(routed(action, Source::Llm, Some(answer.usage)))
+        }
+        Err(LlmError::Invalid(e)) => {
+            tracing::warn!(tenant = %tenant, error = %e, "LLM output invalid after one repair");
+            let action = Action::Unknown {
+                reason: Some("please rephrase, for example /sale 3 rice".into()),
+            };
+            Ok(routed(action, Source::Llm, None))
+        }
+        Err(e) => {
+            tracing::warn!(tenant = %tenant, error = %e, "LLM unavailable; the built-in parser's answer stands");
+            Ok(routed(built_in.action, Source::Grammar, None))
+        }
+    }
+}
+
+/// Runs one chat message end to end.
+pub async fn handle(
+    store: &Store,
+    llm: Option<&LlmClient>,
+    tenant: &TenantId,
+    mut req: Request,
+) -> Result<Outcome, ExecError> {
+    let pool = store.pool().clone();
+    if let Input::Text(text) = &req.input {
+        if let Some(key) = req.inbound_id.clone() {
+            let (p, id) = (pool.clone(), tenant.clone());
+            let dup = blocking(move || {
+                let handle = p.acquire(&id)?;
+                let conn = handle.conn()?;
+                executor::seen(&conn, &key)
+            })
+            .await?;
+            if let Some(dup) = dup {
+                return Ok(dup);
+            }
+        }
+        let r = route(store, llm, tenant, text).await?;
+        req.parse_us = Some(r.parse_us);
+        req.input = Input::Parsed {
+            text: text.clone(),
+            action: r.action,
+            source: r.source,
+            usage: r.usage,
+        };
+    }
+    let id = tenant.clone();
+    blocking(move || {
+        let handle = pool.acquire(&id)?;
+        let mut conn = handle.conn()?;
+        executor::execute(&mut conn, &req)
+    })
+    .await
+}
+
+/// Parses and resolves a message without writing anything.
+pub async fn dry_run(
+    store: &Store,
+    llm: Option<&LlmClient>,
+    tenant: &TenantId,
+    sender: String,
+    text: String,
+) -> Result<DryRun, ExecError> {
+    let r = route(store, llm, tenant, &text).await?;
+    let (pool, id) = (store.pool().clone(), tenant.clone());
+    blocking(move || {
+        let handle = pool.acquire(&id)?;
+        let mut conn = handle.conn()?;
+        let input = Input::Parsed {
+            text,
+            action: r.action,
+            source: r.source,
+            usage: r.usage,
+        };
+        executor::dry_run(&mut conn, &sender, &input)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(v: serde_json::Value) -> Action {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn llm_writes_must_carry_only_numbers_from_the_message() {
+        let sale = a(
+            serde_json::json!({"action": "record_sale", "items": [{"product": "Rice", "qty": 3, "total": 45}]}),
+        );
+        assert!(grounded(&sale, "sold three bags of rice for 45"));
+        assert!(!grounded(&sale, "sold some rice"));
+        let big = a(serde_json::json!({"action": "restock", "product": "Rice", "qty": 500}));
+        assert!(!grounded(&big, "please do the usual thing"));
+        let price = a(serde_json::json!({"action": "set_price", "product": "Rice", "price": 2.5}));
+        assert!(grounded(&price, "rice is 2.50 now"));
+        assert!(grounded(
+            &a(serde_json::json!({"action": "check_stock"})),
+            "anything"
+        ));
+    }
+}

@@ -2,6 +2,7 @@
 //! data dir and talks HTTP to it (or runs the real `tarn` binary).
 
 mod helpers;
+mod llm;
 mod ops;
 mod parser;
 mod pool;

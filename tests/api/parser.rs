@@ -7,51 +7,64 @@ use std::collections::BTreeMap;
 use tarn::action::resolve::Candidate;
 use tarn::parser::{self, Lexicon};
 
-pub const PRODUCTS: &[&str] = &[
-    "Rice",
-    "Sugar",
-    "Cooking Oil",
-    "Eggs",
-    "Milk",
-    "Bread",
-    "Flour",
-    "Soap",
-    "Tomatoes",
-    "Chocolate Bar",
-    "Beans",
-    "Salt",
-    "Tea Leaves",
-];
-pub const CUSTOMERS: &[&str] = &["Ahmed", "Fatima", "John", "Mama Njeri", "Grace"];
-pub const STAFF: &[(&str, &str)] = &[
-    ("Mary", "manager"),
-    ("Musa", "driver"),
-    ("Peter", "driver"),
-    ("Karim", "vendor"),
-    ("Sam", "staff"),
-];
+/// The corpus tenant's names (`tests/data/parse_lexicon.json`): products, customers, staff.
+pub struct CorpusNames {
+    pub products: Vec<String>,
+    pub customers: Vec<String>,
+    pub staff: Vec<(String, String)>,
+}
+
+pub fn corpus_names() -> CorpusNames {
+    let v: Value = serde_json::from_str(include_str!("../data/parse_lexicon.json")).unwrap();
+    let strings = |k: &str| {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    CorpusNames {
+        products: strings("products"),
+        customers: strings("customers"),
+        staff: v["staff"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p[0].as_str().unwrap().to_owned(),
+                    p[1].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect(),
+    }
+}
 
 pub fn corpus_lexicon() -> Lexicon {
+    let n = corpus_names();
     Lexicon {
-        products: PRODUCTS
+        products: n
+            .products
             .iter()
             .enumerate()
-            .map(|(i, n)| Candidate {
+            .map(|(i, p)| Candidate {
                 id: i as i64,
-                name: n.to_string(),
+                name: p.clone(),
                 aliases: Vec::new(),
             })
             .collect(),
-        customers: CUSTOMERS.iter().map(|c| c.to_string()).collect(),
-        staff: STAFF
+        customers: n.customers.clone(),
+        staff: n
+            .staff
             .iter()
-            .map(|(n, _)| n.to_string())
+            .map(|(s, _)| s.clone())
             .chain(["Owner".to_string()])
             .collect(),
-        drivers: STAFF
+        drivers: n
+            .staff
             .iter()
-            .filter(|(_, r)| *r == "driver")
-            .map(|(n, _)| n.to_string())
+            .filter(|(_, r)| r == "driver")
+            .map(|(s, _)| s.clone())
             .collect(),
     }
 }
@@ -133,18 +146,19 @@ async fn parse_endpoint_agrees_with_the_corpus() {
     let app = spawn_app().await;
     let t = "corpus";
     app.new_tenant(t).await;
-    for p in PRODUCTS {
+    let names = corpus_names();
+    for p in &names.products {
         app.post(
             &format!("/v1/tenants/{t}/products"),
             json!({"name": p, "price": 1}),
         )
         .await;
     }
-    for c in CUSTOMERS {
+    for c in &names.customers {
         app.post(&format!("/v1/tenants/{t}/customers"), json!({"name": c}))
             .await;
     }
-    for (n, r) in STAFF {
+    for (n, r) in &names.staff {
         app.post(
             &format!("/v1/tenants/{t}/staff"),
             json!({"name": n, "role": r}),

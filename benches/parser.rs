@@ -54,23 +54,40 @@ fn main() {
         return;
     }
     let lex = lexicon();
-    let corpus: Vec<(String, Value)> = include_str!("../tests/data/parse_corpus.jsonl")
-        .lines()
+    let heldout = load(include_str!("../tests/data/parse_heldout.jsonl"));
+    let corpus = load(include_str!("../tests/data/parse_corpus.jsonl"));
+    report(&lex, &corpus, "corpus (tests/data/parse_corpus.jsonl)");
+    report(
+        &lex,
+        &heldout,
+        "held-out set written without tuning against it (tests/data/parse_heldout.jsonl)",
+    );
+    throughput(&lex, &corpus);
+}
+
+fn load(text: &str) -> Vec<(String, Value)> {
+    text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
             (v["text"].as_str().unwrap().to_owned(), v["action"].clone())
         })
-        .collect();
+        .collect()
+}
 
+fn report(lex: &Lexicon, corpus: &[(String, Value)], title: &str) {
     let mut table = BTreeMap::<String, (usize, usize)>::new();
-    for (text, want) in &corpus {
-        let got = serde_json::to_value(parser::parse(text, &lex).action).unwrap();
+    let mut misses = Vec::new();
+    for (text, want) in corpus {
+        let got = serde_json::to_value(parser::parse(text, lex).action).unwrap();
         let ok = if want["action"] == "unknown" {
             got["action"] == "unknown"
         } else {
             &got == want
         };
+        if !ok {
+            misses.push(format!("MISS {text:?}\n  want {want}\n  got  {got}"));
+        }
         let e = table
             .entry(want["action"].as_str().unwrap().to_owned())
             .or_default();
@@ -78,7 +95,7 @@ fn main() {
         e.1 += 1;
     }
     println!(
-        "\nbuilt-in parser — corpus exact match ({} messages, tests/data/parse_corpus.jsonl)\n",
+        "\nbuilt-in parser — exact match on the {title}, {} messages\n",
         corpus.len()
     );
     println!("| action | correct | total | accuracy |\n|---|---|---|---|");
@@ -95,8 +112,13 @@ fn main() {
         "| **all** | {ok} | {all} | {:.1}% |",
         100.0 * ok as f64 / all as f64
     );
+    if std::env::var_os("TARN_BENCH_MISSES").is_some() {
+        misses.iter().for_each(|m| println!("{m}"));
+    }
+}
 
-    // Throughput on one core: short messages, several passes, median of 5 runs.
+fn throughput(lex: &Lexicon, corpus: &[(String, Value)]) {
+    // One thread: short messages, median of 5 one-second runs.
     let texts: Vec<&str> = corpus.iter().map(|(t, _)| t.as_str()).collect();
     let mut rates = Vec::new();
     for _ in 0..5 {
@@ -105,7 +127,7 @@ fn main() {
         let mut sink = 0usize;
         while started.elapsed().as_secs_f64() < 1.0 {
             for t in &texts {
-                sink += parser::parse(t, &lex).action.name().len();
+                sink += parser::parse(t, lex).action.name().len();
                 n += 1;
             }
         }
@@ -122,7 +144,7 @@ fn main() {
     let mut n = 0usize;
     while started.elapsed().as_secs_f64() < 1.0 {
         for t in &slash {
-            std::hint::black_box(parser::parse(t, &lex));
+            std::hint::black_box(parser::parse(t, lex));
             n += 1;
         }
     }

@@ -436,6 +436,14 @@ fn has_seq(toks: &[Tok], seq: &[&str]) -> bool {
 }
 
 const NAME_STOP: &[&str] = &[
+    "just",
+    "also",
+    "they",
+    "more",
+    "some",
+    "another",
+    "finally",
+    "already",
     "for",
     "on",
     "at",
@@ -961,7 +969,15 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     }
     let price_cue = has(&toks, &["price", "prices", "costs", "cost", "priced"])
         || (has(&toks, &["change", "set", "make"]) && has(&toks, &["to"]))
-        || matches!(first, "make" | "set" | "change");
+        || matches!(first, "make" | "set" | "change")
+        || (has(&toks, &["now"])
+            && !(0..n).any(|i| {
+                number_at(&toks, i, false).is_some() && items_at(&toks, i, lex, false).is_some()
+            })
+            && !has(
+                &toks,
+                &["sold", "received", "restocked", "bought", "got", "left"],
+            ));
     if price_cue && !question && !has(&toks, &["paid", "spent"]) {
         for i in 0..n {
             if matches!(

@@ -14,8 +14,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates tini \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/tarn /usr/local/bin/tarn
+COPY prompts /app/prompts
 # Runs as root: a Fly volume is mounted root-owned at /data, and the Fly VM is the boundary.
 ENV TARN_LISTEN=0.0.0.0:8080 \
+    TARN_PROMPTS_DIR=/app/prompts \
     TARN_DATA_DIR=/data/tenants \
     TARN_LOG_FORMAT=json
 EXPOSE 8080

@@ -6,9 +6,9 @@
 //! tenant pool. Three flows run through the modules:
 //!
 //! 1. **message in -> action -> reply**: `POST /v1/tenants/{t}/messages` (or `tarn chat`;
-//!    channel webhooks, inbox and outbox come later) -> [`executor`]: [`parser`] ->
-//!    [`action`] (checks, role, name resolution) -> fixed SQL of [`shop`] in one transaction
-//!    with the journal and the message log -> reply.
+//!    channel webhooks, inbox and outbox come later) -> [`message`]: [`parser`], then
+//!    [`llm`] when unsure -> [`executor`]: [`action`] (checks, role, name resolution) ->
+//!    fixed SQL of [`shop`] in one transaction with the journal and the message log -> reply.
 //! 2. **schedule -> job -> message out** (later issues): ticker over the schedule index in the
 //!    control db -> job on the tenant's file -> outbox.
 //! 3. **admin API -> tenant store**: [`http`] (auth, JSON errors) -> [`store`] (registry in
@@ -20,7 +20,9 @@
 //! | [`control`] | `_control.db`: tenant registry (later channel bindings, schedule index) |
 //! | [`store`] | tenant lifecycle: create, delete to trash, restore, keys, migrate-all |
 //! | [`action`] | `enum Action` (the contract), exact decimals, roles, name matching — no IO |
-//! | [`parser`] | text -> `Action` (slash grammar) — no IO |
+//! | [`parser`] | text -> `Action` with a confidence (slash grammar, phrasing) — no IO |
+//! | [`llm`] | the OpenAI-compatible LLM client (structured output, repair, breaker) |
+//! | [`message`] | routing: built-in parser, LLM when unsure and configured, executor |
 //! | [`executor`] | one message in one transaction: idempotency, checks, SQL, journal, undo |
 //! | [`shop`] | tenant-db queries: settings, staff, catalog, reports, message log |
 //! | [`chat`], [`demo`] | the terminal REPL and the demo tenant |
@@ -34,7 +36,7 @@
 //! - `tenant` imports nothing from `http`, `channel`, `parser`, `shop` or `store`; `control`
 //!   only from `tenant`. Data flows one way: `http`/`cli` -> `executor`/`store` -> `shop`,
 //!   `control` -> `tenant`.
-//! - `action` and `parser` do no IO; `executor` and `shop` run only their own fixed,
+//! - `action` and `parser` do no IO (the tenant's names reach the parser as a `Lexicon`); `executor` and `shop` run only their own fixed,
 //!   parameterized SQL — no SQL text ever comes from a parser or a user.
 //! - Every rusqlite call runs on the blocking pool (`tenant::pool::blocking`), never on the
 //!   async runtime.

@@ -34,10 +34,11 @@
 //! # Rules between modules
 //!
 //! - `tenant` imports nothing from `http`, `channel`, `parser`, `shop` or `store`; `control`
-//!   only from `tenant`. Data flows one way: `http`/`cli` -> `executor`/`store` -> `shop`,
-//!   `control` -> `tenant`.
-//! - `action` and `parser` do no IO (the tenant's names reach the parser as a `Lexicon`); `executor` and `shop` run only their own fixed,
-//!   parameterized SQL — no SQL text ever comes from a parser or a user.
+//!   only from `tenant`. Data flows one way: `http`/`cli` -> `message`/`executor`/`store`
+//!   -> `shop`, `control` -> `tenant`.
+//! - `action` and `parser` do no IO (the tenant's names reach the parser as a `Lexicon`);
+//!   `executor` and `shop` run only their own fixed, parameterized SQL — no SQL text ever
+//!   comes from a parser, the LLM or a user.
 //! - Every rusqlite call runs on the blocking pool (`tenant::pool::blocking`), never on the
 //!   async runtime.
 //! - A tenant id becomes a path only as a validated `TenantId`, through `tenant::Layout`.

@@ -251,10 +251,20 @@ fn is_number(toks: &[Tok], i: usize) -> bool {
     number_at(toks, i, false).is_some()
 }
 
+/// Longest product or person name, in words.
+const MAX_NAME_WORDS: usize = 6;
+/// Longest message the phrase parser reads, in words (chat messages are short; longer text
+/// is left to the LLM or answered as not understood).
+const MAX_WORDS: usize = 80;
+
 /// Product words at `i` (until a stop word or number); returns (name, tokens used).
 fn product_at(toks: &[Tok], i: usize, lex: &Lexicon) -> Option<(String, usize)> {
     let mut end = i;
-    while end < toks.len() && !STOP.contains(&toks[end].low.as_str()) && !is_number(toks, end) {
+    while end < toks.len()
+        && end - i < MAX_NAME_WORDS
+        && !STOP.contains(&toks[end].low.as_str())
+        && !is_number(toks, end)
+    {
         end += 1;
     }
     // "a can of beans": "of" may lead, "the" may lead.
@@ -675,6 +685,9 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     let toks = tokenize(text);
     if toks.is_empty() {
         return unknown("empty message");
+    }
+    if toks.len() > MAX_WORDS {
+        return unknown("message too long; one thing at a time please");
     }
     let first = toks[0].low.as_str();
     let n = toks.len();

@@ -13,14 +13,6 @@ use crate::store::Store;
 use crate::tenant::{TenantId, pool::blocking};
 use std::time::Instant;
 
-/// The action chosen for a text, and by whom.
-struct Routed {
-    action: Action,
-    source: Source,
-    usage: Option<Usage>,
-    parse_us: i64,
-}
-
 fn numbers_in(text: &str) -> Vec<Dec> {
     const WORDS: [&str; 21] = [
         "zero",
@@ -90,85 +82,124 @@ pub fn grounded(action: &Action, text: &str) -> bool {
     })
 }
 
-async fn route(
-    store: &Store,
-    llm: Option<&LlmClient>,
+/// Where the first (blocking) step of a message ended.
+enum FirstStep {
+    /// Done: a duplicate, or a confident built-in parse already executed.
+    Done(Outcome),
+    /// The LLM should be asked; the built-in answer stands if it fails.
+    AskLlm {
+        built_in: Box<Action>,
+        lexicon: crate::parser::Lexicon,
+        digits: u32,
+    },
+}
+
+/// Asks the LLM; returns the action to run and its source and usage.
+async fn ask_llm(
+    llm: &LlmClient,
     tenant: &TenantId,
     text: &str,
-) -> Result<Routed, ExecError> {
-    let started = Instant::now();
-    let (pool, id, t) = (store.pool().clone(), tenant.clone(), text.to_owned());
-    let (built_in, lexicon, digits) = blocking(move || {
-        let handle = pool.acquire(&id)?;
-        let conn = handle.conn()?;
-        executor::parse_builtin(&conn, &t)
-    })
-    .await?;
-    let routed = |action, source, usage| Routed {
-        action,
-        source,
-        usage,
-        parse_us: started.elapsed().as_micros() as i64,
-    };
-    let Some(llm) = llm.filter(|_| built_in.confidence < parser::CONFIDENT) else {
-        return Ok(routed(built_in.action, Source::Grammar, None));
-    };
-    match llm.parse(tenant.as_str(), text, &lexicon, digits).await {
+    built_in: Action,
+    lexicon: &crate::parser::Lexicon,
+    digits: u32,
+) -> (Action, Source, Option<Usage>) {
+    match llm.parse(tenant.as_str(), text, lexicon, digits).await {
         Ok(answer) if grounded(&answer.action, text) => {
-            Ok(routed(answer.action, Source::Llm, Some(answer.usage)))
+            (answer.action, Source::Llm, Some(answer.usage))
         }
         Ok(answer) => {
             tracing::warn!(tenant = %tenant, action = answer.action.name(), "LLM action not grounded in the message; asking to rephrase");
             let action = Action::Unknown {
                 reason: Some("please say it again with the quantities and prices".into()),
             };
-            Ok(routed(action, Source::Llm, Some(answer.usage)))
+            (action, Source::Llm, Some(answer.usage))
         }
         Err(LlmError::Invalid(e)) => {
             tracing::warn!(tenant = %tenant, error = %e, "LLM output invalid after one repair");
             let action = Action::Unknown {
                 reason: Some("please rephrase, for example /sale 3 rice".into()),
             };
-            Ok(routed(action, Source::Llm, None))
+            (action, Source::Llm, None)
         }
         Err(e) => {
             tracing::warn!(tenant = %tenant, error = %e, "LLM unavailable; the built-in parser's answer stands");
-            Ok(routed(built_in.action, Source::Grammar, None))
+            (built_in, Source::Grammar, None)
         }
     }
 }
 
-/// Runs one chat message end to end.
+/// Runs one chat message end to end. Without an LLM, or when the built-in parser is
+/// confident, this is one trip to the blocking pool.
 pub async fn handle(
     store: &Store,
     llm: Option<&LlmClient>,
     tenant: &TenantId,
-    mut req: Request,
+    req: Request,
 ) -> Result<Outcome, ExecError> {
-    let pool = store.pool().clone();
-    if let Input::Text(text) = &req.input {
-        if let Some(key) = req.inbound_id.clone() {
-            let (p, id) = (pool.clone(), tenant.clone());
-            let dup = blocking(move || {
-                let handle = p.acquire(&id)?;
-                let conn = handle.conn()?;
-                executor::seen(&conn, &key)
-            })
-            .await?;
-            if let Some(dup) = dup {
-                return Ok(dup);
-            }
+    let Input::Text(text) = &req.input else {
+        return run(store, tenant, req).await;
+    };
+    let text = text.clone();
+    let started = Instant::now();
+    let (pool, id, with_llm) = (store.pool().clone(), tenant.clone(), llm.is_some());
+    let mut first = req.clone();
+    let step = blocking(move || {
+        let handle = pool.acquire(&id)?;
+        let mut conn = handle.conn()?;
+        if let Some(dup) = first
+            .inbound_id
+            .as_deref()
+            .map(|k| executor::seen(&conn, k))
+            .transpose()?
+            .flatten()
+        {
+            return Ok(FirstStep::Done(dup));
         }
-        let r = route(store, llm, tenant, text).await?;
-        req.parse_us = Some(r.parse_us);
-        req.input = Input::Parsed {
-            text: text.clone(),
-            action: r.action,
-            source: r.source,
-            usage: r.usage,
+        let Input::Text(text) = &first.input else {
+            unreachable!("checked above")
         };
-    }
-    let id = tenant.clone();
+        let (parsed, lexicon) = executor::parse_builtin(&conn, text)?;
+        if !with_llm || parsed.confidence >= parser::CONFIDENT {
+            first.parse_us = Some(started.elapsed().as_micros() as i64);
+            first.input = Input::Parsed {
+                text: text.clone(),
+                action: parsed.action,
+                source: Source::Grammar,
+                usage: None,
+            };
+            return executor::execute(&mut conn, &first).map(FirstStep::Done);
+        }
+        let digits = crate::shop::load_settings(&conn)?.digits;
+        Ok(FirstStep::AskLlm {
+            built_in: Box::new(parsed.action),
+            lexicon,
+            digits,
+        })
+    })
+    .await?;
+    let (built_in, lexicon, digits) = match step {
+        FirstStep::Done(outcome) => return Ok(outcome),
+        FirstStep::AskLlm {
+            built_in,
+            lexicon,
+            digits,
+        } => (*built_in, lexicon, digits),
+    };
+    let llm = llm.expect("asked only when configured");
+    let (action, source, usage) = ask_llm(llm, tenant, &text, built_in, &lexicon, digits).await;
+    let mut req = req;
+    req.parse_us = Some(started.elapsed().as_micros() as i64);
+    req.input = Input::Parsed {
+        text,
+        action,
+        source,
+        usage,
+    };
+    run(store, tenant, req).await
+}
+
+async fn run(store: &Store, tenant: &TenantId, req: Request) -> Result<Outcome, ExecError> {
+    let (pool, id) = (store.pool().clone(), tenant.clone());
     blocking(move || {
         let handle = pool.acquire(&id)?;
         let mut conn = handle.conn()?;
@@ -185,16 +216,28 @@ pub async fn dry_run(
     sender: String,
     text: String,
 ) -> Result<DryRun, ExecError> {
-    let r = route(store, llm, tenant, &text).await?;
+    let (pool, id, t) = (store.pool().clone(), tenant.clone(), text.clone());
+    let (parsed, lexicon, digits) = blocking(move || {
+        let handle = pool.acquire(&id)?;
+        let conn = handle.conn()?;
+        let (parsed, lexicon) = executor::parse_builtin(&conn, &t)?;
+        let digits = crate::shop::load_settings(&conn)?.digits;
+        Ok::<_, ExecError>((parsed, lexicon, digits))
+    })
+    .await?;
+    let (action, source, usage) = match llm.filter(|_| parsed.confidence < parser::CONFIDENT) {
+        Some(llm) => ask_llm(llm, tenant, &text, parsed.action, &lexicon, digits).await,
+        None => (parsed.action, Source::Grammar, None),
+    };
     let (pool, id) = (store.pool().clone(), tenant.clone());
     blocking(move || {
         let handle = pool.acquire(&id)?;
         let mut conn = handle.conn()?;
         let input = Input::Parsed {
             text,
-            action: r.action,
-            source: r.source,
-            usage: r.usage,
+            action,
+            source,
+            usage,
         };
         executor::dry_run(&mut conn, &sender, &input)
     })

@@ -145,12 +145,8 @@ fn decode<'a>(
 ) -> Result<(Action, Source, Option<&'a str>), ExecError> {
     match input {
         Input::Text(t) => {
-            let lexicon = shop::lexicon(conn)?;
-            Ok((
-                parser::parse(t, &lexicon).action,
-                Source::Grammar,
-                Some(t.as_str()),
-            ))
+            let (parsed, _) = parse_builtin(conn, t)?;
+            Ok((parsed.action, Source::Grammar, Some(t.as_str())))
         }
         Input::Parsed {
             text,
@@ -190,14 +186,18 @@ pub fn seen(conn: &Connection, inbound_id: &str) -> Result<Option<Outcome>, Exec
     }))
 }
 
-/// The built-in parser's answer for `text` on this tenant, with the currency's digits.
+/// The built-in parser's answer for `text` on this tenant, with the tenant's names (loaded
+/// only for free text: slash commands name things the executor resolves itself).
 pub fn parse_builtin(
     conn: &Connection,
     text: &str,
-) -> Result<(parser::Parsed, crate::parser::Lexicon, u32), ExecError> {
-    let lexicon = shop::lexicon(conn)?;
-    let digits = shop::load_settings(conn)?.digits;
-    Ok((parser::parse(text, &lexicon), lexicon, digits))
+) -> Result<(parser::Parsed, crate::parser::Lexicon), ExecError> {
+    let lexicon = if text.trim_start().starts_with('/') {
+        crate::parser::Lexicon::default()
+    } else {
+        shop::lexicon(conn)?
+    };
+    Ok((parser::parse(text, &lexicon), lexicon))
 }
 
 /// Runs a request in one transaction and logs it. Bad input (an undecodable or invalid

@@ -331,3 +331,34 @@ async fn a_dead_llm_opens_the_circuit() {
     assert_eq!(fake.calls(), calls, "the open circuit costs no request");
     assert!(started.elapsed() < Duration::from_millis(500));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_tenant_rate_limit_keeps_the_llm_out() {
+    let (fake, base) = fake_llm().await;
+    let app = spawn_app_with(|c| {
+        c.llm.api_key = Some(Secret::new("k"));
+        c.llm.base_url = base;
+        c.llm.per_tenant_per_minute = 1;
+        c.llm.json_object = true;
+    })
+    .await;
+    app.shop("s").await;
+    fake.push(Script::Content(
+        r#"{"action":"check_stock","product":"Rice"}"#.into(),
+    ));
+    fake.push(Script::Content(
+        r#"{"action":"check_stock","product":"Rice"}"#.into(),
+    ));
+    let r = app.say("s", "Sam", FUZZY).await;
+    assert_eq!(r.body["action"]["action"], "check_stock");
+    assert_eq!(
+        fake.request(0)["response_format"],
+        json!({"type": "json_object"})
+    );
+    let r = app.say("s", "Sam", FUZZY).await;
+    assert_eq!(
+        r.body["status"], "clarify",
+        "limited: the built-in answer stands"
+    );
+    assert_eq!(fake.calls(), 1);
+}

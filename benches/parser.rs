@@ -6,7 +6,6 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Instant;
-use tarn::action::resolve::Candidate;
 use tarn::parser::{self, Lexicon};
 
 fn lexicon() -> Lexicon {
@@ -29,24 +28,7 @@ fn lexicon() -> Lexicon {
             )
         })
         .collect();
-    Lexicon {
-        products: strings("products")
-            .into_iter()
-            .enumerate()
-            .map(|(i, name)| Candidate {
-                id: i as i64,
-                name,
-                aliases: Vec::new(),
-            })
-            .collect(),
-        customers: strings("customers"),
-        staff: staff.iter().map(|(s, _)| s.clone()).collect(),
-        drivers: staff
-            .iter()
-            .filter(|(_, r)| r == "driver")
-            .map(|(s, _)| s.clone())
-            .collect(),
-    }
+    Lexicon::from_names(&strings("products"), &strings("customers"), &staff)
 }
 
 fn main() {

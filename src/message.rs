@@ -13,48 +13,6 @@ use crate::store::Store;
 use crate::tenant::{TenantId, pool::blocking};
 use std::time::Instant;
 
-fn numbers_in(text: &str) -> Vec<Dec> {
-    const WORDS: [&str; 21] = [
-        "zero",
-        "one",
-        "two",
-        "three",
-        "four",
-        "five",
-        "six",
-        "seven",
-        "eight",
-        "nine",
-        "ten",
-        "eleven",
-        "twelve",
-        "thirteen",
-        "fourteen",
-        "fifteen",
-        "sixteen",
-        "seventeen",
-        "eighteen",
-        "nineteen",
-        "twenty",
-    ];
-    let mut out = Vec::new();
-    for w in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.')) {
-        let w = w.trim_matches('.');
-        if let Some(d) = Dec::parse(w) {
-            out.push(d);
-        } else if let Some(i) = WORDS.iter().position(|x| x.eq_ignore_ascii_case(w)) {
-            out.extend(Dec::parse(&i.to_string()));
-        } else if w.eq_ignore_ascii_case("a") || w.eq_ignore_ascii_case("an") {
-            out.extend(Dec::parse("1"));
-        } else if w.eq_ignore_ascii_case("dozen") {
-            out.extend(Dec::parse("12"));
-        } else if w.eq_ignore_ascii_case("half") {
-            out.extend(Dec::parse("0.5"));
-        }
-    }
-    out
-}
-
 /// Whether every number a write action carries appears in the message.
 pub fn grounded(action: &Action, text: &str) -> bool {
     if action.is_read_only() || matches!(action, Action::Undo {}) {
@@ -71,7 +29,7 @@ pub fn grounded(action: &Action, text: &str) -> bool {
         }
     }
     walk(&value, &mut wanted);
-    let have: Vec<i64> = numbers_in(text)
+    let have: Vec<i64> = parser::numbers(text)
         .iter()
         .filter_map(|d| d.to_fixed(6).ok())
         .collect();

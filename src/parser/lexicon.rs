@@ -13,6 +13,33 @@ pub struct Lexicon {
 }
 
 impl Lexicon {
+    /// A lexicon from plain names; `staff` pairs a name with its role (`driver`s also count
+    /// as drivers).
+    pub fn from_names(
+        products: &[String],
+        customers: &[String],
+        staff: &[(String, String)],
+    ) -> Self {
+        Lexicon {
+            products: products
+                .iter()
+                .enumerate()
+                .map(|(i, name)| Candidate {
+                    id: i as i64,
+                    name: name.clone(),
+                    aliases: Vec::new(),
+                })
+                .collect(),
+            customers: customers.to_vec(),
+            staff: staff.iter().map(|(n, _)| n.clone()).collect(),
+            drivers: staff
+                .iter()
+                .filter(|(_, r)| r == "driver")
+                .map(|(n, _)| n.clone())
+                .collect(),
+        }
+    }
+
     /// The catalog name `words` means, if exactly one product fits.
     pub fn product(&self, words: &str) -> Option<String> {
         match resolve::resolve(words, &self.products) {

@@ -7,6 +7,7 @@ mod lexicon;
 mod phrase;
 
 pub use lexicon::Lexicon;
+pub use phrase::numbers;
 
 use crate::action::Action;
 

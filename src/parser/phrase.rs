@@ -648,6 +648,23 @@ fn looks_hostile(text: &str) -> bool {
     SIGNS.iter().any(|s| low.contains(s))
 }
 
+/// Every number in `text` as the phrase parser reads it (digits, words, "a dozen", "half").
+pub fn numbers(text: &str) -> Vec<Dec> {
+    let toks = tokenize(text);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < toks.len() {
+        match number_at(&toks, i, true) {
+            Some((d, used)) => {
+                out.push(d);
+                i += used;
+            }
+            None => i += 1,
+        }
+    }
+    out
+}
+
 fn unknown(reason: &str) -> Parsed {
     Parsed {
         action: Action::Unknown {

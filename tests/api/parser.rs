@@ -4,7 +4,6 @@
 use crate::helpers::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use tarn::action::resolve::Candidate;
 use tarn::parser::{self, Lexicon};
 
 /// The corpus tenant's names (`tests/data/parse_lexicon.json`): products, customers, staff.
@@ -42,31 +41,9 @@ pub fn corpus_names() -> CorpusNames {
 
 pub fn corpus_lexicon() -> Lexicon {
     let n = corpus_names();
-    Lexicon {
-        products: n
-            .products
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Candidate {
-                id: i as i64,
-                name: p.clone(),
-                aliases: Vec::new(),
-            })
-            .collect(),
-        customers: n.customers.clone(),
-        staff: n
-            .staff
-            .iter()
-            .map(|(s, _)| s.clone())
-            .chain(["Owner".to_string()])
-            .collect(),
-        drivers: n
-            .staff
-            .iter()
-            .filter(|(_, r)| r == "driver")
-            .map(|(s, _)| s.clone())
-            .collect(),
-    }
+    let mut staff = n.staff.clone();
+    staff.push(("Owner".into(), "owner".into()));
+    Lexicon::from_names(&n.products, &n.customers, &staff)
 }
 
 pub fn corpus() -> Vec<(String, Value)> {

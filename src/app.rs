@@ -191,7 +191,13 @@ impl App {
             }
             None => None,
         };
+        let channels = crate::channel::Channels::start(
+            store.clone(),
+            llm.clone(),
+            config.telegram_api_url.clone(),
+        );
         let state = AppState {
+            channels,
             llm,
             store,
             metrics,
@@ -225,6 +231,7 @@ impl App {
     ) -> std::io::Result<()> {
         let addr = self.local_addr();
         let pool = self.state.store.pool().clone();
+        let channels = self.state.channels.clone();
         let sweeper = tokio::spawn(sweep_idle(pool.clone()));
         tracing::info!(%addr, max_open_tenants = pool.config().max_open, "tarn listening");
         let router = http::router(self.state);
@@ -232,6 +239,7 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await;
         sweeper.abort();
+        channels.stop();
         let closed = tokio::task::spawn_blocking(move || pool.close_all())
             .await
             .unwrap_or(0);

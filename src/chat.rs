@@ -46,6 +46,7 @@ pub fn repl(
                 sender: sender.to_owned(),
                 input: Input::Text(text.to_owned()),
                 parse_us: None,
+                reply_to: None,
             };
             let mut conn = handle.conn()?;
             match executor::execute(&mut conn, &req) {

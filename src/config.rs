@@ -247,6 +247,16 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub llm: LlmArgs,
+    /// Public base URL of this server (for webhooks), like `https://tarn.fly.dev`.
+    #[arg(long, env = "TARN_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Telegram Bot API base URL.
+    #[arg(
+        long,
+        env = "TARN_TELEGRAM_API_URL",
+        default_value = "https://api.telegram.org"
+    )]
+    pub telegram_api_url: String,
     /// Folder of the prompt files (`parser.md`, `examples.jsonl`).
     #[arg(long, env = "TARN_PROMPTS_DIR", default_value = "./prompts")]
     pub prompts_dir: PathBuf,

@@ -200,3 +200,124 @@ impl ControlDb {
         Ok(())
     }
 }
+
+/// A chat channel bound to a tenant.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub tenant: TenantId,
+    pub channel: String,
+    pub key: String,
+    pub token: String,
+    pub secret: Option<String>,
+    pub username: Option<String>,
+    pub created_at: String,
+}
+
+fn binding_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Binding> {
+    let id: String = r.get(0)?;
+    Ok(Binding {
+        tenant: TenantId::parse(&id).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        channel: r.get(1)?,
+        key: r.get(2)?,
+        token: r.get(3)?,
+        secret: r.get(4)?,
+        username: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+const BINDING_COLS: &str = "tenant_id, channel, key, token, secret, username, created_at";
+
+impl ControlDb {
+    /// Binds (or re-binds) a channel to a tenant. `Conflict` if the key is bound elsewhere.
+    pub fn put_binding(&self, b: &Binding) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        let other: Option<String> = conn
+            .query_row(
+                "SELECT tenant_id FROM channel_bindings WHERE channel = ?1 AND key = ?2",
+                params![b.channel, b.key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if other.is_some_and(|o| o != b.tenant.as_str()) {
+            return Err(StoreError::Conflict(format!(
+                "this {} account is already bound to another tenant",
+                b.channel
+            )));
+        }
+        conn.execute(
+            "INSERT INTO channel_bindings (tenant_id, channel, key, token, secret, username, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (tenant_id, channel) DO UPDATE SET key = excluded.key,
+               token = excluded.token, secret = excluded.secret, username = excluded.username,
+               created_at = excluded.created_at",
+            params![b.tenant.as_str(), b.channel, b.key, b.token, b.secret, b.username, b.created_at],
+        )?;
+        Ok(())
+    }
+
+    /// The tenant's binding of `channel`.
+    pub fn binding(&self, tenant: &TenantId, channel: &str) -> Result<Option<Binding>, StoreError> {
+        Ok(self
+            .conn()?
+            .query_row(
+                &format!("SELECT {BINDING_COLS} FROM channel_bindings WHERE tenant_id = ?1 AND channel = ?2"),
+                params![tenant.as_str(), channel],
+                binding_row,
+            )
+            .optional()?)
+    }
+
+    /// The binding that owns a channel key (a WhatsApp phone_number_id).
+    pub fn binding_by_key(&self, channel: &str, key: &str) -> Result<Option<Binding>, StoreError> {
+        Ok(self
+            .conn()?
+            .query_row(
+                &format!(
+                    "SELECT {BINDING_COLS} FROM channel_bindings WHERE channel = ?1 AND key = ?2"
+                ),
+                params![channel, key],
+                binding_row,
+            )
+            .optional()?)
+    }
+
+    /// Removes a binding; whether there was one.
+    pub fn delete_binding(&self, tenant: &TenantId, channel: &str) -> Result<bool, StoreError> {
+        Ok(self.conn()?.execute(
+            "DELETE FROM channel_bindings WHERE tenant_id = ?1 AND channel = ?2",
+            params![tenant.as_str(), channel],
+        )? > 0)
+    }
+
+    /// Notes that a tenant has inbox or outbox rows in flight.
+    pub fn mark_pending(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "INSERT OR IGNORE INTO pending_work (tenant_id, since) VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+            [tenant.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Clears the note once a tenant has nothing in flight.
+    pub fn clear_pending(&self, tenant: &TenantId) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "DELETE FROM pending_work WHERE tenant_id = ?1",
+            [tenant.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// Every tenant with work in flight.
+    pub fn pending_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT tenant_id FROM pending_work ORDER BY since")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .filter_map(|r| r.ok().and_then(|s| TenantId::parse(&s).ok()))
+            .collect();
+        Ok(ids)
+    }
+}

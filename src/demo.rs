@@ -40,6 +40,7 @@ pub fn ensure(store: &Store) -> Result<Option<Created>, ExecError> {
                 "action": "add_product", "name": name, "price": price, "unit": unit, "stock": stock
             })),
             parse_us: None,
+            reply_to: None,
         };
         executor::execute(&mut conn, &req)?;
     }

@@ -46,6 +46,7 @@
 
 pub mod action;
 pub mod app;
+pub mod channel;
 pub mod chat;
 pub mod cli;
 pub mod config;

@@ -42,6 +42,38 @@ pub struct Request {
     pub input: Input,
     /// Time spent parsing before the request got here (the LLM's), if any.
     pub parse_us: Option<i64>,
+    /// For chat channels: the inbox row to mark done and where to send the reply, in the
+    /// same transaction as the action.
+    pub reply_to: Option<ReplyTo>,
+}
+
+/// Where a channel message's reply goes.
+#[derive(Debug, Clone)]
+pub struct ReplyTo {
+    pub channel: String,
+    pub chat_id: String,
+    pub inbox_id: i64,
+}
+
+/// Marks an inbox row done and queues `reply` for its chat (part of the caller's
+/// transaction).
+pub fn finish_inbox(
+    conn: &Connection,
+    to: &ReplyTo,
+    reply: &str,
+    note: Option<&str>,
+) -> rusqlite::Result<()> {
+    let now = shop::now_utc();
+    conn.execute(
+        "UPDATE inbox SET status = 'done', processed_at = ?2, note = ?3 WHERE id = ?1",
+        params![to.inbox_id, now, note],
+    )?;
+    conn.execute(
+        "INSERT INTO outbox (channel, chat_id, text, status, next_attempt_at, inbox_id, created_at)
+         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?4)",
+        params![to.channel, to.chat_id, reply, now, to.inbox_id],
+    )?;
+    Ok(())
 }
 
 /// How a request ended.
@@ -292,6 +324,9 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
             usage.map(|u| u.completion_tokens),
         ],
     )?;
+    if let Some(to) = &req.reply_to {
+        finish_inbox(&tx, to, &reply, None)?;
+    }
     tx.commit()?;
     Ok(Outcome {
         action: action_json,

@@ -3,6 +3,7 @@
 //! Invariant: handlers never run SQLite on the async runtime; every error body is JSON.
 
 pub mod auth;
+mod channels;
 pub mod error;
 mod ops;
 mod shop;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub config: Arc<ServeConfig>,
     /// The LLM parser, when configured.
     pub llm: Option<crate::llm::LlmClient>,
+    /// Chat channels: inbox workers and the outbox sender.
+    pub channels: crate::channel::Channels,
 }
 
 /// The full router with its layers.
@@ -92,6 +95,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/tenants/{tenant}/reports/sales",
             get(shop::sales_report),
+        )
+        .route(
+            "/v1/tenants/{tenant}/channels/telegram",
+            axum::routing::put(channels::put_telegram)
+                .get(channels::get_telegram)
+                .delete(channels::delete_telegram),
+        )
+        .route(
+            "/webhooks/telegram/{tenant}",
+            post(channels::telegram_webhook),
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

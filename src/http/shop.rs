@@ -88,6 +88,7 @@ pub async fn message(
         sender: sender_of(body.sender)?,
         input: Input::Text(text),
         parse_us: None,
+        reply_to: None,
     };
     let outcome = crate::message::handle(&state.store, state.llm.as_ref(), &access.id, req).await?;
     Ok(Json(outcome))
@@ -115,6 +116,7 @@ pub async fn action(
         sender: sender_of(sender)?,
         input: Input::Action(Value::Object(body)),
         parse_us: None,
+        reply_to: None,
     };
     Ok(Json(
         run(&state, access, move |conn| {

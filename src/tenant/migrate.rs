@@ -28,11 +28,11 @@ macro_rules! migrations {
 }
 
 /// The tenant schema (`migrations/NNNN_*.sql`).
-pub const TENANT: &[Migration] =
-    migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql", 3 => "0003_llm_usage.sql");
+pub const TENANT: &[Migration] = migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql", 3 => "0003_llm_usage.sql", 4 => "0004_channels.sql");
 
 /// The control database schema (`migrations/control/NNNN_*.sql`).
-pub const CONTROL: &[Migration] = migrations!("control/": 1 => "0001_registry.sql");
+pub const CONTROL: &[Migration] =
+    migrations!("control/": 1 => "0001_registry.sql", 2 => "0002_channels.sql");
 
 /// What `apply` did to a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

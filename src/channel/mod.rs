@@ -1,0 +1,733 @@
+//! Chat channels (Telegram; WhatsApp next): the durable inbox, the per-chat workers, joined
+//! identities and the rate-limited outbox sender.
+//! Invariants: an update is stored (deduplicated on its provider key) before it is
+//! acknowledged; a chat's messages run one at a time in arrival order; an action's effects,
+//! its inbox row's "done" and its reply in the outbox commit together; a stranger can only
+//! `/join`.
+
+pub mod telegram;
+
+use crate::executor::{self, ExecError, Input, ReplyTo, Request};
+use crate::llm::LlmClient;
+use crate::shop;
+use crate::store::Store;
+use crate::tenant::{StoreError, TenantId, pool::blocking};
+use dashmap::{DashMap, DashSet};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc};
+
+/// Errors of the channel layer.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("wrong or missing webhook secret")]
+    Unauthorized,
+    #[error("no {0} channel is bound to this tenant")]
+    NotBound(&'static str),
+    #[error("{0}")]
+    Provider(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+impl From<rusqlite::Error> for ChannelError {
+    fn from(e: rusqlite::Error) -> Self {
+        ChannelError::Store(e.into())
+    }
+}
+
+/// Why a send did not go through.
+#[derive(Debug)]
+pub enum SendError {
+    /// Try again after this long (429 / retry_after).
+    RetryAfter(Duration),
+    /// The chat moved (a group became a supergroup): send there instead.
+    Moved(String),
+    /// Blocked, kicked or gone: stop trying.
+    Unreachable(String),
+    /// Anything else: retry with backoff.
+    Retry(String),
+}
+
+/// An inbound update, decoded enough to store and route.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub channel: &'static str,
+    pub update_key: String,
+    pub chat_id: Option<String>,
+    pub sender_id: Option<String>,
+    pub sender_name: Option<String>,
+    pub text: Option<String>,
+    pub payload: String,
+    /// A text message from a person: it will be processed.
+    pub actionable: bool,
+    /// Why it is not processed, when it is not.
+    pub note: Option<String>,
+}
+
+/// Stores an update unless its key was seen; returns whether a new pending row was stored.
+pub fn store_inbound(conn: &Connection, inbound: &Inbound) -> rusqlite::Result<bool> {
+    let status = if inbound.actionable {
+        "pending"
+    } else {
+        "ignored"
+    };
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO inbox (channel, update_key, chat_id, sender_id, sender_name, text,
+                                      payload, status, note, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            inbound.channel,
+            inbound.update_key,
+            inbound.chat_id,
+            inbound.sender_id,
+            inbound.sender_name,
+            inbound.text,
+            inbound.payload,
+            status,
+            inbound.note,
+            shop::now_utc()
+        ],
+    )?;
+    Ok(n == 1 && inbound.actionable)
+}
+
+/// Splits text into parts of at most `max` characters, preferring line breaks.
+pub fn split_text(text: &str, max: usize) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    for line in text.split_inclusive('\n') {
+        let mut line = line;
+        while line.chars().count() > max {
+            if !current.is_empty() {
+                parts.push(std::mem::take(&mut current));
+            }
+            let cut = line.char_indices().nth(max).map_or(line.len(), |(i, _)| i);
+            parts.push(line[..cut].to_owned());
+            line = &line[cut..];
+        }
+        if current.chars().count() + line.chars().count() > max {
+            parts.push(std::mem::take(&mut current));
+        }
+        current.push_str(line);
+    }
+    if !current.is_empty() || parts.is_empty() {
+        parts.push(current);
+    }
+    parts
+}
+
+/// The polite line for a stranger.
+pub const STRANGER: &str = "Hi! This is a shop's bot for its staff. Ask the owner for your join code, then send: /join CODE";
+
+/// One pending inbox row.
+struct Row {
+    id: i64,
+    update_key: String,
+    chat_id: String,
+    sender_id: String,
+    text: String,
+}
+
+/// What a row's sender is.
+enum Who {
+    Staff(i64),
+    Stranger,
+}
+
+fn identify(conn: &Connection, channel: &str, sender: &str) -> rusqlite::Result<Who> {
+    let staff: Option<i64> = conn
+        .query_row(
+            "SELECT s.id FROM identities i JOIN staff s ON s.id = i.staff_id
+             WHERE i.channel = ?1 AND i.external_id = ?2 AND s.active = 1",
+            params![channel, sender],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(staff.map_or(Who::Stranger, Who::Staff))
+}
+
+/// A stranger's message: `/join CODE` links them to the staff member with that code;
+/// anything else gets the polite line. Either way only the identity, the inbox row and the
+/// reply are written, in one transaction.
+fn handle_stranger(conn: &mut Connection, channel: &str, row: &Row) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    let to = ReplyTo {
+        channel: channel.to_owned(),
+        chat_id: row.chat_id.clone(),
+        inbox_id: row.id,
+    };
+    let mut words = row.text.split_whitespace();
+    let cmd = words.next().unwrap_or("").split('@').next().unwrap_or("");
+    let reply = if cmd.eq_ignore_ascii_case("/join") {
+        let code = words.next().unwrap_or("").to_uppercase();
+        let staff: Option<(i64, String, String)> = tx
+            .query_row(
+                "SELECT id, name, role FROM staff WHERE join_code = ?1 AND active = 1",
+                [&code],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        match staff {
+            Some((id, name, role)) if !code.is_empty() => {
+                tx.execute(
+                    "INSERT INTO identities (staff_id, channel, external_id, chat_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (channel, external_id) DO UPDATE SET staff_id = excluded.staff_id,
+                       chat_id = excluded.chat_id",
+                    params![id, channel, row.sender_id, row.chat_id, shop::now_utc()],
+                )?;
+                format!(
+                    "Welcome, {name}! You are linked as {role}. Send /help to see what you can do."
+                )
+            }
+            _ => "That join code is not valid. Ask the owner for yours, then send: /join CODE"
+                .to_owned(),
+        }
+    } else {
+        STRANGER.to_owned()
+    };
+    executor::finish_inbox(&tx, &to, &reply, Some("stranger"))?;
+    tx.commit()
+}
+
+struct Inner {
+    store: Store,
+    llm: Option<LlmClient>,
+    telegram_api: String,
+    inbox_tx: mpsc::UnboundedSender<TenantId>,
+    chat_locks: DashMap<(TenantId, String), Arc<AsyncMutex<()>>>,
+    outbox_tenants: DashSet<TenantId>,
+    outbox_wake: Notify,
+    last_sent: DashMap<String, Instant>,
+    stopped: std::sync::atomic::AtomicBool,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// The channel runtime: inbox workers and the outbox sender. Cheap to clone.
+#[derive(Clone)]
+pub struct Channels {
+    inner: Arc<Inner>,
+}
+
+/// Least time between two messages to one chat.
+const PER_CHAT_GAP: Duration = Duration::from_millis(1000);
+/// Sends before a failing message is given up.
+const MAX_ATTEMPTS: i64 = 6;
+
+impl Channels {
+    /// Starts the workers and the sender, and resumes tenants left with work in flight.
+    pub fn start(store: Store, llm: Option<LlmClient>, telegram_api: String) -> Channels {
+        let (inbox_tx, mut inbox_rx) = mpsc::unbounded_channel::<TenantId>();
+        let channels = Channels {
+            inner: Arc::new(Inner {
+                store,
+                llm,
+                telegram_api,
+                inbox_tx,
+                chat_locks: DashMap::new(),
+                outbox_tenants: DashSet::new(),
+                outbox_wake: Notify::new(),
+                last_sent: DashMap::new(),
+                stopped: std::sync::atomic::AtomicBool::new(false),
+                tasks: std::sync::Mutex::new(Vec::new()),
+            }),
+        };
+        let c = channels.clone();
+        let workers = tokio::spawn(async move {
+            while let Some(tenant) = inbox_rx.recv().await {
+                let c = c.clone();
+                tokio::spawn(async move { c.process_tenant(tenant).await });
+            }
+        });
+        let c = channels.clone();
+        let sender = tokio::spawn(async move { c.send_loop().await });
+        let c = channels.clone();
+        let resume = tokio::spawn(async move {
+            let control = c.inner.store.control().clone();
+            match blocking(move || control.pending_tenants()).await {
+                Ok(tenants) => {
+                    if !tenants.is_empty() {
+                        tracing::info!(
+                            tenants = tenants.len(),
+                            "resuming channel work left from before"
+                        );
+                    }
+                    for t in tenants {
+                        c.inner.outbox_tenants.insert(t.clone());
+                        c.wake(t);
+                    }
+                    c.inner.outbox_wake.notify_one();
+                }
+                Err::<_, StoreError>(e) => {
+                    tracing::error!(error = %e, "cannot read pending channel work")
+                }
+            }
+        });
+        channels
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([workers, sender, resume]);
+        channels
+    }
+
+    /// Stops the workers and the sender (on shutdown); rows left pending resume at start.
+    pub fn stop(&self) {
+        self.inner
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.inner.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Telegram Bot API base URL.
+    pub fn telegram_api(&self) -> &str {
+        &self.inner.telegram_api
+    }
+
+    /// Asks a worker to process the tenant's pending inbox rows.
+    pub fn wake(&self, tenant: TenantId) {
+        if !self.stopped() {
+            let _ = self.inner.inbox_tx.send(tenant);
+        }
+    }
+
+    /// Stores an inbound update durably; returns whether it needs processing. Call before
+    /// answering the provider.
+    pub async fn accept(&self, tenant: &TenantId, inbound: Inbound) -> Result<bool, ChannelError> {
+        let store = self.inner.store.clone();
+        let t = tenant.clone();
+        let fresh = blocking(move || {
+            let handle = store.pool().acquire(&t)?;
+            let conn = handle.conn()?;
+            let fresh = store_inbound(&conn, &inbound)?;
+            if fresh {
+                store.control().mark_pending(&t)?;
+            }
+            Ok::<_, ChannelError>(fresh)
+        })
+        .await?;
+        if fresh {
+            self.wake(tenant.clone());
+        }
+        Ok(fresh)
+    }
+
+    async fn process_tenant(&self, tenant: TenantId) {
+        let store = self.inner.store.clone();
+        let t = tenant.clone();
+        let chats = blocking(move || {
+            let handle = store.pool().acquire(&t)?;
+            let conn = handle.conn()?;
+            let mut stmt = conn.prepare(
+                "SELECT DISTINCT chat_id FROM inbox WHERE status = 'pending' ORDER BY chat_id",
+            )?;
+            let chats = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, ChannelError>(chats)
+        })
+        .await;
+        let chats = match chats {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(tenant = %tenant, error = %e, "cannot read the inbox");
+                return;
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for chat in chats {
+            let c = self.clone();
+            let t = tenant.clone();
+            tasks.spawn(async move { c.process_chat(t, chat).await });
+        }
+        while tasks.join_next().await.is_some() {}
+        self.inner.outbox_tenants.insert(tenant);
+        self.inner.outbox_wake.notify_one();
+    }
+
+    /// Processes a chat's pending rows one at a time, oldest first.
+    async fn process_chat(&self, tenant: TenantId, chat: String) {
+        let lock = self
+            .inner
+            .chat_locks
+            .entry((tenant.clone(), chat.clone()))
+            .or_default()
+            .clone();
+        let _held = lock.lock().await;
+        while !self.stopped() {
+            let store = self.inner.store.clone();
+            let (t, c) = (tenant.clone(), chat.clone());
+            let next = blocking(move || {
+                let handle = store.pool().acquire(&t)?;
+                let conn = handle.conn()?;
+                let row = conn
+                    .query_row(
+                        "SELECT id, update_key, chat_id, sender_id, text, channel FROM inbox
+                         WHERE status = 'pending' AND chat_id = ?1 ORDER BY id LIMIT 1",
+                        [&c],
+                        |r| {
+                            Ok((
+                                Row {
+                                    id: r.get(0)?,
+                                    update_key: r.get(1)?,
+                                    chat_id: r.get(2)?,
+                                    sender_id: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                                    text: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                                },
+                                r.get::<_, String>(5)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                let Some((row, channel)) = row else {
+                    return Ok(None);
+                };
+                let who = identify(&conn, &channel, &row.sender_id)?;
+                Ok::<_, ChannelError>(Some((row, channel, who)))
+            })
+            .await;
+            let (row, channel, who) = match next {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(tenant = %tenant, error = %e, "cannot read the inbox");
+                    break;
+                }
+            };
+            if let Err(e) = self.process_row(&tenant, &channel, row, who).await {
+                // The row stays pending and is retried on the next wake or restart.
+                tracing::error!(tenant = %tenant, error = %e, "processing an inbox row failed");
+                break;
+            }
+        }
+    }
+
+    async fn process_row(
+        &self,
+        tenant: &TenantId,
+        channel: &str,
+        row: Row,
+        who: Who,
+    ) -> Result<(), ChannelError> {
+        let to = ReplyTo {
+            channel: channel.to_owned(),
+            chat_id: row.chat_id.clone(),
+            inbox_id: row.id,
+        };
+        match who {
+            Who::Staff(staff) => {
+                let req = Request {
+                    inbound_id: Some(row.update_key.clone()),
+                    channel: channel.to_owned(),
+                    sender: staff.to_string(),
+                    input: Input::Text(row.text.clone()),
+                    parse_us: None,
+                    reply_to: Some(to.clone()),
+                };
+                match crate::message::handle(
+                    &self.inner.store,
+                    self.inner.llm.as_ref(),
+                    tenant,
+                    req,
+                )
+                .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(ExecError::Invalid(m) | ExecError::UnknownSender(m)) => {
+                        let store = self.inner.store.clone();
+                        let t = tenant.clone();
+                        blocking(move || {
+                            let handle = store.pool().acquire(&t)?;
+                            let mut conn = handle.conn()?;
+                            let tx = conn.transaction()?;
+                            executor::finish_inbox(
+                                &tx,
+                                &to,
+                                &format!("Sorry: {m}"),
+                                Some("refused"),
+                            )?;
+                            tx.commit()?;
+                            Ok::<_, ChannelError>(())
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Who::Stranger => {
+                let store = self.inner.store.clone();
+                let t = tenant.clone();
+                let channel = channel.to_owned();
+                blocking(move || {
+                    let handle = store.pool().acquire(&t)?;
+                    let mut conn = handle.conn()?;
+                    handle_stranger(&mut conn, &channel, &row)?;
+                    Ok::<_, ChannelError>(())
+                })
+                .await
+            }
+        }
+    }
+
+    async fn send_loop(&self) {
+        loop {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(250),
+                self.inner.outbox_wake.notified(),
+            )
+            .await;
+            let tenants: Vec<TenantId> = self
+                .inner
+                .outbox_tenants
+                .iter()
+                .map(|t| t.clone())
+                .collect();
+            for tenant in tenants {
+                match self.send_due(&tenant).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.inner.outbox_tenants.remove(&tenant);
+                        let control = self.inner.store.control().clone();
+                        let store = self.inner.store.clone();
+                        let t = tenant.clone();
+                        let _ = blocking(move || {
+                            let handle = store.pool().acquire(&t)?;
+                            let conn = handle.conn()?;
+                            let busy: bool = conn.query_row(
+                                "SELECT EXISTS (SELECT 1 FROM inbox WHERE status = 'pending')
+                                     OR EXISTS (SELECT 1 FROM outbox WHERE status = 'pending')",
+                                [],
+                                |r| r.get(0),
+                            )?;
+                            if !busy {
+                                control.clear_pending(&t)?;
+                            }
+                            Ok::<_, ChannelError>(())
+                        })
+                        .await;
+                    }
+                    Err(e) => tracing::error!(tenant = %tenant, error = %e, "outbox send failed"),
+                }
+            }
+        }
+    }
+
+    /// Sends the tenant's due outbox rows; returns whether any row is still pending.
+    async fn send_due(&self, tenant: &TenantId) -> Result<bool, ChannelError> {
+        let store = self.inner.store.clone();
+        let t = tenant.clone();
+        type Due = (i64, String, String, String, i64, i64);
+        let (due, pending, token) = blocking(move || {
+            let handle = store.pool().acquire(&t)?;
+            let conn = handle.conn()?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, channel, chat_id, text, parts_sent, attempts FROM outbox
+                 WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT 50",
+            )?;
+            let due = stmt
+                .query_map([shop::now_utc()], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })?
+                .collect::<Result<Vec<Due>, _>>()?;
+            let pending: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE status = 'pending')",
+                [],
+                |r| r.get(0),
+            )?;
+            let token = store
+                .control()
+                .binding(&t, telegram::CHANNEL)?
+                .map(|b| b.token);
+            Ok::<_, ChannelError>((due, pending, token))
+        })
+        .await?;
+        let mut chats_done = std::collections::HashSet::new();
+        for (id, channel, chat, text, parts_sent, attempts) in due {
+            // One message per chat per pass keeps order and the per-chat pace.
+            if !chats_done.insert(chat.clone()) {
+                continue;
+            }
+            let chat_key = format!("{tenant}/{channel}/{chat}");
+            if self
+                .inner
+                .last_sent
+                .get(&chat_key)
+                .is_some_and(|t| t.elapsed() < PER_CHAT_GAP)
+            {
+                continue;
+            }
+            let result = match (channel.as_str(), token.as_deref()) {
+                (telegram::CHANNEL, Some(token)) => {
+                    let bot = telegram::bot(&self.inner.telegram_api, token)?;
+                    let parts = split_text(&text, telegram::MAX_TEXT);
+                    let mut sent = parts_sent;
+                    let mut outcome = Ok(String::new());
+                    for part in parts.iter().skip(parts_sent as usize) {
+                        match telegram::send(&bot, &chat, part).await {
+                            Ok(pid) => {
+                                sent += 1;
+                                outcome = Ok(pid);
+                                self.record_parts(tenant, id, sent).await?;
+                            }
+                            Err(e) => {
+                                outcome = Err(e);
+                                break;
+                            }
+                        }
+                    }
+                    self.inner.last_sent.insert(chat_key, Instant::now());
+                    outcome
+                }
+                (telegram::CHANNEL, None) => Err(SendError::Unreachable(
+                    "the Telegram bot is no longer bound".into(),
+                )),
+                (other, _) => Err(SendError::Unreachable(format!(
+                    "channel {other} cannot send yet"
+                ))),
+            };
+            self.record_send(tenant, id, attempts, result).await?;
+        }
+        Ok(pending)
+    }
+
+    async fn record_parts(
+        &self,
+        tenant: &TenantId,
+        id: i64,
+        sent: i64,
+    ) -> Result<(), ChannelError> {
+        let store = self.inner.store.clone();
+        let t = tenant.clone();
+        blocking(move || {
+            let handle = store.pool().acquire(&t)?;
+            let conn = handle.conn()?;
+            conn.execute(
+                "UPDATE outbox SET parts_sent = ?2 WHERE id = ?1",
+                params![id, sent],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_send(
+        &self,
+        tenant: &TenantId,
+        id: i64,
+        attempts: i64,
+        result: Result<String, SendError>,
+    ) -> Result<(), ChannelError> {
+        let store = self.inner.store.clone();
+        let t = tenant.clone();
+        let later = |d: Duration| {
+            (chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or_default())
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        let (status, next, error, provider): (&str, String, Option<String>, Option<String>) =
+            match result {
+                Ok(pid) => ("sent", shop::now_utc(), None, Some(pid)),
+                Err(SendError::RetryAfter(d)) => (
+                    "pending",
+                    later(d),
+                    Some(format!("rate limited: retry after {d:?}")),
+                    None,
+                ),
+                Err(SendError::Moved(new_chat)) => {
+                    let store2 = store.clone();
+                    let t2 = t.clone();
+                    blocking(move || {
+                        let handle = store2.pool().acquire(&t2)?;
+                        handle.conn()?.execute(
+                            "UPDATE outbox SET chat_id = ?2 WHERE id = ?1",
+                            params![id, new_chat],
+                        )?;
+                        Ok::<_, ChannelError>(())
+                    })
+                    .await?;
+                    (
+                        "pending",
+                        shop::now_utc(),
+                        Some("chat migrated".into()),
+                        None,
+                    )
+                }
+                Err(SendError::Unreachable(why)) => {
+                    ("unreachable", shop::now_utc(), Some(why), None)
+                }
+                Err(SendError::Retry(why)) if attempts + 1 >= MAX_ATTEMPTS => {
+                    ("failed", shop::now_utc(), Some(why), None)
+                }
+                Err(SendError::Retry(why)) => (
+                    "pending",
+                    later(Duration::from_secs(1 << attempts.min(6))),
+                    Some(why),
+                    None,
+                ),
+            };
+        blocking(move || {
+            let handle = store.pool().acquire(&t)?;
+            let conn = handle.conn()?;
+            conn.execute(
+                "UPDATE outbox SET status = ?2, next_attempt_at = ?3, last_error = ?4,
+                        provider_id = coalesce(?5, provider_id), attempts = attempts + 1,
+                        sent_at = CASE WHEN ?2 = 'sent' THEN ?3 END
+                 WHERE id = ?1",
+                params![id, status, next, error, provider],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_splits_under_the_limit_on_line_breaks() {
+        let text = format!("{}\n{}", "a".repeat(3000), "b".repeat(3000));
+        let parts = split_text(&text, 4096);
+        assert_eq!(parts.len(), 2);
+        assert!(parts.iter().all(|p| p.chars().count() <= 4096));
+        assert_eq!(parts.concat(), text);
+        let one_line = "x".repeat(9000);
+        let parts = split_text(&one_line, 4096);
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![4096, 4096, 808]
+        );
+        assert_eq!(split_text("hi", 4096), vec!["hi".to_string()]);
+    }
+}

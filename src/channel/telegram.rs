@@ -1,0 +1,181 @@
+//! Telegram: decoding webhook updates (teloxide's types), binding a bot (getMe, setWebhook,
+//! setMyCommands) and sending (sendMessage). Invariant: a bot token is only ever sent to the
+//! Bot API, never logged or returned.
+
+use super::{ChannelError, Inbound, SendError};
+use teloxide::prelude::Requester;
+use teloxide::types::{BotCommand, ChatId, Update, UpdateKind};
+
+/// The channel name.
+pub const CHANNEL: &str = "telegram";
+
+/// Telegram's longest message.
+pub const MAX_TEXT: usize = 4096;
+
+/// A bot client against `api_url`.
+pub fn bot(api_url: &str, token: &str) -> Result<teloxide::Bot, ChannelError> {
+    let url = reqwest::Url::parse(api_url)
+        .map_err(|e| ChannelError::Provider(format!("bad TARN_TELEGRAM_API_URL: {e}")))?;
+    Ok(teloxide::Bot::new(token).set_api_url(url))
+}
+
+/// Decodes a webhook body. Anything that is not a plain text message from a person is
+/// stored and acknowledged but not acted on.
+pub fn decode(bot_id: &str, body: &[u8]) -> Result<Inbound, ChannelError> {
+    let raw: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ChannelError::BadRequest(format!("not JSON: {e}")))?;
+    let update_id = raw["update_id"]
+        .as_i64()
+        .ok_or_else(|| ChannelError::BadRequest("update_id missing".into()))?;
+    let mut inbound = Inbound {
+        channel: CHANNEL,
+        update_key: format!("tg:{bot_id}:{update_id}"),
+        chat_id: None,
+        sender_id: None,
+        sender_name: None,
+        text: None,
+        payload: String::from_utf8_lossy(body).into_owned(),
+        actionable: false,
+        note: None,
+    };
+    let update: Update = match serde_json::from_value(raw) {
+        Ok(u) => u,
+        Err(e) => {
+            inbound.note = Some(format!("undecodable update: {e}"));
+            return Ok(inbound);
+        }
+    };
+    match update.kind {
+        UpdateKind::Message(m) => {
+            inbound.chat_id = Some(m.chat.id.0.to_string());
+            if let Some(from) = m.from.as_ref() {
+                inbound.sender_id = Some(from.id.0.to_string());
+                inbound.sender_name = Some(from.full_name());
+            }
+            if let Some(new_id) = m.migrate_to_chat_id() {
+                inbound.note = Some(format!("group migrated to {}", new_id.0));
+            } else if m.from.as_ref().is_some_and(|f| f.is_bot) {
+                inbound.note = Some("from a bot".into());
+            } else if let Some(text) = m.text() {
+                inbound.text = Some(text.to_owned());
+                inbound.actionable = true;
+            } else {
+                inbound.note = Some("no text".into());
+            }
+        }
+        UpdateKind::EditedMessage(m) => {
+            inbound.chat_id = Some(m.chat.id.0.to_string());
+            inbound.note = Some("edited message: never applied twice".into());
+        }
+        _ => inbound.note = Some("not a message".into()),
+    }
+    Ok(inbound)
+}
+
+/// A Bot API error in words, without the request URL (it carries the bot token).
+fn describe(e: &teloxide::RequestError) -> String {
+    use teloxide::RequestError;
+    match e {
+        RequestError::Api(api) => format!("Telegram said: {api}"),
+        RequestError::RetryAfter(s) => format!("rate limited for {}s", s.seconds()),
+        RequestError::Network(n) if n.is_timeout() => "timed out".into(),
+        RequestError::Network(_) => "network error reaching the Bot API".into(),
+        RequestError::InvalidJson { .. } => "the Bot API answered something unreadable".into(),
+        other => other
+            .to_string()
+            .split(" for url")
+            .next()
+            .unwrap_or("error")
+            .to_owned(),
+    }
+}
+
+/// The bot's id and username, checking the token (getMe).
+pub async fn get_me(bot: &teloxide::Bot) -> Result<(String, String), ChannelError> {
+    let me = bot
+        .get_me()
+        .await
+        .map_err(|e| ChannelError::Provider(format!("getMe failed: {}", describe(&e))))?;
+    Ok((me.id.0.to_string(), me.username().to_owned()))
+}
+
+/// Points the bot's webhook at `url` with `secret` and registers the slash commands.
+pub async fn set_webhook(bot: &teloxide::Bot, url: &str, secret: &str) -> Result<(), ChannelError> {
+    use teloxide::payloads::SetWebhookSetters;
+    use teloxide::types::AllowedUpdate;
+    let url = reqwest::Url::parse(url)
+        .map_err(|e| ChannelError::BadRequest(format!("TARN_PUBLIC_URL: {e}")))?;
+    bot.set_webhook(url)
+        .secret_token(secret.to_owned())
+        .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::EditedMessage])
+        .await
+        .map_err(|e| ChannelError::Provider(format!("setWebhook failed: {}", describe(&e))))?;
+    let commands = [
+        ("sale", "record a sale: /sale 3 rice 15"),
+        ("restock", "stock in: /restock sugar 20 2.5"),
+        ("stock", "what is in stock"),
+        ("price", "change a price: /price rice 16"),
+        ("addproduct", "new product: /addproduct soap 1.20"),
+        ("expense", "record an expense: /expense 20 fuel"),
+        ("paid", "a customer pays: /paid ahmed 200"),
+        ("balance", "what a customer owes"),
+        ("order", "new order: /order fatima 2 rice"),
+        ("assign", "give an order to a driver"),
+        ("delivered", "an order was delivered"),
+        ("orders", "list orders"),
+        ("report", "sales report"),
+        ("undo", "undo your last action"),
+        ("join", "join the shop: /join CODE"),
+        ("help", "what I can do"),
+    ]
+    .map(|(c, d)| BotCommand::new(c, d));
+    bot.set_my_commands(commands)
+        .await
+        .map_err(|e| ChannelError::Provider(format!("setMyCommands failed: {}", describe(&e))))?;
+    Ok(())
+}
+
+/// The webhook's status as Telegram sees it (getWebhookInfo).
+pub async fn webhook_info(bot: &teloxide::Bot) -> Result<serde_json::Value, ChannelError> {
+    let info = bot
+        .get_webhook_info()
+        .await
+        .map_err(|e| ChannelError::Provider(format!("getWebhookInfo failed: {}", describe(&e))))?;
+    Ok(serde_json::json!({
+        "url": info.url.map(|u| u.to_string()),
+        "pending_update_count": info.pending_update_count,
+        "last_error_date": info.last_error_date.map(|d| d.to_rfc3339()),
+        "last_error_message": info.last_error_message,
+    }))
+}
+
+/// Removes the webhook.
+pub async fn delete_webhook(bot: &teloxide::Bot) -> Result<(), ChannelError> {
+    bot.delete_webhook()
+        .await
+        .map(|_| ())
+        .map_err(|e| ChannelError::Provider(format!("deleteWebhook failed: {}", describe(&e))))
+}
+
+/// Sends one message part.
+pub async fn send(bot: &teloxide::Bot, chat_id: &str, text: &str) -> Result<String, SendError> {
+    use teloxide::ApiError;
+    use teloxide::RequestError;
+    let chat: i64 = chat_id
+        .parse()
+        .map_err(|_| SendError::Unreachable(format!("bad chat id {chat_id}")))?;
+    match bot.send_message(ChatId(chat), text).await {
+        Ok(m) => Ok(m.id.0.to_string()),
+        Err(RequestError::RetryAfter(s)) => Err(SendError::RetryAfter(s.duration())),
+        Err(RequestError::MigrateToChatId(new)) => Err(SendError::Moved(new.0.to_string())),
+        Err(RequestError::Api(
+            ApiError::BotBlocked
+            | ApiError::BotKicked
+            | ApiError::BotKickedFromSupergroup
+            | ApiError::ChatNotFound
+            | ApiError::UserDeactivated
+            | ApiError::CantInitiateConversation,
+        )) => Err(SendError::Unreachable("blocked or gone".into())),
+        Err(e) => Err(SendError::Retry(describe(&e))),
+    }
+}

@@ -1,0 +1,157 @@
+//! Channel routes: binding a Telegram bot to a tenant, and the Telegram webhook.
+//! Invariants: the webhook checks the secret token in constant time and stores the update
+//! before answering 200; tokens are never echoed back.
+
+use super::AppState;
+use super::auth::TenantAccess;
+use super::error::{ApiError, ApiJson};
+use crate::channel::{ChannelError, telegram};
+use crate::control::Binding;
+use crate::store::random_secret;
+use crate::tenant::{TenantId, pool::blocking};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+impl From<ChannelError> for ApiError {
+    fn from(e: ChannelError) -> Self {
+        match e {
+            ChannelError::BadRequest(m) => ApiError::bad_request(m),
+            ChannelError::Unauthorized => ApiError::unauthorized("wrong or missing webhook secret"),
+            e @ ChannelError::NotBound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            ChannelError::Provider(m) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", m)
+            }
+            ChannelError::Store(e) => e.into(),
+            ChannelError::Exec(e) => e.into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramBody {
+    bot_token: String,
+}
+
+/// `PUT /v1/tenants/{t}/channels/telegram` `{"bot_token"}`: checks the token (getMe), stores
+/// it, and points the bot's webhook here with a fresh secret.
+pub async fn put_telegram(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    ApiJson(body): ApiJson<TelegramBody>,
+) -> Result<Json<Value>, ApiError> {
+    let public = state.config.public_url.clone().ok_or_else(|| {
+        ApiError::bad_request("set TARN_PUBLIC_URL to this server's public https URL first")
+    })?;
+    let token = body.bot_token.trim().to_owned();
+    if token.is_empty() || token.len() > 200 || token.contains(['/', '?', '#', ' ']) {
+        return Err(ApiError::bad_request(
+            "bot_token does not look like a Telegram bot token",
+        ));
+    }
+    let store = state.store.clone();
+    let t = access.id.clone();
+    blocking(move || store.get_tenant(&t)).await?;
+    let bot = telegram::bot(state.channels.telegram_api(), &token)?;
+    let (bot_id, username) = telegram::get_me(&bot).await?;
+    let secret = random_secret("");
+    let url = format!(
+        "{}/webhooks/telegram/{}",
+        public.trim_end_matches('/'),
+        access.id
+    );
+    let binding = Binding {
+        tenant: access.id.clone(),
+        channel: telegram::CHANNEL.into(),
+        key: bot_id.clone(),
+        token,
+        secret: Some(secret.clone()),
+        username: Some(username.clone()),
+        created_at: crate::shop::now_utc(),
+    };
+    let control = state.store.control().clone();
+    blocking(move || control.put_binding(&binding)).await?;
+    if let Err(e) = telegram::set_webhook(&bot, &url, &secret).await {
+        let control = state.store.control().clone();
+        let t = access.id.clone();
+        let _ = blocking(move || control.delete_binding(&t, telegram::CHANNEL)).await;
+        return Err(e.into());
+    }
+    tracing::info!(tenant = %access.id, bot = %username, "telegram bot bound");
+    Ok(Json(
+        json!({"channel": "telegram", "bot_id": bot_id, "username": username, "webhook_url": url}),
+    ))
+}
+
+async fn telegram_binding(state: &AppState, tenant: &TenantId) -> Result<Binding, ApiError> {
+    let control = state.store.control().clone();
+    let t = tenant.clone();
+    blocking(move || control.binding(&t, telegram::CHANNEL))
+        .await?
+        .ok_or_else(|| ChannelError::NotBound("telegram").into())
+}
+
+/// `GET /v1/tenants/{t}/channels/telegram`: the binding and Telegram's view of the webhook.
+pub async fn get_telegram(
+    State(state): State<AppState>,
+    access: TenantAccess,
+) -> Result<Json<Value>, ApiError> {
+    let b = telegram_binding(&state, &access.id).await?;
+    let bot = telegram::bot(state.channels.telegram_api(), &b.token)?;
+    let webhook = telegram::webhook_info(&bot).await?;
+    Ok(Json(json!({
+        "channel": "telegram", "bot_id": b.key, "username": b.username,
+        "bound_at": b.created_at, "webhook": webhook,
+    })))
+}
+
+/// `DELETE /v1/tenants/{t}/channels/telegram`: removes the webhook and the binding.
+pub async fn delete_telegram(
+    State(state): State<AppState>,
+    access: TenantAccess,
+) -> Result<StatusCode, ApiError> {
+    let b = telegram_binding(&state, &access.id).await?;
+    if let Ok(bot) = telegram::bot(state.channels.telegram_api(), &b.token)
+        && let Err(e) = telegram::delete_webhook(&bot).await
+    {
+        tracing::warn!(tenant = %access.id, error = %e, "deleteWebhook failed; unbinding anyway");
+    }
+    let control = state.store.control().clone();
+    let t = access.id.clone();
+    blocking(move || control.delete_binding(&t, telegram::CHANNEL)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /webhooks/telegram/{tenant}`: Telegram's update delivery.
+pub async fn telegram_webhook(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = TenantId::parse(&raw)?;
+    let given = headers
+        .get("x-telegram-bot-api-secret-token")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let control = state.store.control().clone();
+    let t = tenant.clone();
+    let binding = blocking(move || control.binding(&t, telegram::CHANNEL)).await?;
+    let Some(binding) = binding else {
+        return Err(ApiError::unauthorized("wrong or missing webhook secret"));
+    };
+    let expected = binding.secret.unwrap_or_default();
+    if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(&given)) {
+        return Err(ChannelError::Unauthorized.into());
+    }
+    let inbound = telegram::decode(&binding.key, &body)?;
+    state.channels.accept(&tenant, inbound).await?;
+    Ok(Json(json!({})))
+}

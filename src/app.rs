@@ -195,6 +195,7 @@ impl App {
             store.clone(),
             llm.clone(),
             config.telegram_api_url.clone(),
+            Duration::from_millis(config.chat_gap_ms),
         );
         let state = AppState {
             channels,

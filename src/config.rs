@@ -257,6 +257,10 @@ pub struct ServeConfig {
         default_value = "https://api.telegram.org"
     )]
     pub telegram_api_url: String,
+    /// Least milliseconds between two messages to one chat (Telegram allows about one a
+    /// second).
+    #[arg(long, env = "TARN_CHAT_GAP_MS", default_value_t = 1000)]
+    pub chat_gap_ms: u64,
     /// Folder of the prompt files (`parser.md`, `examples.jsonl`).
     #[arg(long, env = "TARN_PROMPTS_DIR", default_value = "./prompts")]
     pub prompts_dir: PathBuf,

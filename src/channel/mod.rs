@@ -206,6 +206,7 @@ struct Inner {
     outbox_wake: Notify,
     last_sent: DashMap<String, Instant>,
     stopped: std::sync::atomic::AtomicBool,
+    chat_gap: Duration,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -215,14 +216,17 @@ pub struct Channels {
     inner: Arc<Inner>,
 }
 
-/// Least time between two messages to one chat.
-const PER_CHAT_GAP: Duration = Duration::from_millis(1000);
 /// Sends before a failing message is given up.
 const MAX_ATTEMPTS: i64 = 6;
 
 impl Channels {
     /// Starts the workers and the sender, and resumes tenants left with work in flight.
-    pub fn start(store: Store, llm: Option<LlmClient>, telegram_api: String) -> Channels {
+    pub fn start(
+        store: Store,
+        llm: Option<LlmClient>,
+        telegram_api: String,
+        chat_gap: Duration,
+    ) -> Channels {
         let (inbox_tx, mut inbox_rx) = mpsc::unbounded_channel::<TenantId>();
         let channels = Channels {
             inner: Arc::new(Inner {
@@ -235,6 +239,7 @@ impl Channels {
                 outbox_wake: Notify::new(),
                 last_sent: DashMap::new(),
                 stopped: std::sync::atomic::AtomicBool::new(false),
+                chat_gap,
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
         };
@@ -540,13 +545,13 @@ impl Channels {
     async fn send_due(&self, tenant: &TenantId) -> Result<bool, ChannelError> {
         let store = self.inner.store.clone();
         let t = tenant.clone();
-        type Due = (i64, String, String, String, i64, i64);
+        type Due = (i64, String, String, String, i64, i64, bool);
         let (due, pending, token) = blocking(move || {
             let handle = store.pool().acquire(&t)?;
             let conn = handle.conn()?;
             let mut stmt = conn.prepare_cached(
-                "SELECT id, channel, chat_id, text, parts_sent, attempts FROM outbox
-                 WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT 50",
+                "SELECT id, channel, chat_id, text, parts_sent, attempts, next_attempt_at <= ?1
+                 FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 200",
             )?;
             let due = stmt
                 .query_map([shop::now_utc()], |r| {
@@ -557,6 +562,7 @@ impl Channels {
                         r.get(3)?,
                         r.get(4)?,
                         r.get(5)?,
+                        r.get(6)?,
                     ))
                 })?
                 .collect::<Result<Vec<Due>, _>>()?;
@@ -573,9 +579,10 @@ impl Channels {
         })
         .await?;
         let mut chats_done = std::collections::HashSet::new();
-        for (id, channel, chat, text, parts_sent, attempts) in due {
-            // One message per chat per pass keeps order and the per-chat pace.
-            if !chats_done.insert(chat.clone()) {
+        for (id, channel, chat, text, parts_sent, attempts, is_due) in due {
+            // Only a chat's oldest pending message may go (a delayed one holds the rest back),
+            // and one per pass keeps the per-chat pace.
+            if !chats_done.insert(chat.clone()) || !is_due {
                 continue;
             }
             let chat_key = format!("{tenant}/{channel}/{chat}");
@@ -583,7 +590,7 @@ impl Channels {
                 .inner
                 .last_sent
                 .get(&chat_key)
-                .is_some_and(|t| t.elapsed() < PER_CHAT_GAP)
+                .is_some_and(|t| t.elapsed() < self.inner.chat_gap)
             {
                 continue;
             }

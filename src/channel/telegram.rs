@@ -38,7 +38,9 @@ pub fn decode(bot_id: &str, body: &[u8]) -> Result<Inbound, ChannelError> {
         actionable: false,
         note: None,
     };
-    let update: Update = match serde_json::from_value(raw) {
+    // From the bytes, not the `Value`: teloxide's flattened `UpdateKind` does not decode from
+    // a `serde_json::Value` (it yields `UpdateKind::Error`).
+    let update: Update = match serde_json::from_slice(body) {
         Ok(u) => u,
         Err(e) => {
             inbound.note = Some(format!("undecodable update: {e}"));
@@ -80,7 +82,9 @@ fn describe(e: &teloxide::RequestError) -> String {
         RequestError::RetryAfter(s) => format!("rate limited for {}s", s.seconds()),
         RequestError::Network(n) if n.is_timeout() => "timed out".into(),
         RequestError::Network(_) => "network error reaching the Bot API".into(),
-        RequestError::InvalidJson { .. } => "the Bot API answered something unreadable".into(),
+        RequestError::InvalidJson { source, .. } => {
+            format!("the Bot API answered something unreadable ({source})")
+        }
         other => other
             .to_string()
             .split(" for url")

@@ -7,4 +7,5 @@ mod ops;
 mod parser;
 mod pool;
 mod shop;
+mod telegram;
 mod tenants;

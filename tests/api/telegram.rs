@@ -1,0 +1,470 @@
+//! Telegram end to end against a local fake Bot API server (real HTTP, the Bot API's wire
+//! format): binding, the fixtures, secrets, dedupe, ordering, 429s, /join, strangers, and a
+//! restart with work in flight.
+
+use crate::helpers::*;
+use axum::extract::{Path as AxPath, State};
+use axum::response::{IntoResponse, Response};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "7000001:AAtesttoken";
+
+#[derive(Clone, Default)]
+struct FakeBot {
+    base: String,
+    calls: Arc<Mutex<Vec<(String, Value)>>>,
+    sent: Arc<Mutex<Vec<(i64, String, Instant)>>>,
+    send_script: Arc<Mutex<VecDeque<(u16, Value)>>>,
+}
+
+impl FakeBot {
+    fn sent_to(&self, chat: i64) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(c, _, _)| *c == chat)
+            .map(|(_, t, _)| t.clone())
+            .collect()
+    }
+    fn call(&self, method: &str) -> Option<Value> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(m, _)| m == method)
+            .map(|(_, v)| v.clone())
+    }
+    async fn wait_sent(&self, chat: i64, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = self.sent_to(chat);
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The text fields of a multipart/form-data body (teloxide sends setWebhook that way), with
+/// JSON-looking values parsed.
+fn multipart_fields(body: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(body);
+    let mut out = serde_json::Map::new();
+    for part in text.split("\r\n--") {
+        let Some(start) = part.find("name=\"") else {
+            continue;
+        };
+        let rest = &part[start + 6..];
+        let Some(end) = rest.find('"') else { continue };
+        let name = rest[..end].to_owned();
+        let Some(v) = rest.find("\r\n\r\n") else {
+            continue;
+        };
+        let value = rest[v + 4..].trim_end_matches("\r\n").to_owned();
+        let parsed = serde_json::from_str(&value).unwrap_or(Value::String(value));
+        out.insert(name, parsed);
+    }
+    Value::Object(out)
+}
+
+fn ok(result: Value) -> Response {
+    axum::Json(json!({"ok": true, "result": result})).into_response()
+}
+
+async fn bot_api(
+    State(fake): State<FakeBot>,
+    AxPath((bot, method)): AxPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    assert_eq!(bot, format!("bot{TOKEN}"), "the token goes in the path");
+    let body: Value = serde_json::from_slice(&body).unwrap_or_else(|_| multipart_fields(&body));
+    // Bot API method names are case-insensitive (teloxide sends "GetMe").
+    let method = method.to_lowercase();
+    fake.calls
+        .lock()
+        .unwrap()
+        .push((method.clone(), body.clone()));
+    match method.as_str() {
+        "getme" => ok(
+            json!({"id": 7000001, "is_bot": true, "first_name": "Shop", "username": "tarn_bot",
+            "can_join_groups": true, "can_read_all_group_messages": false, "supports_inline_queries": false,
+            "can_connect_to_business": false, "has_main_web_app": false}),
+        ),
+        "setwebhook" | "setmycommands" | "deletewebhook" => ok(json!(true)),
+        "getwebhookinfo" => ok(
+            json!({"url": "https://tarn.example/webhooks/telegram/s", "has_custom_certificate": false,
+            "pending_update_count": 3, "last_error_date": 1763800000, "last_error_message": "Connection refused"}),
+        ),
+        "sendmessage" => {
+            if let Some((status, err)) = fake.send_script.lock().unwrap().pop_front() {
+                return (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    axum::Json(err),
+                )
+                    .into_response();
+            }
+            let chat = body["chat_id"].as_i64().unwrap();
+            let text = body["text"].as_str().unwrap().to_owned();
+            let mut sent = fake.sent.lock().unwrap();
+            sent.push((chat, text.clone(), Instant::now()));
+            ok(json!({"message_id": sent.len(), "date": 1763800000,
+                "chat": {"id": chat, "type": "private", "first_name": "X"}, "text": text}))
+        }
+        other => (
+            axum::http::StatusCode::NOT_FOUND,
+            format!("no method {other}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn fake_bot() -> FakeBot {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake = FakeBot {
+        base: format!("http://{}", listener.local_addr().unwrap()),
+        ..FakeBot::default()
+    };
+    let app = axum::Router::new()
+        .route("/{bot}/{method}", axum::routing::post(bot_api))
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    fake
+}
+
+fn fixture(name: &str) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/tests/data/fixtures/telegram/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+fn text_update(update_id: i64, user: i64, chat: i64, text: &str) -> Value {
+    json!({"update_id": update_id, "message": {"message_id": update_id, "date": 1763800000,
+        "from": {"id": user, "is_bot": false, "first_name": "U"},
+        "chat": {"id": chat, "type": if chat < 0 { "supergroup" } else { "private" }, "title": "g", "first_name": "U"},
+        "text": text}})
+}
+
+struct Tg {
+    app: TestApp,
+    fake: FakeBot,
+    secret: String,
+}
+
+impl Tg {
+    async fn post(&self, update: &Value, secret: Option<&str>) -> StatusCode {
+        let mut req = self
+            .app
+            .client
+            .post(format!("{}/webhooks/telegram/s", self.app.base))
+            .json(update);
+        if let Some(s) = secret {
+            req = req.header("X-Telegram-Bot-Api-Secret-Token", s);
+        }
+        req.send().await.unwrap().status()
+    }
+    async fn deliver(&self, update: &Value) {
+        assert_eq!(
+            self.post(update, Some(&self.secret.clone())).await,
+            StatusCode::OK
+        );
+    }
+    fn inbox_count(&self) -> i64 {
+        let conn = rusqlite::Connection::open(tenant_file(&self.app.data_dir(), "s")).unwrap();
+        conn.query_row("SELECT count(*) FROM inbox", [], |r| r.get(0))
+            .unwrap()
+    }
+    async fn join(&self, update_id: i64, user: i64, staff: &str) {
+        let staff_list = self.app.get("/v1/tenants/s/staff").await;
+        let code = staff_list.body["staff"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == staff)
+            .unwrap()["join_code"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let before = self.fake.sent_to(user).len();
+        self.deliver(&text_update(
+            update_id,
+            user,
+            user,
+            &format!("/join {code}"),
+        ))
+        .await;
+        let sent = self.fake.wait_sent(user, before + 1).await;
+        assert!(
+            sent.last()
+                .unwrap()
+                .starts_with(&format!("Welcome, {staff}!")),
+            "{sent:?}"
+        );
+    }
+}
+
+async fn telegram_app(dir: Option<tempfile::TempDir>, fake: Option<FakeBot>) -> Tg {
+    let fake = match fake {
+        Some(f) => f,
+        None => fake_bot().await,
+    };
+    let base = fake.base.clone();
+    let tweak = |c: &mut tarn::config::ServeConfig| {
+        c.public_url = Some("https://tarn.example".into());
+        c.telegram_api_url = base.clone();
+        c.chat_gap_ms = 20;
+    };
+    let app = match dir {
+        Some(d) => spawn_app_in(d, tweak).await,
+        None => spawn_app_with(tweak).await,
+    };
+    let secret = if app.get("/v1/tenants/s").await.status == StatusCode::OK {
+        fake.call("setwebhook")
+            .map(|v| v["secret_token"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    } else {
+        app.shop("s").await;
+        app.post(
+            "/v1/tenants/s/staff",
+            json!({"name": "Amina", "role": "staff"}),
+        )
+        .await;
+        let r = app
+            .request(
+                reqwest::Method::PUT,
+                "/v1/tenants/s/channels/telegram",
+                Some(ADMIN),
+                Some(json!({"bot_token": TOKEN})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert!(!r.text.contains(TOKEN), "the token is never echoed");
+        fake.call("setwebhook").unwrap()["secret_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    Tg { app, fake, secret }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn binding_fixtures_secrets_join_strangers_and_dedupe() {
+    let tg = telegram_app(None, None).await;
+    let hook = tg.fake.call("setwebhook").unwrap();
+    assert_eq!(hook["url"], "https://tarn.example/webhooks/telegram/s");
+    assert_eq!(
+        hook["allowed_updates"],
+        json!(["message", "edited_message"])
+    );
+    assert_eq!(tg.secret.len(), 64);
+    let commands = tg.fake.call("setmycommands").unwrap();
+    assert!(
+        commands["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["command"] == "sale")
+    );
+    let r = tg.app.get("/v1/tenants/s/channels/telegram").await;
+    assert_eq!(
+        (
+            r.body["username"].as_str(),
+            r.body["webhook"]["pending_update_count"].as_u64()
+        ),
+        (Some("tarn_bot"), Some(3))
+    );
+    assert!(!r.text.contains(TOKEN));
+
+    // Wrong or missing secret: 401 and nothing stored.
+    let private = fixture("private_text");
+    assert_eq!(
+        tg.post(&private, Some("wrong")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(tg.post(&private, None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(tg.inbox_count(), 0);
+
+    // A stranger gets one polite line and writes nothing.
+    tg.deliver(&private).await;
+    let amina = 218485655;
+    let sent = tg.fake.wait_sent(amina, 1).await;
+    assert_eq!(sent, vec![tarn::channel::STRANGER.to_string()]);
+    assert_eq!(tg.app.product("s", "Rice").await["stock"], 20);
+
+    // /join links the identity; then the same sale delivered 5 times applies once.
+    tg.join(900, amina, "Amina").await;
+    let mut sale = private.clone();
+    sale["update_id"] = json!(901);
+    for _ in 0..5 {
+        tg.deliver(&sale).await;
+    }
+    let sent = tg.fake.wait_sent(amina, 3).await;
+    assert!(
+        sent[2].starts_with("Sold 3 Rice (15.00 USD each) = 45.00 USD to Ahmed."),
+        "{sent:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        tg.fake.sent_to(amina).len(),
+        3,
+        "one reply for five deliveries"
+    );
+    assert_eq!(tg.app.product("s", "Rice").await["stock"], 17);
+
+    // Edits, photos: stored and acknowledged, never acted on.
+    tg.deliver(&fixture("edited_message")).await;
+    tg.deliver(&fixture("photo_no_text")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tg.app.product("s", "Rice").await["stock"], 17);
+    assert_eq!(tg.fake.sent_to(amina).len(), 3);
+
+    // A group command from a joined driver: answered in the group, with the driver's role.
+    tg.join(902, 5964236329, "Musa").await;
+    tg.deliver(&fixture("group_command")).await;
+    let group = tg.fake.wait_sent(-1001293752024, 1).await;
+    assert_eq!(
+        group,
+        vec!["Sorry, a driver can't sales report.".to_string()]
+    );
+    let conn = rusqlite::Connection::open(tenant_file(&tg.app.data_dir(), "s")).unwrap();
+    let ignored: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM inbox WHERE status = 'ignored'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(ignored, 2);
+
+    let r = tg
+        .app
+        .request(
+            reqwest::Method::DELETE,
+            "/v1/tenants/s/channels/telegram",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(tg.fake.call("deletewebhook").is_some());
+    assert_eq!(
+        tg.post(&private, Some(&tg.secret)).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_chat_in_order_while_other_chats_proceed_and_429_is_honoured() {
+    let tg = telegram_app(None, None).await;
+    let (a, b) = (1001, 1002);
+    tg.join(1, a, "Sam").await;
+    tg.join(2, b, "Mary").await;
+    tg.fake.send_script.lock().unwrap().push_back((
+        429,
+        json!({"ok": false, "error_code": 429,
+        "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}),
+    ));
+    let throttled_at = Instant::now();
+    for i in 1..=20 {
+        tg.deliver(&text_update(100 + i, a, a, &format!("/expense {i} fuel")))
+            .await;
+        if i % 4 == 0 {
+            tg.deliver(&text_update(200 + i, b, b, "/stock rice")).await;
+        }
+    }
+    let got_a = tg.fake.wait_sent(a, 21).await;
+    let expenses: Vec<String> = got_a.iter().skip(1).cloned().collect();
+    let want: Vec<String> = (1..=20)
+        .map(|i| format!("Expense of {i}.00 USD (fuel) recorded."))
+        .collect();
+    assert_eq!(expenses, want, "one chat's replies in order");
+    assert_eq!(tg.fake.wait_sent(b, 6).await.len(), 6);
+    let first_reply = tg
+        .fake
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(c, t, _)| *c == a && t.starts_with("Expense"))
+        .map(|(_, _, at)| *at)
+        .unwrap();
+    assert!(
+        first_reply.duration_since(throttled_at) >= Duration::from_secs(1),
+        "retry_after honoured"
+    );
+    let conn = rusqlite::Connection::open(tenant_file(&tg.app.data_dir(), "s")).unwrap();
+    let sent: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE status = 'sent'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        sent, 27,
+        "2 joins, 20 expenses, 5 stock answers: every reply sent once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_with_work_in_flight_sends_exactly_one_reply() {
+    let tg = telegram_app(None, None).await;
+    let user = 3003;
+    tg.join(1, user, "Sam").await;
+    let data = tg.app.data_dir();
+    let Tg { app, fake, .. } = tg;
+    let dir = app.stop().await;
+
+    // As if the server died right after storing an update (and after committing another
+    // update's reply but before sending it).
+    let conn = rusqlite::Connection::open(tenant_file(&data, "s")).unwrap();
+    let stored = text_update(77, user, user, "/sale 2 rice");
+    conn.execute(
+        "INSERT INTO inbox (channel, update_key, chat_id, sender_id, text, payload, status, received_at)
+         VALUES ('telegram', 'tg:7000001:77', ?1, ?1, '/sale 2 rice', ?2, 'pending', '2026-01-01T00:00:00.000Z')",
+        rusqlite::params![user.to_string(), stored.to_string()],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO outbox (channel, chat_id, text, status, next_attempt_at, created_at)
+         VALUES ('telegram', ?1, 'committed before the crash', 'pending', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')",
+        [user.to_string()],
+    )
+    .unwrap();
+    drop(conn);
+    let control = rusqlite::Connection::open(data.join("_control.db")).unwrap();
+    control
+        .execute(
+            "INSERT OR IGNORE INTO pending_work (tenant_id, since) VALUES ('s', 'x')",
+            [],
+        )
+        .unwrap();
+    drop(control);
+
+    let before = fake.sent_to(user).len();
+    let tg = telegram_app(Some(dir), Some(fake.clone())).await;
+    let sent = tg.fake.wait_sent(user, before + 2).await;
+    let new: Vec<&String> = sent.iter().skip(before).collect();
+    assert_eq!(new.len(), 2, "{new:?}");
+    assert!(
+        new.iter()
+            .any(|t| t.as_str() == "committed before the crash")
+    );
+    assert!(new.iter().any(|t| t.starts_with("Sold 2 Rice")));
+    // Telegram retrying the stored update changes nothing.
+    tg.deliver(&stored).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(tg.fake.sent_to(user).len(), before + 2);
+    assert_eq!(tg.app.product("s", "Rice").await["stock"], 18);
+}

@@ -26,8 +26,10 @@ CREATE TABLE outbox (
     next_attempt_at TEXT NOT NULL,
     last_error      TEXT,
     provider_id     TEXT,
+    delivery_status TEXT,          -- the provider's last word: sent, delivered, read, failed
     inbox_id        INTEGER REFERENCES inbox (id),
     created_at      TEXT NOT NULL,
     sent_at         TEXT
 ) STRICT;
 CREATE INDEX outbox_due ON outbox (status, next_attempt_at, id);
+CREATE INDEX outbox_provider ON outbox (provider_id);

@@ -194,8 +194,12 @@ impl App {
         let channels = crate::channel::Channels::start(
             store.clone(),
             llm.clone(),
-            config.telegram_api_url.clone(),
-            Duration::from_millis(config.chat_gap_ms),
+            crate::channel::ChannelConfig {
+                telegram_api: config.telegram_api_url.clone(),
+                whatsapp_api: config.whatsapp_api_url.clone(),
+                whatsapp_template: config.whatsapp_alert_template.clone(),
+                chat_gap: Duration::from_millis(config.chat_gap_ms),
+            },
         );
         let state = AppState {
             channels,

@@ -46,7 +46,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Manage tenants directly on the data dir (refused while a server runs on it).
     Tenant {
         #[command(flatten)]
@@ -257,6 +257,22 @@ pub struct ServeConfig {
         default_value = "https://api.telegram.org"
     )]
     pub telegram_api_url: String,
+    /// WhatsApp: the token Meta echoes in the webhook verification handshake.
+    #[arg(long, env = "TARN_WHATSAPP_VERIFY_TOKEN", hide_env_values = true)]
+    pub whatsapp_verify_token: Option<Secret>,
+    /// WhatsApp: the Meta app secret that signs webhook bodies.
+    #[arg(long, env = "TARN_WHATSAPP_APP_SECRET", hide_env_values = true)]
+    pub whatsapp_app_secret: Option<Secret>,
+    /// WhatsApp Cloud API (Graph) base URL.
+    #[arg(
+        long,
+        env = "TARN_WHATSAPP_API_URL",
+        default_value = "https://graph.facebook.com/v21.0"
+    )]
+    pub whatsapp_api_url: String,
+    /// WhatsApp: approved template used outside the 24-hour customer service window.
+    #[arg(long, env = "TARN_WHATSAPP_ALERT_TEMPLATE")]
+    pub whatsapp_alert_template: Option<String>,
     /// Least milliseconds between two messages to one chat (Telegram allows about one a
     /// second).
     #[arg(long, env = "TARN_CHAT_GAP_MS", default_value_t = 1000)]

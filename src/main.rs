@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
             telemetry::init_tracing(config.log_format);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
-                let app = App::build(config).await?;
+                let app = App::build(*config).await?;
                 app.run(shutdown_signal()).await?;
                 anyhow::Ok(())
             })

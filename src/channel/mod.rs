@@ -6,6 +6,7 @@
 //! `/join`.
 
 pub mod telegram;
+pub mod whatsapp;
 
 use crate::executor::{self, ExecError, Input, ReplyTo, Request};
 use crate::llm::LlmClient;
@@ -52,6 +53,8 @@ pub enum SendError {
     Unreachable(String),
     /// Anything else: retry with backoff.
     Retry(String),
+    /// WhatsApp: outside the 24-hour customer service window.
+    OutsideWindow(String),
 }
 
 /// An inbound update, decoded enough to store and route.
@@ -196,17 +199,28 @@ fn handle_stranger(conn: &mut Connection, channel: &str, row: &Row) -> rusqlite:
     tx.commit()
 }
 
+/// Where the providers are and how to pace them.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    pub telegram_api: String,
+    pub whatsapp_api: String,
+    /// Approved template for messages outside WhatsApp's 24-hour window.
+    pub whatsapp_template: Option<String>,
+    /// Least time between two messages to one chat.
+    pub chat_gap: Duration,
+}
+
 struct Inner {
     store: Store,
     llm: Option<LlmClient>,
-    telegram_api: String,
+    config: ChannelConfig,
+    http: reqwest::Client,
     inbox_tx: mpsc::UnboundedSender<TenantId>,
     chat_locks: DashMap<(TenantId, String), Arc<AsyncMutex<()>>>,
     outbox_tenants: DashSet<TenantId>,
     outbox_wake: Notify,
     last_sent: DashMap<String, Instant>,
     stopped: std::sync::atomic::AtomicBool,
-    chat_gap: Duration,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -221,25 +235,23 @@ const MAX_ATTEMPTS: i64 = 6;
 
 impl Channels {
     /// Starts the workers and the sender, and resumes tenants left with work in flight.
-    pub fn start(
-        store: Store,
-        llm: Option<LlmClient>,
-        telegram_api: String,
-        chat_gap: Duration,
-    ) -> Channels {
+    pub fn start(store: Store, llm: Option<LlmClient>, config: ChannelConfig) -> Channels {
         let (inbox_tx, mut inbox_rx) = mpsc::unbounded_channel::<TenantId>();
         let channels = Channels {
             inner: Arc::new(Inner {
                 store,
                 llm,
-                telegram_api,
+                config,
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(15))
+                    .build()
+                    .expect("an HTTP client with a timeout builds"),
                 inbox_tx,
                 chat_locks: DashMap::new(),
                 outbox_tenants: DashSet::new(),
                 outbox_wake: Notify::new(),
                 last_sent: DashMap::new(),
                 stopped: std::sync::atomic::AtomicBool::new(false),
-                chat_gap,
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
         };
@@ -308,9 +320,44 @@ impl Channels {
         &self.inner.store
     }
 
+    /// Where the providers are.
+    pub fn config(&self) -> &ChannelConfig {
+        &self.inner.config
+    }
+
     /// Telegram Bot API base URL.
     pub fn telegram_api(&self) -> &str {
-        &self.inner.telegram_api
+        &self.inner.config.telegram_api
+    }
+
+    /// The HTTP client for the Graph API.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// Records what WhatsApp says happened to messages we sent.
+    pub async fn record_statuses(
+        &self,
+        tenant: &TenantId,
+        statuses: Vec<(String, String, Option<String>)>,
+    ) -> Result<(), ChannelError> {
+        let store = self.inner.store.clone();
+        let t = tenant.clone();
+        blocking(move || {
+            let handle = store.pool().acquire(&t)?;
+            let conn = handle.conn()?;
+            for (id, status, error) in statuses {
+                conn.execute(
+                    "UPDATE outbox SET delivery_status = ?2,
+                            last_error = coalesce(?3, last_error),
+                            status = CASE WHEN ?2 = 'failed' THEN 'failed' ELSE status END
+                     WHERE provider_id = ?1",
+                    params![id, status, error],
+                )?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Asks a worker to process the tenant's pending inbox rows.
@@ -546,7 +593,7 @@ impl Channels {
         let store = self.inner.store.clone();
         let t = tenant.clone();
         type Due = (i64, String, String, String, i64, i64, bool);
-        let (due, pending, token) = blocking(move || {
+        let (due, pending, (tg_binding, wa_binding)) = blocking(move || {
             let handle = store.pool().acquire(&t)?;
             let conn = handle.conn()?;
             let mut stmt = conn.prepare_cached(
@@ -571,11 +618,9 @@ impl Channels {
                 [],
                 |r| r.get(0),
             )?;
-            let token = store
-                .control()
-                .binding(&t, telegram::CHANNEL)?
-                .map(|b| b.token);
-            Ok::<_, ChannelError>((due, pending, token))
+            let telegram = store.control().binding(&t, telegram::CHANNEL)?;
+            let whatsapp = store.control().binding(&t, whatsapp::CHANNEL)?;
+            Ok::<_, ChannelError>((due, pending, (telegram, whatsapp)))
         })
         .await?;
         let mut chats_done = std::collections::HashSet::new();
@@ -590,13 +635,25 @@ impl Channels {
                 .inner
                 .last_sent
                 .get(&chat_key)
-                .is_some_and(|t| t.elapsed() < self.inner.chat_gap)
+                .is_some_and(|t| t.elapsed() < self.inner.config.chat_gap)
             {
                 continue;
             }
-            let result = match (channel.as_str(), token.as_deref()) {
+            let result = match (
+                channel.as_str(),
+                tg_binding.as_ref().map(|b| b.token.as_str()),
+            ) {
+                (whatsapp::CHANNEL, _) => match &wa_binding {
+                    Some(b) => {
+                        self.send_whatsapp(tenant, id, b, &chat, &text, parts_sent)
+                            .await?
+                    }
+                    None => Err(SendError::Unreachable(
+                        "the WhatsApp number is no longer bound".into(),
+                    )),
+                },
                 (telegram::CHANNEL, Some(token)) => {
-                    let bot = telegram::bot(&self.inner.telegram_api, token)?;
+                    let bot = telegram::bot(&self.inner.config.telegram_api, token)?;
                     let parts = split_text(&text, telegram::MAX_TEXT);
                     let mut sent = parts_sent;
                     let mut outcome = Ok(String::new());
@@ -626,6 +683,57 @@ impl Channels {
             self.record_send(tenant, id, attempts, result).await?;
         }
         Ok(pending)
+    }
+
+    async fn send_whatsapp(
+        &self,
+        tenant: &TenantId,
+        id: i64,
+        b: &crate::control::Binding,
+        chat: &str,
+        text: &str,
+        parts_sent: i64,
+    ) -> Result<Result<String, SendError>, ChannelError> {
+        let api = &self.inner.config.whatsapp_api;
+        let mut sent = parts_sent;
+        let mut outcome = Ok(String::new());
+        for part in split_text(text, whatsapp::MAX_TEXT)
+            .iter()
+            .skip(parts_sent as usize)
+        {
+            let mut r =
+                whatsapp::send(&self.inner.http, api, &b.key, &b.token, chat, part, None).await;
+            if let (Err(SendError::OutsideWindow(_)), Some(template)) =
+                (&r, &self.inner.config.whatsapp_template)
+            {
+                r = whatsapp::send(
+                    &self.inner.http,
+                    api,
+                    &b.key,
+                    &b.token,
+                    chat,
+                    part,
+                    Some(template),
+                )
+                .await;
+            }
+            match r {
+                Ok(pid) => {
+                    sent += 1;
+                    self.record_parts(tenant, id, sent).await?;
+                    outcome = Ok(pid);
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        self.inner.last_sent.insert(
+            format!("{tenant}/{}/{chat}", whatsapp::CHANNEL),
+            Instant::now(),
+        );
+        Ok(outcome)
     }
 
     async fn record_parts(
@@ -692,6 +800,14 @@ impl Channels {
                 Err(SendError::Unreachable(why)) => {
                     ("unreachable", shop::now_utc(), Some(why), None)
                 }
+                Err(SendError::OutsideWindow(why)) => (
+                    "failed",
+                    shop::now_utc(),
+                    Some(format!(
+                        "not sent: outside the 24-hour window and no TARN_WHATSAPP_ALERT_TEMPLATE ({why})"
+                    )),
+                    None,
+                ),
                 Err(SendError::Retry(why)) if attempts + 1 >= MAX_ATTEMPTS => {
                     ("failed", shop::now_utc(), Some(why), None)
                 }

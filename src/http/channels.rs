@@ -5,7 +5,7 @@
 use super::AppState;
 use super::auth::TenantAccess;
 use super::error::{ApiError, ApiJson};
-use crate::channel::{ChannelError, telegram};
+use crate::channel::{ChannelError, telegram, whatsapp};
 use crate::control::Binding;
 use crate::store::random_secret;
 use crate::tenant::{TenantId, pool::blocking};
@@ -153,5 +153,156 @@ pub async fn telegram_webhook(
     }
     let inbound = telegram::decode(&binding.key, &body)?;
     state.channels.accept(&tenant, inbound).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsAppBody {
+    phone_number_id: String,
+    access_token: String,
+}
+
+/// `PUT /v1/tenants/{t}/channels/whatsapp` `{"phone_number_id","access_token"}`: checks the
+/// pair against the Graph API and routes that number's messages to this tenant.
+pub async fn put_whatsapp(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    ApiJson(body): ApiJson<WhatsAppBody>,
+) -> Result<Json<Value>, ApiError> {
+    let phone = body.phone_number_id.trim().to_owned();
+    if phone.is_empty() || phone.len() > 32 || !phone.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(
+            "phone_number_id must be the digits Meta shows for the number",
+        ));
+    }
+    let token = body.access_token.trim().to_owned();
+    if token.is_empty() || token.len() > 1024 || token.contains(char::is_whitespace) {
+        return Err(ApiError::bad_request("access_token is empty or malformed"));
+    }
+    let store = state.store.clone();
+    let t = access.id.clone();
+    blocking(move || store.get_tenant(&t)).await?;
+    let info = whatsapp::check(
+        state.channels.http(),
+        &state.channels.config().whatsapp_api,
+        &phone,
+        &token,
+    )
+    .await?;
+    let binding = Binding {
+        tenant: access.id.clone(),
+        channel: whatsapp::CHANNEL.into(),
+        key: phone.clone(),
+        token,
+        secret: None,
+        username: info["display_phone_number"].as_str().map(str::to_owned),
+        created_at: crate::shop::now_utc(),
+    };
+    let control = state.store.control().clone();
+    blocking(move || control.put_binding(&binding)).await?;
+    tracing::info!(tenant = %access.id, phone_number_id = %phone, "whatsapp number bound");
+    Ok(Json(json!({
+        "channel": "whatsapp", "phone_number_id": phone,
+        "display_phone_number": info["display_phone_number"], "verified_name": info["verified_name"],
+        "webhook_url": state.config.public_url.as_deref().map(|u| format!("{}/webhooks/whatsapp", u.trim_end_matches('/'))),
+    })))
+}
+
+/// `GET /v1/tenants/{t}/channels/whatsapp`.
+pub async fn get_whatsapp(
+    State(state): State<AppState>,
+    access: TenantAccess,
+) -> Result<Json<Value>, ApiError> {
+    let control = state.store.control().clone();
+    let t = access.id.clone();
+    let b = blocking(move || control.binding(&t, whatsapp::CHANNEL))
+        .await?
+        .ok_or(ChannelError::NotBound("whatsapp"))?;
+    Ok(Json(
+        json!({"channel": "whatsapp", "phone_number_id": b.key,
+        "display_phone_number": b.username, "bound_at": b.created_at}),
+    ))
+}
+
+/// `DELETE /v1/tenants/{t}/channels/whatsapp`.
+pub async fn delete_whatsapp(
+    State(state): State<AppState>,
+    access: TenantAccess,
+) -> Result<StatusCode, ApiError> {
+    let control = state.store.control().clone();
+    let t = access.id.clone();
+    if !blocking(move || control.delete_binding(&t, whatsapp::CHANNEL)).await? {
+        return Err(ChannelError::NotBound("whatsapp").into());
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct Handshake {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+/// `GET /webhooks/whatsapp`: Meta's verification handshake.
+pub async fn whatsapp_verify(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<Handshake>,
+) -> Result<String, ApiError> {
+    let expected = state
+        .config
+        .whatsapp_verify_token
+        .as_ref()
+        .map(|s| s.expose().as_bytes().to_vec());
+    let given = q.verify_token.unwrap_or_default();
+    match (q.mode.as_deref(), expected, q.challenge) {
+        (Some("subscribe"), Some(e), Some(challenge))
+            if !e.is_empty() && bool::from(e.ct_eq(given.as_bytes())) =>
+        {
+            Ok(challenge)
+        }
+        _ => Err(ApiError::forbidden("verification failed")),
+    }
+}
+
+/// `POST /webhooks/whatsapp`: Meta's deliveries for every bound number.
+pub async fn whatsapp_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Some(secret) = state.config.whatsapp_app_secret.as_ref() else {
+        tracing::warn!("a WhatsApp webhook arrived but TARN_WHATSAPP_APP_SECRET is not set");
+        return Err(ChannelError::Unauthorized.into());
+    };
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !whatsapp::signature_ok(secret.expose(), &body, sig) {
+        return Err(ApiError::unauthorized("bad or missing X-Hub-Signature-256"));
+    }
+    for batch in whatsapp::decode(&body)? {
+        let control = state.store.control().clone();
+        let phone = batch.phone_number_id.clone();
+        let Some(binding) =
+            blocking(move || control.binding_by_key(whatsapp::CHANNEL, &phone)).await?
+        else {
+            tracing::warn!(phone_number_id = %batch.phone_number_id, "WhatsApp delivery for a number bound to no tenant; dropped");
+            continue;
+        };
+        for inbound in batch.messages {
+            state.channels.accept(&binding.tenant, inbound).await?;
+        }
+        if !batch.statuses.is_empty() {
+            state
+                .channels
+                .record_statuses(&binding.tenant, batch.statuses)
+                .await?;
+        }
+    }
     Ok(Json(json!({})))
 }

@@ -106,6 +106,16 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/telegram/{tenant}",
             post(channels::telegram_webhook),
         )
+        .route(
+            "/v1/tenants/{tenant}/channels/whatsapp",
+            axum::routing::put(channels::put_whatsapp)
+                .get(channels::get_whatsapp)
+                .delete(channels::delete_whatsapp),
+        )
+        .route(
+            "/webhooks/whatsapp",
+            get(channels::whatsapp_verify).post(channels::whatsapp_webhook),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -9,3 +9,4 @@ mod pool;
 mod shop;
 mod telegram;
 mod tenants;
+mod whatsapp;

@@ -1,0 +1,326 @@
+//! WhatsApp end to end against a local fake Graph API (real HTTP, Meta's wire format):
+//! handshake, signatures over raw bytes, routing by phone_number_id, dedupe on the wamid,
+//! identities by wa_id or user_id, statuses, and the 24-hour window.
+
+use crate::helpers::*;
+use axum::extract::{Path as AxPath, State};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, KeyInit, Mac};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tarn::config::Secret;
+
+const PHONE: &str = "106540352242922";
+const APP_SECRET: &str = "meta-app-secret";
+const FIRST_OUT: &str = "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA";
+
+#[derive(Clone, Default)]
+struct FakeGraph {
+    base: String,
+    sent: Arc<Mutex<Vec<Value>>>,
+    script: Arc<Mutex<VecDeque<(u16, Value)>>>,
+}
+
+impl FakeGraph {
+    async fn wait_sent(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.sent.lock().unwrap().clone();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn phone_info(AxPath(phone): AxPath<String>, headers: axum::http::HeaderMap) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer EAAG-good") {
+        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({"error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}}))).into_response();
+    }
+    axum::Json(
+        json!({"display_phone_number": "15550783881", "verified_name": "Demo Shop", "id": phone}),
+    )
+    .into_response()
+}
+
+async fn messages(
+    State(fake): State<FakeGraph>,
+    AxPath(phone): AxPath<String>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    assert_eq!(phone, PHONE);
+    if let Some((status, err)) = fake.script.lock().unwrap().pop_front() {
+        return (
+            axum::http::StatusCode::from_u16(status).unwrap(),
+            axum::Json(err),
+        )
+            .into_response();
+    }
+    let mut sent = fake.sent.lock().unwrap();
+    sent.push(body.clone());
+    let id = if sent.len() == 1 {
+        FIRST_OUT.to_string()
+    } else {
+        format!("wamid.OUT{}", sent.len())
+    };
+    axum::Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}], "messages": [{"id": id}]})).into_response()
+}
+
+async fn fake_graph() -> FakeGraph {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let fake = FakeGraph {
+        base: format!("http://{}/v21.0", listener.local_addr().unwrap()),
+        ..FakeGraph::default()
+    };
+    let app = axum::Router::new()
+        .route("/v21.0/{phone}", axum::routing::get(phone_info))
+        .route("/v21.0/{phone}/messages", axum::routing::post(messages))
+        .with_state(fake.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    fake
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/data/fixtures/whatsapp/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(APP_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn deliver(app: &TestApp, body: &str, signature: Option<String>) -> StatusCode {
+    let mut req = app
+        .client
+        .post(format!("{}/webhooks/whatsapp", app.base))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(s) = signature {
+        req = req.header("X-Hub-Signature-256", s);
+    }
+    req.send().await.unwrap().status()
+}
+
+async fn deliver_signed(app: &TestApp, body: &str) {
+    assert_eq!(
+        deliver(app, body, Some(sign(body.as_bytes()))).await,
+        StatusCode::OK
+    );
+}
+
+fn text_from(wamid: &str, wa_id: &str, user_id: &str, text: &str) -> String {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE},
+        "contacts": [{"profile": {"name": "X"}, "wa_id": wa_id, "user_id": user_id}],
+        "messages": [{"from": wa_id, "id": wamid, "timestamp": "1763800300", "type": "text", "text": {"body": text}}]}}]}]}).to_string()
+}
+
+async fn wa_app() -> (TestApp, FakeGraph) {
+    let fake = fake_graph().await;
+    let base = fake.base.clone();
+    let app = spawn_app_with(|c| {
+        c.whatsapp_api_url = base;
+        c.whatsapp_app_secret = Some(Secret::new(APP_SECRET));
+        c.whatsapp_verify_token = Some(Secret::new("verify-me"));
+        c.public_url = Some("https://tarn.example".into());
+        c.chat_gap_ms = 20;
+    })
+    .await;
+    app.shop("s").await;
+    let r = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/tenants/s/channels/whatsapp",
+            Some(ADMIN),
+            Some(json!({"phone_number_id": PHONE, "access_token": "EAAG-good"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(!r.text.contains("EAAG-good"));
+    assert_eq!(
+        r.body["webhook_url"],
+        "https://tarn.example/webhooks/whatsapp"
+    );
+    (app, fake)
+}
+
+fn inbox_count(app: &TestApp) -> i64 {
+    let conn = rusqlite::Connection::open(tenant_file(&app.data_dir(), "s")).unwrap();
+    conn.query_row("SELECT count(*) FROM inbox", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handshake_binding_and_signatures() {
+    let (app, _fake) = wa_app().await;
+    let ok = app.client.get(format!("{}/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444", app.base)).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.text().await.unwrap(), "1158201444");
+    let bad = app
+        .client
+        .get(format!(
+            "{}/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::FORBIDDEN);
+
+    // A wrong token is refused by the Graph API; the number cannot go to a second tenant.
+    let r = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/tenants/s/channels/whatsapp",
+            Some(ADMIN),
+            Some(json!({"phone_number_id": PHONE, "access_token": "EAAG-bad"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    app.new_tenant("other").await;
+    let r = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/tenants/other/channels/whatsapp",
+            Some(ADMIN),
+            Some(json!({"phone_number_id": PHONE, "access_token": "EAAG-good"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+
+    // Bad signatures store nothing: none, garbage, another secret, a valid one over other bytes.
+    let body = fixture("text_message");
+    let other = body.replace("how much sugar", "how much  sugar");
+    for sig in [
+        None,
+        Some("sha256=00".to_string()),
+        Some(sign(other.as_bytes())),
+    ] {
+        assert_eq!(deliver(&app, &body, sig).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(inbox_count(&app), 0);
+    // A number bound to no tenant: acknowledged, stored nowhere.
+    let stray = body.replace(PHONE, "999999999");
+    deliver_signed(&app, &stray).await;
+    assert_eq!(inbox_count(&app), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fixtures_join_dedupe_statuses_and_user_ids() {
+    let (app, fake) = wa_app().await;
+    let sheena = "16505551234";
+    // A stranger's text: one polite line, nothing written.
+    deliver_signed(&app, &fixture("text_message")).await;
+    let sent = fake.wait_sent(1).await;
+    assert_eq!(sent[0]["to"], sheena);
+    assert_eq!(sent[0]["text"]["body"], tarn::channel::STRANGER);
+
+    // Meta says our first reply was delivered.
+    deliver_signed(&app, &fixture("status_update")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let conn = rusqlite::Connection::open(tenant_file(&app.data_dir(), "s")).unwrap();
+    let delivery: String = conn
+        .query_row(
+            "SELECT delivery_status FROM outbox WHERE provider_id = ?1",
+            [FIRST_OUT],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(delivery, "delivered");
+
+    // Join, then the same question delivered twice is answered once.
+    let staff = app.get("/v1/tenants/s/staff").await;
+    let code = staff.body["staff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Sam")
+        .unwrap()["join_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    deliver_signed(
+        &app,
+        &text_from("wamid.J1", sheena, "", &format!("/join {code}")),
+    )
+    .await;
+    let sent = fake.wait_sent(2).await;
+    assert!(
+        sent[1]["text"]["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("Welcome, Sam!")
+    );
+    let ask = text_from("wamid.Q1", sheena, "", "sold 2 bags of rice");
+    deliver_signed(&app, &ask).await;
+    deliver_signed(&app, &ask).await;
+    let sent = fake.wait_sent(3).await;
+    assert!(
+        sent[2]["text"]["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("Sold 2 Rice"),
+        "{}",
+        sent[2]
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.sent.lock().unwrap().len(), 3);
+    assert_eq!(app.product("s", "Rice").await["stock"], 18);
+
+    // An interactive button reply is read as its title.
+    deliver_signed(&app, &fixture("interactive_reply")).await;
+    let sent = fake.wait_sent(4).await;
+    assert!(
+        sent[3]["text"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("didn't understand"),
+        "{}",
+        sent[3]
+    );
+
+    // A user with a username and no wa_id is known by the business-scoped user_id.
+    deliver_signed(
+        &app,
+        &text_from("wamid.U1", "", "US.13491208655302741918", "hello"),
+    )
+    .await;
+    let sent = fake.wait_sent(5).await;
+    assert_eq!(sent[4]["to"], "US.13491208655302741918");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outside_the_24_hour_window_without_a_template_is_recorded_not_sent() {
+    let (app, fake) = wa_app().await;
+    fake.script.lock().unwrap().push_back((400, json!({"error": {"message": "Re-engagement message", "type": "OAuthException", "code": 131047}})));
+    deliver_signed(&app, &text_from("wamid.W1", "15550001111", "", "hi")).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let conn = rusqlite::Connection::open(tenant_file(&app.data_dir(), "s")).unwrap();
+    loop {
+        let row: Option<(String, String)> = conn
+            .query_row(
+                "SELECT status, coalesce(last_error, '') FROM outbox",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok();
+        if let Some((status, err)) = row.filter(|(s, _)| s != "pending") {
+            assert_eq!(status, "failed");
+            assert!(err.contains("24-hour window"), "{err}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(fake.sent.lock().unwrap().is_empty());
+}

@@ -218,6 +218,8 @@ struct Inner {
     inbox_tx: mpsc::UnboundedSender<TenantId>,
     chat_locks: DashMap<(TenantId, String), Arc<AsyncMutex<()>>>,
     outbox_tenants: DashSet<TenantId>,
+    /// Tenants known to be marked in the control db's pending_work (saves a write each).
+    marked: DashSet<TenantId>,
     outbox_wake: Notify,
     last_sent: DashMap<String, Instant>,
     stopped: std::sync::atomic::AtomicBool,
@@ -228,6 +230,19 @@ struct Inner {
 #[derive(Clone)]
 pub struct Channels {
     inner: Arc<Inner>,
+}
+
+/// Messages sent at once by the sender.
+const SEND_CONCURRENCY: usize = 16;
+
+/// An outbox row to send.
+struct OutRow {
+    id: i64,
+    channel: String,
+    chat: String,
+    text: String,
+    parts_sent: i64,
+    attempts: i64,
 }
 
 /// Sends before a failing message is given up.
@@ -249,6 +264,7 @@ impl Channels {
                 inbox_tx,
                 chat_locks: DashMap::new(),
                 outbox_tenants: DashSet::new(),
+                marked: DashSet::new(),
                 outbox_wake: Notify::new(),
                 last_sent: DashMap::new(),
                 stopped: std::sync::atomic::AtomicBool::new(false),
@@ -372,12 +388,16 @@ impl Channels {
     pub async fn accept(&self, tenant: &TenantId, inbound: Inbound) -> Result<bool, ChannelError> {
         let store = self.inner.store.clone();
         let t = tenant.clone();
+        let inner = self.inner.clone();
         let fresh = blocking(move || {
             let handle = store.pool().acquire(&t)?;
             let conn = handle.conn()?;
             let fresh = store_inbound(&conn, &inbound)?;
-            if fresh {
+            // Checked after the row is in: the sender unmarks before it looks for pending
+            // rows, so either it sees this row or this sees it unmarked.
+            if fresh && !inner.marked.contains(&t) {
                 store.control().mark_pending(&t)?;
+                inner.marked.insert(t.clone());
             }
             Ok::<_, ChannelError>(fresh)
         })
@@ -546,12 +566,16 @@ impl Channels {
     }
 
     async fn send_loop(&self) {
+        let mut busy = false;
         loop {
-            let _ = tokio::time::timeout(
-                Duration::from_millis(250),
-                self.inner.outbox_wake.notified(),
-            )
-            .await;
+            if !busy {
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(250),
+                    self.inner.outbox_wake.notified(),
+                )
+                .await;
+            }
+            busy = false;
             let tenants: Vec<TenantId> = self
                 .inner
                 .outbox_tenants
@@ -560,9 +584,12 @@ impl Channels {
                 .collect();
             for tenant in tenants {
                 match self.send_due(&tenant).await {
-                    Ok(true) => {}
-                    Ok(false) => {
+                    Ok((_, true)) => busy = true,
+                    Ok((true, false)) => {}
+                    Ok((false, false)) => {
                         self.inner.outbox_tenants.remove(&tenant);
+                        // Unmark first: an update stored from now on marks the tenant again.
+                        self.inner.marked.remove(&tenant);
                         let control = self.inner.store.control().clone();
                         let store = self.inner.store.clone();
                         let t = tenant.clone();
@@ -588,8 +615,9 @@ impl Channels {
         }
     }
 
-    /// Sends the tenant's due outbox rows; returns whether any row is still pending.
-    async fn send_due(&self, tenant: &TenantId) -> Result<bool, ChannelError> {
+    /// Sends the tenant's due outbox rows; returns whether any row is still pending and
+    /// whether this pass sent anything.
+    async fn send_due(&self, tenant: &TenantId) -> Result<(bool, bool), ChannelError> {
         let store = self.inner.store.clone();
         let t = tenant.clone();
         type Due = (i64, String, String, String, i64, i64, bool);
@@ -624,6 +652,9 @@ impl Channels {
         })
         .await?;
         let mut chats_done = std::collections::HashSet::new();
+        let bindings = Arc::new((tg_binding, wa_binding));
+        let mut sends = tokio::task::JoinSet::new();
+        let permits = Arc::new(tokio::sync::Semaphore::new(SEND_CONCURRENCY));
         for (id, channel, chat, text, parts_sent, attempts, is_due) in due {
             // Only a chat's oldest pending message may go (a delayed one holds the rest back),
             // and one per pass keeps the per-chat pace.
@@ -639,50 +670,92 @@ impl Channels {
             {
                 continue;
             }
-            let result = match (
-                channel.as_str(),
-                tg_binding.as_ref().map(|b| b.token.as_str()),
-            ) {
-                (whatsapp::CHANNEL, _) => match &wa_binding {
-                    Some(b) => {
-                        self.send_whatsapp(tenant, id, b, &chat, &text, parts_sent)
-                            .await?
-                    }
-                    None => Err(SendError::Unreachable(
-                        "the WhatsApp number is no longer bound".into(),
-                    )),
-                },
-                (telegram::CHANNEL, Some(token)) => {
-                    let bot = telegram::bot(&self.inner.config.telegram_api, token)?;
-                    let parts = split_text(&text, telegram::MAX_TEXT);
-                    let mut sent = parts_sent;
-                    let mut outcome = Ok(String::new());
-                    for part in parts.iter().skip(parts_sent as usize) {
-                        match telegram::send(&bot, &chat, part).await {
-                            Ok(pid) => {
-                                sent += 1;
-                                outcome = Ok(pid);
-                                self.record_parts(tenant, id, sent).await?;
-                            }
-                            Err(e) => {
-                                outcome = Err(e);
-                                break;
-                            }
+            let (me, t, b) = (self.clone(), tenant.clone(), bindings.clone());
+            let permit = permits.clone().acquire_owned().await.expect("never closed");
+            sends.spawn(async move {
+                let _permit = permit;
+                let row = OutRow {
+                    id,
+                    channel,
+                    chat,
+                    text,
+                    parts_sent,
+                    attempts,
+                };
+                me.send_one(&t, row, &b.0, &b.1).await
+            });
+        }
+        let sent_any = !sends.is_empty();
+        while let Some(done) = sends.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(tenant = %tenant, error = %e, "recording a send failed")
+                }
+                Err(e) => tracing::error!(tenant = %tenant, error = %e, "a send task failed"),
+            }
+        }
+        Ok((pending, sent_any))
+    }
+
+    async fn send_one(
+        &self,
+        tenant: &TenantId,
+        row: OutRow,
+        tg_binding: &Option<crate::control::Binding>,
+        wa_binding: &Option<crate::control::Binding>,
+    ) -> Result<(), ChannelError> {
+        let OutRow {
+            id,
+            channel,
+            chat,
+            text,
+            parts_sent,
+            attempts,
+        } = row;
+        let chat_key = format!("{tenant}/{channel}/{chat}");
+        let result = match (
+            channel.as_str(),
+            tg_binding.as_ref().map(|b| b.token.as_str()),
+        ) {
+            (whatsapp::CHANNEL, _) => match wa_binding {
+                Some(b) => {
+                    self.send_whatsapp(tenant, id, b, &chat, &text, parts_sent)
+                        .await?
+                }
+                None => Err(SendError::Unreachable(
+                    "the WhatsApp number is no longer bound".into(),
+                )),
+            },
+            (telegram::CHANNEL, Some(token)) => {
+                let bot = telegram::bot(&self.inner.config.telegram_api, token)?;
+                let parts = split_text(&text, telegram::MAX_TEXT);
+                let mut sent = parts_sent;
+                let mut outcome = Ok(String::new());
+                for part in parts.iter().skip(parts_sent as usize) {
+                    match telegram::send(&bot, &chat, part).await {
+                        Ok(pid) => {
+                            sent += 1;
+                            outcome = Ok(pid);
+                            self.record_parts(tenant, id, sent).await?;
+                        }
+                        Err(e) => {
+                            outcome = Err(e);
+                            break;
                         }
                     }
-                    self.inner.last_sent.insert(chat_key, Instant::now());
-                    outcome
                 }
-                (telegram::CHANNEL, None) => Err(SendError::Unreachable(
-                    "the Telegram bot is no longer bound".into(),
-                )),
-                (other, _) => Err(SendError::Unreachable(format!(
-                    "channel {other} cannot send yet"
-                ))),
-            };
-            self.record_send(tenant, id, attempts, result).await?;
-        }
-        Ok(pending)
+                self.inner.last_sent.insert(chat_key, Instant::now());
+                outcome
+            }
+            (telegram::CHANNEL, None) => Err(SendError::Unreachable(
+                "the Telegram bot is no longer bound".into(),
+            )),
+            (other, _) => Err(SendError::Unreachable(format!(
+                "channel {other} cannot send yet"
+            ))),
+        };
+        self.record_send(tenant, id, attempts, result).await
     }
 
     async fn send_whatsapp(

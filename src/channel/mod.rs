@@ -222,6 +222,7 @@ struct Inner {
     marked: DashSet<TenantId>,
     outbox_wake: Notify,
     last_sent: DashMap<String, Instant>,
+    send_windows: DashMap<String, (Instant, u32)>,
     stopped: std::sync::atomic::AtomicBool,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -231,6 +232,13 @@ struct Inner {
 pub struct Channels {
     inner: Arc<Inner>,
 }
+
+/// Least gap between messages to one Telegram group (about 20 a minute).
+const GROUP_GAP: Duration = Duration::from_secs(3);
+/// Messages per second per Telegram bot.
+const TELEGRAM_PER_SECOND: u32 = 30;
+/// Messages per second per WhatsApp number.
+const WHATSAPP_PER_SECOND: u32 = 80;
 
 /// Messages sent at once by the sender.
 const SEND_CONCURRENCY: usize = 16;
@@ -267,6 +275,7 @@ impl Channels {
                 marked: DashSet::new(),
                 outbox_wake: Notify::new(),
                 last_sent: DashMap::new(),
+                send_windows: DashMap::new(),
                 stopped: std::sync::atomic::AtomicBool::new(false),
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
@@ -662,11 +671,32 @@ impl Channels {
                 continue;
             }
             let chat_key = format!("{tenant}/{channel}/{chat}");
+            // Telegram groups take about 20 messages a minute; private chats about one a second.
+            let gap = if channel == telegram::CHANNEL && chat.starts_with('-') {
+                self.inner.config.chat_gap.max(GROUP_GAP)
+            } else {
+                self.inner.config.chat_gap
+            };
             if self
                 .inner
                 .last_sent
                 .get(&chat_key)
-                .is_some_and(|t| t.elapsed() < self.inner.config.chat_gap)
+                .is_some_and(|t| t.elapsed() < gap)
+            {
+                continue;
+            }
+            let (account, per_second) = match channel.as_str() {
+                telegram::CHANNEL => (
+                    bindings.0.as_ref().map(|b| b.key.clone()),
+                    TELEGRAM_PER_SECOND,
+                ),
+                _ => (
+                    bindings.1.as_ref().map(|b| b.key.clone()),
+                    WHATSAPP_PER_SECOND,
+                ),
+            };
+            if let Some(account) = account
+                && !self.take_send_slot(&format!("{channel}/{account}"), per_second)
             {
                 continue;
             }
@@ -696,6 +726,23 @@ impl Channels {
             }
         }
         Ok((pending, sent_any))
+    }
+
+    /// Takes one send from an account's per-second budget; false when it is used up.
+    fn take_send_slot(&self, account: &str, per_second: u32) -> bool {
+        let mut w = self
+            .inner
+            .send_windows
+            .entry(account.to_owned())
+            .or_insert((Instant::now(), 0));
+        if w.0.elapsed() >= Duration::from_secs(1) {
+            *w = (Instant::now(), 0);
+        }
+        if w.1 >= per_second {
+            return false;
+        }
+        w.1 += 1;
+        true
     }
 
     async fn send_one(

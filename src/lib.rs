@@ -5,10 +5,12 @@
 //! One process serves many tenants; each tenant is one SQLite file opened lazily by the
 //! tenant pool. Three flows run through the modules:
 //!
-//! 1. **message in -> action -> reply**: `POST /v1/tenants/{t}/messages` (or `tarn chat`;
-//!    channel webhooks, inbox and outbox come later) -> [`message`]: [`parser`], then
-//!    [`llm`] when unsure -> [`executor`]: [`action`] (checks, role, name resolution) ->
-//!    fixed SQL of [`shop`] in one transaction with the journal and the message log -> reply.
+//! 1. **message in -> action -> reply**: a Telegram / WhatsApp webhook -> [`channel`]
+//!    (verify, store in the inbox, per-chat worker, identity) — or `POST /v1/tenants/{t}/messages`
+//!    or `tarn chat` -> [`message`]: [`parser`], then [`llm`] when unsure -> [`executor`]:
+//!    [`action`] (checks, role, name resolution) -> fixed SQL of [`shop`] in one transaction
+//!    with the journal, the message log and (for channels) the inbox "done" and the outbox
+//!    reply -> [`channel`] sender.
 //! 2. **schedule -> job -> message out** (later issues): ticker over the schedule index in the
 //!    control db -> job on the tenant's file -> outbox.
 //! 3. **admin API -> tenant store**: [`http`] (auth, JSON errors) -> [`store`] (registry in
@@ -17,7 +19,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool |
-//! | [`control`] | `_control.db`: tenant registry (later channel bindings, schedule index) |
+//! | [`control`] | `_control.db`: tenant registry, channel bindings, pending work (later the schedule index) |
 //! | [`store`] | tenant lifecycle: create, delete to trash, restore, keys, migrate-all |
 //! | [`action`] | `enum Action` (the contract), exact decimals, roles, name matching — no IO |
 //! | [`parser`] | text -> `Action` with a confidence (slash grammar, phrasing) — no IO |
@@ -25,6 +27,7 @@
 //! | [`message`] | routing: built-in parser, LLM when unsure and configured, executor |
 //! | [`executor`] | one message in one transaction: idempotency, checks, SQL, journal, undo |
 //! | [`shop`] | tenant-db queries: settings, staff, catalog, reports, message log |
+//! | [`channel`] | Telegram and WhatsApp: webhooks, inbox, workers, identities, outbox sender |
 //! | [`chat`], [`demo`] | the terminal REPL and the demo tenant |
 //! | [`http`] | axum router, auth extractors, the one `ApiError` |
 //! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown |

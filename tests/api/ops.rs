@@ -79,6 +79,11 @@ async fn openapi_describes_every_route() {
         ("/v1/tenants/{tenant}/sales", "get"),
         ("/v1/tenants/{tenant}/orders", "get"),
         ("/v1/tenants/{tenant}/reports/sales", "get"),
+        ("/v1/tenants/{tenant}/channels/telegram", "put"),
+        ("/v1/tenants/{tenant}/channels/whatsapp", "put"),
+        ("/webhooks/telegram/{tenant}", "post"),
+        ("/webhooks/whatsapp", "get"),
+        ("/webhooks/whatsapp", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

@@ -468,3 +468,64 @@ async fn a_restart_with_work_in_flight_sends_exactly_one_reply() {
     assert_eq!(tg.fake.sent_to(user).len(), before + 2);
     assert_eq!(tg.app.product("s", "Rice").await["stock"], 18);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocked_bot_marks_the_chat_unreachable_and_long_replies_split() {
+    let tg = telegram_app(None, None).await;
+    let user = 4004;
+    tg.join(1, user, "Mary").await;
+    // A reply over 4,096 characters goes in parts: a stock list of many products.
+    for i in 0..150 {
+        tg.app
+            .post("/v1/tenants/s/products", json!({"name": format!("Product number {i:03} with a long name"), "price": 1, "stock": 1}))
+            .await;
+    }
+    tg.deliver(&text_update(2, user, user, "/stock")).await;
+    let sent = tg.fake.wait_sent(user, 3).await;
+    assert!(sent.len() >= 3, "{}", sent.len());
+    assert!(sent[1..].iter().all(|p| p.chars().count() <= 4096));
+    assert!(sent[1].starts_with("Stock:"));
+    let conn = rusqlite::Connection::open(tenant_file(&tg.app.data_dir(), "s")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while conn
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE status = 'pending'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+        > 0
+    {
+        assert!(Instant::now() < deadline, "the long reply never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let parts: i64 = conn
+        .query_row(
+            "SELECT parts_sent FROM outbox ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(parts >= 2, "{parts}");
+    assert_eq!(tg.fake.sent_to(user).len() as i64, 1 + parts);
+    // The person blocks the bot: the next reply is marked unreachable, not retried forever.
+    tg.fake.send_script.lock().unwrap().push_back((403, json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"})));
+    tg.deliver(&text_update(3, user, user, "/stock rice")).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status: Option<String> = conn
+            .query_row(
+                "SELECT o.status FROM outbox o JOIN inbox i ON i.id = o.inbox_id
+                 WHERE i.update_key = 'tg:7000001:3'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        if let Some(status) = status.filter(|s| s != "pending") {
+            assert_eq!(status, "unreachable");
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -7,7 +7,6 @@ use crate::tenant::{Layout, StoreError, TenantId, TenantPool, db_files, migrate,
 use rand::RngExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use std::fmt::Write;
 use std::path::Path;
 
 /// What it takes to create a tenant.
@@ -47,21 +46,13 @@ pub struct Store {
 
 /// Hex of the SHA-256 of `s`.
 pub fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .fold(String::with_capacity(64), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
+    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 /// A fresh random secret: `prefix` then 64 hex digits (256 bits).
 pub fn random_secret(prefix: &str) -> String {
     let bytes: [u8; 32] = rand::rng().random();
-    bytes.iter().fold(prefix.to_owned(), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    format!("{prefix}{}", hex::encode(bytes))
 }
 
 /// Runs `op(path, file name)` on a database file, its `-wal` and its `-shm`; a file that

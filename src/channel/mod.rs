@@ -366,23 +366,22 @@ impl Channels {
         tenant: &TenantId,
         statuses: Vec<(String, String, Option<String>)>,
     ) -> Result<(), ChannelError> {
-        let store = self.inner.store.clone();
-        let t = tenant.clone();
-        blocking(move || {
-            let handle = store.pool().acquire(&t)?;
-            let conn = handle.conn()?;
-            for (id, status, error) in statuses {
-                conn.execute(
-                    "UPDATE outbox SET delivery_status = ?2,
+        self.inner
+            .store
+            .pool()
+            .with_conn(tenant.clone(), move |conn| {
+                for (id, status, error) in statuses {
+                    conn.execute(
+                        "UPDATE outbox SET delivery_status = ?2,
                             last_error = coalesce(?3, last_error),
                             status = CASE WHEN ?2 = 'failed' THEN 'failed' ELSE status END
                      WHERE provider_id = ?1",
-                    params![id, status, error],
-                )?;
-            }
-            Ok(())
-        })
-        .await
+                        params![id, status, error],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Asks a worker to process the tenant's pending inbox rows.
@@ -418,20 +417,20 @@ impl Channels {
     }
 
     async fn process_tenant(&self, tenant: TenantId) {
-        let store = self.inner.store.clone();
-        let t = tenant.clone();
-        let chats = blocking(move || {
-            let handle = store.pool().acquire(&t)?;
-            let conn = handle.conn()?;
-            let mut stmt = conn.prepare(
-                "SELECT DISTINCT chat_id FROM inbox WHERE status = 'pending' ORDER BY chat_id",
-            )?;
-            let chats = stmt
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok::<_, ChannelError>(chats)
-        })
-        .await;
+        let chats = self
+            .inner
+            .store
+            .pool()
+            .with_conn(tenant.clone(), move |conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT DISTINCT chat_id FROM inbox WHERE status = 'pending' ORDER BY chat_id",
+                )?;
+                let chats = stmt
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, ChannelError>(chats)
+            })
+            .await;
         let chats = match chats {
             Ok(c) => c,
             Err(e) => {
@@ -539,22 +538,21 @@ impl Channels {
                 {
                     Ok(_) => Ok(()),
                     Err(ExecError::Invalid(m) | ExecError::UnknownSender(m)) => {
-                        let store = self.inner.store.clone();
-                        let t = tenant.clone();
-                        blocking(move || {
-                            let handle = store.pool().acquire(&t)?;
-                            let mut conn = handle.conn()?;
-                            let tx = conn.transaction()?;
-                            executor::finish_inbox(
-                                &tx,
-                                &to,
-                                &format!("Sorry: {m}"),
-                                Some("refused"),
-                            )?;
-                            tx.commit()?;
-                            Ok::<_, ChannelError>(())
-                        })
-                        .await
+                        self.inner
+                            .store
+                            .pool()
+                            .with_conn(tenant.clone(), move |conn| {
+                                let tx = conn.transaction()?;
+                                executor::finish_inbox(
+                                    &tx,
+                                    &to,
+                                    &format!("Sorry: {m}"),
+                                    Some("refused"),
+                                )?;
+                                tx.commit()?;
+                                Ok::<_, ChannelError>(())
+                            })
+                            .await
                     }
                     Err(e) => Err(e.into()),
                 }
@@ -600,23 +598,24 @@ impl Channels {
                         // Unmark first: an update stored from now on marks the tenant again.
                         self.inner.marked.remove(&tenant);
                         let control = self.inner.store.control().clone();
-                        let store = self.inner.store.clone();
                         let t = tenant.clone();
-                        let _ = blocking(move || {
-                            let handle = store.pool().acquire(&t)?;
-                            let conn = handle.conn()?;
-                            let busy: bool = conn.query_row(
-                                "SELECT EXISTS (SELECT 1 FROM inbox WHERE status = 'pending')
+                        let _ = self
+                            .inner
+                            .store
+                            .pool()
+                            .with_conn(tenant.clone(), move |conn| {
+                                let busy: bool = conn.query_row(
+                                    "SELECT EXISTS (SELECT 1 FROM inbox WHERE status = 'pending')
                                      OR EXISTS (SELECT 1 FROM outbox WHERE status = 'pending')",
-                                [],
-                                |r| r.get(0),
-                            )?;
-                            if !busy {
-                                control.clear_pending(&t)?;
-                            }
-                            Ok::<_, ChannelError>(())
-                        })
-                        .await;
+                                    [],
+                                    |r| r.get(0),
+                                )?;
+                                if !busy {
+                                    control.clear_pending(&t)?;
+                                }
+                                Ok::<_, ChannelError>(())
+                            })
+                            .await;
                     }
                     Err(e) => tracing::error!(tenant = %tenant, error = %e, "outbox send failed"),
                 }
@@ -862,18 +861,17 @@ impl Channels {
         id: i64,
         sent: i64,
     ) -> Result<(), ChannelError> {
-        let store = self.inner.store.clone();
-        let t = tenant.clone();
-        blocking(move || {
-            let handle = store.pool().acquire(&t)?;
-            let conn = handle.conn()?;
-            conn.execute(
-                "UPDATE outbox SET parts_sent = ?2 WHERE id = ?1",
-                params![id, sent],
-            )?;
-            Ok(())
-        })
-        .await
+        self.inner
+            .store
+            .pool()
+            .with_conn(tenant.clone(), move |conn| {
+                conn.execute(
+                    "UPDATE outbox SET parts_sent = ?2 WHERE id = ?1",
+                    params![id, sent],
+                )?;
+                Ok(())
+            })
+            .await
     }
 
     async fn record_send(

@@ -1174,47 +1174,45 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     ) && items_anywhere.is_none()
         && let Some(ai) = (0..n).find(|&i| money_at(&toks, i).is_some())
     {
-        {
-            let (amount, used) = money_at(&toks, ai).expect("checked");
-            let cat_at = find(&toks, &["on", "for"])
-                .map(|i| i + 1)
-                .or_else(|| {
-                    let k = ai + used;
-                    (k < n).then_some(k)
-                })
-                .or_else(|| {
-                    (ai > 0 && !matches!(toks[ai - 1].low.as_str(), "spent" | "expense" | "paid"))
-                        .then_some(ai - 1)
-                });
-            let category = cat_at
-                .and_then(|i| toks.get(i))
-                .map(|t| t.low.clone())
-                .filter(|c| !STOP.contains(&c.as_str()) || c == "the");
-            let category = match category.as_deref() {
-                Some("the") => cat_at.and_then(|i| toks.get(i + 1)).map(|t| t.low.clone()),
-                _ => category,
-            };
-            let note_from =
-                cat_at.map(|i| i + 1 + usize::from(toks.get(i).is_some_and(|t| t.low == "the")));
-            let note = note_from.and_then(|i| {
-                let rest: Vec<&str> = toks
-                    .get(i..)
-                    .unwrap_or(&[])
-                    .iter()
-                    .map(|t| t.raw.as_str())
-                    .collect();
-                (!rest.is_empty() && rest.len() < 12 && ai < cat_at.unwrap_or(0))
-                    .then(|| rest.join(" "))
+        let (amount, used) = money_at(&toks, ai).expect("checked");
+        let cat_at = find(&toks, &["on", "for"])
+            .map(|i| i + 1)
+            .or_else(|| {
+                let k = ai + used;
+                (k < n).then_some(k)
+            })
+            .or_else(|| {
+                (ai > 0 && !matches!(toks[ai - 1].low.as_str(), "spent" | "expense" | "paid"))
+                    .then_some(ai - 1)
             });
-            return sure(
-                Action::RecordExpense {
-                    amount,
-                    category,
-                    note,
-                },
-                true,
-            );
-        }
+        let category = cat_at
+            .and_then(|i| toks.get(i))
+            .map(|t| t.low.clone())
+            .filter(|c| !STOP.contains(&c.as_str()) || c == "the");
+        let category = match category.as_deref() {
+            Some("the") => cat_at.and_then(|i| toks.get(i + 1)).map(|t| t.low.clone()),
+            _ => category,
+        };
+        let note_from =
+            cat_at.map(|i| i + 1 + usize::from(toks.get(i).is_some_and(|t| t.low == "the")));
+        let note = note_from.and_then(|i| {
+            let rest: Vec<&str> = toks
+                .get(i..)
+                .unwrap_or(&[])
+                .iter()
+                .map(|t| t.raw.as_str())
+                .collect();
+            (!rest.is_empty() && rest.len() < 12 && ai < cat_at.unwrap_or(0))
+                .then(|| rest.join(" "))
+        });
+        return sure(
+            Action::RecordExpense {
+                amount,
+                category,
+                note,
+            },
+            true,
+        );
     }
 
     // goods in and out

@@ -223,6 +223,7 @@ struct Inner {
     outbox_wake: Notify,
     last_sent: DashMap<String, Instant>,
     send_windows: DashMap<String, (Instant, u32)>,
+    bots: DashMap<String, teloxide::Bot>,
     stopped: std::sync::atomic::AtomicBool,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -276,6 +277,7 @@ impl Channels {
                 outbox_wake: Notify::new(),
                 last_sent: DashMap::new(),
                 send_windows: DashMap::new(),
+                bots: DashMap::new(),
                 stopped: std::sync::atomic::AtomicBool::new(false),
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
@@ -353,6 +355,16 @@ impl Channels {
     /// Telegram Bot API base URL.
     pub fn telegram_api(&self) -> &str {
         &self.inner.config.telegram_api
+    }
+
+    /// The Bot API client for a token, built once (each holds its own HTTP client).
+    pub fn bot(&self, token: &str) -> Result<teloxide::Bot, ChannelError> {
+        if let Some(bot) = self.inner.bots.get(token) {
+            return Ok(bot.clone());
+        }
+        let bot = telegram::bot(&self.inner.config.telegram_api, token)?;
+        self.inner.bots.insert(token.to_owned(), bot.clone());
+        Ok(bot)
     }
 
     /// The HTTP client for the Graph API.
@@ -617,6 +629,14 @@ impl Channels {
                             })
                             .await;
                     }
+                    Err(ChannelError::Store(StoreError::NotFound(_))) => {
+                        // Deleted meanwhile: nothing left to send for it.
+                        self.inner.outbox_tenants.remove(&tenant);
+                        self.inner.marked.remove(&tenant);
+                        let control = self.inner.store.control().clone();
+                        let t = tenant.clone();
+                        let _ = blocking(move || control.clear_pending(&t)).await;
+                    }
                     Err(e) => tracing::error!(tenant = %tenant, error = %e, "outbox send failed"),
                 }
             }
@@ -774,7 +794,7 @@ impl Channels {
                 )),
             },
             (telegram::CHANNEL, Some(token)) => {
-                let bot = telegram::bot(&self.inner.config.telegram_api, token)?;
+                let bot = self.bot(token)?;
                 let parts = split_text(&text, telegram::MAX_TEXT);
                 let mut sent = parts_sent;
                 let mut outcome = Ok(String::new());

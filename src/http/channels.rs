@@ -104,7 +104,7 @@ pub async fn get_telegram(
     access: TenantAccess,
 ) -> Result<Json<Value>, ApiError> {
     let b = telegram_binding(&state, &access.id).await?;
-    let bot = telegram::bot(state.channels.telegram_api(), &b.token)?;
+    let bot = state.channels.bot(&b.token)?;
     let webhook = telegram::webhook_info(&bot).await?;
     Ok(Json(json!({
         "channel": "telegram", "bot_id": b.key, "username": b.username,
@@ -118,7 +118,7 @@ pub async fn delete_telegram(
     access: TenantAccess,
 ) -> Result<StatusCode, ApiError> {
     let b = telegram_binding(&state, &access.id).await?;
-    if let Ok(bot) = telegram::bot(state.channels.telegram_api(), &b.token)
+    if let Ok(bot) = state.channels.bot(&b.token)
         && let Err(e) = telegram::delete_webhook(&bot).await
     {
         tracing::warn!(tenant = %access.id, error = %e, "deleteWebhook failed; unbinding anyway");

@@ -10,7 +10,7 @@ use crate::executor::{self, DryRun, ExecError, Input, Outcome, Request};
 use crate::llm::{LlmClient, LlmError, Usage};
 use crate::parser::{self, Source};
 use crate::store::Store;
-use crate::tenant::{TenantId, pool::blocking};
+use crate::tenant::TenantId;
 use std::time::Instant;
 
 /// Whether every number a write action carries appears in the message.
@@ -99,42 +99,42 @@ pub async fn handle(
     };
     let text = text.clone();
     let started = Instant::now();
-    let (pool, id, with_llm) = (store.pool().clone(), tenant.clone(), llm.is_some());
+    let with_llm = llm.is_some();
     let mut first = req.clone();
-    let step = blocking(move || {
-        let handle = pool.acquire(&id)?;
-        let mut conn = handle.conn()?;
-        if let Some(dup) = first
-            .inbound_id
-            .as_deref()
-            .map(|k| executor::seen(&conn, k))
-            .transpose()?
-            .flatten()
-        {
-            return Ok(FirstStep::Done(dup));
-        }
-        let Input::Text(text) = &first.input else {
-            unreachable!("checked above")
-        };
-        let (parsed, lexicon) = executor::parse_builtin(&conn, text)?;
-        if !with_llm || parsed.confidence >= parser::CONFIDENT {
-            first.parse_us = Some(started.elapsed().as_micros() as i64);
-            first.input = Input::Parsed {
-                text: text.clone(),
-                action: parsed.action,
-                source: Source::Grammar,
-                usage: None,
+    let step = store
+        .pool()
+        .with_conn(tenant.clone(), move |conn| {
+            if let Some(dup) = first
+                .inbound_id
+                .as_deref()
+                .map(|k| executor::seen(conn, k))
+                .transpose()?
+                .flatten()
+            {
+                return Ok(FirstStep::Done(dup));
+            }
+            let Input::Text(text) = &first.input else {
+                unreachable!("checked above")
             };
-            return executor::execute(&mut conn, &first).map(FirstStep::Done);
-        }
-        let digits = crate::shop::load_settings(&conn)?.digits;
-        Ok(FirstStep::AskLlm {
-            built_in: Box::new(parsed.action),
-            lexicon,
-            digits,
+            let (parsed, lexicon) = executor::parse_builtin(conn, text)?;
+            if !with_llm || parsed.confidence >= parser::CONFIDENT {
+                first.parse_us = Some(started.elapsed().as_micros() as i64);
+                first.input = Input::Parsed {
+                    text: text.clone(),
+                    action: parsed.action,
+                    source: Source::Grammar,
+                    usage: None,
+                };
+                return executor::execute(conn, &first).map(FirstStep::Done);
+            }
+            let digits = crate::shop::load_settings(conn)?.digits;
+            Ok(FirstStep::AskLlm {
+                built_in: Box::new(parsed.action),
+                lexicon,
+                digits,
+            })
         })
-    })
-    .await?;
+        .await?;
     let (built_in, lexicon, digits) = match step {
         FirstStep::Done(outcome) => return Ok(outcome),
         FirstStep::AskLlm {
@@ -157,13 +157,10 @@ pub async fn handle(
 }
 
 async fn run(store: &Store, tenant: &TenantId, req: Request) -> Result<Outcome, ExecError> {
-    let (pool, id) = (store.pool().clone(), tenant.clone());
-    blocking(move || {
-        let handle = pool.acquire(&id)?;
-        let mut conn = handle.conn()?;
-        executor::execute(&mut conn, &req)
-    })
-    .await
+    store
+        .pool()
+        .with_conn(tenant.clone(), move |conn| executor::execute(conn, &req))
+        .await
 }
 
 /// Parses and resolves a message without writing anything.
@@ -174,32 +171,31 @@ pub async fn dry_run(
     sender: String,
     text: String,
 ) -> Result<DryRun, ExecError> {
-    let (pool, id, t) = (store.pool().clone(), tenant.clone(), text.clone());
-    let (parsed, lexicon, digits) = blocking(move || {
-        let handle = pool.acquire(&id)?;
-        let conn = handle.conn()?;
-        let (parsed, lexicon) = executor::parse_builtin(&conn, &t)?;
-        let digits = crate::shop::load_settings(&conn)?.digits;
-        Ok::<_, ExecError>((parsed, lexicon, digits))
-    })
-    .await?;
+    let t = text.clone();
+    let (parsed, lexicon, digits) = store
+        .pool()
+        .with_conn(tenant.clone(), move |conn| {
+            let (parsed, lexicon) = executor::parse_builtin(conn, &t)?;
+            let digits = crate::shop::load_settings(conn)?.digits;
+            Ok::<_, ExecError>((parsed, lexicon, digits))
+        })
+        .await?;
     let (action, source, usage) = match llm.filter(|_| parsed.confidence < parser::CONFIDENT) {
         Some(llm) => ask_llm(llm, tenant, &text, parsed.action, &lexicon, digits).await,
         None => (parsed.action, Source::Grammar, None),
     };
-    let (pool, id) = (store.pool().clone(), tenant.clone());
-    blocking(move || {
-        let handle = pool.acquire(&id)?;
-        let mut conn = handle.conn()?;
-        let input = Input::Parsed {
-            text,
-            action,
-            source,
-            usage,
-        };
-        executor::dry_run(&mut conn, &sender, &input)
-    })
-    .await
+    store
+        .pool()
+        .with_conn(tenant.clone(), move |conn| {
+            let input = Input::Parsed {
+                text,
+                action,
+                source,
+                usage,
+            };
+            executor::dry_run(conn, &sender, &input)
+        })
+        .await
 }
 
 #[cfg(test)]

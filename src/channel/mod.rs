@@ -254,6 +254,13 @@ struct OutRow {
     attempts: i64,
 }
 
+impl OutRow {
+    /// The key of the row's chat in the per-chat pacing map.
+    fn chat_key(&self, tenant: &TenantId) -> String {
+        format!("{tenant}/{}/{}", self.channel, self.chat)
+    }
+}
+
 /// Sends before a failing message is given up.
 const MAX_ATTEMPTS: i64 = 6;
 
@@ -648,50 +655,44 @@ impl Channels {
     async fn send_due(&self, tenant: &TenantId) -> Result<(bool, bool), ChannelError> {
         let store = self.inner.store.clone();
         let t = tenant.clone();
-        type Due = (i64, String, String, String, i64, i64, bool);
-        let (due, pending, (tg_binding, wa_binding)) = blocking(move || {
+        let (rows, bindings) = blocking(move || {
             let handle = store.pool().acquire(&t)?;
             let conn = handle.conn()?;
             let mut stmt = conn.prepare_cached(
                 "SELECT id, channel, chat_id, text, parts_sent, attempts, next_attempt_at <= ?1
                  FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 200",
             )?;
-            let due = stmt
+            let rows = stmt
                 .query_map([shop::now_utc()], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                    ))
+                    let row = OutRow {
+                        id: r.get(0)?,
+                        channel: r.get(1)?,
+                        chat: r.get(2)?,
+                        text: r.get(3)?,
+                        parts_sent: r.get(4)?,
+                        attempts: r.get(5)?,
+                    };
+                    Ok((row, r.get::<_, bool>(6)?))
                 })?
-                .collect::<Result<Vec<Due>, _>>()?;
-            let pending: bool = conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM outbox WHERE status = 'pending')",
-                [],
-                |r| r.get(0),
-            )?;
+                .collect::<Result<Vec<_>, _>>()?;
             let telegram = store.control().binding(&t, telegram::CHANNEL)?;
             let whatsapp = store.control().binding(&t, whatsapp::CHANNEL)?;
-            Ok::<_, ChannelError>((due, pending, (telegram, whatsapp)))
+            Ok::<_, ChannelError>((rows, (telegram, whatsapp)))
         })
         .await?;
+        let pending = !rows.is_empty();
         let mut chats_done = std::collections::HashSet::new();
-        let bindings = Arc::new((tg_binding, wa_binding));
+        let bindings = Arc::new(bindings);
         let mut sends = tokio::task::JoinSet::new();
         let permits = Arc::new(tokio::sync::Semaphore::new(SEND_CONCURRENCY));
-        for (id, channel, chat, text, parts_sent, attempts, is_due) in due {
+        for (row, is_due) in rows {
             // Only a chat's oldest pending message may go (a delayed one holds the rest back),
             // and one per pass keeps the per-chat pace.
-            if !chats_done.insert(chat.clone()) || !is_due {
+            if !chats_done.insert(row.chat.clone()) || !is_due {
                 continue;
             }
-            let chat_key = format!("{tenant}/{channel}/{chat}");
             // Telegram groups take about 20 messages a minute; private chats about one a second.
-            let gap = if channel == telegram::CHANNEL && chat.starts_with('-') {
+            let gap = if row.channel == telegram::CHANNEL && row.chat.starts_with('-') {
                 self.inner.config.chat_gap.max(GROUP_GAP)
             } else {
                 self.inner.config.chat_gap
@@ -699,23 +700,17 @@ impl Channels {
             if self
                 .inner
                 .last_sent
-                .get(&chat_key)
+                .get(&row.chat_key(tenant))
                 .is_some_and(|t| t.elapsed() < gap)
             {
                 continue;
             }
-            let (account, per_second) = match channel.as_str() {
-                telegram::CHANNEL => (
-                    bindings.0.as_ref().map(|b| b.key.clone()),
-                    TELEGRAM_PER_SECOND,
-                ),
-                _ => (
-                    bindings.1.as_ref().map(|b| b.key.clone()),
-                    WHATSAPP_PER_SECOND,
-                ),
+            let (account, per_second) = match row.channel.as_str() {
+                telegram::CHANNEL => (bindings.0.as_ref(), TELEGRAM_PER_SECOND),
+                _ => (bindings.1.as_ref(), WHATSAPP_PER_SECOND),
             };
-            if let Some(account) = account
-                && !self.take_send_slot(&format!("{channel}/{account}"), per_second)
+            if let Some(b) = account
+                && !self.take_send_slot(&format!("{}/{}", row.channel, b.key), per_second)
             {
                 continue;
             }
@@ -723,14 +718,6 @@ impl Channels {
             let permit = permits.clone().acquire_owned().await.expect("never closed");
             sends.spawn(async move {
                 let _permit = permit;
-                let row = OutRow {
-                    id,
-                    channel,
-                    chat,
-                    text,
-                    parts_sent,
-                    attempts,
-                };
                 me.send_one(&t, row, &b.0, &b.1).await
             });
         }
@@ -771,95 +758,50 @@ impl Channels {
         tg_binding: &Option<crate::control::Binding>,
         wa_binding: &Option<crate::control::Binding>,
     ) -> Result<(), ChannelError> {
-        let OutRow {
-            id,
-            channel,
-            chat,
-            text,
-            parts_sent,
-            attempts,
-        } = row;
-        let chat_key = format!("{tenant}/{channel}/{chat}");
-        let result = match (
-            channel.as_str(),
-            tg_binding.as_ref().map(|b| b.token.as_str()),
-        ) {
-            (whatsapp::CHANNEL, _) => match wa_binding {
-                Some(b) => {
-                    self.send_whatsapp(tenant, id, b, &chat, &text, parts_sent)
-                        .await?
-                }
-                None => Err(SendError::Unreachable(
-                    "the WhatsApp number is no longer bound".into(),
-                )),
-            },
-            (telegram::CHANNEL, Some(token)) => {
-                let bot = self.bot(token)?;
-                let parts = split_text(&text, telegram::MAX_TEXT);
-                let mut sent = parts_sent;
-                let mut outcome = Ok(String::new());
-                for part in parts.iter().skip(parts_sent as usize) {
-                    match telegram::send(&bot, &chat, part).await {
-                        Ok(pid) => {
-                            sent += 1;
-                            outcome = Ok(pid);
-                            self.record_parts(tenant, id, sent).await?;
-                        }
-                        Err(e) => {
-                            outcome = Err(e);
-                            break;
-                        }
-                    }
-                }
-                self.inner.last_sent.insert(chat_key, Instant::now());
-                outcome
+        let result = match (row.channel.as_str(), tg_binding, wa_binding) {
+            (telegram::CHANNEL, Some(b), _) => {
+                let bot = self.bot(&b.token)?;
+                self.send_parts(tenant, &row, telegram::MAX_TEXT, |part| {
+                    let (bot, chat) = (bot.clone(), row.chat.clone());
+                    async move { telegram::send(&bot, &chat, &part).await }
+                })
+                .await?
             }
-            (telegram::CHANNEL, None) => Err(SendError::Unreachable(
-                "the Telegram bot is no longer bound".into(),
-            )),
-            (other, _) => Err(SendError::Unreachable(format!(
-                "channel {other} cannot send yet"
+            (whatsapp::CHANNEL, _, Some(b)) => {
+                self.send_parts(tenant, &row, whatsapp::MAX_TEXT, |part| {
+                    self.whatsapp_part(b, &row.chat, part)
+                })
+                .await?
+            }
+            (channel, _, _) => Err(SendError::Unreachable(format!(
+                "no {channel} account is bound to this tenant any more"
             ))),
         };
-        self.record_send(tenant, id, attempts, result).await
+        self.record_send(tenant, row.id, row.attempts, result).await
     }
 
-    async fn send_whatsapp(
+    /// Sends the parts of a row not sent yet, recording each; stops at the first failure.
+    async fn send_parts<F, Fut>(
         &self,
         tenant: &TenantId,
-        id: i64,
-        b: &crate::control::Binding,
-        chat: &str,
-        text: &str,
-        parts_sent: i64,
-    ) -> Result<Result<String, SendError>, ChannelError> {
-        let api = &self.inner.config.whatsapp_api;
-        let mut sent = parts_sent;
+        row: &OutRow,
+        max: usize,
+        send: F,
+    ) -> Result<Result<String, SendError>, ChannelError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<String, SendError>>,
+    {
+        let mut sent = row.parts_sent;
         let mut outcome = Ok(String::new());
-        for part in split_text(text, whatsapp::MAX_TEXT)
-            .iter()
-            .skip(parts_sent as usize)
+        for part in split_text(&row.text, max)
+            .into_iter()
+            .skip(row.parts_sent as usize)
         {
-            let mut r =
-                whatsapp::send(&self.inner.http, api, &b.key, &b.token, chat, part, None).await;
-            if let (Err(SendError::OutsideWindow(_)), Some(template)) =
-                (&r, &self.inner.config.whatsapp_template)
-            {
-                r = whatsapp::send(
-                    &self.inner.http,
-                    api,
-                    &b.key,
-                    &b.token,
-                    chat,
-                    part,
-                    Some(template),
-                )
-                .await;
-            }
-            match r {
+            match send(part).await {
                 Ok(pid) => {
                     sent += 1;
-                    self.record_parts(tenant, id, sent).await?;
+                    self.record_parts(tenant, row.id, sent).await?;
                     outcome = Ok(pid);
                 }
                 Err(e) => {
@@ -868,11 +810,27 @@ impl Channels {
                 }
             }
         }
-        self.inner.last_sent.insert(
-            format!("{tenant}/{}/{chat}", whatsapp::CHANNEL),
-            Instant::now(),
-        );
+        self.inner
+            .last_sent
+            .insert(row.chat_key(tenant), Instant::now());
         Ok(outcome)
+    }
+
+    /// One WhatsApp text; outside the 24-hour window, the configured template instead.
+    async fn whatsapp_part(
+        &self,
+        b: &crate::control::Binding,
+        chat: &str,
+        part: String,
+    ) -> Result<String, SendError> {
+        let (http, api) = (&self.inner.http, &self.inner.config.whatsapp_api);
+        let first = whatsapp::send(http, api, &b.key, &b.token, chat, &part, None).await;
+        match (first, &self.inner.config.whatsapp_template) {
+            (Err(SendError::OutsideWindow(_)), Some(template)) => {
+                whatsapp::send(http, api, &b.key, &b.token, chat, &part, Some(template)).await
+            }
+            (r, _) => r,
+        }
     }
 
     async fn record_parts(

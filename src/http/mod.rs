@@ -136,6 +136,20 @@ pub fn router(state: AppState) -> Router {
     api.layer(layers).with_state(state)
 }
 
+/// Largest page any listing returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// A listing's `limit`: `default` when absent, else 1..=`MAX_PAGE`.
+fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
+    let l = limit.unwrap_or(default);
+    if !(1..=MAX_PAGE).contains(&l) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok(l)
+}
+
 fn request_span(req: &Request) -> tracing::Span {
     let request_id = req
         .headers()

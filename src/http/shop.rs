@@ -360,14 +360,6 @@ fn day(field: &str, s: &str) -> Result<chrono::NaiveDate, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{field} must be a date like 2026-11-22")))
 }
 
-fn limit_of(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
-    let l = limit.unwrap_or(default);
-    if !(1..=1000).contains(&l) {
-        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
-    }
-    Ok(l)
-}
-
 /// `GET /sales?from=YYYY-MM-DD&to=YYYY-MM-DD` (local days, `to` included; default today).
 pub async fn sales(
     State(state): State<AppState>,
@@ -376,7 +368,7 @@ pub async fn sales(
 ) -> Result<Json<Value>, ApiError> {
     let from = q.from.as_deref().map(|s| day("from", s)).transpose()?;
     let to = q.to.as_deref().map(|s| day("to", s)).transpose()?;
-    let limit = limit_of(q.limit, 500)?;
+    let limit = super::page_limit(q.limit, 500)?;
     run(&state, access, move |conn| {
         let s = shop::load_settings(conn)?;
         let today = report::local_today(&s);
@@ -413,7 +405,7 @@ pub async fn orders(
             ));
         }
     };
-    let limit = limit_of(q.limit, 200)?;
+    let limit = super::page_limit(q.limit, 200)?;
     run(&state, access, move |conn| {
         let d = shop::load_settings(conn)?.digits;
         let list = report::orders(conn, d, status.as_deref(), None, limit)?;
@@ -476,7 +468,7 @@ pub async fn messages(
     access: TenantAccess,
     Query(q): Query<MessagesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = limit_of(q.limit, 50)?;
+    let limit = super::page_limit(q.limit, 50)?;
     run(&state, access, move |conn| {
         let list = report::messages(conn, q.before, limit)?;
         let next_before = (list.len() == limit)

@@ -13,8 +13,6 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Largest page of `GET /v1/tenants`.
-pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 
 pub async fn create(
@@ -47,12 +45,7 @@ pub async fn list(
     _: Operator,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Page>, ApiError> {
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {MAX_PAGE}"
-        )));
-    }
+    let limit = super::page_limit(q.limit, DEFAULT_PAGE)?;
     let after = q.after.as_deref().map(TenantId::parse).transpose()?;
     let store = state.store.clone();
     // One extra row tells whether another page follows.

@@ -201,8 +201,21 @@ impl App {
                 chat_gap: Duration::from_millis(config.chat_gap_ms),
             },
         );
+        let sched = &config.scheduler;
+        let scheduler = crate::scheduler::Scheduler::new(
+            store.clone(),
+            llm.clone(),
+            Some(channels.clone()),
+            crate::scheduler::SchedulerConfig {
+                tick: Duration::from_millis(sched.tick_ms.max(10)),
+                grace: Duration::from_secs(sched.grace_secs),
+                concurrency: sched.job_concurrency.max(1),
+                ..Default::default()
+            },
+        );
         let state = AppState {
             channels,
+            scheduler,
             llm,
             store,
             metrics,
@@ -237,34 +250,35 @@ impl App {
         let addr = self.local_addr();
         let pool = self.state.store.pool().clone();
         let channels = self.state.channels.clone();
-        let sweeper = tokio::spawn(sweep_idle(pool.clone()));
-        tracing::info!(%addr, max_open_tenants = pool.config().max_open, "tarn listening");
+        let sched = &self.state.config.scheduler;
+        let mut housekeeping = crate::scheduler::housekeeping::start(
+            self.state.store.clone(),
+            crate::scheduler::housekeeping::HousekeepingConfig {
+                retention_days: sched.retention_days,
+                run_retention_days: sched.run_retention_days,
+                checkpoint_every: Duration::from_secs(sched.checkpoint_secs.max(1)),
+            },
+        )
+        .await
+        .map_err(|e| std::io::Error::other(format!("housekeeping did not start: {e}")))?;
+        let ticker = sched.enabled.then(|| self.state.scheduler.clone().spawn());
+        tracing::info!(%addr, max_open_tenants = pool.config().max_open, scheduler = sched.enabled, "tarn listening");
         let router = http::router(self.state);
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await;
-        sweeper.abort();
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        if let Err(e) = housekeeping.shutdown().await {
+            tracing::warn!(error = %e, "housekeeping did not stop cleanly");
+        }
         channels.stop();
         let closed = tokio::task::spawn_blocking(move || pool.close_all())
             .await
             .unwrap_or(0);
         tracing::info!(closed, "tarn stopped; tenants checkpointed and closed");
         served
-    }
-}
-
-async fn sweep_idle(pool: TenantPool) {
-    let every = (pool.config().idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let pool = pool.clone();
-        match tokio::task::spawn_blocking(move || pool.sweep_idle()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(closed = n, "idle tenants closed"),
-            Err(e) => tracing::error!(error = %e, "idle sweep failed"),
-        }
     }
 }
 

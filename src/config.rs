@@ -277,12 +277,41 @@ pub struct ServeConfig {
     /// second).
     #[arg(long, env = "TARN_CHAT_GAP_MS", default_value_t = 1000)]
     pub chat_gap_ms: u64,
-    /// Folder of the prompt files (`parser.md`, `examples.jsonl`).
+    /// Folder of the prompt files (`parser.md`, `examples.jsonl`, `weekly_report.md`).
     #[arg(long, env = "TARN_PROMPTS_DIR", default_value = "./prompts")]
     pub prompts_dir: PathBuf,
     /// Create (once) a `demo` tenant with a small catalog and staff, and say how to use it.
     #[arg(long, env = "TARN_DEMO")]
     pub demo: bool,
+    #[command(flatten)]
+    pub scheduler: SchedulerArgs,
+}
+
+/// Settings of the scheduler and housekeeping.
+#[derive(Debug, Clone, Args)]
+pub struct SchedulerArgs {
+    /// Run the tenants' scheduled jobs (summaries, alerts, reminders, weekly reports).
+    #[arg(long = "scheduler", env = "TARN_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+    /// Milliseconds between two looks at the schedule index.
+    #[arg(long, env = "TARN_TICK_MS", default_value_t = 1000)]
+    pub tick_ms: u64,
+    /// A slot missed (downtime) by at most this many seconds still runs, once; older slots
+    /// are recorded as missed.
+    #[arg(long, env = "TARN_SCHEDULE_GRACE_SECS", default_value_t = 3600)]
+    pub grace_secs: u64,
+    /// Jobs run at once.
+    #[arg(long, env = "TARN_JOB_CONCURRENCY", default_value_t = 8)]
+    pub job_concurrency: usize,
+    /// Days handled chat inbox and outbox rows are kept.
+    #[arg(long, env = "TARN_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
+    /// Days the schedule run ledger is kept.
+    #[arg(long, env = "TARN_RUN_RETENTION_DAYS", default_value_t = 14)]
+    pub run_retention_days: u64,
+    /// Seconds between WAL checkpoints (and retention pruning) of the open tenants.
+    #[arg(long, env = "TARN_CHECKPOINT_SECS", default_value_t = 300)]
+    pub checkpoint_secs: u64,
 }
 
 impl ServeConfig {

@@ -60,6 +60,7 @@ pub mod http;
 pub mod llm;
 pub mod message;
 pub mod parser;
+pub mod scheduler;
 pub mod shop;
 pub mod store;
 pub mod system;

@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// Longest report narrative kept, in characters.
+pub const NARRATIVE_MAX: usize = 1200;
+
 /// Settings of the LLM client.
 #[derive(Debug, Clone)]
 pub struct LlmConfig {
@@ -91,6 +94,8 @@ struct Inner {
     breaker: Mutex<Breaker>,
     windows: DashMap<String, (Instant, u32)>,
     system: String,
+    /// System prompt of report narratives (`weekly_report.md`).
+    narrator: String,
     examples: Vec<(String, String)>,
     schema: Value,
 }
@@ -106,7 +111,8 @@ fn load(dir: &Path, name: &str, builtin: &'static str) -> String {
 }
 
 impl LlmClient {
-    /// A client with prompts from `prompts_dir` (`parser.md`, `examples.jsonl`).
+    /// A client with prompts from `prompts_dir` (`parser.md`, `examples.jsonl`,
+    /// `weekly_report.md`).
     pub fn new(config: LlmConfig, prompts_dir: &Path) -> Result<Self, LlmError> {
         let system = load(
             prompts_dir,
@@ -130,6 +136,11 @@ impl LlmClient {
                 serde_json::to_string(&action).expect("actions serialize"),
             ));
         }
+        let narrator = load(
+            prompts_dir,
+            "weekly_report.md",
+            include_str!("../prompts/weekly_report.md"),
+        );
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
@@ -141,6 +152,7 @@ impl LlmClient {
                 breaker: Mutex::new(Breaker::default()),
                 windows: DashMap::new(),
                 system,
+                narrator,
                 examples,
                 schema: crate::action::json_schema(),
                 config,
@@ -238,12 +250,11 @@ impl LlmClient {
     }
 
     /// One completion, retrying 429 and 5xx with backoff (honouring `retry-after`).
-    async fn complete(&self, messages: &[Value]) -> Result<(String, Usage), LlmError> {
+    async fn complete(&self, body: &Value) -> Result<(String, Usage), LlmError> {
         let url = format!(
             "{}/chat/completions",
             self.inner.config.base_url.trim_end_matches('/')
         );
-        let body = self.request_body(messages);
         let mut attempt = 0;
         loop {
             let sent = self
@@ -251,7 +262,7 @@ impl LlmClient {
                 .http
                 .post(&url)
                 .bearer_auth(self.inner.config.api_key.expose())
-                .json(&body)
+                .json(body)
                 .send()
                 .await;
             let resp = match sent {
@@ -302,6 +313,58 @@ impl LlmClient {
         }
     }
 
+    /// Checks the breaker and the tenant's rate, then waits (bounded) for a request slot.
+    async fn admit(&self, tenant: &str) -> Result<tokio::sync::SemaphorePermit<'_>, LlmError> {
+        if self.circuit_open() {
+            return Err(LlmError::CircuitOpen);
+        }
+        if !self.take_tenant_slot(tenant) {
+            return Err(LlmError::RateLimited);
+        }
+        Ok(
+            tokio::time::timeout(self.inner.config.timeout, self.inner.permits.acquire())
+                .await
+                .map_err(|_| LlmError::Timeout)?
+                .expect("the semaphore is never closed"),
+        )
+    }
+
+    /// A few sentences on a report's numbers (`facts`, as JSON) with the `weekly_report.md`
+    /// prompt. Plain text for people: control characters are dropped and the length capped;
+    /// nothing in it is ever parsed or written to the database except as that text.
+    pub async fn narrate(&self, tenant: &str, facts: &Value) -> Result<String, LlmError> {
+        let _permit = self.admit(tenant).await?;
+        let body = json!({
+            "model": self.inner.config.model,
+            "messages": [
+                {"role": "system", "content": self.inner.narrator},
+                {"role": "user", "content": facts.to_string()},
+            ],
+            "temperature": 0.3,
+            "max_tokens": 300,
+        });
+        let (content, _) = match self.complete(&body).await {
+            Ok(r) => r,
+            Err(e) => {
+                if !matches!(e, LlmError::Http(401 | 403 | 404 | 413, _)) {
+                    self.record(false);
+                }
+                return Err(e);
+            }
+        };
+        self.record(true);
+        let clean: String = content
+            .chars()
+            .filter(|c| *c == '\n' || !c.is_control())
+            .take(NARRATIVE_MAX)
+            .collect();
+        let clean = clean.trim();
+        if clean.is_empty() {
+            return Err(LlmError::Invalid("empty narrative".into()));
+        }
+        Ok(clean.to_owned())
+    }
+
     /// Asks for the action `text` means. `digits` are the currency's minor-unit digits, for
     /// validating amounts.
     pub async fn parse(
@@ -311,16 +374,7 @@ impl LlmClient {
         lex: &Lexicon,
         digits: u32,
     ) -> Result<LlmAnswer, LlmError> {
-        if self.circuit_open() {
-            return Err(LlmError::CircuitOpen);
-        }
-        if !self.take_tenant_slot(tenant) {
-            return Err(LlmError::RateLimited);
-        }
-        let _permit = tokio::time::timeout(self.inner.config.timeout, self.inner.permits.acquire())
-            .await
-            .map_err(|_| LlmError::Timeout)?
-            .expect("the semaphore is never closed");
+        let _permit = self.admit(tenant).await?;
         let mut messages = vec![
             json!({"role": "system", "content": self.inner.system}),
             json!({"role": "system", "content": Self::shop_data(lex)}),
@@ -332,7 +386,7 @@ impl LlmClient {
         messages.push(json!({"role": "user", "content": text}));
         let mut usage = Usage::default();
         for attempt in 0..2 {
-            let (content, u) = match self.complete(&messages).await {
+            let (content, u) = match self.complete(&self.request_body(&messages)).await {
                 Ok(r) => r,
                 Err(e) => {
                     if !matches!(e, LlmError::Http(401 | 403 | 404 | 413, _)) {

@@ -154,6 +154,12 @@ impl Store {
             let _ = self.remove_files(&new.id);
             return Err(e);
         }
+        let defaults = crate::scheduler::default_schedules(&tenant.timezone, chrono::Utc::now());
+        if let Err(e) = self.control.add_missing_schedules(&tenant.id, &defaults) {
+            let _ = self.control.remove(&new.id);
+            let _ = self.remove_files(&new.id);
+            return Err(e);
+        }
         Ok(Created { tenant, api_key })
     }
 
@@ -190,7 +196,8 @@ impl Store {
                 std::fs::rename(f, trash.join(name))
             })?;
             self.control
-                .mark_deleted(id, &deleted_at, &trash.to_string_lossy())
+                .mark_deleted(id, &deleted_at, &trash.to_string_lossy())?;
+            self.control.delete_schedules(id)
         })?;
         rec.status = "deleted".into();
         rec.deleted_at = Some(deleted_at);
@@ -217,10 +224,10 @@ impl Store {
             let _ = std::fs::remove_dir(&trash);
             self.control.mark_restored(id, &sha256_hex(&api_key))
         })?;
-        Ok(Created {
-            tenant: self.control.get_active(id)?,
-            api_key,
-        })
+        let tenant = self.control.get_active(id)?;
+        let defaults = crate::scheduler::default_schedules(&tenant.timezone, chrono::Utc::now());
+        self.control.add_missing_schedules(id, &defaults)?;
+        Ok(Created { tenant, api_key })
     }
 
     /// Replaces the tenant's API key; the old one stops working at once.

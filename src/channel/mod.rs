@@ -250,6 +250,8 @@ struct OutRow {
     channel: String,
     chat: String,
     text: String,
+    /// A PNG to send as a photo / image, `text` being its caption.
+    image: Option<Vec<u8>>,
     parts_sent: i64,
     attempts: i64,
 }
@@ -401,6 +403,20 @@ impl Channels {
                 Ok(())
             })
             .await
+    }
+
+    /// Hands the sender a tenant with new outbox rows (queued by a scheduled job): marks it
+    /// in the control db so a restart resumes it, then wakes the sender.
+    pub async fn queued(&self, tenant: &TenantId) -> Result<(), ChannelError> {
+        if !self.inner.marked.contains(tenant) {
+            let control = self.inner.store.control().clone();
+            let t = tenant.clone();
+            blocking(move || control.mark_pending(&t)).await?;
+            self.inner.marked.insert(tenant.clone());
+        }
+        self.inner.outbox_tenants.insert(tenant.clone());
+        self.inner.outbox_wake.notify_one();
+        Ok(())
     }
 
     /// Asks a worker to process the tenant's pending inbox rows.
@@ -659,7 +675,7 @@ impl Channels {
             let handle = store.pool().acquire(&t)?;
             let conn = handle.conn()?;
             let mut stmt = conn.prepare_cached(
-                "SELECT id, channel, chat_id, text, parts_sent, attempts, next_attempt_at <= ?1
+                "SELECT id, channel, chat_id, text, parts_sent, attempts, next_attempt_at <= ?1, image
                  FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 200",
             )?;
             let rows = stmt
@@ -671,6 +687,7 @@ impl Channels {
                         text: r.get(3)?,
                         parts_sent: r.get(4)?,
                         attempts: r.get(5)?,
+                        image: r.get(7)?,
                     };
                     Ok((row, r.get::<_, bool>(6)?))
                 })?
@@ -758,8 +775,24 @@ impl Channels {
         tg_binding: &Option<crate::control::Binding>,
         wa_binding: &Option<crate::control::Binding>,
     ) -> Result<(), ChannelError> {
-        let result = match (row.channel.as_str(), tg_binding, wa_binding) {
-            (telegram::CHANNEL, Some(b), _) => {
+        let result = match (row.channel.as_str(), tg_binding, wa_binding, &row.image) {
+            (telegram::CHANNEL, Some(b), _, Some(png)) => {
+                telegram::send_photo(&self.bot(&b.token)?, &row.chat, png, &row.text).await
+            }
+            (whatsapp::CHANNEL, _, Some(b), Some(png)) => {
+                let (http, api) = (&self.inner.http, &self.inner.config.whatsapp_api);
+                match whatsapp::send_image(http, api, &b.key, &b.token, &row.chat, png, &row.text)
+                    .await
+                {
+                    Err(SendError::OutsideWindow(_))
+                        if self.inner.config.whatsapp_template.is_some() =>
+                    {
+                        self.whatsapp_part(b, &row.chat, row.text.clone()).await
+                    }
+                    r => r,
+                }
+            }
+            (telegram::CHANNEL, Some(b), _, None) => {
                 let bot = self.bot(&b.token)?;
                 self.send_parts(tenant, &row, telegram::MAX_TEXT, |part| {
                     let (bot, chat) = (bot.clone(), row.chat.clone());
@@ -767,13 +800,13 @@ impl Channels {
                 })
                 .await?
             }
-            (whatsapp::CHANNEL, _, Some(b)) => {
+            (whatsapp::CHANNEL, _, Some(b), None) => {
                 self.send_parts(tenant, &row, whatsapp::MAX_TEXT, |part| {
                     self.whatsapp_part(b, &row.chat, part)
                 })
                 .await?
             }
-            (channel, _, _) => Err(SendError::Unreachable(format!(
+            (channel, ..) => Err(SendError::Unreachable(format!(
                 "no {channel} account is bound to this tenant any more"
             ))),
         };

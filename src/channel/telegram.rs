@@ -163,13 +163,49 @@ pub async fn delete_webhook(bot: &teloxide::Bot) -> Result<(), ChannelError> {
 
 /// Sends one message part.
 pub async fn send(bot: &teloxide::Bot, chat_id: &str, text: &str) -> Result<String, SendError> {
+    let chat = chat(chat_id)?;
+    classify(
+        bot.send_message(chat, text)
+            .await
+            .map(|m| m.id.0.to_string()),
+    )
+}
+
+/// Telegram's longest photo caption.
+pub const MAX_CAPTION: usize = 1024;
+
+/// Sends a PNG as a photo with a caption (multipart upload).
+pub async fn send_photo(
+    bot: &teloxide::Bot,
+    chat_id: &str,
+    png: &[u8],
+    caption: &str,
+) -> Result<String, SendError> {
+    use teloxide::payloads::SendPhotoSetters;
+    let chat = chat(chat_id)?;
+    let caption: String = caption.chars().take(MAX_CAPTION).collect();
+    let photo = teloxide::types::InputFile::memory(png.to_vec()).file_name("report.png");
+    classify(
+        bot.send_photo(chat, photo)
+            .caption(caption)
+            .await
+            .map(|m| m.id.0.to_string()),
+    )
+}
+
+fn chat(chat_id: &str) -> Result<ChatId, SendError> {
+    chat_id
+        .parse()
+        .map(ChatId)
+        .map_err(|_| SendError::Unreachable(format!("bad chat id {chat_id}")))
+}
+
+/// What a Bot API answer to a send means for the outbox.
+fn classify(sent: Result<String, teloxide::RequestError>) -> Result<String, SendError> {
     use teloxide::ApiError;
     use teloxide::RequestError;
-    let chat: i64 = chat_id
-        .parse()
-        .map_err(|_| SendError::Unreachable(format!("bad chat id {chat_id}")))?;
-    match bot.send_message(ChatId(chat), text).await {
-        Ok(m) => Ok(m.id.0.to_string()),
+    match sent {
+        Ok(id) => Ok(id),
         Err(RequestError::RetryAfter(s)) => Err(SendError::RetryAfter(s.duration())),
         Err(RequestError::MigrateToChatId(new)) => Err(SendError::Moved(new.0.to_string())),
         Err(RequestError::Api(

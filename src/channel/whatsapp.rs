@@ -158,7 +158,7 @@ pub async fn check(
     Ok(body)
 }
 
-/// Sends a text (or, with `template`, an approved template) to `to`.
+/// Sends one text (or, given `template`, that approved template instead).
 pub async fn send(
     http: &reqwest::Client,
     api: &str,
@@ -182,8 +182,62 @@ pub async fn send(
         .bearer_auth(token)
         .json(&body)
         .send()
-        .await
-        .map_err(|e| SendError::Retry(format!("Graph API unreachable: {}", e.without_url())))?;
+        .await;
+    let v = answer(resp).await?;
+    Ok(v["messages"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// Sends a PNG with a caption: uploads it (`/media`), then sends an image message.
+pub async fn send_image(
+    http: &reqwest::Client,
+    api: &str,
+    phone_number_id: &str,
+    token: &str,
+    to: &str,
+    png: &[u8],
+    caption: &str,
+) -> Result<String, SendError> {
+    let api = api.trim_end_matches('/');
+    let file = reqwest::multipart::Part::bytes(png.to_vec())
+        .file_name("report.png")
+        .mime_str("image/png")
+        .map_err(|e| SendError::Retry(e.to_string()))?;
+    let form = reqwest::multipart::Form::new()
+        .text("messaging_product", "whatsapp")
+        .text("type", "image/png")
+        .part("file", file);
+    let resp = http
+        .post(format!("{api}/{phone_number_id}/media"))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await;
+    let media = answer(resp).await?;
+    let Some(media_id) = media["id"].as_str() else {
+        return Err(SendError::Retry("the media upload answered no id".into()));
+    };
+    let body = json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": to,
+        "type": "image", "image": {"id": media_id, "caption": caption}});
+    let resp = http
+        .post(format!("{api}/{phone_number_id}/messages"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await;
+    let v = answer(resp).await?;
+    Ok(v["messages"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// The body of a 2xx Graph answer, or the error it means.
+async fn answer(resp: Result<reqwest::Response, reqwest::Error>) -> Result<Value, SendError> {
+    let resp =
+        resp.map_err(|e| SendError::Retry(format!("Graph API unreachable: {}", e.without_url())))?;
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -192,10 +246,7 @@ pub async fn send(
         .and_then(|v| v.parse::<u64>().ok());
     let v: Value = resp.json().await.unwrap_or(Value::Null);
     if (200..300).contains(&status) {
-        return Ok(v["messages"][0]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned());
+        return Ok(v);
     }
     let code = v["error"]["code"].as_i64().unwrap_or(0);
     let message = v["error"]["message"].as_str().unwrap_or("").to_owned();

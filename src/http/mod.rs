@@ -6,6 +6,7 @@ pub mod auth;
 mod channels;
 pub mod error;
 mod ops;
+mod schedules;
 mod shop;
 mod tenants;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub llm: Option<crate::llm::LlmClient>,
     /// Chat channels: inbox workers and the outbox sender.
     pub channels: crate::channel::Channels,
+    /// The job scheduler (for runs by hand; its ticker runs on its own).
+    pub scheduler: crate::scheduler::Scheduler,
 }
 
 /// The full router with its layers.
@@ -95,6 +98,20 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/tenants/{tenant}/reports/sales",
             get(shop::sales_report),
+        )
+        .route(
+            "/v1/tenants/{tenant}/schedules",
+            get(schedules::get_schedules).put(schedules::put_schedules),
+        )
+        .route(
+            "/v1/tenants/{tenant}/schedules/{kind}/run",
+            post(schedules::run_now),
+        )
+        .route("/v1/tenants/{tenant}/runs", get(schedules::runs))
+        .route("/v1/tenants/{tenant}/reports", get(schedules::reports))
+        .route(
+            "/v1/tenants/{tenant}/reports/{id}/chart.png",
+            get(schedules::report_chart),
         )
         .route(
             "/v1/tenants/{tenant}/channels/telegram",

@@ -28,11 +28,10 @@ macro_rules! migrations {
 }
 
 /// The tenant schema (`migrations/NNNN_*.sql`).
-pub const TENANT: &[Migration] = migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql", 3 => "0003_llm_usage.sql", 4 => "0004_channels.sql");
+pub const TENANT: &[Migration] = migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql", 3 => "0003_llm_usage.sql", 4 => "0004_channels.sql", 5 => "0005_jobs.sql");
 
 /// The control database schema (`migrations/control/NNNN_*.sql`).
-pub const CONTROL: &[Migration] =
-    migrations!("control/": 1 => "0001_registry.sql", 2 => "0002_channels.sql");
+pub const CONTROL: &[Migration] = migrations!("control/": 1 => "0001_registry.sql", 2 => "0002_channels.sql", 3 => "0003_schedules.sql");
 
 /// What `apply` did to a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

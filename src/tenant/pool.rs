@@ -290,6 +290,23 @@ impl TenantPool {
         n
     }
 
+    /// Runs `f` on a connection of every open tenant without counting it as a use (the idle
+    /// clock and LRU order stay as they are); returns how many it ran on. Blocking.
+    pub fn each_open(&self, mut f: impl FnMut(&TenantId, &Connection)) -> usize {
+        let entries: Vec<(TenantId, Arc<Entry>)> = lock(&self.inner.open)
+            .iter()
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect();
+        let mut n = 0;
+        for (id, entry) in entries {
+            if let Ok(conn) = entry.pool.get() {
+                f(&id, &conn);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Removes from the LRU every tenant not in use for which `pred` holds.
     fn take_unused(&self, pred: impl Fn(&Entry) -> bool) -> Vec<Arc<Entry>> {
         let mut open = lock(&self.inner.open);

@@ -70,7 +70,11 @@ async fn idle_tenants_are_closed() {
     let key = app.new_tenant("sleepy").await;
     assert_eq!(app.settings("sleepy", &key).await.status, StatusCode::OK);
     assert_eq!(app.metric("open_tenants").await, 1.0);
-    tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+    // Idle after 1 s; the sweep runs every second on housekeeping's half-second ticks.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while app.metric("open_tenants").await != 0.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(app.metric("open_tenants").await, 0.0);
     assert_eq!(app.metric("tenant_evictions_idle").await, 1.0);
     assert_eq!(app.settings("sleepy", &key).await.status, StatusCode::OK);

@@ -1,6 +1,9 @@
-//! The control database (`<data_dir>/_control.db`): the tenant registry, later also channel
-//! bindings and the schedule index. Invariant: it holds no per-tenant business data, only
-//! SHA-256 hashes of API keys, and every call blocks (run it on the blocking pool).
+//! The control database (`<data_dir>/_control.db`): the tenant registry, channel bindings,
+//! tenants with channel work in flight, and the schedule index with its run ledger
+//! ([`schedule`]). Invariant: it holds no per-tenant business data, only SHA-256 hashes of
+//! API keys, and every call blocks (run it on the blocking pool).
+
+pub mod schedule;
 
 use crate::tenant::{Layout, StoreError, TenantId, migrate, sqlite};
 use r2d2_sqlite::SqliteConnectionManager;

@@ -1,0 +1,143 @@
+//! The server's own housekeeping on tokio-cron-scheduler: closing idle tenants, WAL
+//! checkpoints of the open ones with pruning of old inbox/outbox rows, and pruning of the
+//! run ledger. Invariant: it only touches tenants already open (never opens one from disk)
+//! and never counts as a use of a tenant, so it cannot keep one from idling out.
+
+use crate::store::Store;
+use crate::tenant::StoreError;
+use crate::tenant::pool::blocking;
+use std::time::Duration;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+
+/// How often and how long.
+#[derive(Debug, Clone)]
+pub struct HousekeepingConfig {
+    /// Days handled inbox and outbox rows are kept.
+    pub retention_days: u64,
+    /// Days the run ledger is kept.
+    pub run_retention_days: u64,
+    /// Time between checkpoint passes.
+    pub checkpoint_every: Duration,
+}
+
+/// What a checkpoint pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub tenants: usize,
+    pub pruned_inbox: usize,
+    pub pruned_outbox: usize,
+}
+
+/// Checkpoints every open tenant and deletes its inbox/outbox rows that are finished and
+/// older than `retention_days`. Blocking.
+pub fn checkpoint_and_prune(store: &Store, retention_days: u64) -> Pass {
+    let cutoff = (chrono::Utc::now() - chrono::Duration::days(retention_days as i64))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut pass = Pass::default();
+    pass.tenants = store.pool().each_open(|id, conn| {
+        let pruned = (|| {
+            // Outbox first: its rows point at inbox rows.
+            let outbox = conn.execute(
+                "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?1",
+                [&cutoff],
+            )?;
+            let inbox = conn.execute(
+                "DELETE FROM inbox WHERE status != 'pending' AND received_at < ?1
+                   AND id NOT IN (SELECT inbox_id FROM outbox WHERE inbox_id IS NOT NULL)",
+                [&cutoff],
+            )?;
+            conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")?;
+            Ok::<_, rusqlite::Error>((inbox, outbox))
+        })();
+        match pruned {
+            Ok((i, o)) => {
+                pass.pruned_inbox += i;
+                pass.pruned_outbox += o;
+            }
+            Err(e) => tracing::warn!(tenant = %id, error = %e, "checkpoint or pruning failed"),
+        }
+    });
+    pass
+}
+
+async fn run_blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Option<T> {
+    match blocking(f).await {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::error!(error = %e, "housekeeping: {what} failed");
+            None
+        }
+    }
+}
+
+/// Starts the housekeeping jobs; shut the returned scheduler down on exit.
+pub async fn start(
+    store: Store,
+    config: HousekeepingConfig,
+) -> Result<JobScheduler, JobSchedulerError> {
+    let sched = JobScheduler::new().await?;
+    let idle = store.pool().config().idle;
+    let sweep_every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let s = store.clone();
+    sched
+        .add(Job::new_repeated_async(sweep_every, move |_, _| {
+            let s = s.clone();
+            Box::pin(async move {
+                let pool = s.pool().clone();
+                if let Some(n) = run_blocking("idle sweep", move || Ok(pool.sweep_idle())).await
+                    && n > 0
+                {
+                    tracing::debug!(closed = n, "idle tenants closed");
+                }
+            })
+        })?)
+        .await?;
+    let s = store.clone();
+    let retention = config.retention_days;
+    sched
+        .add(Job::new_repeated_async(
+            config.checkpoint_every,
+            move |_, _| {
+                let s = s.clone();
+                Box::pin(async move {
+                    if let Some(p) = run_blocking("checkpoint", move || {
+                        Ok(checkpoint_and_prune(&s, retention))
+                    })
+                    .await
+                    {
+                        tracing::debug!(
+                            tenants = p.tenants,
+                            inbox = p.pruned_inbox,
+                            outbox = p.pruned_outbox,
+                            "checkpoint pass"
+                        );
+                    }
+                })
+            },
+        )?)
+        .await?;
+    let s = store;
+    let days = config.run_retention_days;
+    // Minute 17 of every hour: away from the top of the hour, when most jobs are due.
+    sched
+        .add(Job::new_async("0 17 * * * *", move |_, _| {
+            let s = s.clone();
+            Box::pin(async move {
+                let cutoff = (chrono::Utc::now() - chrono::Duration::days(days as i64))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let control = s.control().clone();
+                if let Some(n) =
+                    run_blocking("ledger pruning", move || control.prune_runs(&cutoff)).await
+                    && n > 0
+                {
+                    tracing::info!(rows = n, "old schedule runs pruned");
+                }
+            })
+        })?)
+        .await?;
+    sched.start().await?;
+    Ok(sched)
+}

@@ -1,0 +1,705 @@
+//! The job kinds and what each one does to a tenant's file: read the shop, compose the
+//! messages for the right chats and queue them in the outbox. Invariant: a slot's effects
+//! (outbox rows, low-stock flags, the stored report) commit in one transaction together
+//! with its `job_runs` marker, so running a slot again never sends twice.
+
+use crate::action::{Dec, Role, fmt_money, fmt_qty};
+use crate::shop::{self, ShopSettings, report};
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+/// The kinds of scheduled job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    DailySummary,
+    LowStockAlert,
+    DeliveryReminder,
+    WeeklyReport,
+}
+
+impl JobKind {
+    /// Every kind, as created with each tenant.
+    pub const ALL: [JobKind; 4] = [
+        JobKind::DailySummary,
+        JobKind::LowStockAlert,
+        JobKind::DeliveryReminder,
+        JobKind::WeeklyReport,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::DailySummary => "daily_summary",
+            JobKind::LowStockAlert => "low_stock_alert",
+            JobKind::DeliveryReminder => "delivery_reminder",
+            JobKind::WeeklyReport => "weekly_report",
+        }
+    }
+
+    /// The kind a name means.
+    pub fn parse(s: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// When it runs unless the owner changes it (local time of the tenant).
+    pub fn default_cron(self) -> &'static str {
+        match self {
+            JobKind::DailySummary => "0 20 * * *",
+            JobKind::LowStockAlert => "0 * * * *",
+            JobKind::DeliveryReminder => "0 9,15 * * *",
+            JobKind::WeeklyReport => "0 8 * * 1",
+        }
+    }
+
+    /// Who gets it unless the owner changes it. For delivery reminders, `driver` means
+    /// "each driver gets their own list"; every other role gets the whole list.
+    pub fn default_recipients(self) -> Vec<Role> {
+        match self {
+            JobKind::DeliveryReminder => vec![Role::Owner, Role::Manager, Role::Driver],
+            _ => vec![Role::Owner, Role::Manager],
+        }
+    }
+
+    /// A run that had nothing to send leaves no ledger row (hourly checks would flood it).
+    pub fn quiet(self) -> bool {
+        self == JobKind::LowStockAlert
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// Outbox rows queued.
+    pub sent: i64,
+    pub detail: String,
+}
+
+/// Errors of a job run.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] crate::tenant::StoreError),
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Chart(String),
+}
+
+/// A chat of a staff member who should get a job's message.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    pub staff_id: i64,
+    pub role: Role,
+    pub channel: String,
+    pub chat_id: String,
+}
+
+/// The chats of active staff with one of `roles` (every channel they joined on).
+pub fn recipients(conn: &Connection, roles: &[Role]) -> rusqlite::Result<Vec<Recipient>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.role, i.channel, i.chat_id FROM staff s
+         JOIN identities i ON i.staff_id = s.id
+         WHERE s.active = 1 AND i.chat_id IS NOT NULL ORDER BY s.id, i.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let role: String = r.get(1)?;
+        Ok(Recipient {
+            staff_id: r.get(0)?,
+            role: Role::parse(&role).unwrap_or(Role::Staff),
+            channel: r.get(2)?,
+            chat_id: r.get(3)?,
+        })
+    })?;
+    let mut out: Vec<Recipient> = Vec::new();
+    for r in rows {
+        let r = r?;
+        // One message per chat, even if two staff share one (a group).
+        if roles.contains(&r.role)
+            && !out
+                .iter()
+                .any(|o| o.channel == r.channel && o.chat_id == r.chat_id)
+        {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// A message to queue.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub channel: String,
+    pub chat_id: String,
+    pub text: String,
+    pub image: Option<Vec<u8>>,
+}
+
+/// Queues messages in the outbox; how many.
+pub fn enqueue(tx: &Transaction<'_>, kind: JobKind, outs: &[Out]) -> rusqlite::Result<i64> {
+    let now = shop::now_utc();
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO outbox (channel, chat_id, text, image, origin, status, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+    )?;
+    for o in outs {
+        stmt.execute(params![
+            o.channel,
+            o.chat_id,
+            o.text,
+            o.image,
+            kind.as_str(),
+            now
+        ])?;
+    }
+    Ok(outs.len() as i64)
+}
+
+/// Runs `body` for the slot in one IMMEDIATE transaction, unless the slot's marker says it
+/// already ran (then returns what it did then). The marker is written only when the run
+/// queued something: a run that did nothing can run again harmlessly.
+pub fn once(
+    conn: &mut Connection,
+    kind: JobKind,
+    slot: &str,
+    body: impl FnOnce(&Transaction<'_>, &ShopSettings) -> Result<Outcome, JobError>,
+) -> Result<Outcome, JobError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let done: Option<(i64, Option<String>)> = tx
+        .query_row(
+            "SELECT sent, detail FROM job_runs WHERE kind = ?1 AND slot = ?2",
+            params![kind.as_str(), slot],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((sent, detail)) = done {
+        return Ok(Outcome {
+            sent,
+            detail: format!(
+                "already done before a restart: {}",
+                detail.unwrap_or_default()
+            ),
+        });
+    }
+    let settings = shop::load_settings(&tx)?;
+    let outcome = body(&tx, &settings)?;
+    if outcome.sent > 0 {
+        tx.execute(
+            "INSERT INTO job_runs (kind, slot, sent, detail, ran_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                kind.as_str(),
+                slot,
+                outcome.sent,
+                outcome.detail,
+                shop::now_utc()
+            ],
+        )?;
+    }
+    tx.commit()?;
+    Ok(outcome)
+}
+
+fn money(settings: &ShopSettings, d: Dec) -> String {
+    fmt_money(
+        d.to_fixed(settings.digits).unwrap_or(0),
+        settings.digits,
+        &settings.currency,
+    )
+}
+
+/// The local date a slot falls on in the shop's zone.
+pub fn local_date(settings: &ShopSettings, slot: DateTime<Utc>) -> NaiveDate {
+    slot.with_timezone(&settings.timezone).date_naive()
+}
+
+fn to_each(recipients: &[Recipient], text: &str) -> Vec<Out> {
+    recipients
+        .iter()
+        .map(|r| Out {
+            channel: r.channel.clone(),
+            chat_id: r.chat_id.clone(),
+            text: text.to_owned(),
+            image: None,
+        })
+        .collect()
+}
+
+fn nobody(what: &str) -> Outcome {
+    Outcome {
+        sent: 0,
+        detail: format!("{what}, but no recipient has joined a chat"),
+    }
+}
+
+/// The daily summary text for the local day of `slot`.
+pub fn daily_summary_text(
+    conn: &Connection,
+    settings: &ShopSettings,
+    day: NaiveDate,
+) -> rusqlite::Result<String> {
+    let s = report::summary(conn, settings, None, day, day + Days::new(1))?;
+    let m = |d| money(settings, d);
+    let mut out = format!(
+        "Daily summary, {}\nSales: {} ({} sale{})\nCash: {} · Credit: {}\nExpenses: {}\nNet: {}",
+        day.format("%a %-d %b %Y"),
+        m(s.sales_total),
+        s.sales_count,
+        if s.sales_count == 1 { "" } else { "s" },
+        m(s.cash),
+        m(s.credit),
+        m(s.expenses),
+        m(s.net),
+    );
+    if !s.top_products.is_empty() {
+        out.push_str("\nTop products:");
+        for t in &s.top_products {
+            out.push_str(&format!(
+                "\n- {} × {}: {}",
+                t.product,
+                fmt_qty(t.qty.to_fixed(3).unwrap_or(0)),
+                m(t.total)
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `daily_summary`: the day's numbers to owners and managers.
+pub fn daily_summary(
+    tx: &Transaction<'_>,
+    settings: &ShopSettings,
+    slot: DateTime<Utc>,
+    roles: &[Role],
+) -> Result<Outcome, JobError> {
+    let day = local_date(settings, slot);
+    let to = recipients(tx, roles)?;
+    if to.is_empty() {
+        return Ok(nobody("summary made"));
+    }
+    let text = daily_summary_text(tx, settings, day)?;
+    let sent = enqueue(tx, JobKind::DailySummary, &to_each(&to, &text))?;
+    Ok(Outcome {
+        sent,
+        detail: format!("summary of {day} to {sent} chat(s)"),
+    })
+}
+
+/// `low_stock_alert`: products under their threshold not alerted since they were last
+/// restocked; flags them so the next runs stay quiet until stock is back up.
+pub fn low_stock_alert(
+    tx: &Transaction<'_>,
+    settings: &ShopSettings,
+    roles: &[Role],
+) -> Result<Outcome, JobError> {
+    let threshold = "coalesce(low_stock_at, ?1)";
+    // Stock back at or over the threshold (a restock, a count, a new threshold): re-arm.
+    tx.execute(
+        &format!(
+            "UPDATE products SET low_alerted = 0 WHERE low_alerted = 1 AND stock >= {threshold}"
+        ),
+        [settings.low_stock_default],
+    )?;
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT id, name, unit, stock, {threshold} FROM products
+         WHERE active = 1 AND low_alerted = 0 AND stock < {threshold} ORDER BY name_key"
+    ))?;
+    let low = stmt
+        .query_map([settings.low_stock_default], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    if low.is_empty() {
+        return Ok(Outcome {
+            sent: 0,
+            detail: "no new low stock".into(),
+        });
+    }
+    let to = recipients(tx, roles)?;
+    if to.is_empty() {
+        return Ok(nobody(&format!("{} product(s) low", low.len())));
+    }
+    let mut text = String::from("Low stock:");
+    for (_, name, unit, stock, at) in &low {
+        text.push_str(&format!(
+            "\n- {name}: {} {unit} left (alert under {})",
+            fmt_qty(*stock),
+            fmt_qty(*at)
+        ));
+    }
+    text.push_str("\nRestock with /restock <product> <qty>.");
+    let sent = enqueue(tx, JobKind::LowStockAlert, &to_each(&to, &text))?;
+    for (id, ..) in &low {
+        tx.execute("UPDATE products SET low_alerted = 1 WHERE id = ?1", [id])?;
+    }
+    Ok(Outcome {
+        sent,
+        detail: format!("{} product(s) low, to {sent} chat(s)", low.len()),
+    })
+}
+
+fn order_line(o: &report::OrderView, settings: &ShopSettings, with_driver: bool) -> String {
+    let items: Vec<String> = o
+        .items
+        .iter()
+        .map(|i| format!("{} {}", fmt_qty(i.qty.to_fixed(3).unwrap_or(0)), i.product))
+        .collect();
+    let mut line = format!("#{} {}", o.id, o.customer);
+    if let Some(a) = &o.address {
+        line.push_str(&format!(", {a}"));
+    }
+    line.push_str(&format!(
+        ": {} ({})",
+        items.join(", "),
+        money(settings, o.total)
+    ));
+    if with_driver {
+        match &o.driver {
+            Some(d) => line.push_str(&format!(" → {d}")),
+            None => line.push_str(" → not assigned"),
+        }
+    }
+    line
+}
+
+/// `delivery_reminder`: open orders; each driver gets the ones assigned to them, the other
+/// recipients the whole list.
+pub fn delivery_reminder(
+    tx: &Transaction<'_>,
+    settings: &ShopSettings,
+    roles: &[Role],
+) -> Result<Outcome, JobError> {
+    let open = report::orders(tx, settings.digits, None, None, 500)?;
+    if open.is_empty() {
+        return Ok(Outcome {
+            sent: 0,
+            detail: "no open orders".into(),
+        });
+    }
+    let mut outs = Vec::new();
+    let pending = open.iter().filter(|o| o.status == "pending").count();
+    for r in recipients(tx, roles)? {
+        let text = if r.role == Role::Driver {
+            let mine: Vec<String> = open
+                .iter()
+                .rev()
+                .filter(|o| o.driver_id == Some(r.staff_id))
+                .map(|o| order_line(o, settings, false))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            format!(
+                "Your deliveries ({}):\n{}\nWhen one is done: /delivered <order number>.",
+                mine.len(),
+                mine.join("\n")
+            )
+        } else {
+            let all: Vec<String> = open
+                .iter()
+                .rev()
+                .map(|o| order_line(o, settings, true))
+                .collect();
+            format!(
+                "Open orders: {} ({} not assigned)\n{}",
+                open.len(),
+                pending,
+                all.join("\n")
+            )
+        };
+        outs.push(Out {
+            channel: r.channel,
+            chat_id: r.chat_id,
+            text,
+            image: None,
+        });
+    }
+    if outs.is_empty() {
+        return Ok(nobody(&format!("{} open order(s)", open.len())));
+    }
+    let sent = enqueue(tx, JobKind::DeliveryReminder, &outs)?;
+    Ok(Outcome {
+        sent,
+        detail: format!("{} open order(s), to {sent} chat(s)", open.len()),
+    })
+}
+
+/// The numbers of a weekly report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WeeklyFacts {
+    pub currency: String,
+    /// First local day of the week reported.
+    pub from: NaiveDate,
+    /// First local day after it.
+    pub to: NaiveDate,
+    pub sales_total: Dec,
+    pub sales_count: i64,
+    pub expenses: Dec,
+    pub net: Dec,
+    pub previous_sales_total: Dec,
+    pub previous_sales_count: i64,
+    pub previous_net: Dec,
+    /// Change of sales on the week before, in percent (none when it had no sales).
+    pub sales_change_pct: Option<f64>,
+    /// Sales of each day, `from` first.
+    pub daily: Vec<DaySales>,
+    pub top_products: Vec<(String, Dec)>,
+}
+
+/// One day's sales in a weekly report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DaySales {
+    pub date: NaiveDate,
+    pub total: Dec,
+    pub count: i64,
+}
+
+/// The week reported by a run at `slot`: the seven local days before the slot's day.
+pub fn report_week(settings: &ShopSettings, slot: DateTime<Utc>) -> (NaiveDate, NaiveDate) {
+    let to = local_date(settings, slot);
+    (to - Days::new(7), to)
+}
+
+/// Reads the numbers of the week `[from, to)` and the week before it.
+pub fn weekly_facts(
+    conn: &Connection,
+    settings: &ShopSettings,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> rusqlite::Result<WeeklyFacts> {
+    let week = report::summary(conn, settings, None, from, to)?;
+    let before = report::summary(conn, settings, None, from - Days::new(7), from)?;
+    let mut daily = Vec::new();
+    let mut day = from;
+    while day < to {
+        let next = day + Days::new(1);
+        let (a, b) = (
+            report::local_midnight_utc(settings.timezone, day),
+            report::local_midnight_utc(settings.timezone, next),
+        );
+        let (total, count): (i64, i64) = conn.query_row(
+            "SELECT coalesce(sum(total), 0), count(*) FROM sales
+             WHERE voided = 0 AND at >= ?1 AND at < ?2",
+            params![a, b],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        daily.push(DaySales {
+            date: day,
+            total: Dec::from_fixed(total, settings.digits),
+            count,
+        });
+        day = next;
+    }
+    let fixed = |d: Dec| d.to_fixed(settings.digits).unwrap_or(0);
+    let (now, was) = (fixed(week.sales_total), fixed(before.sales_total));
+    Ok(WeeklyFacts {
+        currency: settings.currency.clone(),
+        from,
+        to,
+        sales_total: week.sales_total,
+        sales_count: week.sales_count,
+        expenses: week.expenses,
+        net: week.net,
+        previous_sales_total: before.sales_total,
+        previous_sales_count: before.sales_count,
+        previous_net: before.net,
+        sales_change_pct: (was != 0)
+            .then(|| ((now - was) as f64 * 1000.0 / was as f64).round() / 10.0),
+        daily,
+        top_products: week
+            .top_products
+            .into_iter()
+            .map(|t| (t.product, t.total))
+            .collect(),
+    })
+}
+
+/// The chart of a week's daily sales.
+pub fn weekly_chart(f: &WeeklyFacts) -> Result<Vec<u8>, JobError> {
+    let labels: Vec<String> = f
+        .daily
+        .iter()
+        .map(|d| d.date.format("%a %-d").to_string())
+        .collect();
+    let values: Vec<f64> = f
+        .daily
+        .iter()
+        .map(|d| d.total.to_string().parse().unwrap_or(0.0))
+        .collect();
+    let title = format!(
+        "Daily sales, {} to {}",
+        f.from.format("%-d %b"),
+        (f.to - Days::new(1)).format("%-d %b %Y")
+    );
+    super::chart::bars(&title, &labels, &values, &f.currency).map_err(JobError::Chart)
+}
+
+/// The weekly report as text (without the narrative).
+pub fn weekly_text(f: &WeeklyFacts, settings: &ShopSettings) -> String {
+    let m = |d| money(settings, d);
+    let change = match f.sales_change_pct {
+        Some(p) if p >= 0.0 => format!("up {p}% on the week before"),
+        Some(p) => format!("down {}% on the week before", -p),
+        None => "no sales the week before".into(),
+    };
+    let best = f
+        .daily
+        .iter()
+        .filter(|d| d.count > 0)
+        .max_by_key(|d| d.total.to_fixed(settings.digits).unwrap_or(0));
+    let mut out = format!(
+        "Weekly report, {} to {}\nSales: {} ({} sales), {change} ({} in {} sales)\nExpenses: {}\nNet: {} (week before: {})",
+        f.from.format("%a %-d %b"),
+        (f.to - Days::new(1)).format("%a %-d %b %Y"),
+        m(f.sales_total),
+        f.sales_count,
+        m(f.previous_sales_total),
+        f.previous_sales_count,
+        m(f.expenses),
+        m(f.net),
+        m(f.previous_net),
+    );
+    if let Some(b) = best {
+        out.push_str(&format!(
+            "\nBest day: {} ({})",
+            b.date.format("%A"),
+            m(b.total)
+        ));
+    }
+    if !f.top_products.is_empty() {
+        let tops: Vec<String> = f
+            .top_products
+            .iter()
+            .map(|(p, t)| format!("{p} {}", m(*t)))
+            .collect();
+        out.push_str(&format!("\nTop products: {}", tops.join(", ")));
+    }
+    out
+}
+
+/// `weekly_report`, the writing half: stores the report and queues the chart (a photo
+/// with a short caption) and the text to each recipient.
+pub fn weekly_report(
+    tx: &Transaction<'_>,
+    settings: &ShopSettings,
+    facts: &WeeklyFacts,
+    chart: &[u8],
+    narrative: Option<&str>,
+    roles: &[Role],
+) -> Result<Outcome, JobError> {
+    tx.execute(
+        "INSERT INTO reports (kind, period_start, period_end, data, narrative, chart_png, created_at)
+         VALUES ('weekly', ?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (kind, period_start) DO UPDATE SET period_end = excluded.period_end,
+           data = excluded.data, narrative = excluded.narrative, chart_png = excluded.chart_png,
+           created_at = excluded.created_at",
+        params![
+            facts.from.to_string(),
+            facts.to.to_string(),
+            serde_json::to_string(facts).expect("facts serialize"),
+            narrative,
+            chart,
+            shop::now_utc()
+        ],
+    )?;
+    let to = recipients(tx, roles)?;
+    if to.is_empty() {
+        return Ok(nobody("report stored"));
+    }
+    let mut text = weekly_text(facts, settings);
+    if let Some(n) = narrative {
+        text.push_str("\n\n");
+        text.push_str(n);
+    }
+    let caption = format!(
+        "Weekly report {} to {}: sales {}",
+        facts.from.format("%-d %b"),
+        (facts.to - Days::new(1)).format("%-d %b"),
+        money(settings, facts.sales_total)
+    );
+    let mut outs = Vec::new();
+    for r in &to {
+        outs.push(Out {
+            channel: r.channel.clone(),
+            chat_id: r.chat_id.clone(),
+            text: caption.clone(),
+            image: Some(chart.to_vec()),
+        });
+        outs.push(Out {
+            channel: r.channel.clone(),
+            chat_id: r.chat_id.clone(),
+            text: text.clone(),
+            image: None,
+        });
+    }
+    let sent = enqueue(tx, JobKind::WeeklyReport, &outs)?;
+    Ok(Outcome {
+        sent,
+        detail: format!(
+            "report of {} to {} to {} chat(s){}",
+            facts.from,
+            facts.to,
+            to.len(),
+            if narrative.is_some() {
+                " with a narrative"
+            } else {
+                ""
+            }
+        ),
+    })
+}
+
+/// A stored report as the API lists it.
+#[derive(Debug, Serialize)]
+pub struct ReportView {
+    pub id: i64,
+    pub kind: String,
+    pub period_start: String,
+    pub period_end: String,
+    pub data: serde_json::Value,
+    pub narrative: Option<String>,
+    pub chart_bytes: i64,
+    pub created_at: String,
+}
+
+/// Stored reports, newest first, with id below `before`.
+pub fn reports(
+    conn: &Connection,
+    before: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Vec<ReportView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, period_start, period_end, data, narrative, length(chart_png), created_at
+         FROM reports WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit as i64], |r| {
+        let data: String = r.get(4)?;
+        Ok(ReportView {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            period_start: r.get(2)?,
+            period_end: r.get(3)?,
+            data: serde_json::from_str(&data).unwrap_or_default(),
+            narrative: r.get(5)?,
+            chart_bytes: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
+            created_at: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// A report's chart.
+pub fn report_chart(conn: &Connection, id: i64) -> rusqlite::Result<Option<Vec<u8>>> {
+    Ok(conn
+        .query_row("SELECT chart_png FROM reports WHERE id = ?1", [id], |r| {
+            r.get::<_, Option<Vec<u8>>>(0)
+        })
+        .optional()?
+        .flatten())
+}

@@ -178,10 +178,12 @@ fn move_stock(
     supplier: Option<&str>,
 ) -> rusqlite::Result<i64> {
     let stock: i64 = conn.query_row(
+        // Back at or over its threshold: the low-stock alert may fire again next time.
         "UPDATE products SET stock = stock + ?2,
-                low_alerted = CASE WHEN ?2 > 0 THEN 0 ELSE low_alerted END
+                low_alerted = CASE WHEN stock + ?2 >= coalesce(low_stock_at, ?3) THEN 0
+                                   ELSE low_alerted END
          WHERE id = ?1 RETURNING stock",
-        params![product, delta],
+        params![product, delta, ctx.settings.low_stock_default],
         |r| r.get(0),
     )?;
     conn.execute(

@@ -26,3 +26,7 @@ ALTER TABLE outbox ADD COLUMN image BLOB;     -- sent as a photo / image, `text`
 ALTER TABLE outbox ADD COLUMN origin TEXT;    -- reply, or the job that queued it
 CREATE INDEX inbox_received ON inbox (received_at);
 CREATE INDEX outbox_created ON outbox (created_at);
+
+-- Jobs write to staff chats, so every staff member needs a way to /join one (the seeded
+-- owner had no join code).
+UPDATE staff SET join_code = upper(hex(randomblob(4))) WHERE join_code IS NULL;

@@ -3,7 +3,7 @@
 //! spring-forward skips runs at the first instant after the gap, a time that fall-back
 //! repeats runs once (the earlier instant). Invariant: pure functions, no IO.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -20,6 +20,12 @@ pub fn zone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>().map_err(|_| {
         format!("timezone {name:?} is not an IANA time zone name (like Europe/Berlin)")
     })
+}
+
+/// `t` without its fraction of a second (croner carries a start time's fraction into the
+/// slots it finds; slots are whole seconds).
+fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(0).unwrap_or(t)
 }
 
 impl Spec {
@@ -55,17 +61,17 @@ impl Spec {
     /// The first slot strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron
-            .find_next_occurrence(&t.with_timezone(&self.tz), false)
+            .find_next_occurrence(&whole_second(t).with_timezone(&self.tz), false)
             .ok()
-            .map(|d| d.with_timezone(&Utc))
+            .map(|d| whole_second(d.with_timezone(&Utc)))
     }
 
     /// The last slot at or before `t`.
     pub fn latest_until(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron
-            .find_previous_occurrence(&t.with_timezone(&self.tz), true)
+            .find_previous_occurrence(&whole_second(t).with_timezone(&self.tz), true)
             .ok()
-            .map(|d| d.with_timezone(&Utc))
+            .map(|d| whole_second(d.with_timezone(&Utc)))
     }
 
     /// An English description (for the API).
@@ -77,7 +83,7 @@ impl Spec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{NaiveDate, TimeZone, Timelike};
+    use chrono::{NaiveDate, TimeZone};
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -151,6 +157,18 @@ mod tests {
         assert_eq!(
             twice.latest_until(utc("2026-11-22T09:30:00Z")),
             Some(utc("2026-11-22T09:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn slots_are_whole_seconds_whatever_the_instant_asked_about() {
+        let spec = Spec::parse("49 5 * * *", "UTC").unwrap();
+        let now = utc("2026-11-22T05:59:10.332Z");
+        assert_eq!(spec.latest_until(now), Some(utc("2026-11-22T05:49:00Z")));
+        assert_eq!(spec.next_after(now), Some(utc("2026-11-23T05:49:00Z")));
+        assert_eq!(
+            spec.latest_until(utc("2026-11-22T05:49:00.900Z")),
+            Some(utc("2026-11-22T05:49:00Z"))
         );
     }
 

@@ -213,6 +213,10 @@ pub fn local_date(settings: &ShopSettings, slot: DateTime<Utc>) -> NaiveDate {
     slot.with_timezone(&settings.timezone).date_naive()
 }
 
+fn sales(n: i64) -> String {
+    format!("{n} sale{}", if n == 1 { "" } else { "s" })
+}
+
 fn to_each(recipients: &[Recipient], text: &str) -> Vec<Out> {
     recipients
         .iter()
@@ -241,11 +245,10 @@ pub fn daily_summary_text(
     let s = report::summary(conn, settings, None, day, day + Days::new(1))?;
     let m = |d| money(settings, d);
     let mut out = format!(
-        "Daily summary, {}\nSales: {} ({} sale{})\nCash: {} · Credit: {}\nExpenses: {}\nNet: {}",
+        "Daily summary, {}\nSales: {} ({})\nCash: {} · Credit: {}\nExpenses: {}\nNet: {}",
         day.format("%a %-d %b %Y"),
         m(s.sales_total),
-        s.sales_count,
-        if s.sales_count == 1 { "" } else { "s" },
+        sales(s.sales_count),
         m(s.cash),
         m(s.credit),
         m(s.expenses),
@@ -554,13 +557,13 @@ pub fn weekly_text(f: &WeeklyFacts, settings: &ShopSettings) -> String {
         .filter(|d| d.count > 0)
         .max_by_key(|d| d.total.to_fixed(settings.digits).unwrap_or(0));
     let mut out = format!(
-        "Weekly report, {} to {}\nSales: {} ({} sales), {change} ({} in {} sales)\nExpenses: {}\nNet: {} (week before: {})",
+        "Weekly report, {} to {}\nSales: {} ({}), {change} ({} in {})\nExpenses: {}\nNet: {} (week before: {})",
         f.from.format("%a %-d %b"),
         (f.to - Days::new(1)).format("%a %-d %b %Y"),
         m(f.sales_total),
-        f.sales_count,
+        sales(f.sales_count),
         m(f.previous_sales_total),
-        f.previous_sales_count,
+        sales(f.previous_sales_count),
         m(f.expenses),
         m(f.net),
         m(f.previous_net),
@@ -608,9 +611,19 @@ pub fn weekly_report(
             shop::now_utc()
         ],
     )?;
+    let what = format!(
+        "report of {} to {}{}",
+        facts.from,
+        facts.to,
+        if narrative.is_some() {
+            " with a narrative"
+        } else {
+            ""
+        }
+    );
     let to = recipients(tx, roles)?;
     if to.is_empty() {
-        return Ok(nobody("report stored"));
+        return Ok(nobody(&what));
     }
     let mut text = weekly_text(facts, settings);
     if let Some(n) = narrative {
@@ -641,17 +654,7 @@ pub fn weekly_report(
     let sent = enqueue(tx, JobKind::WeeklyReport, &outs)?;
     Ok(Outcome {
         sent,
-        detail: format!(
-            "report of {} to {} to {} chat(s){}",
-            facts.from,
-            facts.to,
-            to.len(),
-            if narrative.is_some() {
-                " with a narrative"
-            } else {
-                ""
-            }
-        ),
+        detail: format!("{what} to {} chat(s)", to.len()),
     })
 }
 

@@ -338,7 +338,7 @@ impl Scheduler {
         }
         if !skipped.is_empty() {
             report.missed = skipped.len();
-            if let Err(e) = self.record_missed(&s, &skipped).await {
+            if let Err(e) = self.record_missed(&s, &skipped, run).await {
                 tracing::error!(tenant = %s.tenant, kind = %s.kind, error = %e, "recording missed slots failed");
             }
         }
@@ -364,6 +364,7 @@ impl Scheduler {
         &self,
         s: &ScheduleRow,
         slots: &[DateTime<Utc>],
+        later_runs: bool,
     ) -> Result<(), StoreError> {
         let control = self.inner.store.control().clone();
         let s = s.clone();
@@ -371,15 +372,18 @@ impl Scheduler {
             .iter()
             .map(|t| iso(*t))
             .collect();
-        let detail = if slots.len() > kept.len() {
-            format!(
-                "the server was down; {} older slots since {} not listed",
+        let mut detail = if later_runs {
+            "passed while the server was down; only the latest slot ran".to_owned()
+        } else {
+            "passed while the server was down, beyond the grace window".to_owned()
+        };
+        if slots.len() > kept.len() {
+            detail.push_str(&format!(
+                " ({} older slots since {} not listed)",
                 slots.len() - kept.len(),
                 iso(slots[0])
-            )
-        } else {
-            "the server was down past the grace window".into()
-        };
+            ));
+        }
         blocking(move || control.record_missed(&s, &kept, &detail)).await
     }
 

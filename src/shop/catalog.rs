@@ -500,7 +500,8 @@ pub fn staff_one(conn: &Connection, id: i64) -> Result<StaffView, ExecError> {
     .ok_or_else(|| ExecError::NotFound(format!("staff member {id} not found")))
 }
 
-fn join_code() -> String {
+/// A fresh 8-character join code (no look-alike characters).
+pub fn join_code() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
     (0..8)

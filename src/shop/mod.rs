@@ -77,9 +77,9 @@ pub fn init_tenant(conn: &Connection, currency: &str, timezone: &str) -> rusqlit
     set("timezone", timezone.into())?;
     set("low_stock_default", (LOW_STOCK_DEFAULT / 1000).into())?;
     conn.execute(
-        "INSERT OR IGNORE INTO staff (name, name_key, role, created_at)
-         VALUES ('Owner', 'owner', 'owner', ?1)",
-        [now_utc()],
+        "INSERT OR IGNORE INTO staff (name, name_key, role, join_code, created_at)
+         VALUES ('Owner', 'owner', 'owner', ?2, ?1)",
+        [now_utc(), catalog::join_code()],
     )?;
     Ok(())
 }

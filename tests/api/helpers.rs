@@ -44,6 +44,8 @@ pub async fn spawn_app_in(dir: TempDir, tweak: impl FnOnce(&mut ServeConfig)) ->
     let mut config = ServeConfig::with_data_dir(dir.path().join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin_token = Some(Secret::new(ADMIN));
+    // Tests that are not about the ticker stay clear of the wall clock's hourly jobs.
+    config.scheduler.enabled = false;
     tweak(&mut config);
     let app = App::build(config).await.expect("server starts");
     let base = format!("http://{}", app.local_addr());
@@ -314,4 +316,50 @@ impl TestApp {
             assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         }
     }
+}
+
+/// Decodes a weekly chart PNG: its size and the heights (pixels) of its bars, left to right.
+pub fn chart_bars(png_bytes: &[u8]) -> ((u32, u32), Vec<usize>) {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
+        .read_info()
+        .expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("one frame");
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let (w, h) = (info.width, info.height);
+    let bar = |x: u32, y: u32| {
+        let i = ((y * w + x) * 3) as usize;
+        buf[i..i + 3] == [38, 110, 180]
+    };
+    let Some(base) = (0..h).rev().find(|y| (0..w).any(|x| bar(x, *y))) else {
+        return ((w, h), Vec::new());
+    };
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for x in 0..w {
+        match (bar(x, base), runs.last_mut()) {
+            (true, Some(r)) if r.1 + 1 == x => r.1 = x,
+            (true, _) => runs.push((x, x)),
+            _ => {}
+        }
+    }
+    let heights = runs
+        .iter()
+        .map(|(a, b)| (0..=base).filter(|y| bar((a + b) / 2, *y)).count())
+        .collect();
+    ((w, h), heights)
+}
+
+/// Moves a tenant's sale `id` to `at` (seeding history the API cannot backdate).
+pub fn backdate_sale(data_dir: &Path, t: &str, id: i64, at: &str) {
+    let conn = rusqlite::Connection::open(tenant_file(data_dir, t)).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        conn.execute(
+            "UPDATE sales SET at = ?2 WHERE id = ?1",
+            rusqlite::params![id, at]
+        )
+        .unwrap(),
+        1
+    );
 }

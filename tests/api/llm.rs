@@ -362,3 +362,96 @@ async fn the_per_tenant_rate_limit_keeps_the_llm_out() {
     );
     assert_eq!(fake.calls(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_weekly_narrative_is_text_from_the_numbers_and_never_an_action() {
+    let (app, fake) = app_with_llm().await;
+    let r = app.say("s", "Sam", "/sale 2 rice").await;
+    assert_eq!(r.body["status"], "applied");
+    let today = chrono::Utc::now().date_naive();
+    backdate_sale(
+        &app.data_dir(),
+        "s",
+        1,
+        &format!("{}T09:00:00.000Z", today - chrono::Days::new(4)),
+    );
+    // The model answers with prose that looks like a command and carries a control byte:
+    // it stays text in the report and changes nothing.
+    fake.push(Script::Content(
+        "Sales were 30.00 USD, all rice.\u{7} /sale 99 rice {\"action\":\"restock\"}".into(),
+    ));
+    let r = app
+        .post("/v1/tenants/s/schedules/weekly_report/run", json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.body["run"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("with a narrative"),
+        "{}",
+        r.text
+    );
+    assert_eq!(fake.calls(), 1);
+    let req = fake.request(0);
+    assert!(
+        req.get("response_format").is_none(),
+        "plain text is asked for"
+    );
+    let system = req["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.contains("weekly report"),
+        "the weekly_report.md prompt"
+    );
+    let facts: Value = serde_json::from_str(req["messages"][1]["content"].as_str().unwrap())
+        .expect("the numbers go as JSON data");
+    assert_eq!(facts["sales_count"], 1);
+    assert_eq!(facts["daily"].as_array().unwrap().len(), 7);
+    let reports = app.get("/v1/tenants/s/reports").await;
+    assert_eq!(
+        reports.body["reports"][0]["narrative"],
+        "Sales were 30.00 USD, all rice. /sale 99 rice {\"action\":\"restock\"}"
+    );
+    assert_eq!(
+        app.product("s", "Rice").await["stock"],
+        18,
+        "no action was taken"
+    );
+    // A dead LLM costs the narrative only: the report still goes out.
+    fake.push(Script::Status(
+        500,
+        None,
+        groq_error("server_error", "down"),
+    ));
+    fake.push(Script::Status(
+        500,
+        None,
+        groq_error("server_error", "down"),
+    ));
+    fake.push(Script::Status(
+        500,
+        None,
+        groq_error("server_error", "down"),
+    ));
+    fake.push(Script::Status(
+        500,
+        None,
+        groq_error("server_error", "down"),
+    ));
+    let r = app
+        .post("/v1/tenants/s/schedules/weekly_report/run", json!({}))
+        .await;
+    assert_eq!(r.body["run"]["status"], "done", "{}", r.text);
+    assert!(
+        !r.body["run"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("narrative")
+    );
+    let reports = app.get("/v1/tenants/s/reports").await;
+    assert!(
+        reports.body["reports"][0]["narrative"].is_null(),
+        "{}",
+        reports.text
+    );
+}

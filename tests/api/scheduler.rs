@@ -706,3 +706,57 @@ fn berlin_and_new_york_offsets_really_change() {
         assert_ne!(at(a), at(b));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_catches_up_a_slot_that_fell_due_while_it_was_down() {
+    let app = spawn_app().await;
+    app.shop("s").await;
+    join_chat(&app, "s", "Owner", "100");
+    let dir = app.stop().await;
+    // The daily summary was due ten minutes ago, while the server was down.
+    let due = (Utc::now() - chrono::Duration::minutes(10))
+        .with_second(0)
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap();
+    let control = rusqlite::Connection::open(dir.path().join("data/_control.db")).unwrap();
+    control
+        .execute(
+            "UPDATE schedules SET cron = ?1, next_run_ms = ?2
+             WHERE tenant_id = 's' AND kind = 'daily_summary'",
+            rusqlite::params![
+                format!("{} {} * * *", due.minute(), due.hour()),
+                due.timestamp_millis()
+            ],
+        )
+        .unwrap();
+    drop(control);
+    let app = spawn_app_in(dir, |c| {
+        c.scheduler.enabled = true;
+        c.scheduler.tick_ms = 50;
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let runs = loop {
+        let r = app.get("/v1/tenants/s/runs?kind=daily_summary").await;
+        let runs = r.body["runs"].as_array().unwrap().clone();
+        if !runs.is_empty() || std::time::Instant::now() > deadline {
+            break runs;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(runs.len(), 1, "one catch-up run: {runs:?}");
+    assert_eq!(runs[0]["trigger"], "catch_up");
+    assert_eq!(runs[0]["status"], "done");
+    assert_eq!(runs[0]["sent"], 1);
+    assert_eq!(
+        utc(runs[0]["slot"].as_str().unwrap()),
+        due,
+        "the slot it was due for"
+    );
+    let s = app.get("/v1/tenants/s/schedules").await;
+    let next = utc(s.body["schedules"][0]["next_run"].as_str().unwrap());
+    assert_eq!(next, due + chrono::Duration::days(1), "on to tomorrow");
+    assert_eq!(s.body["schedules"][0]["last_status"], "done");
+    assert_eq!(outbox(&app, "s", "daily_summary").len(), 1);
+}

@@ -19,7 +19,13 @@ struct FakeBot {
     calls: Arc<Mutex<Vec<(String, Value)>>>,
     sent: Arc<Mutex<Vec<(i64, String, Instant)>>>,
     send_script: Arc<Mutex<VecDeque<(u16, Value)>>>,
+    /// Photos sent: chat, caption, file bytes.
+    photos: Arc<Mutex<Vec<Photo>>>,
+    /// Sends answered from the script (errors): chat and when.
+    refused: Arc<Mutex<Vec<(i64, Instant)>>>,
 }
+
+type Photo = (i64, String, Vec<u8>);
 
 impl FakeBot {
     fn sent_to(&self, chat: i64) -> Vec<String> {
@@ -52,6 +58,48 @@ impl FakeBot {
     }
 }
 
+/// The parts of a multipart/form-data body by field name, as raw bytes.
+pub fn multipart_parts(headers: &axum::http::HeaderMap, body: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(boundary) = ct.split("boundary=").nth(1) else {
+        return Vec::new();
+    };
+    let delim = format!("--{}", boundary.trim_matches('"')).into_bytes();
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(start) = find(body, &delim, at) {
+        let part_start = start + delim.len();
+        let Some(end) = find(body, &delim, part_start) else {
+            break;
+        };
+        let part = &body[part_start..end];
+        if let Some(h) = find(part, b"\r\n\r\n", 0) {
+            let head = String::from_utf8_lossy(&part[..h]);
+            if let Some(n) = head
+                .split("name=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            {
+                let data = part[h + 4..]
+                    .strip_suffix(b"\r\n")
+                    .unwrap_or(&part[h + 4..]);
+                out.push((n.to_owned(), data.to_vec()));
+            }
+        }
+        at = end;
+    }
+    out
+}
+
 /// The text fields of a multipart/form-data body (teloxide sends setWebhook that way), with
 /// JSON-looking values parsed.
 fn multipart_fields(body: &[u8]) -> Value {
@@ -81,8 +129,10 @@ fn ok(result: Value) -> Response {
 async fn bot_api(
     State(fake): State<FakeBot>,
     AxPath((bot, method)): AxPath<(String, String)>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let raw = body.clone();
     assert_eq!(bot, format!("bot{TOKEN}"), "the token goes in the path");
     let body: Value = serde_json::from_slice(&body).unwrap_or_else(|_| multipart_fields(&body));
     // Bot API method names are case-insensitive (teloxide sends "GetMe").
@@ -104,6 +154,8 @@ async fn bot_api(
         ),
         "sendmessage" => {
             if let Some((status, err)) = fake.send_script.lock().unwrap().pop_front() {
+                let chat = body["chat_id"].as_i64().unwrap();
+                fake.refused.lock().unwrap().push((chat, Instant::now()));
                 return (
                     axum::http::StatusCode::from_u16(status).unwrap(),
                     axum::Json(err),
@@ -116,6 +168,38 @@ async fn bot_api(
             sent.push((chat, text.clone(), Instant::now()));
             ok(json!({"message_id": sent.len(), "date": 1763800000,
                 "chat": {"id": chat, "type": "private", "first_name": "X"}, "text": text}))
+        }
+        "sendphoto" => {
+            let parts = multipart_parts(&headers, &raw);
+            let field = |n: &str| {
+                parts
+                    .iter()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let chat: i64 = String::from_utf8(field("chat_id"))
+                .unwrap()
+                .trim_matches('"')
+                .parse()
+                .unwrap();
+            let caption = String::from_utf8(field("caption")).unwrap();
+            let mut photos = fake.photos.lock().unwrap();
+            // The Bot API's `attach://<name>`: the file is the part of that name.
+            let photo = field("photo");
+            let photo = match std::str::from_utf8(&photo)
+                .ok()
+                .and_then(|p| p.strip_prefix("attach://"))
+            {
+                Some(name) => field(name),
+                None => photo,
+            };
+            photos.push((chat, caption.trim_matches('"').to_owned(), photo));
+            ok(
+                json!({"message_id": 9000 + photos.len(), "date": 1763800000,
+                "chat": {"id": chat, "type": "private", "first_name": "X"},
+                "photo": [{"file_id": "AgAD", "file_unique_id": "AQAD", "width": 800, "height": 450}]}),
+            )
         }
         other => (
             axum::http::StatusCode::NOT_FOUND,
@@ -375,7 +459,6 @@ async fn one_chat_in_order_while_other_chats_proceed_and_429_is_honoured() {
         json!({"ok": false, "error_code": 429,
         "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}),
     ));
-    let throttled_at = Instant::now();
     for i in 1..=20 {
         tg.deliver(&text_update(100 + i, a, a, &format!("/expense {i} fuel")))
             .await;
@@ -390,17 +473,19 @@ async fn one_chat_in_order_while_other_chats_proceed_and_429_is_honoured() {
         .collect();
     assert_eq!(expenses, want, "one chat's replies in order");
     assert_eq!(tg.fake.wait_sent(b, 6).await.len(), 6);
+    // Whichever chat's reply met the 429 waited the second it was told to.
+    let (chat, refused_at) = tg.fake.refused.lock().unwrap()[0];
     let first_reply = tg
         .fake
         .sent
         .lock()
         .unwrap()
         .iter()
-        .find(|(c, t, _)| *c == a && t.starts_with("Expense"))
+        .find(|(c, _, at)| *c == chat && *at > refused_at)
         .map(|(_, _, at)| *at)
         .unwrap();
     assert!(
-        first_reply.duration_since(throttled_at) >= Duration::from_secs(1),
+        first_reply.duration_since(refused_at) >= Duration::from_millis(950),
         "retry_after honoured"
     );
     let conn = rusqlite::Connection::open(tenant_file(&tg.app.data_dir(), "s")).unwrap();
@@ -528,4 +613,197 @@ async fn a_blocked_bot_marks_the_chat_unreachable_and_long_replies_split() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_jobs_reach_the_right_chats_with_their_content() {
+    let tg = telegram_app(None, None).await;
+    let app = &tg.app;
+    for (n, (user, staff)) in [(501, "Owner"), (502, "Mary"), (503, "Musa"), (504, "Sam")]
+        .into_iter()
+        .enumerate()
+    {
+        tg.join(900 + n as i64, user, staff).await;
+    }
+    for (who, text) in [
+        ("Sam", "/sale 3 rice to Ahmed"),
+        ("Sam", "/sale 4 sugar to Ahmed on credit"),
+        ("Mary", "/expense 12 fuel"),
+        ("Sam", "/order ahmed 2 rice"),
+        ("Sam", "/order ahmed 1 cooking oil"),
+        ("Mary", "/assign 1 musa"),
+    ] {
+        let r = app.say("s", who, text).await;
+        assert_eq!(r.body["status"], "applied", "{text}: {}", r.text);
+    }
+    let run = |kind: &'static str| async move {
+        let r = app
+            .post(&format!("/v1/tenants/s/schedules/{kind}/run"), json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.body["run"].clone()
+    };
+    let last = |chat: i64, before: usize| {
+        let fake = tg.fake.clone();
+        async move { fake.wait_sent(chat, before + 1).await.get(before).cloned() }
+    };
+
+    // Daily summary: owners and managers only.
+    let counts: Vec<usize> = [501, 502, 503, 504]
+        .iter()
+        .map(|c| tg.fake.sent_to(*c).len())
+        .collect();
+    assert_eq!(run("daily_summary").await["sent"], 2);
+    let owner = last(501, counts[0])
+        .await
+        .expect("the owner gets the summary");
+    let today = chrono::Utc::now().date_naive().format("%a %-d %b %Y");
+    assert_eq!(
+        owner,
+        format!(
+            "Daily summary, {today}\nSales: 55.00 USD (2 sales)\nCash: 45.00 USD · Credit: 10.00 USD\n\
+             Expenses: 12.00 USD\nNet: 43.00 USD\nTop products:\n- Rice × 3: 45.00 USD\n- Sugar × 4: 10.00 USD"
+        )
+    );
+    assert_eq!(last(502, counts[1]).await.as_deref(), Some(owner.as_str()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        tg.fake.sent_to(503).len(),
+        counts[2],
+        "drivers get no summary"
+    );
+    assert_eq!(
+        tg.fake.sent_to(504).len(),
+        counts[3],
+        "staff get no summary"
+    );
+
+    // Delivery reminder: the driver his own order, managers and owners the whole list.
+    let counts: Vec<usize> = [501, 502, 503, 504]
+        .iter()
+        .map(|c| tg.fake.sent_to(*c).len())
+        .collect();
+    assert_eq!(run("delivery_reminder").await["sent"], 3);
+    assert_eq!(
+        last(503, counts[2]).await.unwrap(),
+        "Your deliveries (1):\n#1 Ahmed: 2 Rice (30.00 USD)\nWhen one is done: /delivered <order number>."
+    );
+    assert_eq!(
+        last(502, counts[1]).await.unwrap(),
+        "Open orders: 2 (1 not assigned)\n#1 Ahmed: 2 Rice (30.00 USD) → Musa\n#2 Ahmed: 1 Cooking Oil (3.00 USD) → not assigned"
+    );
+    assert!(
+        last(501, counts[0])
+            .await
+            .unwrap()
+            .starts_with("Open orders: 2")
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        tg.fake.sent_to(504).len(),
+        counts[3],
+        "staff get no reminder"
+    );
+
+    // Weekly report: last week's sales (two days) against the week before (one sale).
+    let today = chrono::Utc::now().date_naive();
+    let day = |ago: u64| format!("{}T10:00:00.000Z", today - chrono::Days::new(ago));
+    let r = app.say("s", "Sam", "/sale 1 rice").await;
+    assert_eq!(r.body["status"], "applied");
+    backdate_sale(&app.data_dir(), "s", 1, &day(5));
+    backdate_sale(&app.data_dir(), "s", 2, &day(2));
+    backdate_sale(&app.data_dir(), "s", 3, &day(10));
+    let counts: Vec<usize> = [501, 502]
+        .iter()
+        .map(|c| tg.fake.sent_to(*c).len())
+        .collect();
+    let r = run("weekly_report").await;
+    assert_eq!(
+        r["sent"], 4,
+        "a photo and a text to the owner and the manager: {r}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tg.fake.photos.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let photos = tg.fake.photos.lock().unwrap().clone();
+    assert_eq!(
+        photos.iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![501, 502]
+    );
+    let (from, to) = (today - chrono::Days::new(7), today - chrono::Days::new(1));
+    assert_eq!(
+        photos[0].1,
+        format!(
+            "Weekly report {} to {}: sales 55.00 USD",
+            from.format("%-d %b"),
+            to.format("%-d %b")
+        )
+    );
+    let png = &photos[0].2;
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG file");
+    assert!(
+        (5_000..200_000).contains(&png.len()),
+        "a sensible size: {} bytes",
+        png.len()
+    );
+    let (size, bars) = chart_bars(png);
+    assert_eq!(size, (800, 450));
+    assert_eq!(bars.len(), 2, "one bar per day with sales: {bars:?}");
+    let ratio = bars[0] as f64 / bars[1] as f64;
+    assert!(
+        (ratio - 45.0 / 10.0).abs() < 0.15,
+        "bars follow the sales: {bars:?}"
+    );
+    let text = last(501, counts[0]).await.unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "Weekly report, {} to {}",
+            from.format("%a %-d %b"),
+            to.format("%a %-d %b %Y")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Sales: 55.00 USD (2 sales), up 266.7% on the week before (15.00 USD in 1 sale)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("Top products: Rice 45.00 USD, Sugar 10.00 USD"),
+        "{text}"
+    );
+    // Stored, listed, and its chart served as the same PNG.
+    let r = app.get("/v1/tenants/s/reports").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let report = &r.body["reports"][0];
+    assert_eq!(report["period_start"], from.to_string());
+    assert_eq!(report["data"]["sales_count"], 2);
+    assert_eq!(report["data"]["daily"].as_array().unwrap().len(), 7);
+    let chart = app
+        .client
+        .get(format!(
+            "{}{}",
+            app.base,
+            report["chart_url"].as_str().unwrap()
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chart.headers()["content-type"], "image/png");
+    assert_eq!(chart.bytes().await.unwrap().as_ref(), png.as_slice());
+    // The ledger has the three runs by hand.
+    let r = app.get("/v1/tenants/s/runs").await;
+    let kinds: Vec<&str> = r.body["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["weekly_report", "delivery_reminder", "daily_summary"]
+    );
 }

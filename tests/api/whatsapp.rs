@@ -23,7 +23,11 @@ struct FakeGraph {
     base: String,
     sent: Arc<Mutex<Vec<Value>>>,
     script: Arc<Mutex<VecDeque<(u16, Value)>>>,
+    /// Media uploaded: the form's text fields and the file's bytes.
+    media: Arc<Mutex<Vec<Upload>>>,
 }
+
+type Upload = (Value, Vec<u8>);
 
 impl FakeGraph {
     async fn wait_sent(&self, n: usize) -> Vec<Value> {
@@ -71,6 +75,32 @@ async fn messages(
     axum::Json(json!({"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}], "messages": [{"id": id}]})).into_response()
 }
 
+async fn upload_media(
+    State(fake): State<FakeGraph>,
+    AxPath(phone): AxPath<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    assert_eq!(phone, PHONE);
+    assert_eq!(
+        headers.get("authorization").and_then(|v| v.to_str().ok()),
+        Some("Bearer EAAG-good")
+    );
+    let parts = crate::telegram::multipart_parts(&headers, &body);
+    let mut fields = serde_json::Map::new();
+    let mut file = Vec::new();
+    for (name, data) in parts {
+        if name == "file" {
+            file = data;
+        } else {
+            fields.insert(name, Value::String(String::from_utf8(data).unwrap()));
+        }
+    }
+    let mut media = fake.media.lock().unwrap();
+    media.push((Value::Object(fields), file));
+    axum::Json(json!({"id": format!("media-{}", media.len())})).into_response()
+}
+
 async fn fake_graph() -> FakeGraph {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake = FakeGraph {
@@ -80,6 +110,7 @@ async fn fake_graph() -> FakeGraph {
     let app = axum::Router::new()
         .route("/v21.0/{phone}", axum::routing::get(phone_info))
         .route("/v21.0/{phone}/messages", axum::routing::post(messages))
+        .route("/v21.0/{phone}/media", axum::routing::post(upload_media))
         .with_state(fake.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     fake
@@ -323,4 +354,74 @@ async fn outside_the_24_hour_window_without_a_template_is_recorded_not_sent() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(fake.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_weekly_report_goes_out_as_an_uploaded_image() {
+    let (app, fake) = wa_app().await;
+    let owner = app.get("/v1/tenants/s/staff").await.body["staff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Owner")
+        .unwrap()["join_code"]
+        .as_str()
+        .expect("the owner has a join code")
+        .to_owned();
+    deliver_signed(
+        &app,
+        &text_from("wamid.OWN", "4479000", "", &format!("/join {owner}")),
+    )
+    .await;
+    assert!(
+        fake.wait_sent(1).await[0]["text"]["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("Welcome, Owner!")
+    );
+    let r = app.say("s", "Sam", "/sale 2 rice").await;
+    assert_eq!(r.body["status"], "applied");
+    let today = chrono::Utc::now().date_naive();
+    backdate_sale(
+        &app.data_dir(),
+        "s",
+        1,
+        &format!("{}T09:00:00.000Z", today - chrono::Days::new(3)),
+    );
+    let r = app
+        .post("/v1/tenants/s/schedules/weekly_report/run", json!({}))
+        .await;
+    assert_eq!(r.body["run"]["sent"], 2, "{}", r.text);
+    let sent = fake.wait_sent(3).await;
+    assert_eq!(sent.len(), 3);
+    let media = fake.media.lock().unwrap().clone();
+    assert_eq!(media.len(), 1);
+    assert_eq!(media[0].0["messaging_product"], "whatsapp");
+    assert_eq!(media[0].0["type"], "image/png");
+    let (size, bars) = chart_bars(&media[0].1);
+    assert_eq!(
+        (size, bars.len()),
+        ((800, 450), 1),
+        "the week's one day of sales"
+    );
+    let image = &sent[1];
+    assert_eq!(image["to"], "4479000");
+    assert_eq!(image["type"], "image");
+    assert_eq!(image["image"]["id"], "media-1");
+    assert!(
+        image["image"]["caption"]
+            .as_str()
+            .unwrap()
+            .ends_with("sales 30.00 USD"),
+        "{image}"
+    );
+    assert_eq!(sent[2]["type"], "text");
+    assert!(
+        sent[2]["text"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("Sales: 30.00 USD (1 sale), no sales the week before"),
+        "{}",
+        sent[2]
+    );
 }

@@ -726,11 +726,13 @@ async fn scheduled_jobs_reach_the_right_chats_with_their_content() {
     while tg.fake.photos.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let photos = tg.fake.photos.lock().unwrap().clone();
+    let mut photos = tg.fake.photos.lock().unwrap().clone();
+    photos.sort_by_key(|p| p.0);
     assert_eq!(
         photos.iter().map(|p| p.0).collect::<Vec<_>>(),
         vec![501, 502]
     );
+    assert_eq!(photos[0].2, photos[1].2, "the same chart to both");
     let (from, to) = (today - chrono::Days::new(7), today - chrono::Days::new(1));
     assert_eq!(
         photos[0].1,

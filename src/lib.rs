@@ -11,15 +11,19 @@
 //!    [`action`] (checks, role, name resolution) -> fixed SQL of [`shop`] in one transaction
 //!    with the journal, the message log and (for channels) the inbox "done" and the outbox
 //!    reply -> [`channel`] sender.
-//! 2. **schedule -> job -> message out** (later issues): ticker over the schedule index in the
-//!    control db -> job on the tenant's file -> outbox.
+//! 2. **schedule -> job -> message out**: [`scheduler`] ticker (one loop, not a timer per
+//!    tenant) claims due rows of the schedule index in [`control`] -> job on the tenant's
+//!    file ([`scheduler::job`], reading [`shop`]; the weekly chart drawn in memory; an
+//!    optional [`llm`] narrative, text only) -> outbox rows and the slot's marker in one
+//!    transaction -> [`channel`] sender (photo / image for charts). Housekeeping (idle
+//!    sweep, WAL checkpoints, retention) runs on tokio-cron-scheduler.
 //! 3. **admin API -> tenant store**: [`http`] (auth, JSON errors) -> [`store`] (registry in
 //!    [`control`] kept in step with the files in [`tenant`]).
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool |
-//! | [`control`] | `_control.db`: tenant registry, channel bindings, pending work (later the schedule index) |
+//! | [`control`] | `_control.db`: tenant registry, channel bindings, pending work, schedule index and run ledger |
 //! | [`store`] | tenant lifecycle: create, delete to trash, restore, keys, migrate-all |
 //! | [`action`] | `enum Action` (the contract), exact decimals, roles, name matching — no IO |
 //! | [`parser`] | text -> `Action` with a confidence (slash grammar, phrasing) — no IO |
@@ -28,6 +32,7 @@
 //! | [`executor`] | one message in one transaction: idempotency, checks, SQL, journal, undo |
 //! | [`shop`] | tenant-db queries: settings, staff, catalog, reports, message log |
 //! | [`channel`] | Telegram and WhatsApp: webhooks, inbox, workers, identities, outbox sender |
+//! | [`scheduler`] | cron math (no IO), the ticker, job kinds, weekly chart, housekeeping |
 //! | [`chat`], [`demo`] | the terminal REPL and the demo tenant |
 //! | [`http`] | axum router, auth extractors, the one `ApiError` |
 //! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown |
@@ -45,7 +50,8 @@
 //! - Every rusqlite call runs on the blocking pool (`tenant::pool::blocking`), never on the
 //!   async runtime.
 //! - A tenant id becomes a path only as a validated `TenantId`, through `tenant::Layout`.
-//! - `action` and cron math (later) do no IO.
+//! - `action`, `parser`, `scheduler::cron` and `scheduler::chart` do no IO; a job's effects
+//!   commit with its `job_runs` marker, so no slot sends twice.
 
 pub mod action;
 pub mod app;

@@ -84,6 +84,12 @@ async fn openapi_describes_every_route() {
         ("/webhooks/telegram/{tenant}", "post"),
         ("/webhooks/whatsapp", "get"),
         ("/webhooks/whatsapp", "post"),
+        ("/v1/tenants/{tenant}/schedules", "get"),
+        ("/v1/tenants/{tenant}/schedules", "put"),
+        ("/v1/tenants/{tenant}/schedules/{kind}/run", "post"),
+        ("/v1/tenants/{tenant}/runs", "get"),
+        ("/v1/tenants/{tenant}/reports", "get"),
+        ("/v1/tenants/{tenant}/reports/{id}/chart.png", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),

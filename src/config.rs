@@ -298,7 +298,11 @@ pub struct SchedulerArgs {
     pub tick_ms: u64,
     /// A slot missed (downtime) by at most this many seconds still runs, once; older slots
     /// are recorded as missed.
-    #[arg(long = "schedule-grace-secs", env = "TARN_SCHEDULE_GRACE_SECS", default_value_t = 3600)]
+    #[arg(
+        long = "schedule-grace-secs",
+        env = "TARN_SCHEDULE_GRACE_SECS",
+        default_value_t = 3600
+    )]
     pub grace_secs: u64,
     /// Jobs run at once.
     #[arg(long, env = "TARN_JOB_CONCURRENCY", default_value_t = 8)]

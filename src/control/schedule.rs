@@ -52,6 +52,22 @@ pub struct RunRow {
     pub detail: Option<String>,
 }
 
+/// How a claim ended (see [`ControlDb::finish_run`]).
+#[derive(Debug, Clone)]
+pub struct RunEnd<'a> {
+    /// The ledger row, when a slot was started.
+    pub run: Option<i64>,
+    pub status: &'a str,
+    pub sent: i64,
+    pub detail: &'a str,
+    /// Keep the ledger row (false: a quiet run with nothing to say).
+    pub keep: bool,
+    /// The next slot; `None` keeps the current one.
+    pub next_run_ms: Option<i64>,
+    /// The schedule's `updated_at` when it was claimed.
+    pub version: &'a str,
+}
+
 /// What the ledger already knew of a slot being started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
@@ -316,41 +332,40 @@ impl ControlDb {
         Ok(())
     }
 
-    /// Ends a claim in one transaction: finishes the ledger row (or deletes it when `keep`
-    /// is false: a quiet run with nothing to say), moves the schedule to `next_run_ms` and
-    /// drops the lease.
-    #[allow(clippy::too_many_arguments)]
-    pub fn finish_run(
-        &self,
-        schedule_id: i64,
-        run: Option<i64>,
-        status: &str,
-        sent: i64,
-        detail: &str,
-        keep: bool,
-        next_run_ms: Option<i64>,
-    ) -> Result<(), StoreError> {
+    /// Ends a claim in one transaction: finishes the ledger row (or deletes it when
+    /// `end.keep` is false: a quiet run with nothing to say), moves the schedule to
+    /// `end.next_run_ms` unless it was changed meanwhile, and drops the lease.
+    pub fn finish_run(&self, schedule_id: i64, end: &RunEnd<'_>) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let at = now();
-        if let Some(run) = run {
-            if keep {
+        if let Some(run) = end.run {
+            if end.keep {
                 tx.execute(
                     "UPDATE schedule_runs SET status = ?2, sent = ?3, detail = ?4, finished_at = ?5
                      WHERE id = ?1",
-                    params![run, status, sent, detail, at],
+                    params![run, end.status, end.sent, end.detail, at],
                 )?;
             } else {
                 tx.execute("DELETE FROM schedule_runs WHERE id = ?1", [run])?;
             }
         }
+        // A change through the API while the run was going already set the next run.
         tx.execute(
             "UPDATE schedules SET lease_ms = NULL,
-                    next_run_ms = CASE WHEN enabled = 1 THEN coalesce(?2, next_run_ms) END,
+                    next_run_ms = CASE WHEN enabled = 1 AND updated_at = ?6
+                                       THEN coalesce(?2, next_run_ms) ELSE next_run_ms END,
                     last_run_at = CASE WHEN ?3 IS NOT NULL THEN ?4 ELSE last_run_at END,
                     last_status = ?5
              WHERE id = ?1",
-            params![schedule_id, next_run_ms, run, at, status],
+            params![
+                schedule_id,
+                end.next_run_ms,
+                end.run,
+                at,
+                end.status,
+                end.version
+            ],
         )?;
         tx.commit()?;
         Ok(())

@@ -12,7 +12,7 @@ pub mod job;
 
 use crate::action::Role;
 use crate::channel::Channels;
-use crate::control::schedule::{NewSchedule, RunRow, ScheduleRow, Start};
+use crate::control::schedule::{NewSchedule, RunEnd, RunRow, ScheduleRow, Start};
 use crate::llm::LlmClient;
 use crate::store::Store;
 use crate::tenant::pool::blocking;
@@ -455,14 +455,28 @@ impl Scheduler {
         next: Option<i64>,
     ) {
         let control = self.inner.store.control().clone();
-        let (id, status, sent, detail) = (
+        let (id, status, detail, version) = (
             s.id,
             report.status.clone(),
-            report.sent,
             report.detail.clone(),
+            s.updated_at.clone(),
         );
-        let ended =
-            blocking(move || control.finish_run(id, run, &status, sent, &detail, keep, next)).await;
+        let sent = report.sent;
+        let ended = blocking(move || {
+            control.finish_run(
+                id,
+                &RunEnd {
+                    run,
+                    status: &status,
+                    sent,
+                    detail: &detail,
+                    keep,
+                    next_run_ms: next,
+                    version: &version,
+                },
+            )
+        })
+        .await;
         if let Err(e) = ended {
             tracing::error!(tenant = %s.tenant, kind = %s.kind, error = %e, "cannot finish a run");
         }

@@ -760,3 +760,109 @@ async fn the_server_catches_up_a_slot_that_fell_due_while_it_was_down() {
     assert_eq!(s.body["schedules"][0]["last_status"], "done");
     assert_eq!(outbox(&app, "s", "daily_summary").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_during_a_run_wins_and_a_held_schedule_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("data"));
+    let id = tenant(&store, "edit", "UTC", 9);
+    let slot = utc("2026-11-10T20:00:00Z");
+    only(
+        &store,
+        &id,
+        "daily_summary",
+        "0 20 * * *",
+        slot - chrono::Duration::hours(1),
+    );
+    let claimed = store
+        .control()
+        .claim_due(
+            slot.timestamp_millis(),
+            slot.timestamp_millis() + 60_000,
+            10,
+        )
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    // While it runs, the owner moves the summary to 07:00.
+    std::thread::sleep(Duration::from_millis(5));
+    let change = NewSchedule {
+        kind: "daily_summary".into(),
+        cron: "0 7 * * *".into(),
+        timezone: "UTC".into(),
+        enabled: true,
+        recipients: vec!["owner".into()],
+        next_run_ms: Some(utc("2026-11-11T07:00:00Z").timestamp_millis()),
+    };
+    store
+        .control()
+        .put_schedules(&id, &[change.clone()])
+        .unwrap();
+    // A second claim finds it held by the lease.
+    assert!(
+        store
+            .control()
+            .claim_due(
+                slot.timestamp_millis() + 1,
+                slot.timestamp_millis() + 60_000,
+                10
+            )
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .control()
+            .lease_schedule(
+                &id,
+                "daily_summary",
+                slot.timestamp_millis(),
+                slot.timestamp_millis() + 1
+            )
+            .unwrap()
+            .is_none()
+    );
+    // The run ends with the next slot of the old pattern: the owner's change stays.
+    store
+        .control()
+        .finish_run(
+            claimed[0].id,
+            &tarn::control::schedule::RunEnd {
+                run: None,
+                status: "done",
+                sent: 0,
+                detail: "",
+                keep: true,
+                next_run_ms: Some(utc("2026-11-11T20:00:00Z").timestamp_millis()),
+                version: &claimed[0].updated_at,
+            },
+        )
+        .unwrap();
+    let now = store
+        .control()
+        .schedules(&id)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.kind == "daily_summary")
+        .unwrap();
+    assert_eq!(now.cron, "0 7 * * *");
+    assert_eq!(now.next_run_ms, change.next_run_ms);
+    // Through the API: a schedule held by a run answers 409 to a run by hand.
+    drop(store);
+    let app = spawn_app_in(dir, |_| {}).await;
+    let control = rusqlite::Connection::open(app.data_dir().join("_control.db")).unwrap();
+    control
+        .execute(
+            "UPDATE schedules SET lease_ms = ?1 WHERE tenant_id = 'edit' AND kind = 'weekly_report'",
+            [Utc::now().timestamp_millis() + 600_000],
+        )
+        .unwrap();
+    let r = app
+        .post("/v1/tenants/edit/schedules/weekly_report/run", json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert_eq!(r.error_code(), "busy");
+    let r = app
+        .post("/v1/tenants/edit/schedules/daily_summary/run", json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}

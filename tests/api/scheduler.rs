@@ -795,7 +795,7 @@ async fn a_change_during_a_run_wins_and_a_held_schedule_is_busy() {
     };
     store
         .control()
-        .put_schedules(&id, &[change.clone()])
+        .put_schedules(&id, std::slice::from_ref(&change))
         .unwrap();
     // A second claim finds it held by the lease.
     assert!(

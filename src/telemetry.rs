@@ -9,10 +9,11 @@ use prometheus_client::metrics::{counter::Counter, family::Family};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
-/// Installs the global tracing subscriber (`RUST_LOG` filters, default `info`).
+/// Installs the global tracing subscriber (`RUST_LOG` filters, default `info`, with
+/// tokio-cron-scheduler's start-up chatter at `warn`).
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_cron_scheduler=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -614,7 +614,7 @@ pub fn weekly_report(
     let what = format!(
         "report of {} to {}{}",
         facts.from,
-        facts.to,
+        facts.to - Days::new(1),
         if narrative.is_some() {
             " with a narrative"
         } else {

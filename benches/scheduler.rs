@@ -1,10 +1,10 @@
 //! The ticker's cost with a big index: 100,000 tenants on it (400,000 schedules), of which
 //! 1,000 real tenant files have their daily summary due at the same instant. Prints the
 //! median time to claim and dispatch the batch, to run it to the end, the cost of a tick
-//! with nothing due, and the process RSS across rounds.
+//! with nothing due, and the process RSS across quiet ticks and rounds.
 //!
 //! `cargo bench --bench scheduler` (TARN_BENCH_INDEX, default 100000 tenants on the index;
-//! TARN_BENCH_DUE, default 1000; TARN_BENCH_ROUNDS, default 5).
+//! TARN_BENCH_DUE, default 1000; TARN_BENCH_ROUNDS, default 10).
 
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
@@ -65,7 +65,7 @@ fn fill_index(data_dir: &std::path::Path, n: usize, far: i64) {
 async fn main() {
     let index = env_usize("TARN_BENCH_INDEX", 100_000);
     let due = env_usize("TARN_BENCH_DUE", 1000);
-    let rounds = env_usize("TARN_BENCH_ROUNDS", 5);
+    let rounds = env_usize("TARN_BENCH_ROUNDS", 10);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let args = tarn::config::ServeConfig::with_data_dir(&data).store;
@@ -123,12 +123,17 @@ async fn main() {
     // A tick with nothing due.
     let quiet_at = Utc::now();
     let mut quiet = Vec::new();
-    for _ in 0..200 {
+    let rss_before_quiet = rss_mib();
+    for _ in 0..5000 {
         let t = Instant::now();
         assert!(sched.tick(quiet_at).await.unwrap().is_empty());
         quiet.push(t.elapsed());
     }
-    println!("tick with nothing due: median {:?}", median(quiet));
+    println!(
+        "tick with nothing due: median {:?} over 5000 ticks; RSS {rss_before_quiet:.1} MiB before, {:.1} MiB after",
+        median(quiet),
+        rss_mib()
+    );
 
     let base_slot: DateTime<Utc> = "2026-11-23T19:00:00Z".parse().unwrap();
     let (mut claim, mut total) = (Vec::new(), Vec::new());
@@ -187,5 +192,11 @@ async fn main() {
         median(total),
         rss[0],
         rss[rss.len() - 1]
+    );
+    let open = store.pool().stats().open;
+    store.pool().close_all();
+    println!(
+        "after closing the {open} open tenants (as the idle sweep would): RSS {:.1} MiB",
+        rss_mib()
     );
 }

@@ -101,12 +101,21 @@ impl fmt::Display for Dec {
 }
 
 impl Serialize for Dec {
+    /// A JSON number when one says exactly this value (an `i64`, or a float whose shortest
+    /// form is this text), else the exact text as a string, which reads back the same.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let text = self.to_string();
-        match text.parse::<i64>() {
-            Ok(i) => s.serialize_i64(i),
-            // Shortest round-trip float text equals `text`, so the JSON shows what was meant.
-            Err(_) => s.serialize_f64(text.parse().unwrap_or(0.0)),
+        if let Ok(i) = text.parse::<i64>() {
+            return s.serialize_i64(i);
+        }
+        match text.parse::<f64>() {
+            Ok(f)
+                if f.is_finite()
+                    && serde_json::Number::from_f64(f).is_some_and(|n| n.to_string() == text) =>
+            {
+                s.serialize_f64(f)
+            }
+            _ => s.serialize_str(&text),
         }
     }
 }
@@ -183,6 +192,33 @@ pub fn fmt_qty(milli: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_says_exactly_the_value_and_reads_back() {
+        for text in [
+            "45",
+            "2.2",
+            "0.75",
+            "-3.5",
+            "111111111111111111111111",
+            "1234567890.123456789",
+            "0.000000000001",
+            "9223372036854775808",
+        ] {
+            let d = Dec::parse(text).unwrap();
+            let json = serde_json::to_string(&d).unwrap();
+            let back: Dec = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.to_string(), d.to_string(), "{text} -> {json}");
+        }
+        assert_eq!(
+            serde_json::to_string(&Dec::parse("2.2").unwrap()).unwrap(),
+            "2.2"
+        );
+        assert_eq!(
+            serde_json::to_string(&Dec::parse("111111111111111111111111").unwrap()).unwrap(),
+            "\"111111111111111111111111\""
+        );
+    }
 
     #[test]
     fn parses_and_converts_exactly() {

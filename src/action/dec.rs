@@ -204,6 +204,7 @@ mod tests {
             "1234567890.123456789",
             "0.000000000001",
             "9223372036854775808",
+            "947394775542.6201",
         ] {
             let d = Dec::parse(text).unwrap();
             let json = serde_json::to_string(&d).unwrap();

@@ -6,6 +6,7 @@ mod llm;
 mod ops;
 mod parser;
 mod pool;
+mod props;
 mod scheduler;
 mod shop;
 mod telegram;

@@ -1,0 +1,331 @@
+//! Crash tests: the real `tarn` binary (release under `cargo test --release`) as a child
+//! process, killed with SIGKILL at random moments while clients write to it, restarted on the
+//! same data dir; clients resend what was not acknowledged, then everything once more, as a
+//! provider would. Every message must be applied exactly once and every file intact.
+
+use crate::helpers::*;
+use rand::RngExt;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A `tarn serve` child on a fixed port and data dir, restartable.
+pub struct Server {
+    pub base: String,
+    port: u16,
+    data: PathBuf,
+    log: PathBuf,
+    extra: Vec<(String, String)>,
+    child: Option<Child>,
+    pub starts: usize,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    pub async fn start(dir: &Path, extra: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut s = Server {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            data: dir.join("data"),
+            log: dir.join("server.log"),
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+            starts: 0,
+        };
+        s.spawn().await;
+        s
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tarn"));
+        cmd.arg("serve")
+            .env("TARN_DATA_DIR", &self.data)
+            .env("TARN_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("TARN_ADMIN_TOKEN", ADMIN)
+            .env("TARN_SCHEDULER", "false")
+            .env("TARN_CHAT_GAP_MS", "10")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.extra {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("the tarn binary starts"));
+        self.starts += 1;
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = client
+                .get(format!("{}/healthz", self.base))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not come up: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL, then start again on the same data dir and port.
+    pub async fn crash_and_restart(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        self.spawn().await;
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "no clean stop");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `PRAGMA integrity_check` on the control db and every tenant file under `data`.
+pub fn integrity_all(data: &Path) -> usize {
+    let mut files = vec![data.join("_control.db")];
+    for d in std::fs::read_dir(data).unwrap().flatten() {
+        if d.path().is_dir() && d.file_name().len() == 3 {
+            for f in std::fs::read_dir(d.path()).unwrap().flatten() {
+                if f.path().extension().is_some_and(|e| e == "db") {
+                    files.push(f.path());
+                }
+            }
+        }
+    }
+    for f in &files {
+        let conn = rusqlite::Connection::open(f).unwrap();
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok", "{}", f.display());
+    }
+    files.len()
+}
+
+const TENANTS: usize = 100;
+const MESSAGES: usize = 5000;
+const CLIENTS: usize = 8;
+
+fn message(i: usize) -> (String, String, String) {
+    let tenant = format!("c{:03}", i % TENANTS);
+    let q = 1 + i % 3;
+    let text = if (i / TENANTS) % 2 == 0 {
+        format!("/sale {q} rice to Ahmed on credit")
+    } else {
+        format!("/sale {q} rice")
+    };
+    (tenant, text, format!("m-{i}"))
+}
+
+/// Sends every message in `ids` with its idempotency key until the server answers it;
+/// returns how many answers were `applied` and `duplicate`.
+async fn send_all(base: String, ids: Vec<usize>, acked: Arc<AtomicUsize>) -> (usize, usize) {
+    let queue = Arc::new(Mutex::new(ids));
+    let counts = Arc::new(Mutex::new((0, 0)));
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (queue, counts, acked, base) = (
+            queue.clone(),
+            counts.clone(),
+            acked.clone(),
+            base.to_owned(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            loop {
+                let Some(i) = queue.lock().unwrap().pop() else {
+                    return;
+                };
+                let (t, text, id) = message(i);
+                loop {
+                    let sent = client
+                        .post(format!("{base}/v1/tenants/{t}/messages"))
+                        .bearer_auth(ADMIN)
+                        .json(&json!({"text": text, "sender": "Sam", "id": id}))
+                        .send()
+                        .await;
+                    let body = match sent {
+                        Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+                        // Down or restarting: not acknowledged, so sent again.
+                        _ => None,
+                    };
+                    match body.as_ref().and_then(|b| b["status"].as_str()) {
+                        Some("applied") => counts.lock().unwrap().0 += 1,
+                        Some("duplicate") => counts.lock().unwrap().1 += 1,
+                        Some(other) => panic!("{text}: {other}: {body:?}"),
+                        None => {
+                            tokio::time::sleep(Duration::from_millis(25)).await;
+                            continue;
+                        }
+                    }
+                    acked.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let c = *counts.lock().unwrap();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_under_load_applies_every_message_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    for j in 0..TENANTS {
+        let t = format!("c{j:03}");
+        for (path, body) in [
+            ("/v1/tenants".to_owned(), json!({"id": t, "name": t})),
+            (
+                format!("/v1/tenants/{t}/products"),
+                json!({"name": "Rice", "price": 2, "stock": 100_000}),
+            ),
+            (
+                format!("/v1/tenants/{t}/customers"),
+                json!({"name": "Ahmed"}),
+            ),
+            (
+                format!("/v1/tenants/{t}/staff"),
+                json!({"name": "Sam", "role": "staff"}),
+            ),
+        ] {
+            let r = client
+                .post(format!("{}{path}", server.base))
+                .bearer_auth(ADMIN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{path}");
+        }
+    }
+
+    // Kill at random points of the run: at least three times.
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut rng = rand::rng();
+    let mut kill_at: Vec<usize> = (0..4)
+        .map(|_| rng.random_range(300..MESSAGES - 300))
+        .collect();
+    kill_at.sort();
+    let mut ids: Vec<usize> = (0..MESSAGES).collect();
+    ids.reverse();
+    let base = server.base.clone();
+    let sender = tokio::spawn(send_all(base.clone(), ids, acked.clone()));
+    let started = Instant::now();
+    for at in &kill_at {
+        while acked.load(Ordering::SeqCst) < *at && !sender.is_finished() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        server.crash_and_restart().await;
+    }
+    let (applied, duplicate) = sender.await.unwrap();
+    let first = started.elapsed();
+    assert_eq!(applied + duplicate, MESSAGES);
+    assert!(server.starts >= 4, "killed at least three times");
+
+    // A provider retry of everything: nothing applies twice.
+    let (again, dup_again) = send_all(
+        base.clone(),
+        (0..MESSAGES).collect(),
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+    assert_eq!(
+        (again, dup_again),
+        (0, MESSAGES),
+        "every resend is a duplicate"
+    );
+    server.stop();
+
+    let data = dir.path().join("data");
+    for j in 0..TENANTS {
+        let t = format!("c{j:03}");
+        let mine: Vec<usize> = (0..MESSAGES).filter(|i| i % TENANTS == j).collect();
+        let qty: usize = mine.iter().map(|i| 1 + i % 3).sum();
+        let credit: usize = mine
+            .iter()
+            .filter(|i| (*i / TENANTS) % 2 == 0)
+            .map(|i| 1 + i % 3)
+            .sum();
+        let conn = rusqlite::Connection::open(tenant_file(&data, &t)).unwrap();
+        let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(
+            one("SELECT count(*) FROM sales") as usize,
+            mine.len(),
+            "{t} sales"
+        );
+        assert_eq!(
+            one("SELECT count(*) FROM message_log") as usize,
+            mine.len(),
+            "{t} log"
+        );
+        assert_eq!(
+            one("SELECT stock FROM products WHERE name = 'Rice'"),
+            (100_000 - qty as i64) * 1000,
+            "{t} stock"
+        );
+        assert_eq!(
+            one("SELECT balance FROM customers WHERE name = 'Ahmed'"),
+            credit as i64 * 200,
+            "{t} balance"
+        );
+        assert_eq!(
+            one("SELECT count(*) FROM stock_movements WHERE cause = 'sale'") as usize,
+            mine.len()
+        );
+    }
+    assert_eq!(integrity_all(&data), TENANTS + 1);
+    eprintln!(
+        "crash test: {MESSAGES} messages to {TENANTS} tenants by {CLIENTS} clients in {first:?} with {} kills; {applied} applied + {duplicate} duplicate on the first pass",
+        server.starts - 1
+    );
+}

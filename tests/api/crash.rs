@@ -329,3 +329,196 @@ async fn kill_9_under_load_applies_every_message_exactly_once() {
         server.starts - 1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_telegram_webhooks_answers_every_update() {
+    use crate::telegram::{TOKEN, fake_bot, text_update};
+    const CHATS: i64 = 20;
+    const PER_CHAT: i64 = 15;
+    let fake = fake_bot().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        dir.path(),
+        &[
+            ("TARN_TELEGRAM_API_URL", fake.base.as_str()),
+            ("TARN_PUBLIC_URL", "https://tarn.example"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let base0 = server.base.clone();
+    let post = |path: String, body: Value| {
+        let (client, base) = (client.clone(), base0.clone());
+        async move {
+            let r = client
+                .post(format!("{base}{path}"))
+                .bearer_auth(ADMIN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    post("/v1/tenants".into(), json!({"id": "tg", "name": "tg"})).await;
+    post(
+        "/v1/tenants/tg/products".into(),
+        json!({"name": "Rice", "price": 2, "stock": 100_000}),
+    )
+    .await;
+    let mut codes = Vec::new();
+    for c in 0..CHATS {
+        let staff = post(
+            "/v1/tenants/tg/staff".into(),
+            json!({"name": format!("Clerk{c}"), "role": "staff"}),
+        )
+        .await;
+        codes.push(staff["join_code"].as_str().unwrap().to_owned());
+    }
+    let r = client
+        .put(format!("{}/v1/tenants/tg/channels/telegram", server.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"bot_token": TOKEN}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let secret = fake.call("setwebhook").unwrap()["secret_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Every update: 20 joins, then 15 sales from each chat.
+    let mut updates: Vec<Value> = (0..CHATS)
+        .map(|c| {
+            text_update(
+                c + 1,
+                5000 + c,
+                5000 + c,
+                &format!("/join {}", codes[c as usize]),
+            )
+        })
+        .collect();
+    for n in 0..PER_CHAT {
+        for c in 0..CHATS {
+            updates.push(text_update(
+                1000 + n * CHATS + c,
+                5000 + c,
+                5000 + c,
+                "/sale 1 rice",
+            ));
+        }
+    }
+    let base = server.base.clone();
+    let deliver = |list: Vec<Value>, acked: Arc<AtomicUsize>| {
+        let (client, base, secret) = (client.clone(), base.clone(), secret.clone());
+        async move {
+            // In order, as Telegram does: the next update only after this one is answered 200.
+            for u in list {
+                loop {
+                    let r = client
+                        .post(format!("{base}/webhooks/telegram/tg"))
+                        .header("X-Telegram-Bot-Api-Secret-Token", &secret)
+                        .json(&u)
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    };
+    let acked = Arc::new(AtomicUsize::new(0));
+    let total = updates.len();
+    let (joins, sales) = updates.split_at(CHATS as usize);
+    deliver(joins.to_vec(), acked.clone()).await;
+    let sender = tokio::spawn(deliver(sales.to_vec(), acked.clone()));
+    let mut rng = rand::rng();
+    let mut kill_at: Vec<usize> = (0..3).map(|_| rng.random_range(40..total - 20)).collect();
+    kill_at.sort();
+    for at in kill_at {
+        while acked.load(Ordering::SeqCst) < at && !sender.is_finished() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        server.crash_and_restart().await;
+    }
+    sender.await.unwrap();
+    // Telegram retrying everything: all answered 200, nothing applied or answered again.
+    deliver(updates.clone(), Arc::new(AtomicUsize::new(0))).await;
+
+    // Every update answered: each chat gets its welcome and one reply per sale.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let expected = (1 + PER_CHAT) as usize;
+    loop {
+        let short = (0..CHATS).any(|c| {
+            let mut got = fake.sent_to(5000 + c);
+            got.sort();
+            got.dedup();
+            got.len() < expected
+        });
+        if !short {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replies missing after 90 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut duplicates = 0;
+    for c in 0..CHATS {
+        let got = fake.sent_to(5000 + c);
+        let mut distinct = got.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), expected, "chat {c}: {got:?}");
+        assert!(
+            distinct[0..]
+                .iter()
+                .any(|t| t.starts_with("Welcome, Clerk"))
+        );
+        duplicates += got.len() - distinct.len();
+    }
+    let kills = server.starts - 1;
+    server.stop();
+    // A reply can be sent twice only if the process died between Telegram's answer and the
+    // write that marks it sent: at most the sends in flight at each kill.
+    assert!(
+        duplicates <= kills * 16,
+        "{duplicates} duplicate replies over {kills} kills"
+    );
+
+    let data = dir.path().join("data");
+    let conn = rusqlite::Connection::open(tenant_file(&data, "tg")).unwrap();
+    let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        one("SELECT count(*) FROM inbox"),
+        total as i64,
+        "one inbox row per update"
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM inbox WHERE status = 'done'"),
+        total as i64
+    );
+    assert_eq!(one("SELECT count(*) FROM sales"), CHATS * PER_CHAT);
+    assert_eq!(
+        one("SELECT stock FROM products"),
+        (100_000 - CHATS * PER_CHAT) * 1000
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM outbox"),
+        total as i64,
+        "one reply per update"
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM outbox WHERE status = 'sent'"),
+        total as i64
+    );
+    assert_eq!(integrity_all(&data), 2);
+    eprintln!(
+        "telegram crash test: {total} updates, {kills} kills, {duplicates} replies sent twice"
+    );
+}

@@ -11,13 +11,13 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "7000001:AAtesttoken";
+pub const TOKEN: &str = "7000001:AAtesttoken";
 
 #[derive(Clone, Default)]
-struct FakeBot {
-    base: String,
+pub struct FakeBot {
+    pub base: String,
     calls: Arc<Mutex<Vec<(String, Value)>>>,
-    sent: Arc<Mutex<Vec<(i64, String, Instant)>>>,
+    pub sent: Arc<Mutex<Vec<(i64, String, Instant)>>>,
     send_script: Arc<Mutex<VecDeque<(u16, Value)>>>,
     /// Photos sent: chat, caption, file bytes.
     photos: Arc<Mutex<Vec<Photo>>>,
@@ -28,7 +28,7 @@ struct FakeBot {
 type Photo = (i64, String, Vec<u8>);
 
 impl FakeBot {
-    fn sent_to(&self, chat: i64) -> Vec<String> {
+    pub fn sent_to(&self, chat: i64) -> Vec<String> {
         self.sent
             .lock()
             .unwrap()
@@ -37,7 +37,7 @@ impl FakeBot {
             .map(|(_, t, _)| t.clone())
             .collect()
     }
-    fn call(&self, method: &str) -> Option<Value> {
+    pub fn call(&self, method: &str) -> Option<Value> {
         self.calls
             .lock()
             .unwrap()
@@ -209,7 +209,7 @@ async fn bot_api(
     }
 }
 
-async fn fake_bot() -> FakeBot {
+pub async fn fake_bot() -> FakeBot {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let fake = FakeBot {
         base: format!("http://{}", listener.local_addr().unwrap()),
@@ -233,7 +233,7 @@ fn fixture(name: &str) -> Value {
     .unwrap()
 }
 
-fn text_update(update_id: i64, user: i64, chat: i64, text: &str) -> Value {
+pub fn text_update(update_id: i64, user: i64, chat: i64, text: &str) -> Value {
     json!({"update_id": update_id, "message": {"message_id": update_id, "date": 1763800000,
         "from": {"id": user, "is_bot": false, "first_name": "U"},
         "chat": {"id": chat, "type": if chat < 0 { "supergroup" } else { "private" }, "title": "g", "first_name": "U"},

@@ -151,7 +151,7 @@ const CLIENTS: usize = 8;
 fn message(i: usize) -> (String, String, String) {
     let tenant = format!("c{:03}", i % TENANTS);
     let q = 1 + i % 3;
-    let text = if (i / TENANTS) % 2 == 0 {
+    let text = if (i / TENANTS).is_multiple_of(2) {
         format!("/sale {q} rice to Ahmed on credit")
     } else {
         format!("/sale {q} rice")
@@ -212,8 +212,7 @@ async fn send_all(base: String, ids: Vec<usize>, acked: Arc<AtomicUsize>) -> (us
     for t in tasks {
         t.await.unwrap();
     }
-    let c = *counts.lock().unwrap();
-    c
+    *counts.lock().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -293,7 +292,7 @@ async fn kill_9_under_load_applies_every_message_exactly_once() {
         let qty: usize = mine.iter().map(|i| 1 + i % 3).sum();
         let credit: usize = mine
             .iter()
-            .filter(|i| (*i / TENANTS) % 2 == 0)
+            .filter(|i| (*i / TENANTS).is_multiple_of(2))
             .map(|i| 1 + i % 3)
             .sum();
         let conn = rusqlite::Connection::open(tenant_file(&data, &t)).unwrap();

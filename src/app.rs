@@ -156,6 +156,8 @@ impl App {
     /// Locks the data dir, opens the store and binds the listener.
     pub async fn build(config: ServeConfig) -> Result<App, StartError> {
         let lock = lock_data_dir(&config.store.data_dir)?;
+        // Snapshots a crash left half-written (only a server, holding the lock, uses it).
+        let _ = std::fs::remove_dir_all(Layout::new(&config.store.data_dir).tmp_dir());
         let admin_token = admin_token(&config)?;
         let pool_metrics = PoolMetrics::default();
         let metrics = Metrics::new(&pool_metrics);

@@ -1,6 +1,7 @@
-//! The offline subcommands (`tarn tenant …`, `tarn migrate …`): they act on the data dir
-//! directly through the same `Store` the server uses. Invariant: commands that write take
-//! the data dir lock first, so they never run beside a server on the same files.
+//! The offline subcommands (`tarn tenant …`, `tarn migrate …`, `tarn backup|restore|check`):
+//! they act on the data dir directly through the same `Store` the server uses. Invariant:
+//! commands that write take the data dir lock first, so they never run beside a server on
+//! the same files; backup and check only read, so they may.
 
 use crate::app::{lock_data_dir, open_store};
 use crate::config::{StoreArgs, TenantCommand};
@@ -121,4 +122,156 @@ pub fn migrate(
         bail!("{} tenants failed to migrate", failed.len());
     }
     Ok(())
+}
+
+fn progress_bar(total: usize, what: &str) -> ProgressBar {
+    ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what} ({{per_sec}}, eta {{eta}}) {{msg}}"
+        ))
+        .expect("valid template"),
+    )
+}
+
+/// The tenants a command names, or every registered one with `--all`.
+fn targets(
+    store: &crate::store::Store,
+    all: bool,
+    ids: &[String],
+) -> anyhow::Result<Vec<TenantId>> {
+    if all {
+        return Ok(store.all_tenant_ids()?);
+    }
+    ids.iter().map(|s| parse_id(s)).collect()
+}
+
+/// Prints the failures of a walk and fails if there were any.
+fn summarize(verb: &str, reports: &[crate::backup::FileReport]) -> anyhow::Result<()> {
+    let failed: Vec<_> = reports.iter().filter(|r| !r.ok).collect();
+    println!(
+        "{verb} {} tenants: {} ok, {} failed",
+        reports.len(),
+        reports.len() - failed.len(),
+        failed.len()
+    );
+    for r in &failed {
+        println!("  {}: {}", r.id, r.detail);
+    }
+    if !failed.is_empty() {
+        bail!("{} tenants failed", failed.len());
+    }
+    Ok(())
+}
+
+/// Runs `tarn backup [--all | ID…] --to DIR` (no lock: it only reads the live files).
+pub fn backup(
+    args: &StoreArgs,
+    all: bool,
+    ids: &[String],
+    to: &std::path::Path,
+    workers: usize,
+) -> anyhow::Result<()> {
+    use crate::tenant::Layout;
+    let store = open_store(args, PoolMetrics::default())?;
+    let ids = targets(&store, all, ids)?;
+    let (live, dest) = (Layout::new(&args.data_dir), Layout::new(to));
+    if dest.root() == live.root() {
+        bail!("the backup must go somewhere other than the data dir");
+    }
+    let control =
+        crate::backup::backup_control(&live, &dest).context("backing up the control db")?;
+    let bar = progress_bar(ids.len(), "tenants");
+    let reports = crate::backup::for_each(
+        &ids,
+        workers,
+        |id| crate::backup::backup_tenant(&live, &dest, id),
+        |r| {
+            if !r.ok {
+                bar.println(format!("{}: FAILED: {}", r.id, r.detail));
+            }
+            bar.inc(1);
+        },
+    );
+    bar.finish_and_clear();
+    println!("control db: {control} bytes");
+    summarize("backed up", &reports)
+}
+
+/// Runs `tarn check [--all | ID…] [--full]` (no lock).
+pub fn check(
+    args: &StoreArgs,
+    all: bool,
+    ids: &[String],
+    full: bool,
+    workers: usize,
+) -> anyhow::Result<()> {
+    let store = open_store(args, PoolMetrics::default())?;
+    let live = crate::tenant::Layout::new(&args.data_dir);
+    if all {
+        let problems = crate::backup::check_file(&live.control_db(), full)?;
+        println!(
+            "control db: {}",
+            if problems.is_empty() {
+                "ok".to_owned()
+            } else {
+                problems.join("; ")
+            }
+        );
+        if !problems.is_empty() {
+            bail!("the control db fails its check");
+        }
+    }
+    let ids = targets(&store, all, ids)?;
+    let bar = progress_bar(ids.len(), "tenants");
+    let reports = crate::backup::for_each(
+        &ids,
+        workers,
+        |id| crate::backup::check_tenant(&live, id, full),
+        |r| {
+            if !r.ok {
+                bar.println(format!("{}: FAILED: {}", r.id, r.detail));
+            }
+            bar.inc(1);
+        },
+    );
+    bar.finish_and_clear();
+    summarize("checked", &reports)
+}
+
+/// Runs `tarn restore --from DIR [--all | ID…] [--force]` (takes the data dir lock).
+pub fn restore(
+    args: &StoreArgs,
+    from: &std::path::Path,
+    all: bool,
+    ids: &[String],
+    force: bool,
+) -> anyhow::Result<()> {
+    use crate::tenant::Layout;
+    let _lock = lock_data_dir(&args.data_dir)?;
+    let store = open_store(args, PoolMetrics::default())?;
+    let (live, src) = (Layout::new(&args.data_dir), Layout::new(from));
+    let ids: Vec<TenantId> = if all {
+        crate::backup::ids_in(&src)
+    } else {
+        ids.iter()
+            .map(|s| parse_id(s))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if ids.is_empty() {
+        bail!("no tenant files under {}", from.display());
+    }
+    let bar = progress_bar(ids.len(), "tenants");
+    let reports = crate::backup::for_each(
+        &ids,
+        1,
+        |id| crate::backup::restore_tenant(&src, &live, store.control(), id, force),
+        |r| {
+            if !r.ok {
+                bar.println(format!("{}: FAILED: {}", r.id, r.detail));
+            }
+            bar.inc(1);
+        },
+    );
+    bar.finish_and_clear();
+    summarize("restored", &reports)
 }

@@ -64,6 +64,59 @@ pub enum Command {
         #[arg(long = "as", default_value = "owner")]
         sender: String,
     },
+    /// Copy tenant files (and the control db) to DIR as consistent snapshots; safe while a
+    /// server runs on the data dir.
+    Backup {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Back up every registered tenant.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Tenants to back up.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Where to write the backup (laid out like a data dir).
+        #[arg(long)]
+        to: PathBuf,
+        /// Files copied at once.
+        #[arg(long, env = "TARN_BACKUP_WORKERS", default_value_t = 4)]
+        workers: usize,
+    },
+    /// Put tenant files back from a backup made by `tarn backup` (refused while a server runs).
+    Restore {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// Restore every tenant in the backup.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Tenants to restore.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Replace tenant files that exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check tenant files: `quick_check`, or `integrity_check` with --full; safe beside a
+    /// running server. Exits non-zero if any file fails.
+    Check {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Check every registered tenant (and the control db).
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Tenants to check.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Full `integrity_check` instead of `quick_check`.
+        #[arg(long)]
+        full: bool,
+        /// Files checked at once.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
     /// Bring tenant files to this binary's schema.
     Migrate {
         #[command(flatten)]

@@ -36,7 +36,8 @@
 //! | [`chat`], [`demo`] | the terminal REPL and the demo tenant |
 //! | [`http`] | axum router, auth extractors, the one `ApiError` |
 //! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown |
-//! | [`cli`] | offline `tarn tenant …` / `tarn migrate …` |
+//! | [`cli`] | offline `tarn tenant …` / `tarn migrate …` / `tarn backup`, `restore`, `check` |
+//! | [`backup`] | consistent snapshots (online backup API), restore, integrity checks |
 //! | [`config`], [`telemetry`], [`system`] | flags/env, logs/metrics, OS readings |
 //!
 //! # Rules between modules
@@ -55,6 +56,7 @@
 
 pub mod action;
 pub mod app;
+pub mod backup;
 pub mod channel;
 pub mod chat;
 pub mod cli;

@@ -29,6 +29,36 @@ fn main() -> anyhow::Result<()> {
             telemetry::init_tracing(LogFormat::Human);
             cli::chat(&store, &tenant, &sender)
         }
+        Command::Backup {
+            store,
+            all,
+            ids,
+            to,
+            workers,
+        } => {
+            telemetry::init_tracing(LogFormat::Human);
+            cli::backup(&store, all, &ids, &to, workers)
+        }
+        Command::Restore {
+            store,
+            from,
+            all,
+            ids,
+            force,
+        } => {
+            telemetry::init_tracing(LogFormat::Human);
+            cli::restore(&store, &from, all, &ids, force)
+        }
+        Command::Check {
+            store,
+            all,
+            ids,
+            full,
+            workers,
+        } => {
+            telemetry::init_tracing(LogFormat::Human);
+            cli::check(&store, all, &ids, full, workers)
+        }
         Command::Migrate {
             store,
             all,

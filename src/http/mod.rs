@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tenants/{tenant}/rotate-key", post(tenants::rotate_key))
         .route("/v1/tenants/{tenant}/restore", post(tenants::restore))
+        .route("/v1/tenants/{tenant}/backup", get(tenants::backup))
         .route(
             "/v1/tenants/{tenant}/settings",
             get(tenants::get_settings).patch(tenants::patch_settings),

@@ -1,4 +1,4 @@
-//! Tenant admin routes: create, list, show, delete, restore, rotate-key, settings.
+//! Tenant admin routes: create, list, show, delete, restore, rotate-key, settings, backup.
 //! Invariant: handlers only validate and call the `Store` on the blocking pool.
 
 use super::AppState;
@@ -129,4 +129,53 @@ pub async fn patch_settings(
         })
         .await?,
     ))
+}
+
+/// `GET /v1/tenants/{t}/backup`: a consistent snapshot of the tenant's file (SQLite online
+/// backup), streamed as `application/vnd.sqlite3`.
+pub async fn backup(
+    State(state): State<AppState>,
+    access: TenantAccess,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let dir = state.store.pool().layout().tmp_dir();
+    let path = dir.join(format!(
+        "{}-{}.db",
+        access.id,
+        crate::store::random_secret("")
+    ));
+    let id = access.id.clone();
+    let file = state
+        .store
+        .pool()
+        .with_conn(id.clone(), move |conn| {
+            crate::backup::snapshot_conn(conn, &path)?;
+            let file =
+                std::fs::File::open(&path).map_err(|e| crate::tenant::StoreError::io(&path, e))?;
+            // Unlinked while open: the bytes stay readable and nothing is left behind.
+            let _ = std::fs::remove_file(&path);
+            Ok::<_, ApiError>(file)
+        })
+        .await?;
+    let len = file
+        .metadata()
+        .map_err(|e| ApiError::internal("backup file", &e))?
+        .len();
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(
+        tokio::fs::File::from_std(file),
+    ));
+    tracing::info!(tenant = %id, bytes = len, "backup streamed");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/vnd.sqlite3".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}.db\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }

@@ -89,6 +89,11 @@ impl Layout {
         self.root.join("_control.db")
     }
 
+    /// Scratch space for snapshots being streamed (emptied at start).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("_tmp")
+    }
+
     /// Where deleted tenants' files are moved.
     pub fn trash_dir(&self) -> PathBuf {
         self.root.join("_trash")

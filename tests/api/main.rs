@@ -1,6 +1,7 @@
 //! One integration test binary: every test runs the real server on 127.0.0.1:0 with a temp
 //! data dir and talks HTTP to it (or runs the real `tarn` binary).
 
+mod backup;
 mod crash;
 mod helpers;
 mod llm;

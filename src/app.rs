@@ -77,6 +77,7 @@ pub fn open_store(args: &StoreArgs, pool_metrics: PoolMetrics) -> Result<Store, 
         idle: Duration::from_secs(args.tenant_idle_secs),
         connections: args.tenant_connections.max(1),
         wait: Duration::from_secs(10),
+        statement_timeout: Duration::from_millis(args.statement_timeout_ms.max(1)),
     };
     let fd_limit = system::raise_fd_limit();
     let cap = pool_config.fit_to_fd_limit(fd_limit);
@@ -216,6 +217,7 @@ impl App {
             },
         );
         let state = AppState {
+            limits: Arc::new(crate::http::limit::Limits::new(&config)),
             channels,
             scheduler,
             llm,

@@ -196,6 +196,14 @@ pub struct StoreArgs {
         default_value_t = 1
     )]
     pub tenant_connections: u32,
+    /// Milliseconds one use of a tenant connection may run SQL before it is interrupted.
+    #[arg(
+        long,
+        global = true,
+        env = "TARN_STATEMENT_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub statement_timeout_ms: u64,
 }
 
 /// The LLM parser (off unless an API key is set).
@@ -338,6 +346,16 @@ pub struct ServeConfig {
     pub demo: bool,
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
+    /// Requests per second one tenant's API key may make (0: no limit); the operator token
+    /// is not limited.
+    #[arg(long, env = "TARN_TENANT_RPS", default_value_t = 20)]
+    pub tenant_rps: u32,
+    /// Requests a tenant's key may make at once above that rate.
+    #[arg(long, env = "TARN_TENANT_BURST", default_value_t = 60)]
+    pub tenant_burst: u32,
+    /// Largest JSON answer, in bytes; a bigger one is refused (ask for a smaller page).
+    #[arg(long, env = "TARN_MAX_RESPONSE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_response_bytes: usize,
 }
 
 /// Settings of the scheduler and housekeeping.

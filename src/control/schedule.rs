@@ -308,6 +308,15 @@ impl ControlDb {
         })
     }
 
+    /// Whether the ledger has a row for this slot of the schedule.
+    pub fn slot_taken(&self, schedule_id: i64, slot: &str) -> Result<bool, StoreError> {
+        Ok(self.conn()?.query_row(
+            "SELECT EXISTS (SELECT 1 FROM schedule_runs WHERE schedule_id = ?1 AND slot = ?2)",
+            params![schedule_id, slot],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Records slots that passed without a run (downtime beyond the grace window).
     pub fn record_missed(
         &self,

@@ -84,10 +84,13 @@ impl FromRequestParts<AppState> for TenantAccess {
         let control = state.store.control().clone();
         let owner = blocking(move || control.tenant_for_key_hash(&hash)).await?;
         match owner {
-            Some(owner) if owner == id => Ok(TenantAccess {
-                id,
-                operator: false,
-            }),
+            Some(owner) if owner == id => {
+                state.limits.check_tenant(&id)?;
+                Ok(TenantAccess {
+                    id,
+                    operator: false,
+                })
+            }
             Some(_) => Err(ApiError::forbidden(
                 "this API key belongs to another tenant",
             )),

@@ -15,6 +15,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,48 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        e.retry_after = Some(retry_after_secs.max(1));
+        e
+    }
+
+    /// 507: the disk is (nearly) full; nothing was written.
+    pub fn storage_full() -> Self {
+        let mut e = Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            "the server is out of disk space; nothing was written; try again later",
+        );
+        e.retry_after = Some(60);
+        e
+    }
+
+    /// The answer to SQLite errors that are conditions, not bugs: a full disk, a statement
+    /// stopped by the statement timeout, a lock held too long.
+    fn from_sqlite(e: &rusqlite::Error) -> Option<Self> {
+        use rusqlite::ErrorCode;
+        let rusqlite::Error::SqliteFailure(f, _) = e else {
+            return None;
+        };
+        match f.code {
+            ErrorCode::DiskFull => Some(Self::storage_full()),
+            ErrorCode::OperationInterrupted => Some(Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request ran too long and was stopped; nothing was written",
+            )),
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Some(Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the shop is busy; try again",
+            )),
+            _ => None,
         }
     }
 
@@ -72,6 +116,7 @@ impl ApiError {
             StatusCode::UNPROCESSABLE_ENTITY => "invalid_input",
             StatusCode::TOO_MANY_REQUESTS => "rate_limited",
             StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            StatusCode::INSUFFICIENT_STORAGE => "insufficient_storage",
             s if s.is_server_error() => "internal",
             _ => "error",
         }
@@ -81,7 +126,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        response
     }
 }
 
@@ -119,6 +171,14 @@ impl From<StoreError> for ApiError {
                     "this tenant's data needs a newer version of the server",
                 )
             }
+            StoreError::Sqlite(e) if Self::from_sqlite(&e).is_some() => {
+                tracing::warn!(error = %e, "storage condition");
+                Self::from_sqlite(&e).expect("checked")
+            }
+            StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                tracing::warn!("out of disk space");
+                Self::storage_full()
+            }
             e => ApiError::internal("storage error", &e),
         }
     }
@@ -135,14 +195,20 @@ impl From<crate::shop::ExecError> for ApiError {
             ExecError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
             ExecError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             ExecError::Store(e) => e.into(),
-            e @ ExecError::Db(_) => ApiError::internal("shop database error", &e),
+            ExecError::Db(e) => e.into(),
         }
     }
 }
 
 impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> Self {
-        ApiError::internal("tenant database error", &e)
+        match Self::from_sqlite(&e) {
+            Some(answer) => {
+                tracing::warn!(error = %e, "storage condition");
+                answer
+            }
+            None => ApiError::internal("tenant database error", &e),
+        }
     }
 }
 

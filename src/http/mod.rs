@@ -5,6 +5,7 @@
 pub mod auth;
 mod channels;
 pub mod error;
+pub mod limit;
 mod ops;
 mod schedules;
 mod shop;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub channels: crate::channel::Channels,
     /// The job scheduler (for runs by hand; its ticker runs on its own).
     pub scheduler: crate::scheduler::Scheduler,
+    /// Request rate, disk guard and answer size limits.
+    pub limits: Arc<limit::Limits>,
 }
 
 /// The full router with its layers.
@@ -146,6 +149,14 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(middleware::from_fn_with_state(state.clone(), count_request))
         .layer(middleware::map_response(json_errors))
+        .layer(middleware::map_response_with_state(
+            state.clone(),
+            limit::cap_response,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit::disk_guard,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.request_timeout_secs),

@@ -564,8 +564,28 @@ impl Scheduler {
             Some(Err(())) => return Err(ScheduleError::Busy(kind.into())),
             Some(Ok(s)) => s,
         };
+        // Two runs by hand in one millisecond still get a slot each.
+        let control = self.inner.store.control().clone();
+        let id = s.id;
+        let slot = blocking(move || {
+            let mut slot = now;
+            while control.slot_taken(id, &iso(slot))? {
+                slot += chrono::TimeDelta::milliseconds(1);
+            }
+            Ok::<_, StoreError>(slot)
+        })
+        .await;
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(e) => {
+                let mut report = self.blank(&s);
+                report.detail = "internal error (see the server log)".into();
+                self.end(&s, None, &report, true, None).await;
+                return Err(e.into());
+            }
+        };
         let report = self
-            .run_slot(&s, k, now, "manual", None, self.blank(&s))
+            .run_slot(&s, k, slot, "manual", None, self.blank(&s))
             .await;
         let control = self.inner.store.control().clone();
         let (t, kd, slot) = (tenant.clone(), kind.to_owned(), report.slot.clone());

@@ -31,6 +31,8 @@ pub struct PoolConfig {
     pub connections: u32,
     /// How long to wait for a tenant's connection or for its users to leave before failing.
     pub wait: Duration,
+    /// How long one checkout of a connection may run SQL before SQLite interrupts it.
+    pub statement_timeout: Duration,
 }
 
 impl PoolConfig {
@@ -108,6 +110,7 @@ struct Entry {
 pub struct TenantHandle {
     entry: Arc<Entry>,
     id: TenantId,
+    statement_timeout: Duration,
 }
 
 impl TenantHandle {
@@ -116,9 +119,13 @@ impl TenantHandle {
         &self.id
     }
 
-    /// A connection from the tenant's pool (waits while all are in use).
+    /// A connection from the tenant's pool (waits while all are in use). SQL run on it
+    /// after the pool's statement timeout fails with `SQLITE_INTERRUPT` instead of running on.
     pub fn conn(&self) -> Result<PooledConnection<Manager>, StoreError> {
-        Ok(self.entry.pool.get()?)
+        let conn = self.entry.pool.get()?;
+        let deadline = Instant::now() + self.statement_timeout;
+        conn.progress_handler(10_000, Some(move || Instant::now() > deadline))?;
+        Ok(conn)
     }
 }
 
@@ -328,6 +335,7 @@ impl TenantPool {
         Some(TenantHandle {
             entry,
             id: id.clone(),
+            statement_timeout: self.inner.config.statement_timeout,
         })
     }
 
@@ -389,6 +397,7 @@ impl TenantPool {
         Ok(TenantHandle {
             entry,
             id: id.clone(),
+            statement_timeout: self.inner.config.statement_timeout,
         })
     }
 
@@ -460,6 +469,7 @@ mod tests {
             idle: Duration::from_secs(300),
             connections: 2,
             wait: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
         };
         TenantPool::new(Layout::new(dir), config, PoolMetrics::default())
     }
@@ -475,6 +485,7 @@ mod tests {
             idle: Duration::from_secs(1),
             connections: 2,
             wait: Duration::from_secs(1),
+            statement_timeout: Duration::from_secs(5),
         };
         let cap = c.fit_to_fd_limit(20_000);
         assert_eq!(cap, (20_000 - 1024) / 6);

@@ -440,11 +440,10 @@ async fn low_stock_alerts_once_per_product_until_restocked() {
     );
     assert_eq!(run_now(&app, "s", "low_stock_alert").await["sent"], 0);
     // ...another product going low alerts for that one only...
-    assert_eq!(
-        app.say("s", "Sam", "/sale 6 cooking oil").await.status,
-        StatusCode::OK
-    );
-    run_now(&app, "s", "low_stock_alert").await;
+    let r = app.say("s", "Sam", "/sale 6 cooking oil").await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    let r = run_now(&app, "s", "low_stock_alert").await;
+    assert_eq!(r["sent"], 2, "{r}");
     let sent = outbox(&app, "s", "low_stock_alert");
     assert_eq!(sent.len(), 4);
     assert!(
@@ -740,7 +739,8 @@ async fn the_server_catches_up_a_slot_that_fell_due_while_it_was_down() {
     let runs = loop {
         let r = app.get("/v1/tenants/s/runs?kind=daily_summary").await;
         let runs = r.body["runs"].as_array().unwrap().clone();
-        if !runs.is_empty() || std::time::Instant::now() > deadline {
+        let finished = !runs.is_empty() && runs.iter().all(|r| r["status"] != "running");
+        if finished || std::time::Instant::now() > deadline {
             break runs;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

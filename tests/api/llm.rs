@@ -14,23 +14,23 @@ use std::time::{Duration, Instant};
 use tarn::config::Secret;
 
 #[derive(Clone)]
-enum Script {
+pub enum Script {
     Content(String),
     Status(u16, Option<&'static str>, Value),
     Hang(Duration),
 }
 
 #[derive(Clone, Default)]
-struct Fake {
+pub struct Fake {
     script: Arc<Mutex<VecDeque<Script>>>,
     seen: Arc<Mutex<Vec<(HeaderMap, Value)>>>,
 }
 
 impl Fake {
-    fn push(&self, s: Script) {
+    pub fn push(&self, s: Script) {
         self.script.lock().unwrap().push_back(s);
     }
-    fn calls(&self) -> usize {
+    pub fn calls(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
     fn request(&self, i: usize) -> Value {
@@ -81,7 +81,7 @@ async fn fake_llm() -> (Fake, String) {
     (fake, base)
 }
 
-async fn app_with_llm() -> (TestApp, Fake) {
+pub async fn app_with_llm() -> (TestApp, Fake) {
     let (fake, base) = fake_llm().await;
     let app = spawn_app_with(|c| {
         c.llm.api_key = Some(Secret::new("gsk_test_key"));

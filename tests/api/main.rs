@@ -4,6 +4,7 @@
 mod backup;
 mod crash;
 mod helpers;
+mod hostile;
 mod limits;
 mod llm;
 mod ops;

@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tarn::config::Secret;
 
-const PHONE: &str = "106540352242922";
+pub const PHONE: &str = "106540352242922";
 const APP_SECRET: &str = "meta-app-secret";
 const FIRST_OUT: &str = "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA";
 
 #[derive(Clone, Default)]
-struct FakeGraph {
+pub struct FakeGraph {
     base: String,
     sent: Arc<Mutex<Vec<Value>>>,
     script: Arc<Mutex<VecDeque<(u16, Value)>>>,
@@ -124,13 +124,13 @@ fn fixture(name: &str) -> String {
     .unwrap()
 }
 
-fn sign(body: &[u8]) -> String {
+pub fn sign(body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(APP_SECRET.as_bytes()).unwrap();
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-async fn deliver(app: &TestApp, body: &str, signature: Option<String>) -> StatusCode {
+pub async fn deliver(app: &TestApp, body: &str, signature: Option<String>) -> StatusCode {
     let mut req = app
         .client
         .post(format!("{}/webhooks/whatsapp", app.base))
@@ -149,14 +149,14 @@ async fn deliver_signed(app: &TestApp, body: &str) {
     );
 }
 
-fn text_from(wamid: &str, wa_id: &str, user_id: &str, text: &str) -> String {
+pub fn text_from(wamid: &str, wa_id: &str, user_id: &str, text: &str) -> String {
     json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
         "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550783881", "phone_number_id": PHONE},
         "contacts": [{"profile": {"name": "X"}, "wa_id": wa_id, "user_id": user_id}],
         "messages": [{"from": wa_id, "id": wamid, "timestamp": "1763800300", "type": "text", "text": {"body": text}}]}}]}]}).to_string()
 }
 
-async fn wa_app() -> (TestApp, FakeGraph) {
+pub async fn wa_app() -> (TestApp, FakeGraph) {
     let fake = fake_graph().await;
     let base = fake.base.clone();
     let app = spawn_app_with(|c| {

@@ -84,6 +84,7 @@ async fn openapi_describes_every_route() {
         ("/webhooks/telegram/{tenant}", "post"),
         ("/webhooks/whatsapp", "get"),
         ("/webhooks/whatsapp", "post"),
+        ("/v1/tenants/{tenant}/backup", "get"),
         ("/v1/tenants/{tenant}/schedules", "get"),
         ("/v1/tenants/{tenant}/schedules", "put"),
         ("/v1/tenants/{tenant}/schedules/{kind}/run", "post"),

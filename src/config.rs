@@ -117,6 +117,9 @@ pub enum Command {
         #[arg(long, default_value_t = 4)]
         workers: usize,
     },
+    /// Load harness: builds tenants in a scratch dir, drives messages through a `tarn serve`
+    /// child over loopback, compares with rusqlite directly, checks the books.
+    Bench(BenchArgs),
     /// Bring tenant files to this binary's schema.
     Migrate {
         #[command(flatten)]
@@ -131,6 +134,32 @@ pub enum Command {
         #[arg(long, env = "TARN_MIGRATE_WORKERS", default_value_t = 4)]
         workers: usize,
     },
+}
+
+/// Settings of `tarn bench` (build it with `--release`).
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Tenants created (popularity Zipf, s = 1.1).
+    #[arg(long, default_value_t = 1000)]
+    pub tenants: usize,
+    /// Messages sent (70% sales, 10% stock checks, 10% restocks, 5% payments, 5% reports).
+    #[arg(long, default_value_t = 20_000)]
+    pub messages: usize,
+    /// Concurrent HTTP clients.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// The server's open-tenant cap.
+    #[arg(long, default_value_t = 4096)]
+    pub max_open_tenants: usize,
+    /// Stop sending after this many seconds even if messages are left.
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the scratch data dir (its path is printed).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Tenant subcommands.

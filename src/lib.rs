@@ -38,6 +38,7 @@
 //! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown |
 //! | [`cli`] | offline `tarn tenant …` / `tarn migrate …` / `tarn backup`, `restore`, `check` |
 //! | [`backup`] | consistent snapshots (online backup API), restore, integrity checks |
+//! | [`bench`] | `tarn bench`: the load harness against a `tarn serve` child, raw baseline |
 //! | [`config`], [`telemetry`], [`system`] | flags/env, logs/metrics, OS readings |
 //!
 //! # Rules between modules
@@ -57,6 +58,7 @@
 pub mod action;
 pub mod app;
 pub mod backup;
+pub mod bench;
 pub mod channel;
 pub mod chat;
 pub mod cli;

@@ -59,6 +59,10 @@ fn main() -> anyhow::Result<()> {
             telemetry::init_tracing(LogFormat::Human);
             cli::check(&store, all, &ids, full, workers)
         }
+        Command::Bench(args) => {
+            telemetry::init_tracing(LogFormat::Human);
+            tarn::bench::run(&args)
+        }
         Command::Migrate {
             store,
             all,

@@ -3,6 +3,7 @@
 
 mod backup;
 mod crash;
+mod harness;
 mod helpers;
 mod hostile;
 mod limits;

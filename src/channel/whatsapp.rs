@@ -174,13 +174,24 @@ pub async fn send(
         None => json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": to,
             "type": "text", "text": {"preview_url": false, "body": text}}),
     };
+    post_message(http, api, phone_number_id, token, &body).await
+}
+
+/// Posts one message body to `/messages`; the wamid Meta gives it.
+async fn post_message(
+    http: &reqwest::Client,
+    api: &str,
+    phone_number_id: &str,
+    token: &str,
+    body: &Value,
+) -> Result<String, SendError> {
     let resp = http
         .post(format!(
             "{}/{phone_number_id}/messages",
             api.trim_end_matches('/')
         ))
         .bearer_auth(token)
-        .json(&body)
+        .json(body)
         .send()
         .await;
     let v = answer(resp).await?;
@@ -221,17 +232,7 @@ pub async fn send_image(
     };
     let body = json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": to,
         "type": "image", "image": {"id": media_id, "caption": caption}});
-    let resp = http
-        .post(format!("{api}/{phone_number_id}/messages"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await;
-    let v = answer(resp).await?;
-    Ok(v["messages"][0]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
+    post_message(http, api, phone_number_id, token, &body).await
 }
 
 /// The body of a 2xx Graph answer, or the error it means.

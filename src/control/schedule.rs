@@ -121,35 +121,49 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Writes `rows` with one statement, `INSERT … {conflict}`; how many rows it changed.
+fn write_schedules(
+    conn: &rusqlite::Connection,
+    tenant: &TenantId,
+    rows: &[NewSchedule],
+    conflict: &str,
+) -> Result<usize, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO schedules (tenant_id, kind, cron, timezone, enabled, recipients,
+                                next_run_ms, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) {conflict}"
+    ))?;
+    let at = now();
+    let mut changed = 0;
+    for s in rows {
+        changed += stmt.execute(params![
+            tenant.as_str(),
+            s.kind,
+            s.cron,
+            s.timezone,
+            s.enabled,
+            serde_json::to_string(&s.recipients).expect("strings serialize"),
+            s.next_run_ms,
+            at
+        ])?;
+    }
+    Ok(changed)
+}
+
 impl ControlDb {
     /// Inserts or updates the tenant's schedules, all in one transaction.
     pub fn put_schedules(&self, tenant: &TenantId, rows: &[NewSchedule]) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO schedules (tenant_id, kind, cron, timezone, enabled, recipients,
-                                        next_run_ms, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (tenant_id, kind) DO UPDATE SET cron = excluded.cron,
-                   timezone = excluded.timezone, enabled = excluded.enabled,
-                   recipients = excluded.recipients, next_run_ms = excluded.next_run_ms,
-                   updated_at = excluded.updated_at",
-            )?;
-            let at = now();
-            for s in rows {
-                stmt.execute(params![
-                    tenant.as_str(),
-                    s.kind,
-                    s.cron,
-                    s.timezone,
-                    s.enabled,
-                    serde_json::to_string(&s.recipients).expect("strings serialize"),
-                    s.next_run_ms,
-                    at
-                ])?;
-            }
-        }
+        write_schedules(
+            &tx,
+            tenant,
+            rows,
+            "ON CONFLICT (tenant_id, kind) DO UPDATE SET cron = excluded.cron,
+               timezone = excluded.timezone, enabled = excluded.enabled,
+               recipients = excluded.recipients, next_run_ms = excluded.next_run_ms,
+               updated_at = excluded.updated_at",
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -161,26 +175,12 @@ impl ControlDb {
         rows: &[NewSchedule],
     ) -> Result<usize, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "INSERT OR IGNORE INTO schedules (tenant_id, kind, cron, timezone, enabled,
-                                              recipients, next_run_ms, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
-        let at = now();
-        let mut added = 0;
-        for s in rows {
-            added += stmt.execute(params![
-                tenant.as_str(),
-                s.kind,
-                s.cron,
-                s.timezone,
-                s.enabled,
-                serde_json::to_string(&s.recipients).expect("strings serialize"),
-                s.next_run_ms,
-                at
-            ])?;
-        }
-        Ok(added)
+        write_schedules(
+            &conn,
+            tenant,
+            rows,
+            "ON CONFLICT (tenant_id, kind) DO NOTHING",
+        )
     }
 
     /// The tenant's schedules, by kind.

@@ -293,16 +293,7 @@ impl Scheduler {
     /// Decides what a claimed row runs: the latest slot due if it is within the grace
     /// window, recording the slots skipped as missed; then moves the row on.
     async fn process(&self, s: ScheduleRow, now: DateTime<Utc>) -> RunReport {
-        let mut report = RunReport {
-            tenant: s.tenant.to_string(),
-            kind: s.kind.clone(),
-            slot: None,
-            trigger: None,
-            status: "failed".into(),
-            sent: 0,
-            detail: String::new(),
-            missed: 0,
-        };
+        let mut report = self.blank(&s);
         let (kind, spec) = match (JobKind::parse(&s.kind), Spec::parse(&s.cron, &s.timezone)) {
             (Some(k), Ok(spec)) => (k, spec),
             (kind, spec) => {
@@ -603,6 +594,7 @@ impl Scheduler {
         })
     }
 
+    /// A report of a claim that has not run yet.
     fn blank(&self, s: &ScheduleRow) -> RunReport {
         RunReport {
             tenant: s.tenant.to_string(),

@@ -313,6 +313,18 @@ impl LlmClient {
         }
     }
 
+    /// `complete`, with its outcome counted by the circuit breaker (a refused key, model or
+    /// size is our configuration, not the LLM failing, so it does not count).
+    async fn complete_recorded(&self, body: &Value) -> Result<(String, Usage), LlmError> {
+        let result = self.complete(body).await;
+        match &result {
+            Ok(_) => self.record(true),
+            Err(LlmError::Http(401 | 403 | 404 | 413, _)) => {}
+            Err(_) => self.record(false),
+        }
+        result
+    }
+
     /// Checks the breaker and the tenant's rate, then waits (bounded) for a request slot.
     async fn admit(&self, tenant: &str) -> Result<tokio::sync::SemaphorePermit<'_>, LlmError> {
         if self.circuit_open() {
@@ -343,16 +355,7 @@ impl LlmClient {
             "temperature": 0.3,
             "max_tokens": 300,
         });
-        let (content, _) = match self.complete(&body).await {
-            Ok(r) => r,
-            Err(e) => {
-                if !matches!(e, LlmError::Http(401 | 403 | 404 | 413, _)) {
-                    self.record(false);
-                }
-                return Err(e);
-            }
-        };
-        self.record(true);
+        let (content, _) = self.complete_recorded(&body).await?;
         let clean: String = content
             .chars()
             .filter(|c| *c == '\n' || !c.is_control())
@@ -386,16 +389,9 @@ impl LlmClient {
         messages.push(json!({"role": "user", "content": text}));
         let mut usage = Usage::default();
         for attempt in 0..2 {
-            let (content, u) = match self.complete(&self.request_body(&messages)).await {
-                Ok(r) => r,
-                Err(e) => {
-                    if !matches!(e, LlmError::Http(401 | 403 | 404 | 413, _)) {
-                        self.record(false);
-                    }
-                    return Err(e);
-                }
-            };
-            self.record(true);
+            let (content, u) = self
+                .complete_recorded(&self.request_body(&messages))
+                .await?;
             usage.prompt_tokens += u.prompt_tokens;
             usage.completion_tokens += u.completion_tokens;
             match validate(&content, digits) {

@@ -171,10 +171,7 @@ impl From<StoreError> for ApiError {
                     "this tenant's data needs a newer version of the server",
                 )
             }
-            StoreError::Sqlite(e) if Self::from_sqlite(&e).is_some() => {
-                tracing::warn!(error = %e, "storage condition");
-                Self::from_sqlite(&e).expect("checked")
-            }
+            StoreError::Sqlite(e) => e.into(),
             StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 tracing::warn!("out of disk space");
                 Self::storage_full()

@@ -32,15 +32,6 @@ impl From<ScheduleError> for ApiError {
     }
 }
 
-impl From<job::JobError> for ApiError {
-    fn from(e: job::JobError) -> Self {
-        match e {
-            job::JobError::Store(e) => e.into(),
-            e => ApiError::internal("job error", &e),
-        }
-    }
-}
-
 fn view(s: &ScheduleRow) -> Value {
     let mut v = serde_json::to_value(s).expect("rows serialize");
     let next = s

@@ -124,22 +124,16 @@ impl Drop for Server {
 
 /// `PRAGMA integrity_check` on the control db and every tenant file under `data`.
 pub fn integrity_all(data: &Path) -> usize {
-    let mut files = vec![data.join("_control.db")];
-    for d in std::fs::read_dir(data).unwrap().flatten() {
-        if d.path().is_dir() && d.file_name().len() == 3 {
-            for f in std::fs::read_dir(d.path()).unwrap().flatten() {
-                if f.path().extension().is_some_and(|e| e == "db") {
-                    files.push(f.path());
-                }
-            }
-        }
-    }
+    let files: Vec<String> = files_under(data)
+        .into_iter()
+        .filter(|f| f.ends_with(".db"))
+        .collect();
     for f in &files {
-        let conn = rusqlite::Connection::open(f).unwrap();
+        let conn = rusqlite::Connection::open(data.join(f)).unwrap();
         let ok: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(ok, "ok", "{}", f.display());
+        assert_eq!(ok, "ok", "{f}");
     }
     files.len()
 }

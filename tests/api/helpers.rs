@@ -363,3 +363,15 @@ pub fn backdate_sale(data_dir: &Path, t: &str, id: i64, at: &str) {
         1
     );
 }
+
+/// Sells through the API as Sam, then moves that sale to 09:00 UTC `days` ago.
+pub async fn sale_days_ago(app: &TestApp, t: &str, text: &str, days: u64) {
+    let r = app.say(t, "Sam", text).await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    let id: i64 = rusqlite::Connection::open(tenant_file(&app.data_dir(), t))
+        .unwrap()
+        .query_row("SELECT max(id) FROM sales", [], |r| r.get(0))
+        .unwrap();
+    let day = chrono::Utc::now().date_naive() - chrono::Days::new(days);
+    backdate_sale(&app.data_dir(), t, id, &format!("{day}T09:00:00.000Z"));
+}

@@ -366,15 +366,7 @@ async fn the_per_tenant_rate_limit_keeps_the_llm_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_weekly_narrative_is_text_from_the_numbers_and_never_an_action() {
     let (app, fake) = app_with_llm().await;
-    let r = app.say("s", "Sam", "/sale 2 rice").await;
-    assert_eq!(r.body["status"], "applied");
-    let today = chrono::Utc::now().date_naive();
-    backdate_sale(
-        &app.data_dir(),
-        "s",
-        1,
-        &format!("{}T09:00:00.000Z", today - chrono::Days::new(4)),
-    );
+    sale_days_ago(&app, "s", "/sale 2 rice", 4).await;
     // The model answers with prose that looks like a command and carries a control byte:
     // it stays text in the report and changes nothing.
     fake.push(Script::Content(
@@ -418,26 +410,13 @@ async fn the_weekly_narrative_is_text_from_the_numbers_and_never_an_action() {
         "no action was taken"
     );
     // A dead LLM costs the narrative only: the report still goes out.
-    fake.push(Script::Status(
-        500,
-        None,
-        groq_error("server_error", "down"),
-    ));
-    fake.push(Script::Status(
-        500,
-        None,
-        groq_error("server_error", "down"),
-    ));
-    fake.push(Script::Status(
-        500,
-        None,
-        groq_error("server_error", "down"),
-    ));
-    fake.push(Script::Status(
-        500,
-        None,
-        groq_error("server_error", "down"),
-    ));
+    for _ in 0..4 {
+        fake.push(Script::Status(
+            500,
+            None,
+            groq_error("server_error", "down"),
+        ));
+    }
     let r = app
         .post("/v1/tenants/s/schedules/weekly_report/run", json!({}))
         .await;

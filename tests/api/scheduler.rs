@@ -96,6 +96,12 @@ fn scheduler(store: &Store, grace: Duration) -> Scheduler {
     )
 }
 
+/// Claims what is due at `now` straight from the index, with a one-minute lease.
+fn claim_at(store: &Store, now: DateTime<Utc>) -> Vec<tarn::control::schedule::ScheduleRow> {
+    let ms = now.timestamp_millis();
+    store.control().claim_due(ms, ms + 60_000, 10).unwrap()
+}
+
 /// One tick at `now`, waiting for every run it started.
 async fn tick(s: &Scheduler, now: DateTime<Utc>) -> Vec<RunReport> {
     let mut out = Vec::new();
@@ -281,14 +287,7 @@ async fn a_restart_during_a_run_does_not_send_twice() {
         );
         // The run gets as far as committing its messages, then the process dies: the ledger
         // row stays `running`, the lease stays set, the schedule does not move on.
-        let claimed = store
-            .control()
-            .claim_due(
-                slot.timestamp_millis(),
-                slot.timestamp_millis() + 60_000,
-                10,
-            )
-            .unwrap();
+        let claimed = claim_at(&store, slot);
         assert_eq!(claimed.len(), 1);
         let start = store
             .control()
@@ -774,14 +773,7 @@ async fn a_change_during_a_run_wins_and_a_held_schedule_is_busy() {
         "0 20 * * *",
         slot - chrono::Duration::hours(1),
     );
-    let claimed = store
-        .control()
-        .claim_due(
-            slot.timestamp_millis(),
-            slot.timestamp_millis() + 60_000,
-            10,
-        )
-        .unwrap();
+    let claimed = claim_at(&store, slot);
     assert_eq!(claimed.len(), 1);
     // While it runs, the owner moves the summary to 07:00.
     std::thread::sleep(Duration::from_millis(5));

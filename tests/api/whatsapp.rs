@@ -379,15 +379,7 @@ async fn the_weekly_report_goes_out_as_an_uploaded_image() {
             .unwrap()
             .starts_with("Welcome, Owner!")
     );
-    let r = app.say("s", "Sam", "/sale 2 rice").await;
-    assert_eq!(r.body["status"], "applied");
-    let today = chrono::Utc::now().date_naive();
-    backdate_sale(
-        &app.data_dir(),
-        "s",
-        1,
-        &format!("{}T09:00:00.000Z", today - chrono::Days::new(3)),
-    );
+    sale_days_ago(&app, "s", "/sale 2 rice", 3).await;
     let r = app
         .post("/v1/tenants/s/schedules/weekly_report/run", json!({}))
         .await;

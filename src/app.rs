@@ -202,6 +202,7 @@ impl App {
                 whatsapp_api: config.whatsapp_api_url.clone(),
                 whatsapp_template: config.whatsapp_alert_template.clone(),
                 chat_gap: Duration::from_millis(config.chat_gap_ms),
+                telegram_per_second: config.telegram_bot_rate,
             },
         );
         let sched = &config.scheduler;

@@ -8,7 +8,8 @@
 use crate::config::{BenchArgs, StoreArgs};
 use crate::store::NewTenant;
 use crate::tenant::pool::PoolMetrics;
-use crate::tenant::{Layout, TenantId, sqlite};
+use crate::tenant::sqlite::{self, Cached};
+use crate::tenant::{Layout, TenantId};
 use anyhow::{Context, bail};
 use rand::{RngExt, SeedableRng};
 use rusqlite::{Connection, params};
@@ -23,6 +24,15 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "tarn-bench-operator";
 const PRODUCTS: [&str; 6] = ["rice", "sugar", "oil", "eggs", "milk", "bread"];
 const OPENING_STOCK: i64 = 10_000_000;
+/// Telegram chats per staff member in webhook mode (a busy shop's staff are many people).
+const CHATS_PER_SENDER: usize = 8;
+/// Bot ids are this plus the tenant's number.
+const BOT_BASE: u64 = 1_000_000;
+
+/// The Telegram user (and private chat) id of one of a staff member's chats.
+fn telegram_user(sender: &str, chat: usize) -> i64 {
+    (if sender == "Sam" { 100 } else { 200 }) + chat as i64
+}
 
 /// One message of the plan.
 #[derive(Debug, Clone)]
@@ -42,6 +52,11 @@ enum Kind {
 }
 
 impl Msg {
+    /// The Telegram chat (and user) the message comes from in webhook mode.
+    fn chat(&self, i: usize) -> i64 {
+        telegram_user(self.text().1, i % CHATS_PER_SENDER)
+    }
+
     fn text(&self) -> (String, &'static str) {
         let p = PRODUCTS[self.product];
         match self.kind {
@@ -84,6 +99,16 @@ fn plan(tenants: usize, messages: usize, seed: u64) -> Vec<Msg> {
         .collect()
 }
 
+/// This run's prefix for idempotency keys, so a reused data dir never sees them as repeats.
+fn nonce() -> &'static str {
+    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NONCE.get_or_init(|| format!("{:x}", chrono::Utc::now().timestamp_millis()))
+}
+
+fn nonce_number() -> i64 {
+    i64::from_str_radix(nonce(), 16).expect("hex")
+}
+
 fn tenant_id(i: usize) -> TenantId {
     TenantId::parse(&format!("bench-{i:06}")).expect("a valid id")
 }
@@ -109,6 +134,9 @@ fn build(data: &Path, tenants: usize) -> anyhow::Result<()> {
                             return Ok(());
                         }
                         let id = tenant_id(i);
+                        if store.pool().layout().tenant_db(&id).exists() {
+                            continue;
+                        }
                         store.create_tenant(NewTenant {
                             id: id.clone(),
                             name: format!("Bench shop {i}"),
@@ -155,6 +183,13 @@ fn seed(conn: &mut Connection) -> rusqlite::Result<()> {
             "INSERT INTO staff (name, name_key, role, created_at) VALUES (?1, lower(?1), ?2, ?3)",
             params![name, role, now],
         )?;
+        for chat in 0..CHATS_PER_SENDER {
+            tx.execute(
+                "INSERT INTO identities (staff_id, channel, external_id, chat_id, created_at)
+                 SELECT id, 'telegram', ?2, ?2, ?3 FROM staff WHERE name_key = lower(?1)",
+                params![name, telegram_user(name, chat), now],
+            )?;
+        }
     }
     tx.commit()
 }
@@ -165,11 +200,18 @@ struct Server {
 }
 
 impl Server {
-    fn start(data: &Path, args: &BenchArgs) -> anyhow::Result<Server> {
+    fn start(data: &Path, args: &BenchArgs, bot_api: Option<&str>) -> anyhow::Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = Command::new(std::env::current_exe()?)
+        let mut cmd = Command::new(std::env::current_exe()?);
+        if let Some(api) = bot_api {
+            cmd.env("TARN_TELEGRAM_API_URL", api)
+                .env("TARN_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+                .env("TARN_CHAT_GAP_MS", args.chat_gap_ms.to_string())
+                .env("TARN_TELEGRAM_BOT_RATE", args.bot_rate.to_string());
+        }
+        let child = cmd
             .arg("serve")
             .env("TARN_DATA_DIR", data)
             .env("TARN_LISTEN", format!("127.0.0.1:{port}"))
@@ -228,6 +270,210 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Which messages one client sends.
+enum Queue {
+    /// Whatever is next in the plan (HTTP mode: any client takes any message).
+    Shared(Arc<AtomicUsize>, usize),
+    /// Its own messages in plan order (webhook mode: one client per chat, so a chat's
+    /// messages are sent one after the other, as a person sends them, and its replies come
+    /// back in that order).
+    Own(std::vec::IntoIter<usize>),
+}
+
+impl Queue {
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Queue::Shared(next, len) => Some(next.fetch_add(1, Ordering::Relaxed)).filter(|i| i < len),
+            Queue::Own(it) => it.next(),
+        }
+    }
+}
+
+fn partition(plan: &[Msg], clients: usize, by_chat: bool) -> Vec<Queue> {
+    if !by_chat {
+        let next = Arc::new(AtomicUsize::new(0));
+        return (0..clients)
+            .map(|_| Queue::Shared(next.clone(), plan.len()))
+            .collect();
+    }
+    let mut own = vec![Vec::new(); clients];
+    for (i, m) in plan.iter().enumerate() {
+        let chat = m.chat(i) as usize;
+        own[(m.tenant * 31 + chat) % clients].push(i);
+    }
+    own.into_iter().map(|v| Queue::Own(v.into_iter())).collect()
+}
+
+async fn post_message(client: &reqwest::Client, base: &str, m: &Msg, i: usize) -> Option<String> {
+    let (text, sender) = m.text();
+    let r = client
+        .post(format!("{base}/v1/tenants/{}/messages", tenant_id(m.tenant)))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"text": text, "sender": sender, "id": format!("b-{}-{i}", nonce())}))
+        .send()
+        .await
+        .ok()
+        .filter(|r| r.status().is_success())?;
+    let v = r.json::<serde_json::Value>().await.ok()?;
+    v["status"].as_str().map(str::to_owned)
+}
+
+/// Posts message `i` as a Telegram update; `accepted` when the webhook answered 200.
+async fn post_update(
+    client: &reqwest::Client,
+    base: &str,
+    fake: &FakeBot,
+    m: &Msg,
+    i: usize,
+) -> Option<String> {
+    let (text, _) = m.text();
+    let bot = BOT_BASE + m.tenant as u64;
+    let chat = m.chat(i);
+    let secret = fake.secrets.get(&bot)?.clone();
+    // Telegram's update ids fit in a u32; this run's nonce keeps a reused data dir's inbox
+    // from taking them for redeliveries.
+    let update_id = (nonce_number() % 4_000) * 1_000_000 + (i % 1_000_000) as i64;
+    let update = serde_json::json!({"update_id": update_id, "message": {
+        "message_id": i + 1, "date": chrono::Utc::now().timestamp(),
+        "from": {"id": chat, "is_bot": false, "first_name": "Staff"},
+        "chat": {"id": chat, "type": "private", "first_name": "Staff"},
+        "text": text}});
+    fake.waiting
+        .entry((bot, chat))
+        .or_default()
+        .push_back(Instant::now());
+    let ok = client
+        .post(format!("{base}/webhooks/telegram/{}", tenant_id(m.tenant)))
+        .header("x-telegram-bot-api-secret-token", secret)
+        .json(&update)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success());
+    if !ok {
+        // No reply will come for it.
+        fake.waiting.get_mut(&(bot, chat))?.pop_back();
+        return None;
+    }
+    Some("accepted".into())
+}
+
+/// A local stand-in for the Telegram Bot API: answers getMe and setWebhook for any bench
+/// bot, keeps each bot's webhook secret, and times each sendMessage against the update
+/// that asked for it.
+#[derive(Default)]
+struct FakeBot {
+    base: String,
+    secrets: dashmap::DashMap<u64, String>,
+    waiting: dashmap::DashMap<(u64, i64), std::collections::VecDeque<Instant>>,
+    e2e_us: std::sync::Mutex<Vec<u64>>,
+    replies: AtomicU64,
+    unexpected: AtomicU64,
+    last_reply: std::sync::Mutex<Option<Instant>>,
+}
+
+impl FakeBot {
+    async fn start() -> anyhow::Result<Arc<FakeBot>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let fake = Arc::new(FakeBot {
+            base: format!("http://{}", listener.local_addr()?),
+            ..FakeBot::default()
+        });
+        let app = axum::Router::new()
+            .route("/{bot}/{method}", axum::routing::post(bot_api))
+            .with_state(fake.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(fake)
+    }
+}
+
+async fn bot_api(
+    axum::extract::State(fake): axum::extract::State<Arc<FakeBot>>,
+    axum::extract::Path((bot, method)): axum::extract::Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> axum::Json<serde_json::Value> {
+    use serde_json::json;
+    let id: u64 = bot
+        .strip_prefix("bot")
+        .and_then(|t| t.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let result = match method.to_lowercase().as_str() {
+        "getme" => json!({"id": id, "is_bot": true, "first_name": "Bench", "username": format!("bench{id}_bot"),
+            "can_join_groups": true, "can_read_all_group_messages": false, "supports_inline_queries": false,
+            "can_connect_to_business": false, "has_main_web_app": false}),
+        "setwebhook" => {
+            if let Some(secret) = form_field(&body, "secret_token") {
+                fake.secrets.insert(id, secret);
+            }
+            json!(true)
+        }
+        "sendmessage" => {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let chat = v["chat_id"].as_i64().unwrap_or(0);
+            let asked = fake.waiting.get_mut(&(id, chat)).and_then(|mut q| q.pop_front());
+            match asked {
+                Some(at) => {
+                    fake.e2e_us.lock().expect("no panic").push(at.elapsed().as_micros() as u64);
+                    fake.replies.fetch_add(1, Ordering::Relaxed);
+                    *fake.last_reply.lock().expect("no panic") = Some(Instant::now());
+                }
+                None => {
+                    fake.unexpected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            json!({"message_id": 1, "date": 1763800000,
+                "chat": {"id": chat, "type": "private", "first_name": "Staff"}, "text": v["text"]})
+        }
+        _ => json!(true),
+    };
+    axum::Json(json!({"ok": true, "result": result}))
+}
+
+/// A text field of a multipart/form-data body (teloxide sends setWebhook that way).
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let at = text.find(&format!("name=\"{name}\""))?;
+    let rest = &text[at..];
+    let value = &rest[rest.find("\r\n\r\n")? + 4..];
+    let value = &value[..value.find("\r\n")?];
+    Some(value.trim_matches('"').to_owned())
+}
+
+/// Binds a bot on the stand-in to each active tenant, `concurrency` at a time.
+async fn bind_bots(
+    client: &reqwest::Client,
+    base: &str,
+    fake: &FakeBot,
+    active: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut binds = tokio::task::JoinSet::new();
+    for t in 0..active {
+        let (client, base, gate) = (client.clone(), base.to_owned(), gate.clone());
+        binds.spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let r = client
+                .put(format!("{base}/v1/tenants/{}/channels/telegram", tenant_id(t)))
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({"bot_token": format!("{}:bench", BOT_BASE + t as u64)}))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("binding a bot to {}: {} {}", tenant_id(t), r.status(), r.text().await?);
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = binds.join_next().await {
+        done??;
+    }
+    if fake.secrets.len() < active {
+        bail!("only {} of {active} bots got a webhook secret", fake.secrets.len());
+    }
+    Ok(())
+}
+
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Serialize)]
 pub struct Latency {
@@ -257,6 +503,7 @@ fn latency(mut us: Vec<u64>) -> Latency {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub tenants: usize,
+    pub active: usize,
     pub messages: usize,
     pub concurrency: usize,
     pub max_open_tenants: usize,
@@ -266,6 +513,14 @@ pub struct Report {
     pub errors: u64,
     pub statuses: HashMap<String, u64>,
     pub server_rss_mib: RssReport,
+    /// CPU seconds the server used during the run, and per message in microseconds.
+    pub server_cpu_seconds: f64,
+    pub server_cpu_us_per_message: f64,
+    /// CPU seconds the load generator (this process) used during the run.
+    pub client_cpu_seconds: f64,
+    /// Webhook mode only: replies that reached the Bot API stand-in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookReport>,
     pub open_tenants_end: f64,
     pub tenant_opens: f64,
     pub evictions: f64,
@@ -274,12 +529,57 @@ pub struct Report {
     pub consistency: String,
 }
 
+/// The replies of a webhook run, as the Bot API stand-in saw them.
+#[derive(Debug, Serialize)]
+pub struct WebhookReport {
+    pub replies: u64,
+    /// Accepted updates whose reply never came (counted in `errors`).
+    pub missing: u64,
+    /// Replies that matched no update (counted in `errors`).
+    pub unexpected: u64,
+    /// From posting the update to its reply reaching the Bot API.
+    pub end_to_end: Latency,
+    /// Replies per second, from the first update to the last reply.
+    pub replies_per_sec: f64,
+}
+
+/// Waits until every accepted update has its reply, or 30 s pass without a new one.
+async fn wait_for_replies(fake: &FakeBot, acked: u64, started: Instant) -> WebhookReport {
+    let mut seen = (fake.replies.load(Ordering::Relaxed), Instant::now());
+    loop {
+        let now = fake.replies.load(Ordering::Relaxed);
+        if now >= acked {
+            break;
+        }
+        if now > seen.0 {
+            seen = (now, Instant::now());
+        } else if seen.1.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let replies = fake.replies.load(Ordering::Relaxed);
+    let last = fake.last_reply.lock().expect("no panic").unwrap_or(started);
+    let e2e = std::mem::take(&mut *fake.e2e_us.lock().expect("no panic"));
+    WebhookReport {
+        replies,
+        missing: acked.saturating_sub(replies),
+        unexpected: fake.unexpected.load(Ordering::Relaxed),
+        end_to_end: latency(e2e),
+        replies_per_sec: (replies as f64 / (last - started).as_secs_f64().max(1e-9)).round(),
+    }
+}
+
 /// Server RSS in MiB.
 #[derive(Debug, Serialize)]
 pub struct RssReport {
     pub start: f64,
     pub peak: f64,
     pub end: f64,
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 fn mib(b: u64) -> f64 {
@@ -291,12 +591,27 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.tenants == 0 || args.messages == 0 || args.concurrency == 0 {
         bail!("--tenants, --messages and --concurrency must be at least 1");
     }
-    let dir = std::env::temp_dir().join(format!("tarn-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let data = dir.join("data");
+    if args.active.is_some_and(|a| a == 0 || a > args.tenants) {
+        bail!("--active must be between 1 and --tenants");
+    }
+    if args.webhook && args.messages > 1_000_000 {
+        bail!("--webhook sends at most 1,000,000 messages (Telegram update ids are 32-bit)");
+    }
+    let scratch = std::env::temp_dir().join(format!("tarn-bench-{}", std::process::id()));
+    let data = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            let _ = std::fs::remove_dir_all(&scratch);
+            scratch.join("data")
+        }
+    };
     let result = run_in(&data, args);
-    if !args.keep {
-        let _ = std::fs::remove_dir_all(&dir);
+    if args.data_dir.is_none() {
+        if args.keep {
+            eprintln!("kept {}", data.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
     }
     let report = result?;
     if args.json {
@@ -314,17 +629,24 @@ fn run_in(data: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
     let t = Instant::now();
     build(data, args.tenants)?;
     eprintln!("built {} tenants in {:.1?}", args.tenants, t.elapsed());
-    let plan = Arc::new(plan(args.tenants, args.messages, 42));
-    let server = Server::start(data, args)?;
+    let active = args.active.unwrap_or(args.tenants);
+    let plan = Arc::new(plan(active, args.messages, 42));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (mut report, server) = rt.block_on(drive(server, plan.clone(), args))?;
+    let (mut report, server) = rt.block_on(async {
+        let fake = match args.webhook {
+            true => Some(FakeBot::start().await?),
+            false => None,
+        };
+        let server = Server::start(data, args, fake.as_ref().map(|f| f.base.as_str()))?;
+        drive(server, plan.clone(), args, fake).await
+    })?;
     server.stop()?;
     let raw = raw_baseline(data, &plan, args)?;
     report.raw_baseline_per_sec = raw;
     report.gateway_vs_raw = (report.messages_per_sec / raw * 100.0).round() / 100.0;
-    report.consistency = consistency(data, args.tenants)?;
+    report.consistency = consistency(data, active)?;
     Ok(report)
 }
 
@@ -332,11 +654,16 @@ async fn drive(
     server: Server,
     plan: Arc<Vec<Msg>>,
     args: &BenchArgs,
+    fake: Option<Arc<FakeBot>>,
 ) -> anyhow::Result<(Report, Server)> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     wait_up(&client, &server.base).await?;
+    if let Some(fake) = &fake {
+        let active = args.active.unwrap_or(args.tenants);
+        bind_bots(&client, &server.base, fake, active, args.concurrency).await?;
+    }
     let rss_start = server.rss();
     let peak = Arc::new(AtomicU64::new(rss_start));
     let pid = server.child.id();
@@ -351,44 +678,39 @@ async fn drive(
             }
         })
     };
-    let next = Arc::new(AtomicUsize::new(0));
+    let cpu = || {
+        (
+            crate::system::cpu_seconds(pid).unwrap_or(0.0),
+            crate::system::cpu_seconds(std::process::id()).unwrap_or(0.0),
+        )
+    };
+    let cpu_start = cpu();
     let deadline = args
         .duration
         .map(|s| Instant::now() + Duration::from_secs(s));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
-        let (client, base, plan, next) = (
+    let queues = partition(&plan, args.concurrency, fake.is_some());
+    for queue in queues {
+        let (client, base, plan, fake) = (
             client.clone(),
             server.base.clone(),
             plan.clone(),
-            next.clone(),
+            fake.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut statuses: HashMap<String, u64> = HashMap::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= plan.len() || deadline.is_some_and(|d| Instant::now() > d) {
-                    return (lat, errors, statuses);
+            let mut queue = queue;
+            while let Some(i) = queue.next() {
+                if deadline.is_some_and(|d| Instant::now() > d) {
+                    break;
                 }
-                let m = &plan[i];
-                let (text, sender) = m.text();
                 let t = Instant::now();
-                let sent = client
-                    .post(format!("{base}/v1/tenants/{}/messages", tenant_id(m.tenant)))
-                    .bearer_auth(TOKEN)
-                    .json(&serde_json::json!({"text": text, "sender": sender, "id": format!("b-{i}")}))
-                    .send()
-                    .await;
-                let status = match sent {
-                    Ok(r) if r.status().is_success() => r
-                        .json::<serde_json::Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| v["status"].as_str().map(str::to_owned)),
-                    _ => None,
+                let status = match &fake {
+                    None => post_message(&client, &base, &plan[i], i).await,
+                    Some(fake) => post_update(&client, &base, fake, &plan[i], i).await,
                 };
                 lat.push(t.elapsed().as_micros() as u64);
                 match status {
@@ -396,6 +718,7 @@ async fn drive(
                     None => errors += 1,
                 }
             }
+            (lat, errors, statuses)
         }));
     }
     let (mut lat, mut errors, mut statuses) = (Vec::new(), 0, HashMap::new());
@@ -408,6 +731,16 @@ async fn drive(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let webhook = match &fake {
+        Some(fake) => {
+            let acked = statuses.get("accepted").copied().unwrap_or(0);
+            let report = wait_for_replies(fake, acked, started).await;
+            errors += report.missing + report.unexpected;
+            Some(report)
+        }
+        None => None,
+    };
+    let cpu_end = cpu();
     sampler.abort();
     let metrics = client
         .get(format!("{}/metrics", server.base))
@@ -419,6 +752,7 @@ async fn drive(
     Ok((
         Report {
             tenants: args.tenants,
+            active: args.active.unwrap_or(args.tenants),
             messages: done,
             concurrency: args.concurrency,
             max_open_tenants: args.max_open_tenants,
@@ -432,10 +766,15 @@ async fn drive(
                 peak: mib(peak.load(Ordering::Relaxed)),
                 end: mib(server.rss()),
             },
+            server_cpu_seconds: round2(cpu_end.0 - cpu_start.0),
+            server_cpu_us_per_message: ((cpu_end.0 - cpu_start.0) * 1e6 / done.max(1) as f64)
+                .round(),
+            client_cpu_seconds: round2(cpu_end.1 - cpu_start.1),
             open_tenants_end: metric(&metrics, "open_tenants"),
             tenant_opens: metric(&metrics, "tenant_opens"),
             evictions: metric(&metrics, "tenant_evictions_capacity")
                 + metric(&metrics, "tenant_evictions_idle"),
+            webhook,
             raw_baseline_per_sec: 0.0,
             gateway_vs_raw: 0.0,
             consistency: String::new(),
@@ -487,8 +826,8 @@ fn raw_baseline(data: &Path, plan: &[Msg], args: &BenchArgs) -> anyhow::Result<f
 
 fn raw_one(conn: &mut Connection, m: &Msg, i: usize) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let key = format!("raw-{i}");
-    let seen: bool = tx.query_row(
+    let key = format!("raw-{}-{i}", nonce());
+    let seen: bool = tx.row(
         "SELECT EXISTS (SELECT 1 FROM message_log WHERE inbound_id = ?1)",
         [&key],
         |r| r.get(0),
@@ -500,56 +839,55 @@ fn raw_one(conn: &mut Connection, m: &Msg, i: usize) -> rusqlite::Result<()> {
     let p = PRODUCTS[m.product];
     match m.kind {
         Kind::Sale | Kind::Restock => {
-            let (id, price): (i64, i64) = tx.query_row(
+            let (id, price): (i64, i64) = tx.row(
                 "SELECT id, price FROM products WHERE name_key = ?1",
                 [p],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             let delta = if m.kind == Kind::Sale { -1000 } else { 5000 };
             if m.kind == Kind::Sale {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO sales (staff_id, total, paid, at) VALUES (2, ?1, 1, ?2)",
                     params![price, now],
                 )?;
-                tx.execute(
+                tx.exec(
                     "INSERT INTO sale_items (sale_id, product_id, qty, unit_price, total)
                      VALUES (last_insert_rowid(), ?1, 1000, ?2, ?2)",
                     params![id, price],
                 )?;
             }
-            tx.execute(
+            tx.exec(
                 "UPDATE products SET stock = stock + ?2 WHERE id = ?1",
                 params![id, delta],
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO stock_movements (product_id, delta, cause, at) VALUES (?1, ?2, ?3, ?4)",
                 params![id, delta, if m.kind == Kind::Sale { "sale" } else { "restock" }, now],
             )?;
         }
         Kind::Stock => {
-            tx.query_row("SELECT stock FROM products WHERE name_key = ?1", [p], |r| {
+            tx.row("SELECT stock FROM products WHERE name_key = ?1", [p], |r| {
                 r.get::<_, i64>(0)
             })?;
         }
         Kind::Payment => {
-            tx.execute(
+            tx.exec(
                 "UPDATE customers SET balance = balance - 100 WHERE name_key = 'ahmed'",
                 [],
             )?;
-            tx.execute(
+            tx.exec(
                 "INSERT INTO payments (customer_id, staff_id, amount, at) VALUES (1, 3, 100, ?1)",
                 [&now],
             )?;
         }
         Kind::Report => {
-            tx.query_row(
-                "SELECT count(*), coalesce(sum(total), 0) FROM sales WHERE voided = 0 AND at >= ?1",
-                [&now[..10]],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )?;
+            let settings = crate::shop::load_settings(&tx)?;
+            let today = crate::shop::report::local_today(&settings);
+            let tomorrow = today.succ_opt().expect("a next day");
+            crate::shop::report::summary(&tx, &settings, None, today, tomorrow)?;
         }
     }
-    tx.execute(
+    tx.exec(
         "INSERT INTO message_log (inbound_id, channel, sender, text, source, status, reply, received_at)
          VALUES (?1, 'bench', 'raw', '', 'raw', 'applied', '', ?2)",
         params![key, now],
@@ -583,18 +921,36 @@ fn consistency(data: &Path, tenants: usize) -> anyhow::Result<String> {
 fn print_report(r: &Report) {
     let mut statuses: Vec<_> = r.statuses.iter().collect();
     statuses.sort();
+    let webhook = match &r.webhook {
+        None => String::new(),
+        Some(w) => format!(
+            "replies         {} at the Bot API ({:.0}/s), {} missing, {} unexpected\n\
+             end to end      p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms (update posted -> reply at the Bot API)\n",
+            w.replies,
+            w.replies_per_sec,
+            w.missing,
+            w.unexpected,
+            w.end_to_end.p50_ms,
+            w.end_to_end.p95_ms,
+            w.end_to_end.p99_ms,
+            w.end_to_end.max_ms
+        ),
+    };
     println!(
-        "tarn bench: {} tenants, {} messages, {} clients, pool cap {}\n\
+        "tarn bench: {} tenants ({} active), {} messages, {} clients, pool cap {}\n\
          throughput      {:.0} messages/s over {:.2} s\n\
-         latency         p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n\
+         latency         p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}\n\
+         {}\
          errors          {}\n\
          statuses        {:?}\n\
          server RSS      start {} MiB, peak {} MiB, end {} MiB\n\
+         CPU             server {:.2} s ({:.0} µs per message), load generator {:.2} s\n\
          tenants         {} open at the end, {} opens, {} evictions\n\
          raw baseline    {:.0} transactions/s (rusqlite directly, same files and plan)\n\
          gateway / raw   {:.2}\n\
          consistency     {}",
         r.tenants,
+        r.active,
         r.messages,
         r.concurrency,
         r.max_open_tenants,
@@ -604,11 +960,16 @@ fn print_report(r: &Report) {
         r.latency.p95_ms,
         r.latency.p99_ms,
         r.latency.max_ms,
+        if r.webhook.is_some() { " (webhook ack)" } else { "" },
+        webhook,
         r.errors,
         statuses,
         r.server_rss_mib.start,
         r.server_rss_mib.peak,
         r.server_rss_mib.end,
+        r.server_cpu_seconds,
+        r.server_cpu_us_per_message,
+        r.client_cpu_seconds,
         r.open_tenants_end,
         r.tenant_opens,
         r.evictions,

@@ -139,9 +139,13 @@ pub enum Command {
 /// Settings of `tarn bench` (build it with `--release`).
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Tenants created (popularity Zipf, s = 1.1).
+    /// Tenants created.
     #[arg(long, default_value_t = 1000)]
     pub tenants: usize,
+    /// Tenants that get traffic (popularity Zipf, s = 1.1, over the first N); the rest
+    /// only sit on disk. Default: all.
+    #[arg(long)]
+    pub active: Option<usize>,
     /// Messages sent (70% sales, 10% stock checks, 10% restocks, 5% payments, 5% reports).
     #[arg(long, default_value_t = 20_000)]
     pub messages: usize,
@@ -160,6 +164,23 @@ pub struct BenchArgs {
     /// Keep the scratch data dir (its path is printed).
     #[arg(long)]
     pub keep: bool,
+    /// Deliver the messages as Telegram updates to the webhook (with its secret) instead of
+    /// `POST /messages`: each active tenant gets a bot on a local Bot API stand-in, and the
+    /// report adds the end-to-end time until each reply reaches it.
+    #[arg(long)]
+    pub webhook: bool,
+    /// With --webhook: the server's least gap between two replies to one chat, in ms
+    /// (Telegram wants about 1000; 0 measures tarn rather than Telegram's pacing).
+    #[arg(long, default_value_t = 0)]
+    pub chat_gap_ms: u64,
+    /// With --webhook: the server's most replies a second per bot (Telegram allows about 30;
+    /// 0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub bot_rate: u32,
+    /// Use this data dir instead of a scratch one, and keep it: tenants missing from it are
+    /// built, those already there are reused (a second run skips the build).
+    #[arg(long)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// Tenant subcommands.
@@ -367,6 +388,10 @@ pub struct ServeConfig {
     /// second).
     #[arg(long, env = "TARN_CHAT_GAP_MS", default_value_t = 1000)]
     pub chat_gap_ms: u64,
+    /// Most messages a second one Telegram bot sends (Telegram's limit is about 30; 0: no
+    /// limit, for a Bot API stand-in).
+    #[arg(long, env = "TARN_TELEGRAM_BOT_RATE", default_value_t = 30)]
+    pub telegram_bot_rate: u32,
     /// Folder of the prompt files (`parser.md`, `examples.jsonl`, `weekly_report.md`).
     #[arg(long, env = "TARN_PROMPTS_DIR", default_value = "./prompts")]
     pub prompts_dir: PathBuf,

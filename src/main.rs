@@ -6,6 +6,7 @@ use tarn::config::{Cli, Command, LogFormat};
 use tarn::{cli, telemetry};
 
 fn main() -> anyhow::Result<()> {
+    tarn::tenant::sqlite::configure_process();
     let args = Cli::parse();
     match args.command {
         Command::Serve(config) => {

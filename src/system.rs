@@ -21,6 +21,19 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(pages * page_size())
 }
 
+/// CPU time (user + system) a process has used so far, in seconds; `None` off Linux.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some((utime + stime) as f64 / if hz > 0 { hz as f64 } else { 100.0 })
+}
+
 /// Resident set size of this process in bytes.
 pub fn self_rss_bytes() -> Option<u64> {
     rss_bytes(std::process::id())
@@ -54,6 +67,9 @@ mod tests {
     #[test]
     fn readings_are_plausible() {
         assert!(self_rss_bytes().unwrap() > 100_000);
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(50) {}
+        assert!(cpu_seconds(std::process::id()).unwrap() >= 0.03);
         assert!(free_disk_bytes(Path::new(".")).unwrap() > 0);
         assert!(raise_fd_limit() >= 256);
     }

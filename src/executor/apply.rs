@@ -7,6 +7,7 @@ use crate::action::resolve::{self, Candidate, Match, key};
 use crate::action::{Action, Dec, Item, Role, fmt_money, fmt_qty};
 use crate::shop::catalog::{self, Customer, NewProduct, Product};
 use crate::shop::{self, report};
+use crate::tenant::sqlite::Cached;
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
@@ -177,7 +178,7 @@ fn move_stock(
     unit_cost: Option<i64>,
     supplier: Option<&str>,
 ) -> rusqlite::Result<i64> {
-    let stock: i64 = conn.query_row(
+    let stock: i64 = conn.row(
         // Back at or over its threshold: the low-stock alert may fire again next time.
         "UPDATE products SET stock = stock + ?2,
                 low_alerted = CASE WHEN stock + ?2 >= coalesce(low_stock_at, ?3) THEN 0
@@ -186,7 +187,7 @@ fn move_stock(
         params![product, delta, ctx.settings.low_stock_default],
         |r| r.get(0),
     )?;
-    conn.execute(
+    conn.exec(
         "INSERT INTO stock_movements (product_id, delta, cause, unit_cost, supplier, journal_id, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![product, delta, cause, unit_cost, supplier, ctx.journal_id, ctx.now],
@@ -204,7 +205,7 @@ fn change_balance(
     customer: i64,
     delta: i64,
 ) -> rusqlite::Result<i64> {
-    let balance = conn.query_row(
+    let balance = conn.row(
         "UPDATE customers SET balance = balance + ?2 WHERE id = ?1 RETURNING balance",
         params![customer, delta],
         |r| r.get(0),
@@ -295,7 +296,7 @@ fn write_sale(
     paid: bool,
 ) -> rusqlite::Result<(i64, i64, Vec<String>)> {
     let total: i64 = lines.iter().map(|l| l.total).sum();
-    conn.execute(
+    conn.exec(
         "INSERT INTO sales (customer_id, staff_id, total, paid, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![customer.map(|c| c.id), ctx.staff.id, total, paid, ctx.now],
     )?;
@@ -303,7 +304,7 @@ fn write_sale(
     ctx.undo.push(UndoOp::VoidSale { id: sale });
     let mut notes = Vec::new();
     for l in lines {
-        conn.execute(
+        conn.exec(
             "INSERT INTO sale_items (sale_id, product_id, qty, unit_price, total)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![sale, l.product.id, l.qty, l.unit_price, l.total],
@@ -345,7 +346,7 @@ struct OrderState {
 
 fn order_state(conn: &Connection, id: i64) -> Result<OrderState, Flow> {
     use rusqlite::OptionalExtension;
-    conn.query_row(
+    conn.row(
         "SELECT status, driver_id, delivered_at, customer_id FROM orders WHERE id = ?1",
         [id],
         |r| {
@@ -394,7 +395,7 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             let p = find_product(conn, product)?;
             *product = p.name.clone();
             let new = to_money(ctx, *price);
-            conn.execute(
+            conn.exec(
                 "UPDATE products SET price = ?2 WHERE id = ?1",
                 params![p.id, new],
             )?;
@@ -546,7 +547,7 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             let (c, _) = find_customer(conn, customer, false)?;
             *customer = c.name.clone();
             let amt = to_money(ctx, *amount);
-            conn.execute(
+            conn.exec(
                 "INSERT INTO payments (customer_id, staff_id, amount, at) VALUES (?1, ?2, ?3, ?4)",
                 params![c.id, ctx.staff.id, amt, ctx.now],
             )?;
@@ -572,7 +573,7 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             note,
         } => {
             let amt = to_money(ctx, *amount);
-            conn.execute(
+            conn.exec(
                 "INSERT INTO expenses (staff_id, amount, category, note, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![ctx.staff.id, amt, &*category, &*note, ctx.now],
             )?;
@@ -597,14 +598,14 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             let (c, created) = find_customer(conn, customer, true)?;
             *customer = c.name.clone();
             let total: i64 = lines.iter().map(|l| l.total).sum();
-            conn.execute(
+            conn.exec(
                 "INSERT INTO orders (customer_id, staff_id, address, status, total, created_at)
                  VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
                 params![c.id, ctx.staff.id, &*address, total, ctx.now],
             )?;
             let id = conn.last_insert_rowid();
             for l in &lines {
-                conn.execute(
+                conn.exec(
                     "INSERT INTO order_items (order_id, product_id, qty, unit_price, total)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![id, l.product.id, l.qty, l.unit_price, l.total],
@@ -638,7 +639,7 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             }
             let d = find_driver(conn, driver)?;
             *driver = d.name.clone();
-            conn.execute(
+            conn.exec(
                 "UPDATE orders SET status = 'assigned', driver_id = ?2 WHERE id = ?1",
                 params![*order_id, d.id],
             )?;
@@ -664,7 +665,7 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             if ctx.staff.role == Role::Driver && driver != Some(ctx.staff.id) {
                 return Err(Flow::Reject(format!("Order #{id} is not assigned to you.")));
             }
-            conn.execute(
+            conn.exec(
                 "UPDATE orders SET status = 'delivered', delivered_at = ?2 WHERE id = ?1",
                 params![id, ctx.now],
             )?;
@@ -798,16 +799,16 @@ fn undo(conn: &Connection, ctx: &mut Ctx) -> Result<String, Flow> {
                 change_balance(conn, ctx, customer, delta)?;
             }
             UndoOp::VoidSale { id } => {
-                conn.execute("UPDATE sales SET voided = 1 WHERE id = ?1", [id])?;
+                conn.exec("UPDATE sales SET voided = 1 WHERE id = ?1", [id])?;
             }
             UndoOp::VoidPayment { id } => {
-                conn.execute("UPDATE payments SET voided = 1 WHERE id = ?1", [id])?;
+                conn.exec("UPDATE payments SET voided = 1 WHERE id = ?1", [id])?;
             }
             UndoOp::VoidExpense { id } => {
-                conn.execute("UPDATE expenses SET voided = 1 WHERE id = ?1", [id])?;
+                conn.exec("UPDATE expenses SET voided = 1 WHERE id = ?1", [id])?;
             }
             UndoOp::Price { product, price } => {
-                conn.execute(
+                conn.exec(
                     "UPDATE products SET price = ?2 WHERE id = ?1",
                     params![product, price],
                 )?;
@@ -818,13 +819,13 @@ fn undo(conn: &Connection, ctx: &mut Ctx) -> Result<String, Flow> {
                 driver,
                 delivered_at,
             } => {
-                conn.execute(
+                conn.exec(
                     "UPDATE orders SET status = ?2, driver_id = ?3, delivered_at = ?4 WHERE id = ?1",
                     params![id, status, driver, delivered_at],
                 )?;
             }
             UndoOp::RemoveProduct { product } => {
-                let used: bool = conn.query_row(
+                let used: bool = conn.row(
                     "SELECT EXISTS (SELECT 1 FROM sale_items WHERE product_id = ?1)
                          OR EXISTS (SELECT 1 FROM order_items WHERE product_id = ?1)
                          OR EXISTS (SELECT 1 FROM stock_movements WHERE product_id = ?1 AND cause != 'initial')",
@@ -836,19 +837,19 @@ fn undo(conn: &Connection, ctx: &mut Ctx) -> Result<String, Flow> {
                         "Can't undo {what}: the product has been used since."
                     )));
                 }
-                conn.execute(
+                conn.exec(
                     "DELETE FROM stock_movements WHERE product_id = ?1",
                     [product],
                 )?;
-                conn.execute(
+                conn.exec(
                     "DELETE FROM product_aliases WHERE product_id = ?1",
                     [product],
                 )?;
-                conn.execute("DELETE FROM products WHERE id = ?1", [product])?;
+                conn.exec("DELETE FROM products WHERE id = ?1", [product])?;
             }
         }
     }
-    conn.execute("UPDATE journal SET undone = 1 WHERE id = ?1", [id])?;
+    conn.exec("UPDATE journal SET undone = 1 WHERE id = ?1", [id])?;
     ctx.undo.clear();
     Ok(format!("Undone: your last {what}."))
 }

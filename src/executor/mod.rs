@@ -10,6 +10,7 @@ pub use crate::shop::ExecError;
 use crate::action::{Action, Role};
 use crate::parser::{self, Source};
 use crate::shop::{self, ShopSettings, Staff};
+use crate::tenant::sqlite::Cached;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use std::time::Instant;
@@ -64,11 +65,11 @@ pub fn finish_inbox(
     note: Option<&str>,
 ) -> rusqlite::Result<()> {
     let now = shop::now_utc();
-    conn.execute(
+    conn.exec(
         "UPDATE inbox SET status = 'done', processed_at = ?2, note = ?3 WHERE id = ?1",
         params![to.inbox_id, now, note],
     )?;
-    conn.execute(
+    conn.exec(
         "INSERT INTO outbox (channel, chat_id, text, status, next_attempt_at, inbox_id, created_at)
          VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?4)",
         params![to.channel, to.chat_id, reply, now, to.inbox_id],
@@ -265,7 +266,7 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
             let journal_id = if action.is_read_only() || matches!(action, Action::Undo {}) {
                 None
             } else {
-                sp.execute(
+                sp.exec(
                     "INSERT INTO journal (staff_id, action, undo_ops, at_ms) VALUES (?1, ?2, '[]', ?3)",
                     params![staff.id, action.name(), now_ms],
                 )?;
@@ -286,7 +287,7 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
                 Ok(reply) => {
                     if let Some(j) = journal_id {
                         let ops = serde_json::to_string(&ctx.undo).expect("ops serialize");
-                        sp.execute(
+                        sp.exec(
                             "UPDATE journal SET undo_ops = ?2 WHERE id = ?1",
                             params![j, ops],
                         )?;
@@ -301,7 +302,7 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
         }
     };
     let action_json = to_json(&action);
-    tx.execute(
+    tx.exec(
         "INSERT INTO message_log (inbound_id, channel, sender, staff_id, text, action, source,
                                   status, reply, journal_id, received_at, parse_us, exec_us,
                                   llm_prompt_tokens, llm_completion_tokens)

@@ -5,6 +5,7 @@
 use super::{ExecError, now_utc};
 use crate::action::resolve::key;
 use crate::action::{Dec, MAX_TEXT, Role};
+use crate::tenant::sqlite::Cached;
 use rand::RngExt;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,7 @@ fn product_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Product> {
 
 /// An active product by id.
 pub fn product(conn: &Connection, id: i64) -> rusqlite::Result<Option<Product>> {
-    conn.query_row(
+    conn.row(
         &format!("SELECT {PRODUCT_COLS} FROM products WHERE id = ?1 AND active = 1"),
         [id],
         product_row,
@@ -54,7 +55,7 @@ pub fn product(conn: &Connection, id: i64) -> rusqlite::Result<Option<Product>> 
 
 /// An active product whose name or alias has exactly this key.
 pub fn product_by_key(conn: &Connection, k: &str) -> rusqlite::Result<Option<Product>> {
-    conn.query_row(
+    conn.row(
         &format!(
             "SELECT {PRODUCT_COLS} FROM products WHERE active = 1 AND (name_key = ?1
                OR id = (SELECT product_id FROM product_aliases WHERE alias_key = ?1))"
@@ -85,7 +86,7 @@ fn customer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Customer> {
 
 /// A customer by id.
 pub fn customer(conn: &Connection, id: i64) -> rusqlite::Result<Option<Customer>> {
-    conn.query_row(
+    conn.row(
         "SELECT id, name, phone, balance FROM customers WHERE id = ?1",
         [id],
         customer_row,
@@ -95,7 +96,7 @@ pub fn customer(conn: &Connection, id: i64) -> rusqlite::Result<Option<Customer>
 
 /// A customer whose name has exactly this key.
 pub fn customer_by_key(conn: &Connection, k: &str) -> rusqlite::Result<Option<Customer>> {
-    conn.query_row(
+    conn.row(
         "SELECT id, name, phone, balance FROM customers WHERE name_key = ?1",
         [k],
         customer_row,
@@ -116,7 +117,7 @@ pub fn insert_customer(
             "a customer called {name} exists"
         )));
     }
-    conn.execute(
+    conn.exec(
         "INSERT INTO customers (name, name_key, phone, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![name, k, phone, now_utc()],
     )?;
@@ -213,7 +214,7 @@ pub struct ProductPatch {
 }
 
 fn set_aliases(conn: &Connection, id: i64, aliases: &[String]) -> Result<(), ExecError> {
-    conn.execute("DELETE FROM product_aliases WHERE product_id = ?1", [id])?;
+    conn.exec("DELETE FROM product_aliases WHERE product_id = ?1", [id])?;
     for a in aliases {
         let k = key(&clean_name("alias", a)?);
         let taken = product_by_key(conn, &k)?.is_some_and(|p| p.id != id);
@@ -222,7 +223,7 @@ fn set_aliases(conn: &Connection, id: i64, aliases: &[String]) -> Result<(), Exe
                 "{a:?} already names another product"
             )));
         }
-        conn.execute(
+        conn.exec(
             "INSERT OR REPLACE INTO product_aliases (alias_key, product_id) VALUES (?1, ?2)",
             params![k, id],
         )?;
@@ -259,18 +260,18 @@ pub fn insert_product(
         .map(|l| fixed("low_stock_at", l, 3))
         .transpose()?;
     // A deleted product's name is free again.
-    conn.execute(
+    conn.exec(
         "UPDATE products SET name_key = name_key || '#' || id WHERE name_key = ?1 AND active = 0",
         [&k],
     )?;
-    conn.execute(
+    conn.exec(
         "INSERT INTO products (name, name_key, unit, price, stock, low_stock_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![name, k, unit, price, stock, low, now_utc()],
     )?;
     let id = conn.last_insert_rowid();
     if stock != 0 {
-        conn.execute(
+        conn.exec(
             "INSERT INTO stock_movements (product_id, delta, cause, journal_id, at)
              VALUES (?1, ?2, 'initial', ?3, ?4)",
             params![id, stock, journal_id, now_utc()],
@@ -296,25 +297,25 @@ pub fn update_product(
                 "a product called {name} exists"
             )));
         }
-        conn.execute(
+        conn.exec(
             "UPDATE products SET name = ?2, name_key = ?3 WHERE id = ?1",
             params![id, name, k],
         )?;
     }
     if let Some(price) = patch.price {
-        conn.execute(
+        conn.exec(
             "UPDATE products SET price = ?2 WHERE id = ?1",
             params![id, fixed("price", price, digits)?],
         )?;
     }
     if let Some(unit) = &patch.unit {
-        conn.execute(
+        conn.exec(
             "UPDATE products SET unit = ?2 WHERE id = ?1",
             params![id, clean_name("unit", unit)?],
         )?;
     }
     if let Some(low) = patch.low_stock_at {
-        conn.execute(
+        conn.exec(
             "UPDATE products SET low_stock_at = ?2 WHERE id = ?1",
             params![id, fixed("low_stock_at", low, 3)?],
         )?;
@@ -327,11 +328,11 @@ pub fn update_product(
 
 /// Deactivates a product (its history stays).
 pub fn delete_product(conn: &Connection, id: i64) -> Result<(), ExecError> {
-    let n = conn.execute(
+    let n = conn.exec(
         "UPDATE products SET active = 0 WHERE id = ?1 AND active = 1",
         [id],
     )?;
-    conn.execute("DELETE FROM product_aliases WHERE product_id = ?1", [id])?;
+    conn.exec("DELETE FROM product_aliases WHERE product_id = ?1", [id])?;
     if n == 0 {
         return Err(ExecError::NotFound(format!("product {id} not found")));
     }
@@ -414,13 +415,13 @@ pub fn update_customer(
                 "a customer called {name} exists"
             )));
         }
-        conn.execute(
+        conn.exec(
             "UPDATE customers SET name = ?2, name_key = ?3 WHERE id = ?1",
             params![id, name, k],
         )?;
     }
     if let Some(phone) = &input.phone {
-        conn.execute(
+        conn.exec(
             "UPDATE customers SET phone = ?2 WHERE id = ?1",
             params![id, phone],
         )?;
@@ -431,7 +432,7 @@ pub fn update_customer(
 /// Removes a customer who has no history.
 pub fn delete_customer(conn: &Connection, id: i64) -> Result<(), ExecError> {
     customer(conn, id)?.ok_or_else(|| ExecError::NotFound(format!("customer {id} not found")))?;
-    let used: bool = conn.query_row(
+    let used: bool = conn.row(
         "SELECT EXISTS (SELECT 1 FROM sales WHERE customer_id = ?1)
              OR EXISTS (SELECT 1 FROM payments WHERE customer_id = ?1)
              OR EXISTS (SELECT 1 FROM orders WHERE customer_id = ?1)",
@@ -443,7 +444,7 @@ pub fn delete_customer(conn: &Connection, id: i64) -> Result<(), ExecError> {
             "customer {id} has sales, payments or orders and cannot be deleted"
         )));
     }
-    conn.execute("DELETE FROM customers WHERE id = ?1", [id])?;
+    conn.exec("DELETE FROM customers WHERE id = ?1", [id])?;
     Ok(())
 }
 
@@ -491,7 +492,7 @@ pub fn staff_list(conn: &Connection) -> rusqlite::Result<Vec<StaffView>> {
 
 /// One staff member.
 pub fn staff_one(conn: &Connection, id: i64) -> Result<StaffView, ExecError> {
-    conn.query_row(
+    conn.row(
         &format!("SELECT {STAFF_COLS} FROM staff WHERE id = ?1"),
         [id],
         staff_view,
@@ -527,7 +528,7 @@ pub fn create_staff(conn: &Connection, input: &StaffInput) -> Result<StaffView, 
             "a staff name cannot be only a number".into(),
         ));
     }
-    let exists: bool = conn.query_row(
+    let exists: bool = conn.row(
         "SELECT EXISTS (SELECT 1 FROM staff WHERE name_key = ?1)",
         [&k],
         |r| r.get(0),
@@ -537,7 +538,7 @@ pub fn create_staff(conn: &Connection, input: &StaffInput) -> Result<StaffView, 
             "a staff member called {name} exists"
         )));
     }
-    conn.execute(
+    conn.exec(
         "INSERT INTO staff (name, name_key, role, join_code, active, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -553,7 +554,7 @@ pub fn create_staff(conn: &Connection, input: &StaffInput) -> Result<StaffView, 
 }
 
 fn active_owners_except(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
-    conn.query_row(
+    conn.row(
         "SELECT count(*) FROM staff WHERE role = 'owner' AND active = 1 AND id != ?1",
         [id],
         |r| r.get(0),
@@ -577,7 +578,7 @@ pub fn update_staff(
     if let Some(name) = &input.name {
         let name = clean_name("name", name)?;
         let k = key(&name);
-        let taken: bool = conn.query_row(
+        let taken: bool = conn.row(
             "SELECT EXISTS (SELECT 1 FROM staff WHERE name_key = ?1 AND id != ?2)",
             params![k, id],
             |r| r.get(0),
@@ -587,19 +588,19 @@ pub fn update_staff(
                 "the name {name} is taken or not allowed"
             )));
         }
-        conn.execute(
+        conn.exec(
             "UPDATE staff SET name = ?2, name_key = ?3 WHERE id = ?1",
             params![id, name, k],
         )?;
     }
     if let Some(role) = input.role {
-        conn.execute(
+        conn.exec(
             "UPDATE staff SET role = ?2 WHERE id = ?1",
             params![id, role.as_str()],
         )?;
     }
     if let Some(active) = input.active {
-        conn.execute(
+        conn.exec(
             "UPDATE staff SET active = ?2 WHERE id = ?1",
             params![id, active],
         )?;

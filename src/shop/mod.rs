@@ -8,6 +8,7 @@ pub mod report;
 
 use crate::action::resolve::{self, Candidate};
 use crate::action::{Role, currency_digits};
+use crate::tenant::sqlite::Cached;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -66,7 +67,7 @@ pub fn load_settings(conn: &Connection) -> rusqlite::Result<ShopSettings> {
 /// the `owner` staff member.
 pub fn init_tenant(conn: &Connection, currency: &str, timezone: &str) -> rusqlite::Result<()> {
     let set = |k: &str, v: serde_json::Value| {
-        conn.execute(
+        conn.exec(
             "INSERT INTO settings (key, value) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             params![k, v.to_string()],
@@ -76,7 +77,7 @@ pub fn init_tenant(conn: &Connection, currency: &str, timezone: &str) -> rusqlit
     set("currency_digits", currency_digits(currency).into())?;
     set("timezone", timezone.into())?;
     set("low_stock_default", (LOW_STOCK_DEFAULT / 1000).into())?;
-    conn.execute(
+    conn.exec(
         "INSERT OR IGNORE INTO staff (name, name_key, role, join_code, created_at)
          VALUES ('Owner', 'owner', 'owner', ?2, ?1)",
         [now_utc(), catalog::join_code()],
@@ -111,7 +112,7 @@ pub fn find_staff(conn: &Connection, sender: &str) -> rusqlite::Result<Option<St
             .query_row(&format!("{sql} id = ?1"), [id], staff_row)
             .optional();
     }
-    conn.query_row(
+    conn.row(
         &format!("{sql} name_key = ?1"),
         [resolve::key(sender)],
         staff_row,
@@ -121,7 +122,7 @@ pub fn find_staff(conn: &Connection, sender: &str) -> rusqlite::Result<Option<St
 
 /// Staff member by id.
 pub fn staff_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff>> {
-    conn.query_row(
+    conn.row(
         "SELECT id, name, role, active FROM staff WHERE id = ?1",
         [id],
         staff_row,

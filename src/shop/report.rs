@@ -3,6 +3,7 @@
 
 use super::ShopSettings;
 use crate::action::{Dec, Period, fmt_money, fmt_qty};
+use crate::tenant::sqlite::Cached;
 use chrono::{NaiveDate, TimeZone};
 use rusqlite::{Connection, params};
 use serde::Serialize;
@@ -71,14 +72,13 @@ pub fn summary(
         local_midnight_utc(settings.timezone, from),
         local_midnight_utc(settings.timezone, to),
     );
-    let (count, total, cash): (i64, i64, i64) = conn.query_row(
+    let (count, total, cash): (i64, i64, i64) = conn.row(
         "SELECT count(*), coalesce(sum(total), 0), coalesce(sum(CASE WHEN paid THEN total END), 0)
          FROM sales WHERE voided = 0 AND at >= ?1 AND at < ?2",
         params![a, b],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let sum =
-        |sql: &str| -> rusqlite::Result<i64> { conn.query_row(sql, params![a, b], |r| r.get(0)) };
+    let sum = |sql: &str| -> rusqlite::Result<i64> { conn.row(sql, params![a, b], |r| r.get(0)) };
     let payments = sum(
         "SELECT coalesce(sum(amount), 0) FROM payments WHERE voided = 0 AND at >= ?1 AND at < ?2",
     )?;

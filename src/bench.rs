@@ -283,7 +283,9 @@ enum Queue {
 impl Queue {
     fn next(&mut self) -> Option<usize> {
         match self {
-            Queue::Shared(next, len) => Some(next.fetch_add(1, Ordering::Relaxed)).filter(|i| i < len),
+            Queue::Shared(next, len) => {
+                Some(next.fetch_add(1, Ordering::Relaxed)).filter(|i| i < len)
+            }
             Queue::Own(it) => it.next(),
         }
     }
@@ -398,9 +400,11 @@ async fn bot_api(
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     let result = match method.to_lowercase().as_str() {
-        "getme" => json!({"id": id, "is_bot": true, "first_name": "Bench", "username": format!("bench{id}_bot"),
+        "getme" => {
+            json!({"id": id, "is_bot": true, "first_name": "Bench", "username": format!("bench{id}_bot"),
             "can_join_groups": true, "can_read_all_group_messages": false, "supports_inline_queries": false,
-            "can_connect_to_business": false, "has_main_web_app": false}),
+            "can_connect_to_business": false, "has_main_web_app": false})
+        }
         "setwebhook" => {
             if let Some(secret) = form_field(&body, "secret_token") {
                 fake.secrets.insert(id, secret);
@@ -410,10 +414,16 @@ async fn bot_api(
         "sendmessage" => {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let chat = v["chat_id"].as_i64().unwrap_or(0);
-            let asked = fake.waiting.get_mut(&(id, chat)).and_then(|mut q| q.pop_front());
+            let asked = fake
+                .waiting
+                .get_mut(&(id, chat))
+                .and_then(|mut q| q.pop_front());
             match asked {
                 Some(at) => {
-                    fake.e2e_us.lock().expect("no panic").push(at.elapsed().as_micros() as u64);
+                    fake.e2e_us
+                        .lock()
+                        .expect("no panic")
+                        .push(at.elapsed().as_micros() as u64);
                     fake.replies.fetch_add(1, Ordering::Relaxed);
                     *fake.last_reply.lock().expect("no panic") = Some(Instant::now());
                 }
@@ -454,13 +464,21 @@ async fn bind_bots(
         binds.spawn(async move {
             let _permit = gate.acquire_owned().await?;
             let r = client
-                .put(format!("{base}/v1/tenants/{}/channels/telegram", tenant_id(t)))
+                .put(format!(
+                    "{base}/v1/tenants/{}/channels/telegram",
+                    tenant_id(t)
+                ))
                 .bearer_auth(TOKEN)
                 .json(&serde_json::json!({"bot_token": format!("{}:bench", BOT_BASE + t as u64)}))
                 .send()
                 .await?;
             if !r.status().is_success() {
-                bail!("binding a bot to {}: {} {}", tenant_id(t), r.status(), r.text().await?);
+                bail!(
+                    "binding a bot to {}: {} {}",
+                    tenant_id(t),
+                    r.status(),
+                    r.text().await?
+                );
             }
             anyhow::Ok(())
         });
@@ -469,7 +487,10 @@ async fn bind_bots(
         done??;
     }
     if fake.secrets.len() < active {
-        bail!("only {} of {active} bots got a webhook secret", fake.secrets.len());
+        bail!(
+            "only {} of {active} bots got a webhook secret",
+            fake.secrets.len()
+        );
     }
     Ok(())
 }
@@ -960,7 +981,11 @@ fn print_report(r: &Report) {
         r.latency.p95_ms,
         r.latency.p99_ms,
         r.latency.max_ms,
-        if r.webhook.is_some() { " (webhook ack)" } else { "" },
+        if r.webhook.is_some() {
+            " (webhook ack)"
+        } else {
+            ""
+        },
         webhook,
         r.errors,
         statuses,

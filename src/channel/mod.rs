@@ -723,10 +723,7 @@ impl Channels {
                 continue;
             }
             let (account, per_second) = match row.channel.as_str() {
-                telegram::CHANNEL => (
-                    bindings.0.as_ref(),
-                    self.inner.config.telegram_per_second,
-                ),
+                telegram::CHANNEL => (bindings.0.as_ref(), self.inner.config.telegram_per_second),
                 _ => (bindings.1.as_ref(), WHATSAPP_PER_SECOND),
             };
             if let Some(b) = account

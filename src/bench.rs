@@ -242,6 +242,18 @@ impl Server {
     }
 }
 
+/// The RSS of a server started on an empty data dir `dir` (removed afterwards), once up.
+async fn empty_server_rss(dir: &Path, args: &BenchArgs) -> anyhow::Result<u64> {
+    let _ = std::fs::remove_dir_all(dir);
+    let server = Server::start(dir, args, None)?;
+    let up = wait_up(&reqwest::Client::new(), &server.base).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss = server.rss();
+    server.stop()?;
+    let _ = std::fs::remove_dir_all(dir);
+    up.map(|()| rss)
+}
+
 async fn wait_up(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -594,6 +606,9 @@ async fn wait_for_replies(fake: &FakeBot, acked: u64, started: Instant) -> Webho
 /// Server RSS in MiB.
 #[derive(Debug, Serialize)]
 pub struct RssReport {
+    /// A server just started on an empty data dir, for comparison with `start`.
+    pub empty_server: f64,
+    /// This server just started, with all the tenants on disk and none open.
     pub start: f64,
     pub peak: f64,
     pub end: f64,
@@ -656,12 +671,15 @@ fn run_in(data: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
         .enable_all()
         .build()?;
     let (mut report, server) = rt.block_on(async {
+        let empty = empty_server_rss(&data.with_extension("empty"), args).await?;
         let fake = match args.webhook {
             true => Some(FakeBot::start().await?),
             false => None,
         };
         let server = Server::start(data, args, fake.as_ref().map(|f| f.base.as_str()))?;
-        drive(server, plan.clone(), args, fake).await
+        let (mut report, server) = drive(server, plan.clone(), args, fake).await?;
+        report.server_rss_mib.empty_server = mib(empty);
+        anyhow::Ok((report, server))
     })?;
     server.stop()?;
     let raw = raw_baseline(data, &plan, args)?;
@@ -685,6 +703,8 @@ async fn drive(
         let active = args.active.unwrap_or(args.tenants);
         bind_bots(&client, &server.base, fake, active, args.concurrency).await?;
     }
+    // Measured as the empty server is: up, then settled for a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_start = server.rss();
     let peak = Arc::new(AtomicU64::new(rss_start));
     let pid = server.child.id();
@@ -783,6 +803,7 @@ async fn drive(
             errors,
             statuses,
             server_rss_mib: RssReport {
+                empty_server: 0.0,
                 start: mib(rss_start),
                 peak: mib(peak.load(Ordering::Relaxed)),
                 end: mib(server.rss()),
@@ -964,7 +985,7 @@ fn print_report(r: &Report) {
          {}\
          errors          {}\n\
          statuses        {:?}\n\
-         server RSS      start {} MiB, peak {} MiB, end {} MiB\n\
+         server RSS      start {} MiB (an empty server: {} MiB), peak {} MiB, end {} MiB\n\
          CPU             server {:.2} s ({:.0} µs per message), load generator {:.2} s\n\
          tenants         {} open at the end, {} opens, {} evictions\n\
          raw baseline    {:.0} transactions/s (rusqlite directly, same files and plan)\n\
@@ -990,6 +1011,7 @@ fn print_report(r: &Report) {
         r.errors,
         statuses,
         r.server_rss_mib.start,
+        r.server_rss_mib.empty_server,
         r.server_rss_mib.peak,
         r.server_rss_mib.end,
         r.server_cpu_seconds,

@@ -333,13 +333,16 @@ async fn post_message(client: &reqwest::Client, base: &str, m: &Msg, i: usize) -
     v["status"].as_str().map(str::to_owned)
 }
 
-/// Posts message `i` as a Telegram update; `accepted` when the webhook answered 200.
+/// Posts message `i` as a Telegram update, records the webhook's answer time in `ack_us`,
+/// then waits for the reply to reach the Bot API stand-in (as a person waits for the answer
+/// before the next message). `accepted` when both happened.
 async fn post_update(
     client: &reqwest::Client,
     base: &str,
     fake: &FakeBot,
     m: &Msg,
     i: usize,
+    ack_us: &mut Vec<u64>,
 ) -> Option<String> {
     let (text, _) = m.text();
     let bot = BOT_BASE + m.tenant as u64;
@@ -353,10 +356,12 @@ async fn post_update(
         "from": {"id": chat, "is_bot": false, "first_name": "Staff"},
         "chat": {"id": chat, "type": "private", "first_name": "Staff"},
         "text": text}});
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = Instant::now();
     fake.waiting
         .entry((bot, chat))
         .or_default()
-        .push_back(Instant::now());
+        .push_back((sent, tx));
     let ok = client
         .post(format!("{base}/webhooks/telegram/{}", tenant_id(m.tenant)))
         .header("x-telegram-bot-api-secret-token", secret)
@@ -364,13 +369,20 @@ async fn post_update(
         .send()
         .await
         .is_ok_and(|r| r.status().is_success());
+    ack_us.push(sent.elapsed().as_micros() as u64);
     if !ok {
         // No reply will come for it.
         fake.waiting.get_mut(&(bot, chat))?.pop_back();
         return None;
     }
-    Some("accepted".into())
+    match tokio::time::timeout(REPLY_WAIT, rx).await {
+        Ok(Ok(())) => Some("accepted".into()),
+        _ => None,
+    }
 }
+
+/// How long a webhook client waits for a reply before counting it missing.
+const REPLY_WAIT: Duration = Duration::from_secs(30);
 
 /// A local stand-in for the Telegram Bot API: answers getMe and setWebhook for any bench
 /// bot, keeps each bot's webhook secret, and times each sendMessage against the update
@@ -379,7 +391,10 @@ async fn post_update(
 struct FakeBot {
     base: String,
     secrets: dashmap::DashMap<u64, String>,
-    waiting: dashmap::DashMap<(u64, i64), std::collections::VecDeque<Instant>>,
+    waiting: dashmap::DashMap<
+        (u64, i64),
+        std::collections::VecDeque<(Instant, tokio::sync::oneshot::Sender<()>)>,
+    >,
     e2e_us: std::sync::Mutex<Vec<u64>>,
     replies: AtomicU64,
     unexpected: AtomicU64,
@@ -432,11 +447,12 @@ async fn bot_api(
                 .get_mut(&(id, chat))
                 .and_then(|mut q| q.pop_front());
             match asked {
-                Some(at) => {
+                Some((at, done)) => {
                     fake.e2e_us
                         .lock()
                         .expect("no panic")
                         .push(at.elapsed().as_micros() as u64);
+                    let _ = done.send(());
                     fake.replies.fetch_add(1, Ordering::Relaxed);
                     *fake.last_reply.lock().expect("no panic") = Some(Instant::now());
                 }
@@ -751,10 +767,13 @@ async fn drive(
                 }
                 let t = Instant::now();
                 let status = match &fake {
-                    None => post_message(&client, &base, &plan[i], i).await,
-                    Some(fake) => post_update(&client, &base, fake, &plan[i], i).await,
+                    None => {
+                        let status = post_message(&client, &base, &plan[i], i).await;
+                        lat.push(t.elapsed().as_micros() as u64);
+                        status
+                    }
+                    Some(fake) => post_update(&client, &base, fake, &plan[i], i, &mut lat).await,
                 };
-                lat.push(t.elapsed().as_micros() as u64);
                 match status {
                     Some(s) => *statuses.entry(s).or_default() += 1,
                     None => errors += 1,

@@ -8,6 +8,7 @@
 pub mod telegram;
 pub mod whatsapp;
 
+use crate::tenant::sqlite::Cached;
 use crate::executor::{self, ExecError, Input, ReplyTo, Request};
 use crate::llm::LlmClient;
 use crate::shop;
@@ -80,7 +81,7 @@ pub fn store_inbound(conn: &Connection, inbound: &Inbound) -> rusqlite::Result<b
     } else {
         "ignored"
     };
-    let n = conn.execute(
+    let n = conn.exec(
         "INSERT OR IGNORE INTO inbox (channel, update_key, chat_id, sender_id, sender_name, text,
                                       payload, status, note, received_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -145,7 +146,7 @@ enum Who {
 
 fn identify(conn: &Connection, channel: &str, sender: &str) -> rusqlite::Result<Who> {
     let staff: Option<i64> = conn
-        .query_row(
+        .row(
             "SELECT s.id FROM identities i JOIN staff s ON s.id = i.staff_id
              WHERE i.channel = ?1 AND i.external_id = ?2 AND s.active = 1",
             params![channel, sender],
@@ -170,7 +171,7 @@ fn handle_stranger(conn: &mut Connection, channel: &str, row: &Row) -> rusqlite:
     let reply = if cmd.eq_ignore_ascii_case("/join") {
         let code = words.next().unwrap_or("").to_uppercase();
         let staff: Option<(i64, String, String)> = tx
-            .query_row(
+            .row(
                 "SELECT id, name, role FROM staff WHERE join_code = ?1 AND active = 1",
                 [&code],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -178,7 +179,7 @@ fn handle_stranger(conn: &mut Connection, channel: &str, row: &Row) -> rusqlite:
             .optional()?;
         match staff {
             Some((id, name, role)) if !code.is_empty() => {
-                tx.execute(
+                tx.exec(
                     "INSERT INTO identities (staff_id, channel, external_id, chat_id, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (channel, external_id) DO UPDATE SET staff_id = excluded.staff_id,
@@ -226,6 +227,7 @@ struct Inner {
     last_sent: DashMap<String, Instant>,
     send_windows: DashMap<String, (Instant, u32)>,
     bots: DashMap<String, teloxide::Bot>,
+    bot_client: teloxide::Bot,
     stopped: std::sync::atomic::AtomicBool,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -287,6 +289,7 @@ impl Channels {
                 last_sent: DashMap::new(),
                 send_windows: DashMap::new(),
                 bots: DashMap::new(),
+                bot_client: telegram::shared_client(),
                 stopped: std::sync::atomic::AtomicBool::new(false),
                 tasks: std::sync::Mutex::new(Vec::new()),
             }),
@@ -371,9 +374,18 @@ impl Channels {
         if let Some(bot) = self.inner.bots.get(token) {
             return Ok(bot.clone());
         }
-        let bot = telegram::bot(&self.inner.config.telegram_api, token)?;
+        let bot = self.new_bot(token)?;
         self.inner.bots.insert(token.to_owned(), bot.clone());
         Ok(bot)
+    }
+
+    /// A client for a bot token on the shared HTTP client, not kept (for checking a token).
+    pub fn new_bot(&self, token: &str) -> Result<teloxide::Bot, ChannelError> {
+        telegram::bot(
+            &self.inner.bot_client,
+            &self.inner.config.telegram_api,
+            token,
+        )
     }
 
     /// The HTTP client for the Graph API.
@@ -392,7 +404,7 @@ impl Channels {
             .pool()
             .with_conn(tenant.clone(), move |conn| {
                 for (id, status, error) in statuses {
-                    conn.execute(
+                    conn.exec(
                         "UPDATE outbox SET delivery_status = ?2,
                             last_error = coalesce(?3, last_error),
                             status = CASE WHEN ?2 = 'failed' THEN 'failed' ELSE status END
@@ -457,7 +469,7 @@ impl Channels {
             .store
             .pool()
             .with_conn(tenant.clone(), move |conn| {
-                let mut stmt = conn.prepare(
+                let mut stmt = conn.prepare_cached(
                     "SELECT DISTINCT chat_id FROM inbox WHERE status = 'pending' ORDER BY chat_id",
                 )?;
                 let chats = stmt
@@ -500,7 +512,7 @@ impl Channels {
                 let handle = store.pool().acquire(&t)?;
                 let conn = handle.conn()?;
                 let row = conn
-                    .query_row(
+                    .row(
                         "SELECT id, update_key, chat_id, sender_id, text, channel FROM inbox
                          WHERE status = 'pending' AND chat_id = ?1 ORDER BY id LIMIT 1",
                         [&c],
@@ -639,7 +651,7 @@ impl Channels {
                             .store
                             .pool()
                             .with_conn(tenant.clone(), move |conn| {
-                                let busy: bool = conn.query_row(
+                                let busy: bool = conn.row(
                                     "SELECT EXISTS (SELECT 1 FROM inbox WHERE status = 'pending')
                                      OR EXISTS (SELECT 1 FROM outbox WHERE status = 'pending')",
                                     [],
@@ -880,7 +892,7 @@ impl Channels {
             .store
             .pool()
             .with_conn(tenant.clone(), move |conn| {
-                conn.execute(
+                conn.exec(
                     "UPDATE outbox SET parts_sent = ?2 WHERE id = ?1",
                     params![id, sent],
                 )?;
@@ -916,7 +928,7 @@ impl Channels {
                     let t2 = t.clone();
                     blocking(move || {
                         let handle = store2.pool().acquire(&t2)?;
-                        handle.conn()?.execute(
+                        handle.conn()?.exec(
                             "UPDATE outbox SET chat_id = ?2 WHERE id = ?1",
                             params![id, new_chat],
                         )?;
@@ -954,7 +966,7 @@ impl Channels {
         blocking(move || {
             let handle = store.pool().acquire(&t)?;
             let conn = handle.conn()?;
-            conn.execute(
+            conn.exec(
                 "UPDATE outbox SET status = ?2, next_attempt_at = ?3, last_error = ?4,
                         provider_id = coalesce(?5, provider_id), attempts = attempts + 1,
                         sent_at = CASE WHEN ?2 = 'sent' THEN ?3 END

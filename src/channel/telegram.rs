@@ -12,11 +12,22 @@ pub const CHANNEL: &str = "telegram";
 /// Telegram's longest message.
 pub const MAX_TEXT: usize = 4096;
 
-/// A bot client against `api_url`.
-pub fn bot(api_url: &str, token: &str) -> Result<teloxide::Bot, ChannelError> {
+/// The HTTP client every bot shares, held by a token-less bot. A client per bot would keep
+/// its own connection pool and TLS roots: with thousands of bots, hundreds of MiB and
+/// thousands of sockets (each a file descriptor the tenant files need).
+pub fn shared_client() -> teloxide::Bot {
+    teloxide::Bot::new("")
+}
+
+/// A bot client against `api_url`, on `shared`'s HTTP client.
+pub fn bot(
+    shared: &teloxide::Bot,
+    api_url: &str,
+    token: &str,
+) -> Result<teloxide::Bot, ChannelError> {
     let url = reqwest::Url::parse(api_url)
         .map_err(|e| ChannelError::Provider(format!("bad TARN_TELEGRAM_API_URL: {e}")))?;
-    Ok(teloxide::Bot::new(token).set_api_url(url))
+    Ok(teloxide::Bot::with_client(token, shared.client().clone()).set_api_url(url))
 }
 
 /// Decodes a webhook body. Anything that is not a plain text message from a person is

@@ -5,6 +5,7 @@
 
 pub mod schedule;
 
+use crate::tenant::sqlite::Cached;
 use crate::tenant::{Layout, StoreError, TenantId, migrate, sqlite};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{OptionalExtension, params};
@@ -72,7 +73,7 @@ impl ControlDb {
     /// Adds an active tenant. A deleted tenant of the same id is replaced (its files stay in
     /// the trash); an active one makes this fail with `AlreadyExists`.
     pub fn insert(&self, rec: &TenantRecord, key_hash: &str) -> Result<(), StoreError> {
-        let n = self.conn()?.execute(
+        let n = self.conn()?.exec(
             "INSERT INTO tenants (id, name, status, created_at, currency, timezone, api_key_hash)
              VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6)
              ON CONFLICT (id) DO UPDATE SET
@@ -98,7 +99,7 @@ impl ControlDb {
     /// Removes a registry row outright (used to undo a half-done create).
     pub fn remove(&self, id: &TenantId) -> Result<(), StoreError> {
         self.conn()?
-            .execute("DELETE FROM tenants WHERE id = ?1", [id.as_str()])?;
+            .exec("DELETE FROM tenants WHERE id = ?1", [id.as_str()])?;
         Ok(())
     }
 
@@ -106,7 +107,7 @@ impl ControlDb {
     pub fn get(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         Ok(self
             .conn()?
-            .query_row(
+            .row(
                 &format!("SELECT {COLUMNS} FROM tenants WHERE id = ?1"),
                 [id.as_str()],
                 record,
@@ -142,7 +143,7 @@ impl ControlDb {
     pub fn tenant_for_key_hash(&self, hash: &str) -> Result<Option<TenantId>, StoreError> {
         let id: Option<String> = self
             .conn()?
-            .query_row(
+            .row(
                 "SELECT id FROM tenants WHERE api_key_hash = ?1 AND status = 'active'",
                 [hash],
                 |r| r.get(0),
@@ -153,7 +154,7 @@ impl ControlDb {
 
     /// Replaces the active tenant's key hash. `NotFound` if there is no such tenant.
     pub fn set_key_hash(&self, id: &TenantId, hash: &str) -> Result<(), StoreError> {
-        let n = self.conn()?.execute(
+        let n = self.conn()?.exec(
             "UPDATE tenants SET api_key_hash = ?2 WHERE id = ?1 AND status = 'active'",
             params![id.as_str(), hash],
         )?;
@@ -165,7 +166,7 @@ impl ControlDb {
 
     /// Marks the tenant deleted and remembers where its files went.
     pub fn mark_deleted(&self, id: &TenantId, at: &str, trash: &str) -> Result<(), StoreError> {
-        self.conn()?.execute(
+        self.conn()?.exec(
             "UPDATE tenants SET status = 'deleted', deleted_at = ?2, trash_path = ?3,
                     api_key_hash = '' WHERE id = ?1",
             params![id.as_str(), at, trash],
@@ -177,7 +178,7 @@ impl ControlDb {
     pub fn trash_path(&self, id: &TenantId) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()?
-            .query_row(
+            .row(
                 "SELECT trash_path FROM tenants WHERE id = ?1 AND status = 'deleted'",
                 [id.as_str()],
                 |r| r.get(0),
@@ -188,7 +189,7 @@ impl ControlDb {
 
     /// Makes a deleted tenant active again with a new key hash.
     pub fn mark_restored(&self, id: &TenantId, key_hash: &str) -> Result<(), StoreError> {
-        self.conn()?.execute(
+        self.conn()?.exec(
             "UPDATE tenants SET status = 'active', deleted_at = NULL, trash_path = NULL,
                     api_key_hash = ?2 WHERE id = ?1",
             params![id.as_str(), key_hash],
@@ -238,7 +239,7 @@ impl ControlDb {
     pub fn put_binding(&self, b: &Binding) -> Result<(), StoreError> {
         let conn = self.conn()?;
         let other: Option<String> = conn
-            .query_row(
+            .row(
                 "SELECT tenant_id FROM channel_bindings WHERE channel = ?1 AND key = ?2",
                 params![b.channel, b.key],
                 |r| r.get(0),
@@ -250,7 +251,7 @@ impl ControlDb {
                 b.channel
             )));
         }
-        conn.execute(
+        conn.exec(
             "INSERT INTO channel_bindings (tenant_id, channel, key, token, secret, username, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (tenant_id, channel) DO UPDATE SET key = excluded.key,
@@ -265,7 +266,7 @@ impl ControlDb {
     pub fn binding(&self, tenant: &TenantId, channel: &str) -> Result<Option<Binding>, StoreError> {
         Ok(self
             .conn()?
-            .query_row(
+            .row(
                 &format!("SELECT {BINDING_COLS} FROM channel_bindings WHERE tenant_id = ?1 AND channel = ?2"),
                 params![tenant.as_str(), channel],
                 binding_row,
@@ -277,7 +278,7 @@ impl ControlDb {
     pub fn binding_by_key(&self, channel: &str, key: &str) -> Result<Option<Binding>, StoreError> {
         Ok(self
             .conn()?
-            .query_row(
+            .row(
                 &format!(
                     "SELECT {BINDING_COLS} FROM channel_bindings WHERE channel = ?1 AND key = ?2"
                 ),
@@ -289,7 +290,7 @@ impl ControlDb {
 
     /// Removes a binding; whether there was one.
     pub fn delete_binding(&self, tenant: &TenantId, channel: &str) -> Result<bool, StoreError> {
-        Ok(self.conn()?.execute(
+        Ok(self.conn()?.exec(
             "DELETE FROM channel_bindings WHERE tenant_id = ?1 AND channel = ?2",
             params![tenant.as_str(), channel],
         )? > 0)
@@ -297,7 +298,7 @@ impl ControlDb {
 
     /// Notes that a tenant has inbox or outbox rows in flight.
     pub fn mark_pending(&self, tenant: &TenantId) -> Result<(), StoreError> {
-        self.conn()?.execute(
+        self.conn()?.exec(
             "INSERT OR IGNORE INTO pending_work (tenant_id, since) VALUES (?1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
             [tenant.as_str()],
         )?;
@@ -306,7 +307,7 @@ impl ControlDb {
 
     /// Clears the note once a tenant has nothing in flight.
     pub fn clear_pending(&self, tenant: &TenantId) -> Result<(), StoreError> {
-        self.conn()?.execute(
+        self.conn()?.exec(
             "DELETE FROM pending_work WHERE tenant_id = ?1",
             [tenant.as_str()],
         )?;
@@ -316,7 +317,7 @@ impl ControlDb {
     /// Every tenant with work in flight.
     pub fn pending_tenants(&self) -> Result<Vec<TenantId>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare("SELECT tenant_id FROM pending_work ORDER BY since")?;
+        let mut stmt = conn.prepare_cached("SELECT tenant_id FROM pending_work ORDER BY since")?;
         let ids = stmt
             .query_map([], |r| r.get::<_, String>(0))?
             .filter_map(|r| r.ok().and_then(|s| TenantId::parse(&s).ok()))

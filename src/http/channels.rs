@@ -59,7 +59,7 @@ pub async fn put_telegram(
     let store = state.store.clone();
     let t = access.id.clone();
     blocking(move || store.get_tenant(&t)).await?;
-    let bot = telegram::bot(state.channels.telegram_api(), &token)?;
+    let bot = state.channels.new_bot(&token)?;
     let (bot_id, username) = telegram::get_me(&bot).await?;
     let secret = random_secret("");
     let url = format!(

@@ -568,6 +568,10 @@ pub struct Report {
     pub server_cpu_us_per_message: f64,
     /// CPU seconds the load generator (this process) used during the run.
     pub client_cpu_seconds: f64,
+    /// KiB the server wrote per message: through write calls (WAL frames, checkpoints into
+    /// the database files, and the HTTP answers), and as counted at the storage layer.
+    pub server_written_kib_per_message: f64,
+    pub server_storage_kib_per_message: f64,
     /// Webhook mode only: replies that reached the Bot API stand-in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookReport>,
@@ -743,6 +747,8 @@ async fn drive(
         )
     };
     let cpu_start = cpu();
+    let written = || crate::system::written_bytes(pid).unwrap_or((0, 0));
+    let written_start = written();
     let deadline = args
         .duration
         .map(|s| Instant::now() + Duration::from_secs(s));
@@ -802,6 +808,7 @@ async fn drive(
         None => None,
     };
     let cpu_end = cpu();
+    let written_end = written();
     sampler.abort();
     let metrics = client
         .get(format!("{}/metrics", server.base))
@@ -832,6 +839,14 @@ async fn drive(
             server_cpu_us_per_message: ((cpu_end.0 - cpu_start.0) * 1e6 / done.max(1) as f64)
                 .round(),
             client_cpu_seconds: round2(cpu_end.1 - cpu_start.1),
+            server_written_kib_per_message: round2(
+                (written_end.0 - written_start.0) as f64 / 1024.0 / done.max(1) as f64,
+            ),
+            server_storage_kib_per_message: round2(
+                (written_end.1.saturating_sub(written_start.1)) as f64
+                    / 1024.0
+                    / done.max(1) as f64,
+            ),
             open_tenants_end: metric(&metrics, "open_tenants"),
             tenant_opens: metric(&metrics, "tenant_opens"),
             evictions: metric(&metrics, "tenant_evictions_capacity")
@@ -1025,6 +1040,7 @@ fn print_report(r: &Report) {
          statuses        {:?}\n\
          server RSS      start {} MiB (an empty server: {} MiB), peak {} MiB, end {} MiB\n\
          CPU             server {:.2} s ({:.0} µs per message), load generator {:.2} s\n\
+         written         {:.2} KiB per message by the server ({:.2} KiB at the storage layer)\n\
          tenants         {} open at the end, {} opens, {} evictions\n\
          raw baseline    {:.0} transactions/s (rusqlite directly, same files and plan)\n\
          gateway / raw   {:.2}\n\
@@ -1055,6 +1071,8 @@ fn print_report(r: &Report) {
         r.server_cpu_seconds,
         r.server_cpu_us_per_message,
         r.client_cpu_seconds,
+        r.server_written_kib_per_message,
+        r.server_storage_kib_per_message,
         r.open_tenants_end,
         r.tenant_opens,
         r.evictions,

@@ -34,6 +34,17 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / if hz > 0 { hz as f64 } else { 100.0 })
 }
 
+/// Bytes a process has written so far: `(through write calls, to the storage layer)`, from
+/// `/proc/<pid>/io` (`wchar`, `write_bytes`); `None` off Linux.
+pub fn written_bytes(pid: u32) -> Option<(u64, u64)> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    Some((field("wchar:")?, field("write_bytes:")?))
+}
+
 /// Resident set size of this process in bytes.
 pub fn self_rss_bytes() -> Option<u64> {
     rss_bytes(std::process::id())
@@ -70,6 +81,10 @@ mod tests {
         let spin = std::time::Instant::now();
         while spin.elapsed() < std::time::Duration::from_millis(50) {}
         assert!(cpu_seconds(std::process::id()).unwrap() >= 0.03);
+        let before = written_bytes(std::process::id()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("x"), vec![7u8; 100_000]).unwrap();
+        assert!(written_bytes(std::process::id()).unwrap().0 >= before.0 + 100_000);
         assert!(free_disk_bytes(Path::new(".")).unwrap() > 0);
         assert!(raise_fd_limit() >= 256);
     }

@@ -8,11 +8,11 @@
 pub mod telegram;
 pub mod whatsapp;
 
-use crate::tenant::sqlite::Cached;
 use crate::executor::{self, ExecError, Input, ReplyTo, Request};
 use crate::llm::LlmClient;
 use crate::shop;
 use crate::store::Store;
+use crate::tenant::sqlite::Cached;
 use crate::tenant::{StoreError, TenantId, pool::blocking};
 use dashmap::{DashMap, DashSet};
 use rusqlite::{Connection, OptionalExtension, params};

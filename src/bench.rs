@@ -384,6 +384,9 @@ async fn post_update(
 /// How long a webhook client waits for a reply before counting it missing.
 const REPLY_WAIT: Duration = Duration::from_secs(30);
 
+/// An update waiting for its reply: when it was posted, and whom to tell.
+type Asked = (Instant, tokio::sync::oneshot::Sender<()>);
+
 /// A local stand-in for the Telegram Bot API: answers getMe and setWebhook for any bench
 /// bot, keeps each bot's webhook secret, and times each sendMessage against the update
 /// that asked for it.
@@ -391,10 +394,7 @@ const REPLY_WAIT: Duration = Duration::from_secs(30);
 struct FakeBot {
     base: String,
     secrets: dashmap::DashMap<u64, String>,
-    waiting: dashmap::DashMap<
-        (u64, i64),
-        std::collections::VecDeque<(Instant, tokio::sync::oneshot::Sender<()>)>,
-    >,
+    waiting: dashmap::DashMap<(u64, i64), std::collections::VecDeque<Asked>>,
     e2e_us: std::sync::Mutex<Vec<u64>>,
     replies: AtomicU64,
     unexpected: AtomicU64,

@@ -246,27 +246,38 @@ impl Server {
 /// The RSS of a server started on an empty data dir `dir` (removed afterwards), once up.
 async fn empty_server_rss(dir: &Path, args: &BenchArgs) -> anyhow::Result<u64> {
     let _ = std::fs::remove_dir_all(dir);
-    let server = Server::start(dir, args, None)?;
-    let up = wait_up(&reqwest::Client::new(), &server.base).await;
+    let server = start_up(dir, args, None).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss = server.rss();
     server.stop()?;
     let _ = std::fs::remove_dir_all(dir);
-    up.map(|()| rss)
+    Ok(rss)
 }
 
-async fn wait_up(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Ok(());
+/// Starts the server and waits until it answers. The port is picked free just before the
+/// child binds it, so another process can take it meanwhile: then the child exits, and it
+/// is started again on another port.
+async fn start_up(data: &Path, args: &BenchArgs, bot_api: Option<&str>) -> anyhow::Result<Server> {
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let mut server = Server::start(data, args, bot_api)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if client
+                .get(format!("{}/healthz", server.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(server);
+            }
+            if server.child.try_wait()?.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let _ = server.child.kill();
+        let _ = server.child.wait();
     }
     bail!("the server did not come up")
 }
@@ -697,7 +708,7 @@ fn run_in(data: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
             true => Some(FakeBot::start().await?),
             false => None,
         };
-        let server = Server::start(data, args, fake.as_ref().map(|f| f.base.as_str()))?;
+        let server = start_up(data, args, fake.as_ref().map(|f| f.base.as_str())).await?;
         let (mut report, server) = drive(server, plan.clone(), args, fake).await?;
         report.server_rss_mib.empty_server = mib(empty);
         anyhow::Ok((report, server))
@@ -719,7 +730,6 @@ async fn drive(
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    wait_up(&client, &server.base).await?;
     if let Some(fake) = &fake {
         let active = args.active.unwrap_or(args.tenants);
         bind_bots(&client, &server.base, fake, active, args.concurrency).await?;

@@ -38,7 +38,7 @@
 //! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown |
 //! | [`cli`] | offline `tarn tenant …` / `tarn migrate …` / `tarn backup`, `restore`, `check` |
 //! | [`backup`] | consistent snapshots (online backup API), restore, integrity checks |
-//! | [`bench`] | `tarn bench`: the load harness against a `tarn serve` child, raw baseline |
+//! | [`bench`] | `tarn bench`: the load harness against a `tarn serve` child (HTTP or Telegram webhooks with a Bot API stand-in), raw baseline |
 //! | [`config`], [`telemetry`], [`system`] | flags/env, logs/metrics, OS readings |
 //!
 //! # Rules between modules

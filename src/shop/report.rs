@@ -25,6 +25,12 @@ pub fn local_midnight_utc(tz: chrono_tz::Tz, date: NaiveDate) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// The `sales_hourly` key of a stored UTC instant on a whole hour (`…T09:00:00.000Z` ->
+/// `…T09`); `None` for any other instant.
+fn whole_hour(at: &str) -> Option<&str> {
+    at.strip_suffix(":00:00.000Z").filter(|h| h.len() == 13)
+}
+
 /// Today's date in the shop's zone.
 pub fn local_today(settings: &ShopSettings) -> NaiveDate {
     chrono::Utc::now()
@@ -72,12 +78,25 @@ pub fn summary(
         local_midnight_utc(settings.timezone, from),
         local_midnight_utc(settings.timezone, to),
     );
-    let (count, total, cash): (i64, i64, i64) = conn.row(
-        "SELECT count(*), coalesce(sum(total), 0), coalesce(sum(CASE WHEN paid THEN total END), 0)
-         FROM sales WHERE voided = 0 AND at >= ?1 AND at < ?2",
-        params![a, b],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+    // Whole-hour bounds (every zone but the few with :30 and :45 offsets) read the hourly
+    // totals; other bounds read the sales themselves.
+    let hours = whole_hour(&a)
+        .zip(whole_hour(&b))
+        .map(|(a, b)| (a.to_owned(), b.to_owned()));
+    let (count, total, cash): (i64, i64, i64) = match &hours {
+        Some((ha, hb)) => conn.row(
+            "SELECT coalesce(sum(count), 0), coalesce(sum(total), 0), coalesce(sum(cash), 0)
+             FROM sales_hourly WHERE hour >= ?1 AND hour < ?2 AND product_id = 0",
+            params![ha, hb],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?,
+        None => conn.row(
+            "SELECT count(*), coalesce(sum(total), 0), coalesce(sum(CASE WHEN paid THEN total END), 0)
+             FROM sales WHERE voided = 0 AND at >= ?1 AND at < ?2",
+            params![a, b],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?,
+    };
     let sum = |sql: &str| -> rusqlite::Result<i64> { conn.row(sql, params![a, b], |r| r.get(0)) };
     let payments = sum(
         "SELECT coalesce(sum(amount), 0) FROM payments WHERE voided = 0 AND at >= ?1 AND at < ?2",
@@ -85,15 +104,28 @@ pub fn summary(
     let expenses = sum(
         "SELECT coalesce(sum(amount), 0) FROM expenses WHERE voided = 0 AND at >= ?1 AND at < ?2",
     )?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT p.name, sum(i.qty), sum(i.total) FROM sale_items i
-         JOIN sales s ON s.id = i.sale_id JOIN products p ON p.id = i.product_id
-         WHERE s.voided = 0 AND s.at >= ?1 AND s.at < ?2
-         GROUP BY i.product_id ORDER BY sum(i.total) DESC, p.name LIMIT 5",
-    )?;
+    let (sql, range) = match &hours {
+        // A product whose sales in the period were all voided has zero rows left: skipped.
+        Some((ha, hb)) => (
+            "SELECT p.name, sum(h.qty), sum(h.total) FROM sales_hourly h
+             JOIN products p ON p.id = h.product_id
+             WHERE h.hour >= ?1 AND h.hour < ?2 AND h.product_id != 0
+             GROUP BY h.product_id HAVING sum(h.qty) != 0 OR sum(h.total) != 0
+             ORDER BY sum(h.total) DESC, p.name LIMIT 5",
+            (ha.as_str(), hb.as_str()),
+        ),
+        None => (
+            "SELECT p.name, sum(i.qty), sum(i.total) FROM sale_items i
+             JOIN sales s ON s.id = i.sale_id JOIN products p ON p.id = i.product_id
+             WHERE s.voided = 0 AND s.at >= ?1 AND s.at < ?2
+             GROUP BY i.product_id ORDER BY sum(i.total) DESC, p.name LIMIT 5",
+            (a.as_str(), b.as_str()),
+        ),
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
     let d = settings.digits;
     let top_products = stmt
-        .query_map(params![a, b], |r| {
+        .query_map(params![range.0, range.1], |r| {
             Ok(TopProduct {
                 product: r.get(0)?,
                 qty: Dec::from_fixed(r.get(1)?, 3),

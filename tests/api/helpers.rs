@@ -283,7 +283,20 @@ impl TestApp {
 
     /// A tenant with a small catalog, a customer and one staff member of each role.
     pub async fn shop(&self, t: &str) {
-        self.new_tenant(t).await;
+        self.shop_in(t, "UTC").await;
+    }
+
+    /// `shop` in the time zone `zone`.
+    pub async fn shop_in(&self, t: &str, zone: &str) {
+        let r = self
+            .request(
+                Method::POST,
+                "/v1/tenants",
+                Some(ADMIN),
+                Some(json!({"id": t, "name": format!("Shop {t}"), "timezone": zone})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         for p in [
             json!({"name": "Rice", "price": 15, "unit": "bag", "stock": 20}),
             json!({"name": "Sugar", "price": 2.5, "unit": "kg", "stock": 50, "low_stock_at": 10}),

@@ -741,3 +741,88 @@ async fn demo_tenant_is_created_once_and_chat_talks_to_it() {
     let log = app.get("/v1/tenants/demo/messages?limit=1").await;
     assert_eq!(log.body["messages"][0]["channel"], "cli");
 }
+
+/// Sales report numbers computed from the sales themselves, as the report defines them.
+fn report_from_sales(app: &TestApp, t: &str, from: &str, to: &str) -> Value {
+    let conn = rusqlite::Connection::open(tenant_file(&app.data_dir(), t)).unwrap();
+    let (count, total, cash): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT count(*), coalesce(sum(total), 0), coalesce(sum(CASE WHEN paid THEN total END), 0)
+             FROM sales WHERE voided = 0 AND at >= ?1 AND at < ?2",
+            [from, to],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT p.name, sum(i.qty), sum(i.total) FROM sale_items i
+             JOIN sales s ON s.id = i.sale_id JOIN products p ON p.id = i.product_id
+             WHERE s.voided = 0 AND s.at >= ?1 AND s.at < ?2
+             GROUP BY i.product_id ORDER BY sum(i.total) DESC, p.name LIMIT 5",
+        )
+        .unwrap();
+    let top: Vec<(String, i64, i64)> = stmt
+        .query_map([from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    json!({"count": count, "total": total, "cash": cash, "top": top})
+}
+
+/// The same numbers from the report API (money in cents, quantities in thousandths).
+async fn report_from_api(app: &TestApp, t: &str) -> Value {
+    let r = app
+        .get(&format!("/v1/tenants/{t}/reports/sales?period=today"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let cents = |v: &Value| (v.as_f64().unwrap() * 100.0).round() as i64;
+    let top: Vec<(String, i64, i64)> = r.body["top_products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["product"].as_str().unwrap().to_owned(),
+                (p["qty"].as_f64().unwrap() * 1000.0).round() as i64,
+                cents(&p["total"]),
+            )
+        })
+        .collect();
+    json!({"count": r.body["sales_count"], "total": cents(&r.body["sales_total"]),
+        "cash": cents(&r.body["cash"]), "top": top})
+}
+
+#[tokio::test]
+async fn hourly_sales_totals_match_the_sales_through_voids_undo_and_backdating() {
+    let app = spawn_app().await;
+    for (t, zone) in [("hourly", "UTC"), ("halfhour", "Asia/Kolkata")] {
+        app.shop_in(t, zone).await;
+        for (who, text) in [
+            ("Sam", "/sale 2 rice, 3 sugar, 1 rice"),
+            ("Sam", "/sale 1 oil to ahmed on credit"),
+            (
+                "Mary",
+                "/sale 2 sugar 2.4, 1 brown bread to ahmed on credit",
+            ),
+            ("Sam", "/sale 1 white bread"),
+            ("Sam", "/undo"),
+            ("Mary", "/sale 4 rice"),
+        ] {
+            let r = app.say(t, who, text).await;
+            assert_eq!(r.body["status"], "applied", "{t}: {text}: {}", r.text);
+        }
+        // Sale 1 leaves today's report; sale 3 moves within the day.
+        let day = chrono::Utc::now()
+            .with_timezone(&zone.parse::<chrono_tz::Tz>().unwrap())
+            .date_naive();
+        let midnight = tarn::shop::report::local_midnight_utc(zone.parse().unwrap(), day);
+        let next =
+            tarn::shop::report::local_midnight_utc(zone.parse().unwrap(), day.succ_opt().unwrap());
+        backdate_sale(&app.data_dir(), t, 1, "2020-01-01T10:15:00.000Z");
+        backdate_sale(&app.data_dir(), t, 3, &midnight);
+        let api = report_from_api(&app, t).await;
+        assert_eq!(api, report_from_sales(&app, t, &midnight, &next), "{t}");
+        assert_eq!(api["count"], 3, "{t}: {api}");
+        assert_eq!(api["top"][0][0], "Rice", "{t}: {api}");
+    }
+}

@@ -955,11 +955,13 @@ fn raw_one(conn: &mut Connection, m: &Msg, i: usize) -> rusqlite::Result<()> {
                     "INSERT INTO sales (staff_id, total, paid, at) VALUES (2, ?1, 1, ?2)",
                     params![price, now],
                 )?;
+                let sale = tx.last_insert_rowid();
                 tx.exec(
                     "INSERT INTO sale_items (sale_id, product_id, qty, unit_price, total)
-                     VALUES (last_insert_rowid(), ?1, 1000, ?2, ?2)",
-                    params![id, price],
+                     VALUES (?3, ?1, 1000, ?2, ?2)",
+                    params![id, price, sale],
                 )?;
+                crate::shop::report::count_sale(&tx, sale, 1)?;
             }
             tx.exec(
                 "UPDATE products SET stock = stock + ?2 WHERE id = ?1",

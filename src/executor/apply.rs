@@ -328,6 +328,7 @@ fn write_sale(
             ));
         }
     }
+    crate::shop::report::count_sale(conn, sale, 1)?;
     let balance = match customer {
         Some(c) if !paid => change_balance(conn, ctx, c.id, total)?,
         Some(c) => c.balance,
@@ -799,6 +800,7 @@ fn undo(conn: &Connection, ctx: &mut Ctx) -> Result<String, Flow> {
                 change_balance(conn, ctx, customer, delta)?;
             }
             UndoOp::VoidSale { id } => {
+                crate::shop::report::count_sale(conn, id, -1)?;
                 conn.exec("UPDATE sales SET voided = 1 WHERE id = ?1", [id])?;
             }
             UndoOp::VoidPayment { id } => {

@@ -1,5 +1,6 @@
 //! Read models: sales summaries for a period in the tenant's time zone, sales and orders
-//! listings, and the message log. Invariant: read-only; voided rows never count.
+//! listings, and the message log; and the hourly sales totals the summaries read.
+//! Invariants: only `count_sale` and `move_sale` write (the totals); voided rows never count.
 
 use super::ShopSettings;
 use crate::action::{Dec, Period, fmt_money, fmt_qty};
@@ -29,6 +30,37 @@ pub fn local_midnight_utc(tz: chrono_tz::Tz, date: NaiveDate) -> String {
 /// `…T09`); `None` for any other instant.
 fn whole_hour(at: &str) -> Option<&str> {
     at.strip_suffix(":00:00.000Z").filter(|h| h.len() == 13)
+}
+
+/// Adds (`sign` 1) or takes away (`sign` -1) a sale's share of the hourly totals: its count,
+/// total and cash, and each line's quantity and total. Every write that adds, voids or moves
+/// a sale calls it in the same transaction; a voided sale has no share to take.
+pub fn count_sale(conn: &Connection, sale: i64, sign: i64) -> rusqlite::Result<()> {
+    conn.exec(
+        "INSERT INTO sales_hourly (hour, product_id, count, total, cash)
+         SELECT substr(at, 1, 13), 0, ?2, ?2 * total, ?2 * (CASE WHEN paid THEN total ELSE 0 END)
+         FROM sales WHERE id = ?1 AND voided = 0
+         ON CONFLICT DO UPDATE SET count = count + excluded.count, total = total + excluded.total,
+           cash = cash + excluded.cash",
+        params![sale, sign],
+    )?;
+    conn.exec(
+        "INSERT INTO sales_hourly (hour, product_id, qty, total)
+         SELECT substr(s.at, 1, 13), i.product_id, ?2 * i.qty, ?2 * i.total
+         FROM sale_items i JOIN sales s ON s.id = i.sale_id WHERE s.id = ?1 AND s.voided = 0
+         ON CONFLICT DO UPDATE SET qty = qty + excluded.qty, total = total + excluded.total",
+        params![sale, sign],
+    )?;
+    Ok(())
+}
+
+/// Moves a sale to the stored UTC instant `at`, its share of the hourly totals with it (for
+/// corrections and seeding history). Run it inside a transaction. Returns the rows moved.
+pub fn move_sale(conn: &Connection, sale: i64, at: &str) -> rusqlite::Result<usize> {
+    count_sale(conn, sale, -1)?;
+    let n = conn.exec("UPDATE sales SET at = ?2 WHERE id = ?1", params![sale, at])?;
+    count_sale(conn, sale, 1)?;
+    Ok(n)
 }
 
 /// Today's date in the shop's zone.

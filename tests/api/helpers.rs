@@ -364,17 +364,12 @@ pub fn chart_bars(png_bytes: &[u8]) -> ((u32, u32), Vec<usize>) {
 
 /// Moves a tenant's sale `id` to `at` (seeding history the API cannot backdate).
 pub fn backdate_sale(data_dir: &Path, t: &str, id: i64, at: &str) {
-    let conn = rusqlite::Connection::open(tenant_file(data_dir, t)).unwrap();
+    let mut conn = rusqlite::Connection::open(tenant_file(data_dir, t)).unwrap();
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .unwrap();
-    assert_eq!(
-        conn.execute(
-            "UPDATE sales SET at = ?2 WHERE id = ?1",
-            rusqlite::params![id, at]
-        )
-        .unwrap(),
-        1
-    );
+    let tx = conn.transaction().unwrap();
+    assert_eq!(tarn::shop::report::move_sale(&tx, id, at).unwrap(), 1);
+    tx.commit().unwrap();
 }
 
 /// Sells through the API as Sam, then moves that sale to 09:00 UTC `days` ago.

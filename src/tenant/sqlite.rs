@@ -12,7 +12,7 @@ pub const BUSY_TIMEOUT_MS: u32 = 5_000;
 pub const CACHE_KIB: u32 = 512;
 
 /// Page size of new database files. Every page a transaction changes is written whole to the
-/// WAL, and a sale changes about 14 (rows and index entries of five tables): with 1 KiB pages a
+/// WAL, and a sale changes about 14 (rows and index entries of six tables): with 1 KiB pages a
 /// message writes a quarter of the bytes it would with the 4 KiB default, and an open tenant's
 /// page cache holds a quarter of the memory. Tenant files are small, so the deeper b-trees
 /// cost little.

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "tarn-bench-operator";
 const PRODUCTS: [&str; 6] = ["rice", "sugar", "oil", "eggs", "milk", "bread"];
 const OPENING_STOCK: i64 = 10_000_000;
 /// Telegram chats per staff member in webhook mode (a busy shop's staff are many people).
@@ -103,6 +102,11 @@ fn plan(tenants: usize, messages: usize, seed: u64) -> Vec<Msg> {
 fn nonce() -> &'static str {
     static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     NONCE.get_or_init(|| format!("{:x}", chrono::Utc::now().timestamp_millis()))
+}
+
+/// This run's operator token: only our own server child accepts it.
+fn token() -> String {
+    format!("tarn-bench-{}", nonce())
 }
 
 fn nonce_number() -> i64 {
@@ -216,7 +220,7 @@ impl Server {
             .arg("serve")
             .env("TARN_DATA_DIR", data)
             .env("TARN_LISTEN", format!("127.0.0.1:{port}"))
-            .env("TARN_ADMIN_TOKEN", TOKEN)
+            .env("TARN_ADMIN_TOKEN", token())
             .env("TARN_MAX_OPEN_TENANTS", args.max_open_tenants.to_string())
             .env("TARN_SCHEDULER", "false")
             .env("TARN_TENANT_RPS", "0")
@@ -254,9 +258,10 @@ async fn empty_server_rss(dir: &Path, args: &BenchArgs) -> anyhow::Result<u64> {
     Ok(rss)
 }
 
-/// Starts the server and waits until it answers. The port is picked free just before the
-/// child binds it, so another process can take it meanwhile: then the child exits, and it
-/// is started again on another port.
+/// Starts the server and waits until it answers to this run's token. The port is picked
+/// free just before the child binds it, so another process can take it meanwhile: then the
+/// child exits, and it is started again on another port (the token keeps another server on
+/// that port from passing for ours).
 async fn start_up(data: &Path, args: &BenchArgs, bot_api: Option<&str>) -> anyhow::Result<Server> {
     let client = reqwest::Client::new();
     for _ in 0..3 {
@@ -264,7 +269,8 @@ async fn start_up(data: &Path, args: &BenchArgs, bot_api: Option<&str>) -> anyho
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if client
-                .get(format!("{}/healthz", server.base))
+                .get(format!("{}/v1/tenants?limit=1", server.base))
+                .bearer_auth(token())
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success())
@@ -334,7 +340,7 @@ async fn post_message(client: &reqwest::Client, base: &str, m: &Msg, i: usize) -
     let (text, sender) = m.text();
     let r = client
         .post(format!("{base}/v1/tenants/{}/messages", tenant_id(m.tenant)))
-        .bearer_auth(TOKEN)
+        .bearer_auth(token())
         .json(&serde_json::json!({"text": text, "sender": sender, "id": format!("b-{}-{i}", nonce())}))
         .send()
         .await
@@ -508,7 +514,7 @@ async fn bind_bots(
                     "{base}/v1/tenants/{}/channels/telegram",
                     tenant_id(t)
                 ))
-                .bearer_auth(TOKEN)
+                .bearer_auth(token())
                 .json(&serde_json::json!({"bot_token": format!("{}:bench", BOT_BASE + t as u64)}))
                 .send()
                 .await?;

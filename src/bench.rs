@@ -98,19 +98,17 @@ fn plan(tenants: usize, messages: usize, seed: u64) -> Vec<Msg> {
         .collect()
 }
 
-/// This run's prefix for idempotency keys, so a reused data dir never sees them as repeats.
-fn nonce() -> &'static str {
-    static NONCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NONCE.get_or_init(|| format!("{:x}", chrono::Utc::now().timestamp_millis()))
+/// This run's number (its start in Unix ms), in idempotency keys and update ids, so a reused
+/// data dir never sees them as repeats.
+fn nonce() -> i64 {
+    static NONCE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *NONCE.get_or_init(|| chrono::Utc::now().timestamp_millis())
 }
 
 /// This run's operator token: only our own server child accepts it.
-fn token() -> String {
-    format!("tarn-bench-{}", nonce())
-}
-
-fn nonce_number() -> i64 {
-    i64::from_str_radix(nonce(), 16).expect("hex")
+fn token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| format!("tarn-bench-{:x}", nonce()))
 }
 
 fn tenant_id(i: usize) -> TenantId {
@@ -341,7 +339,7 @@ async fn post_message(client: &reqwest::Client, base: &str, m: &Msg, i: usize) -
     let r = client
         .post(format!("{base}/v1/tenants/{}/messages", tenant_id(m.tenant)))
         .bearer_auth(token())
-        .json(&serde_json::json!({"text": text, "sender": sender, "id": format!("b-{}-{i}", nonce())}))
+        .json(&serde_json::json!({"text": text, "sender": sender, "id": format!("b-{:x}-{i}", nonce())}))
         .send()
         .await
         .ok()
@@ -367,7 +365,7 @@ async fn post_update(
     let secret = fake.secrets.get(&bot)?.clone();
     // Telegram's update ids fit in a u32; this run's nonce keeps a reused data dir's inbox
     // from taking them for redeliveries.
-    let update_id = (nonce_number() % 4_000) * 1_000_000 + (i % 1_000_000) as i64;
+    let update_id = (nonce() % 4_000) * 1_000_000 + (i % 1_000_000) as i64;
     let update = serde_json::json!({"update_id": update_id, "message": {
         "message_id": i + 1, "date": chrono::Utc::now().timestamp(),
         "from": {"id": chat, "is_bot": false, "first_name": "Staff"},
@@ -937,7 +935,7 @@ fn raw_baseline(
 
 fn raw_one(conn: &mut Connection, m: &Msg, i: usize) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let key = format!("raw-{}-{i}", nonce());
+    let key = format!("raw-{:x}-{i}", nonce());
     let seen: bool = tx.row(
         "SELECT EXISTS (SELECT 1 FROM message_log WHERE inbound_id = ?1)",
         [&key],

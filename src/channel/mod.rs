@@ -364,12 +364,7 @@ impl Channels {
         &self.inner.config
     }
 
-    /// Telegram Bot API base URL.
-    pub fn telegram_api(&self) -> &str {
-        &self.inner.config.telegram_api
-    }
-
-    /// The Bot API client for a token, built once (each holds its own HTTP client).
+    /// The Bot API client for a token, built once (all of them share one HTTP client).
     pub fn bot(&self, token: &str) -> Result<teloxide::Bot, ChannelError> {
         if let Some(bot) = self.inner.bots.get(token) {
             return Ok(bot.clone());

@@ -112,10 +112,8 @@ pub fn summary(
     );
     // Whole-hour bounds (every zone but the few with :30 and :45 offsets) read the hourly
     // totals; other bounds read the sales themselves.
-    let hours = whole_hour(&a)
-        .zip(whole_hour(&b))
-        .map(|(a, b)| (a.to_owned(), b.to_owned()));
-    let (count, total, cash): (i64, i64, i64) = match &hours {
+    let hours = whole_hour(&a).zip(whole_hour(&b));
+    let (count, total, cash): (i64, i64, i64) = match hours {
         Some((ha, hb)) => conn.row(
             "SELECT coalesce(sum(count), 0), coalesce(sum(total), 0), coalesce(sum(cash), 0)
              FROM sales_hourly WHERE hour >= ?1 AND hour < ?2 AND product_id = 0",
@@ -136,7 +134,7 @@ pub fn summary(
     let expenses = sum(
         "SELECT coalesce(sum(amount), 0) FROM expenses WHERE voided = 0 AND at >= ?1 AND at < ?2",
     )?;
-    let (sql, range) = match &hours {
+    let (sql, range) = match hours {
         // A product whose sales in the period were all voided has zero rows left: skipped.
         Some((ha, hb)) => (
             "SELECT p.name, sum(h.qty), sum(h.total) FROM sales_hourly h
@@ -144,7 +142,7 @@ pub fn summary(
              WHERE h.hour >= ?1 AND h.hour < ?2 AND h.product_id != 0
              GROUP BY h.product_id HAVING sum(h.qty) != 0 OR sum(h.total) != 0
              ORDER BY sum(h.total) DESC, p.name LIMIT 5",
-            (ha.as_str(), hb.as_str()),
+            (ha, hb),
         ),
         None => (
             "SELECT p.name, sum(i.qty), sum(i.total) FROM sale_items i

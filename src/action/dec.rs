@@ -1,6 +1,7 @@
 //! `Dec`: an exact decimal as people write it (45, 2.2, 0.75), turned into integer minor
 //! units or thousandths without ever passing through a float.
-//! Invariant: conversions that would lose digits or overflow fail instead of rounding.
+//! Invariants: conversions that would lose digits or overflow fail instead of rounding; a
+//! `Dec` has at most 15 significant digits, so it is always an exact JSON number.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -15,37 +16,106 @@ pub struct Dec {
 
 const MAX_SCALE: u32 = 12;
 
+/// The most significant digits a number may have: an IEEE double (a JSON number as every
+/// client reads it) carries 15 exactly.
+pub const MAX_DIGITS: u32 = 15;
+
+/// Why a text is not a `Dec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecError {
+    /// Not `-?digits(.digits)?`.
+    NotANumber,
+    /// More than 12 decimal places.
+    TooPrecise,
+    /// More than 15 significant digits.
+    TooLong,
+}
+
+impl fmt::Display for DecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DecError::NotANumber => "is not a plain decimal number",
+            DecError::TooPrecise => "has more than 12 decimal places",
+            DecError::TooLong => "has more than 15 significant digits",
+        })
+    }
+}
+
+fn significant_digits(mut units: u128) -> u32 {
+    while units != 0 && units.is_multiple_of(10) {
+        units /= 10;
+    }
+    if units == 0 { 0 } else { units.ilog10() + 1 }
+}
+
 impl Dec {
-    /// Parses `-?digits(.digits)?` (no exponent, at most 12 decimals, at most 24 digits).
+    /// Parses `-?digits(.digits)?` (no exponent, at most 12 decimals, at most 15
+    /// significant digits).
     pub fn parse(s: &str) -> Option<Dec> {
+        Dec::read(s, false).ok()
+    }
+
+    /// Reads a number as text; `exponent` also accepts JSON's `1e-12` / `1.5E20` forms.
+    fn read(s: &str, exponent: bool) -> Result<Dec, DecError> {
         let s = s.trim();
-        let (neg, body) = match s.strip_prefix('-') {
+        let (mantissa, exp) = match s.find(['e', 'E']) {
+            Some(i) if exponent => {
+                let e: i32 = s[i + 1..].parse().map_err(|_| DecError::NotANumber)?;
+                (&s[..i], e)
+            }
+            _ => (s, 0),
+        };
+        let (neg, body) = match mantissa.strip_prefix('-') {
             Some(rest) => (true, rest),
-            None => (false, s.strip_prefix('+').unwrap_or(s)),
+            None => (false, mantissa.strip_prefix('+').unwrap_or(mantissa)),
         };
         let (int, frac) = body.split_once('.').unwrap_or((body, ""));
         if (int.is_empty() && frac.is_empty())
             || !int.bytes().all(|b| b.is_ascii_digit())
             || !frac.bytes().all(|b| b.is_ascii_digit())
-            || frac.len() > MAX_SCALE as usize
-            || int.len() + frac.len() > 24
         {
-            return None;
+            return Err(DecError::NotANumber);
         }
+        // Leading zeros of the integer part and trailing zeros of the fraction say nothing.
+        let int = int.trim_start_matches('0');
+        let frac = frac.trim_end_matches('0');
         let digits = format!("{int}{frac}");
-        let units: i128 = if digits.is_empty() {
+        let digits = digits.trim_start_matches('0');
+        if significant_digits(digits.parse::<u128>().unwrap_or(0)) > MAX_DIGITS || digits.len() > 38
+        {
+            return Err(DecError::TooLong);
+        }
+        let mut units: i128 = if digits.is_empty() {
             0
         } else {
-            digits.parse().ok()?
+            digits.parse().map_err(|_| DecError::TooLong)?
         };
-        Some(Dec {
+        let mut scale = frac.len() as i64 - i64::from(exp);
+        if scale < 0 {
+            // 1.5e20: whole digits; the value must still fit.
+            units = 10i128
+                .checked_pow(u32::try_from(-scale).map_err(|_| DecError::TooLong)?)
+                .and_then(|p| units.checked_mul(p))
+                .filter(|u| u.unsigned_abs() < 10u128.pow(30))
+                .ok_or(DecError::TooLong)?;
+            scale = 0;
+        }
+        if scale > i64::from(MAX_SCALE) {
+            return Err(DecError::TooPrecise);
+        }
+        Ok(Dec {
             units: if neg { -units } else { units },
-            scale: frac.len() as u32,
+            scale: scale as u32,
         })
     }
 
-    /// `v / 10^digits`, e.g. minor units back to a decimal.
+    /// `v / 10^digits`, e.g. minor units back to a decimal. `v` is a figure of the books
+    /// (at most `MAX_MONEY`), so the result keeps the 15-digit invariant.
     pub fn from_fixed(v: i64, digits: u32) -> Dec {
+        debug_assert!(
+            significant_digits(v.unsigned_abs().into()) <= MAX_DIGITS,
+            "{v} is beyond the books' bounds"
+        );
         Dec {
             units: v as i128,
             scale: digits,
@@ -66,8 +136,8 @@ impl Dec {
                 "{self} has more than {digits} decimal place{}",
                 if digits == 1 { "" } else { "s" }
             )),
-            Some(v) if v.abs() <= 1_000_000_000_000_000 => Ok(v as i64),
-            _ => Err(format!("{self} is too large")),
+            Some(v) => i64::try_from(v).map_err(|_| format!("{self} is too large")),
+            None => Err(format!("{self} is too large")),
         }
     }
 
@@ -101,40 +171,47 @@ impl fmt::Display for Dec {
 }
 
 impl Serialize for Dec {
-    /// A JSON number when one says exactly this value (an `i64`, or a float whose shortest
-    /// form is this text), else the exact text as a string, which reads back the same.
+    /// Always a JSON number that reads back as exactly this value: a whole number as an
+    /// integer, else a double (exact, since a `Dec` has at most 15 significant digits).
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let text = self.to_string();
-        if let Ok(i) = text.parse::<i64>() {
-            return s.serialize_i64(i);
+        let div = 10i128.pow(self.scale);
+        if self.units % div == 0 {
+            let whole = self.units / div;
+            return match i64::try_from(whole) {
+                Ok(i) => s.serialize_i64(i),
+                Err(_) => s.serialize_i128(whole),
+            };
         }
-        match text.parse::<f64>() {
-            Ok(f)
-                if f.is_finite()
-                    && serde_json::Number::from_f64(f).is_some_and(|n| n.to_string() == text) =>
-            {
-                s.serialize_f64(f)
-            }
-            _ => s.serialize_str(&text),
-        }
+        let f: f64 = self
+            .to_string()
+            .parse()
+            .map_err(|_| serde::ser::Error::custom("a decimal is a float"))?;
+        s.serialize_f64(f)
     }
 }
 
 impl<'de> Deserialize<'de> for Dec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = match serde_json::Value::deserialize(d)? {
-            // serde_json prints a float as its shortest round-trip form ("2.2"), which is
-            // the decimal the sender wrote.
+            // serde_json prints a float as its shortest round-trip form ("2.2", "1e-12"),
+            // which is the decimal the sender wrote when it has at most 15 digits.
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::String(s) => s,
             other => {
                 return Err(serde::de::Error::custom(format!(
-                    "expected a number, found {other}"
+                    "expected a number, found {}",
+                    match other {
+                        serde_json::Value::Null => "null",
+                        serde_json::Value::Bool(_) => "a boolean",
+                        serde_json::Value::Array(_) => "a list",
+                        _ => "an object",
+                    }
                 )));
             }
         };
-        Dec::parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!("{text:?} is not a plain decimal number"))
+        Dec::read(&text, true).map_err(|e| {
+            let shown: String = text.chars().take(40).collect();
+            serde::de::Error::custom(format!("{shown:?} {e}"))
         })
     }
 }
@@ -194,31 +271,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_says_exactly_the_value_and_reads_back() {
+    fn json_is_always_a_number_that_reads_back_exactly() {
         for text in [
             "45",
             "2.2",
             "0.75",
             "-3.5",
-            "111111111111111111111111",
-            "1234567890.123456789",
+            "999999999999999",
+            "9999999999999.99",
+            "1234567890.12345",
             "0.000000000001",
-            "9223372036854775808",
-            "947394775542.6201",
+            "100000000000000000000",
+            "94739477554.2601",
         ] {
             let d = Dec::parse(text).unwrap();
             let json = serde_json::to_string(&d).unwrap();
+            assert!(
+                json.starts_with(|c: char| c.is_ascii_digit() || c == '-'),
+                "{text} -> {json}"
+            );
             let back: Dec = serde_json::from_str(&json).unwrap();
-            assert_eq!(back.to_string(), d.to_string(), "{text} -> {json}");
+            assert_eq!(back, d, "{text} -> {json}");
         }
         assert_eq!(
             serde_json::to_string(&Dec::parse("2.2").unwrap()).unwrap(),
             "2.2"
         );
-        assert_eq!(
-            serde_json::to_string(&Dec::parse("111111111111111111111111").unwrap()).unwrap(),
-            "\"111111111111111111111111\""
-        );
+    }
+
+    #[test]
+    fn more_than_15_significant_digits_are_refused() {
+        for text in [
+            "1111111111111111",
+            "1234567890.123456789",
+            "9223372036854775808",
+            "947394775542.6201",
+        ] {
+            assert!(Dec::parse(text).is_none(), "{text}");
+            let err = serde_json::from_str::<Dec>(text).unwrap_err().to_string();
+            assert!(err.contains("significant digits"), "{text}: {err}");
+        }
+        assert_eq!(Dec::parse("00012.500000"), Dec::parse("12.5"));
+        assert!(serde_json::from_str::<Dec>("1e-13").is_err());
     }
 
     #[test]
@@ -230,9 +324,19 @@ mod tests {
         assert_eq!(d("0.1").to_fixed(3), Ok(100));
         assert_eq!(d("1.50").to_fixed(1), Ok(15));
         assert!(d("2.255").to_fixed(2).is_err());
-        assert!(d("99999999999999999999").to_fixed(2).is_err());
+        assert!(d("100000000000000000000").to_fixed(2).is_err());
         assert_eq!(d("-3").to_fixed(0), Ok(-3));
-        for bad in ["", ".", "1e5", "1.2.3", "abc", "0x10", "1,5", "NaN"] {
+        for bad in [
+            "",
+            ".",
+            "1e5",
+            "1.2.3",
+            "abc",
+            "0x10",
+            "1,5",
+            "NaN",
+            "1.0000000000001",
+        ] {
             assert!(Dec::parse(bad).is_none(), "{bad}");
         }
     }

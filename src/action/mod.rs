@@ -210,6 +210,28 @@ pub const MAX_TEXT: usize = 200;
 pub const MAX_ITEMS: usize = 50;
 /// Largest quantity, in whole units.
 pub const MAX_QTY: i64 = 1_000_000_000;
+/// The most money any one figure of the books may hold, in minor units, either way: a
+/// price, a line, a sale or order, a customer's balance, an hour's takings, a report's
+/// totals. 15 digits, the most a JSON number (an IEEE double) carries exactly.
+pub const MAX_MONEY: i64 = 999_999_999_999_999;
+/// The most stock a product may hold either way, in thousandths (15 digits, as `MAX_MONEY`).
+pub const MAX_STOCK: i64 = 999_999_999_999_999;
+
+/// `v` as a figure of the books: `None` beyond `MAX_MONEY` either way.
+pub fn money_figure(v: i128) -> Option<i64> {
+    (v.unsigned_abs() <= MAX_MONEY as u128).then_some(v as i64)
+}
+
+/// `qty` (thousandths) × `unit` (minor units), rounded half up to minor units; `None` when
+/// the line would be beyond `MAX_MONEY`.
+pub fn line_total(qty: i64, unit: i64) -> Option<i64> {
+    money_figure((i128::from(qty) * i128::from(unit) + 500).div_euclid(1000))
+}
+
+/// The largest amount the books hold, shown in a currency with `digits` decimals.
+pub fn max_money_text(digits: u32) -> String {
+    Dec::from_fixed(MAX_MONEY, digits).to_string()
+}
 
 fn text(field: &str, s: &str) -> Result<(), String> {
     if s.trim().is_empty() {
@@ -236,13 +258,19 @@ fn qty(field: &str, q: Dec, positive: bool) -> Result<i64, String> {
         return Err(format!("{field} cannot be negative"));
     }
     if v > MAX_QTY * 1000 {
-        return Err(format!("{field} is too large"));
+        return Err(format!("{field} {q} is too large (at most {MAX_QTY})"));
     }
     Ok(v)
 }
 
 fn money(field: &str, m: Dec, digits: u32, positive: bool) -> Result<i64, String> {
     let v = m.to_fixed(digits).map_err(|e| format!("{field}: {e}"))?;
+    if v > MAX_MONEY {
+        return Err(format!(
+            "{field} {m} is more than the books can hold (at most {})",
+            max_money_text(digits)
+        ));
+    }
     if v < 0 || (positive && v == 0) {
         return Err(format!(
             "{field} must be {}",
@@ -524,7 +552,7 @@ mod tests {
                 .is_err()
         );
         assert!(
-            a(json!({"action": "record_expense", "amount": 99999999999999999u64}))
+            a(json!({"action": "record_expense", "amount": 10000000000000000u64}))
                 .check(2)
                 .is_err()
         );

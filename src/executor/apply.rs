@@ -4,7 +4,9 @@
 
 use super::{Ctx, Flow};
 use crate::action::resolve::{self, Candidate, Match, key};
-use crate::action::{Action, Dec, Item, Role, fmt_money, fmt_qty};
+use crate::action::{
+    Action, Dec, Item, MAX_STOCK, Role, fmt_money, fmt_qty, max_money_text, money_figure,
+};
 use crate::shop::catalog::{self, Customer, NewProduct, Product};
 use crate::shop::{self, report};
 use crate::tenant::sqlite::Cached;
@@ -63,9 +65,29 @@ fn to_qty(d: Dec) -> i64 {
     d.to_fixed(3).unwrap_or(0)
 }
 
-/// `qty` (thousandths) × `unit` (minor units), rounded half up to minor units.
-fn line_total(qty: i64, unit: i64) -> i64 {
-    ((qty as i128 * unit as i128 + 500) / 1000) as i64
+/// "… is more than the books can hold": the refusal of a figure beyond `MAX_MONEY`.
+fn too_large(ctx: &Ctx, what: &str) -> Flow {
+    Flow::Invalid(format!(
+        "{what} is more than the books can hold (at most {} {}); nothing was recorded",
+        max_money_text(ctx.settings.digits),
+        ctx.settings.currency
+    ))
+}
+
+/// `qty` × `unit` for `product`, or the refusal when the line is beyond the books' bounds.
+fn line_total(ctx: &Ctx, qty: i64, unit: i64, product: &str) -> Result<i64, Flow> {
+    crate::action::line_total(qty, unit).ok_or_else(|| {
+        too_large(
+            ctx,
+            &format!("{} {product} at {} each", fmt_qty(qty), money(ctx, unit)),
+        )
+    })
+}
+
+/// The sum of a sale's or order's lines, within the books' bounds.
+fn lines_sum(ctx: &Ctx, lines: &[Line]) -> Result<i64, Flow> {
+    money_figure(lines.iter().map(|l| i128::from(l.total)).sum())
+        .ok_or_else(|| too_large(ctx, "the total of these items"))
 }
 
 fn clarify_text(kind: &str, name: &str, m: Match) -> Flow {
@@ -177,16 +199,25 @@ fn move_stock(
     cause: &str,
     unit_cost: Option<i64>,
     supplier: Option<&str>,
-) -> rusqlite::Result<i64> {
-    let stock: i64 = conn.row(
-        // Back at or over its threshold: the low-stock alert may fire again next time.
-        "UPDATE products SET stock = stock + ?2,
+) -> Result<i64, Flow> {
+    use rusqlite::OptionalExtension;
+    let stock: Option<i64> = conn
+        .row(
+            // Back at or over its threshold: the low-stock alert may fire again next time.
+            "UPDATE products SET stock = stock + ?2,
                 low_alerted = CASE WHEN stock + ?2 >= coalesce(low_stock_at, ?3) THEN 0
                                    ELSE low_alerted END
-         WHERE id = ?1 RETURNING stock",
-        params![product, delta, ctx.settings.low_stock_default],
-        |r| r.get(0),
-    )?;
+             WHERE id = ?1 AND abs(stock + ?2) <= ?4 RETURNING stock",
+            params![product, delta, ctx.settings.low_stock_default, MAX_STOCK],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(stock) = stock else {
+        return Err(Flow::Invalid(format!(
+            "the stock after this would be more than the books can hold (at most {}); nothing was recorded",
+            fmt_qty(MAX_STOCK)
+        )));
+    };
     conn.exec(
         "INSERT INTO stock_movements (product_id, delta, cause, unit_cost, supplier, journal_id, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -204,12 +235,19 @@ fn change_balance(
     ctx: &mut Ctx,
     customer: i64,
     delta: i64,
-) -> rusqlite::Result<i64> {
-    let balance = conn.row(
-        "UPDATE customers SET balance = balance + ?2 WHERE id = ?1 RETURNING balance",
-        params![customer, delta],
-        |r| r.get(0),
-    )?;
+) -> Result<i64, Flow> {
+    use rusqlite::OptionalExtension;
+    let balance: Option<i64> = conn
+        .row(
+            "UPDATE customers SET balance = balance + ?2
+             WHERE id = ?1 AND abs(balance + ?2) <= ?3 RETURNING balance",
+            params![customer, delta, crate::action::MAX_MONEY],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(balance) = balance else {
+        return Err(too_large(ctx, "the customer's balance after this"));
+    };
     ctx.undo.push(UndoOp::Balance {
         customer,
         delta: -delta,
@@ -251,16 +289,24 @@ fn price_items(conn: &Connection, ctx: &Ctx, items: &mut [Item]) -> Result<Vec<L
         let (unit_price, total) = match (it.unit_price, it.total) {
             (Some(u), _) => {
                 let u = to_money(ctx, u);
-                (u, line_total(qty, u))
+                (u, line_total(ctx, qty, u, &product.name)?)
             }
             (None, Some(t)) => {
                 let t = to_money(ctx, t);
-                (
-                    ((t as i128 * 1000 + qty as i128 / 2) / qty as i128) as i64,
-                    t,
-                )
+                let unit =
+                    money_figure((i128::from(t) * 1000 + i128::from(qty) / 2) / i128::from(qty))
+                        .ok_or_else(|| {
+                            too_large(
+                                ctx,
+                                &format!("the price of one {} at that total", product.name),
+                            )
+                        })?;
+                (unit, t)
             }
-            (None, None) => (product.price, line_total(qty, product.price)),
+            (None, None) => (
+                product.price,
+                line_total(ctx, qty, product.price, &product.name)?,
+            ),
         };
         lines.push(Line {
             product,
@@ -294,8 +340,8 @@ fn write_sale(
     lines: &[Line],
     customer: Option<&Customer>,
     paid: bool,
-) -> rusqlite::Result<(i64, i64, Vec<String>)> {
-    let total: i64 = lines.iter().map(|l| l.total).sum();
+) -> Result<(i64, i64, Vec<String>), Flow> {
+    let total = lines_sum(ctx, lines)?;
     conn.exec(
         "INSERT INTO sales (customer_id, staff_id, total, paid, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![customer.map(|c| c.id), ctx.staff.id, total, paid, ctx.now],
@@ -328,7 +374,9 @@ fn write_sale(
             ));
         }
     }
-    crate::shop::report::count_sale(conn, sale, 1)?;
+    if !crate::shop::report::count_sale(conn, sale, 1)? {
+        return Err(too_large(ctx, "this hour's sales with this one"));
+    }
     let balance = match customer {
         Some(c) if !paid => change_balance(conn, ctx, c.id, total)?,
         Some(c) => c.balance,
@@ -431,7 +479,7 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             if let Some(c) = cost {
                 reply.push_str(&format!(
                     " Cost {} ({} each).",
-                    money(ctx, line_total(q, c)),
+                    money(ctx, line_total(ctx, q, c, &p.name)?),
                     money(ctx, c)
                 ));
             }
@@ -596,9 +644,9 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             address,
         } => {
             let lines = price_items(conn, ctx, items)?;
+            let total = lines_sum(ctx, &lines)?;
             let (c, created) = find_customer(conn, customer, true)?;
             *customer = c.name.clone();
-            let total: i64 = lines.iter().map(|l| l.total).sum();
             conn.exec(
                 "INSERT INTO orders (customer_id, staff_id, address, status, total, created_at)
                  VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",

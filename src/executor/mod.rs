@@ -121,6 +121,9 @@ pub(crate) enum Flow {
     Clarify(String),
     /// The action cannot be taken: the reason.
     Reject(String),
+    /// A value found while applying is out of bounds (a total the books cannot hold): a
+    /// 400 for a structured action, a refusal in a chat. Nothing is written.
+    Invalid(String),
     Db(rusqlite::Error),
 }
 
@@ -130,10 +133,17 @@ impl From<rusqlite::Error> for Flow {
     }
 }
 
+impl From<shop::report::ReportError> for Flow {
+    fn from(e: shop::report::ReportError) -> Self {
+        ExecError::from(e).into()
+    }
+}
+
 impl From<ExecError> for Flow {
     fn from(e: ExecError) -> Self {
         match e {
             ExecError::Db(e) => Flow::Db(e),
+            ExecError::Invalid(m) => Flow::Invalid(m),
             other => Flow::Reject(other.to_string()),
         }
     }
@@ -297,6 +307,10 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
                 }
                 Err(Flow::Clarify(q)) => (Status::Clarify, q, None),
                 Err(Flow::Reject(r)) => (Status::Rejected, r, None),
+                Err(Flow::Invalid(m)) if source == Source::Api => {
+                    return Err(ExecError::Invalid(m));
+                }
+                Err(Flow::Invalid(m)) => (Status::Rejected, format!("Sorry: {m}."), None),
                 Err(Flow::Db(e)) => return Err(e.into()),
             }
         }
@@ -348,7 +362,7 @@ pub fn dry_run(conn: &mut Connection, sender: &str, input: &Input) -> Result<Dry
     {
         match f {
             Flow::Clarify(q) => clarify = Some(q),
-            Flow::Reject(_) => {}
+            Flow::Reject(_) | Flow::Invalid(_) => {}
             Flow::Db(e) => return Err(e.into()),
         }
     }

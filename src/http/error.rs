@@ -197,6 +197,12 @@ impl From<crate::shop::ExecError> for ApiError {
     }
 }
 
+impl From<crate::shop::report::ReportError> for ApiError {
+    fn from(e: crate::shop::report::ReportError) -> Self {
+        crate::shop::ExecError::from(e).into()
+    }
+}
+
 impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> Self {
         match Self::from_sqlite(&e) {

@@ -85,6 +85,8 @@ pub enum JobError {
     Sql(#[from] rusqlite::Error),
     #[error("{0}")]
     Chart(String),
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
 }
 
 /// A chat of a staff member who should get a job's message.
@@ -241,7 +243,7 @@ pub fn daily_summary_text(
     conn: &Connection,
     settings: &ShopSettings,
     day: NaiveDate,
-) -> rusqlite::Result<String> {
+) -> Result<String, report::ReportError> {
     let s = report::summary(conn, settings, None, day, day + Days::new(1))?;
     let m = |d| money(settings, d);
     let mut out = format!(
@@ -475,7 +477,7 @@ pub fn weekly_facts(
     settings: &ShopSettings,
     from: NaiveDate,
     to: NaiveDate,
-) -> rusqlite::Result<WeeklyFacts> {
+) -> Result<WeeklyFacts, report::ReportError> {
     let week = report::summary(conn, settings, None, from, to)?;
     let before = report::summary(conn, settings, None, from - Days::new(7), from)?;
     let mut daily = Vec::new();
@@ -486,12 +488,7 @@ pub fn weekly_facts(
             report::local_midnight_utc(settings.timezone, day),
             report::local_midnight_utc(settings.timezone, next),
         );
-        let (total, count): (i64, i64) = conn.query_row(
-            "SELECT coalesce(sum(total), 0), count(*) FROM sales
-             WHERE voided = 0 AND at >= ?1 AND at < ?2",
-            params![a, b],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (count, total) = report::sales_between_totals(conn, &a, &b, &day.to_string())?;
         daily.push(DaySales {
             date: day,
             total: Dec::from_fixed(total, settings.digits),

@@ -4,7 +4,7 @@
 
 use super::{ExecError, now_utc};
 use crate::action::resolve::key;
-use crate::action::{Dec, MAX_TEXT, Role};
+use crate::action::{Dec, MAX_MONEY, MAX_QTY, MAX_TEXT, Role};
 use crate::tenant::sqlite::Cached;
 use rand::RngExt;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -139,14 +139,30 @@ fn clean_name(field: &str, s: &str) -> Result<String, ExecError> {
     Ok(s)
 }
 
-fn fixed(field: &str, d: Dec, digits: u32) -> Result<i64, ExecError> {
+fn not_negative(field: &str, d: Dec, digits: u32, bound: i64) -> Result<i64, ExecError> {
     let v = d
         .to_fixed(digits)
         .map_err(|e| ExecError::Invalid(format!("{field}: {e}")))?;
     if v < 0 {
         return Err(ExecError::Invalid(format!("{field} cannot be negative")));
     }
+    if v > bound {
+        return Err(ExecError::Invalid(format!(
+            "{field} {d} is more than the books can hold (at most {})",
+            Dec::from_fixed(bound, digits)
+        )));
+    }
     Ok(v)
+}
+
+/// A price as stored: minor units, not negative, at most `MAX_MONEY`.
+fn price(d: Dec, digits: u32) -> Result<i64, ExecError> {
+    not_negative("price", d, digits, MAX_MONEY)
+}
+
+/// A stock figure as stored: thousandths, not negative, at most `MAX_QTY`.
+fn quantity(field: &str, d: Dec) -> Result<i64, ExecError> {
+    not_negative(field, d, 3, MAX_QTY * 1000)
 }
 
 // ---- products (admin API) ----
@@ -249,15 +265,15 @@ pub fn insert_product(
         Some(u) => clean_name("unit", u)?,
         None => "pcs".into(),
     };
-    let price = fixed("price", new.price, digits)?;
+    let price = price(new.price, digits)?;
     let stock = new
         .stock
-        .map(|s| fixed("stock", s, 3))
+        .map(|s| quantity("stock", s))
         .transpose()?
         .unwrap_or(0);
     let low = new
         .low_stock_at
-        .map(|l| fixed("low_stock_at", l, 3))
+        .map(|l| quantity("low_stock_at", l))
         .transpose()?;
     // A deleted product's name is free again.
     conn.exec(
@@ -305,7 +321,7 @@ pub fn update_product(
     if let Some(price) = patch.price {
         conn.exec(
             "UPDATE products SET price = ?2 WHERE id = ?1",
-            params![id, fixed("price", price, digits)?],
+            params![id, self::price(price, digits)?],
         )?;
     }
     if let Some(unit) = &patch.unit {
@@ -317,7 +333,7 @@ pub fn update_product(
     if let Some(low) = patch.low_stock_at {
         conn.exec(
             "UPDATE products SET low_stock_at = ?2 WHERE id = ?1",
-            params![id, fixed("low_stock_at", low, 3)?],
+            params![id, quantity("low_stock_at", low)?],
         )?;
     }
     if let Some(aliases) = &patch.aliases {

@@ -208,3 +208,12 @@ pub enum ExecError {
     #[error(transparent)]
     Store(#[from] crate::tenant::StoreError),
 }
+
+impl From<report::ReportError> for ExecError {
+    fn from(e: report::ReportError) -> Self {
+        match e {
+            report::ReportError::Db(e) => ExecError::Db(e),
+            too_large => ExecError::Invalid(too_large.to_string()),
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! Invariants: only `count_sale` and `move_sale` write (the totals); voided rows never count.
 
 use super::ShopSettings;
-use crate::action::{Dec, Period, fmt_money, fmt_qty};
+use crate::action::{Dec, MAX_MONEY, MAX_STOCK, Period, fmt_money, fmt_qty};
 use crate::tenant::sqlite::Cached;
 use chrono::{NaiveDate, TimeZone};
 use rusqlite::{Connection, params};
@@ -34,32 +34,50 @@ fn whole_hour(at: &str) -> Option<&str> {
 
 /// Adds (`sign` 1) or takes away (`sign` -1) a sale's share of the hourly totals: its count,
 /// total and cash, and each line's quantity and total. Every write that adds, voids or moves
-/// a sale calls it in the same transaction; a voided sale has no share to take.
-pub fn count_sale(conn: &Connection, sale: i64, sign: i64) -> rusqlite::Result<()> {
-    conn.exec(
+/// a sale calls it in the same transaction; a voided sale has no share to take. Returns
+/// false, having written only part, when a total would go beyond the books' bounds
+/// (`MAX_MONEY`, `MAX_STOCK`): the caller rolls its transaction back.
+pub fn count_sale(conn: &Connection, sale: i64, sign: i64) -> rusqlite::Result<bool> {
+    let heads = conn.exec(
         "INSERT INTO sales_hourly (hour, product_id, count, total, cash)
          SELECT substr(at, 1, 13), 0, ?2, ?2 * total, ?2 * (CASE WHEN paid THEN total ELSE 0 END)
          FROM sales WHERE id = ?1 AND voided = 0
          ON CONFLICT DO UPDATE SET count = count + excluded.count, total = total + excluded.total,
-           cash = cash + excluded.cash",
-        params![sale, sign],
+           cash = cash + excluded.cash
+         WHERE abs(total + excluded.total) <= ?3 AND abs(cash + excluded.cash) <= ?3",
+        params![sale, sign, MAX_MONEY],
     )?;
-    conn.exec(
+    let lines = conn.exec(
         "INSERT INTO sales_hourly (hour, product_id, qty, total)
          SELECT substr(s.at, 1, 13), i.product_id, ?2 * i.qty, ?2 * i.total
          FROM sale_items i JOIN sales s ON s.id = i.sale_id WHERE s.id = ?1 AND s.voided = 0
-         ON CONFLICT DO UPDATE SET qty = qty + excluded.qty, total = total + excluded.total",
-        params![sale, sign],
+         ON CONFLICT DO UPDATE SET qty = qty + excluded.qty, total = total + excluded.total
+         WHERE abs(qty + excluded.qty) <= ?4 AND abs(total + excluded.total) <= ?3",
+        params![sale, sign, MAX_MONEY, MAX_STOCK],
     )?;
-    Ok(())
+    let (expect_heads, expect_lines): (i64, i64) = conn.row(
+        "SELECT count(DISTINCT s.id), count(i.id) FROM sales s
+         LEFT JOIN sale_items i ON i.sale_id = s.id WHERE s.id = ?1 AND s.voided = 0",
+        [sale],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(heads as i64 == expect_heads && lines as i64 == expect_lines)
 }
 
 /// Moves a sale to the stored UTC instant `at`, its share of the hourly totals with it (for
-/// corrections and seeding history). Run it inside a transaction. Returns the rows moved.
+/// corrections and seeding history). Run it inside a transaction. Returns the rows moved;
+/// refuses (`ConstraintViolation`) a move that would take an hour beyond the books' bounds.
 pub fn move_sale(conn: &Connection, sale: i64, at: &str) -> rusqlite::Result<usize> {
     count_sale(conn, sale, -1)?;
     let n = conn.exec("UPDATE sales SET at = ?2 WHERE id = ?1", params![sale, at])?;
-    count_sale(conn, sale, 1)?;
+    if !count_sale(conn, sale, 1)? {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            Some(format!(
+                "moving sale {sale} takes its hour beyond the books' bounds"
+            )),
+        ));
+    }
     Ok(n)
 }
 
@@ -98,6 +116,56 @@ pub struct SalesSummary {
     pub top_products: Vec<TopProduct>,
 }
 
+/// Why a summary cannot be given.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// A total of the period is beyond what one figure of the books holds.
+    #[error(
+        "the totals of {0} are more than one figure of the books can show (15 digits); ask for a shorter period"
+    )]
+    TooLarge(String),
+    #[error(transparent)]
+    Db(#[from] rusqlite::Error),
+}
+
+/// A failed sum: SQLite's `sum()` stops on an i64 overflow, which is a total too large.
+fn overflow(e: rusqlite::Error, what: &str) -> ReportError {
+    match e {
+        rusqlite::Error::SqliteFailure(_, Some(m)) if m.contains("integer overflow") => {
+            ReportError::TooLarge(what.to_owned())
+        }
+        e => e.into(),
+    }
+}
+
+/// A sum over a period as a figure of the books: anything beyond `bound` (`MAX_MONEY` or
+/// `MAX_STOCK`) cannot be shown exactly.
+fn within(v: i64, bound: i64, what: &str) -> Result<i64, ReportError> {
+    if v.unsigned_abs() <= bound.unsigned_abs() {
+        Ok(v)
+    } else {
+        Err(ReportError::TooLarge(what.to_owned()))
+    }
+}
+
+/// The count and total of the sales (not voided) in `[a, b)` (stored UTC instants).
+pub fn sales_between_totals(
+    conn: &Connection,
+    a: &str,
+    b: &str,
+    what: &str,
+) -> Result<(i64, i64), ReportError> {
+    let (count, total) = conn
+        .row(
+            "SELECT count(*), coalesce(sum(total), 0) FROM sales
+             WHERE voided = 0 AND at >= ?1 AND at < ?2",
+            params![a, b],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .map_err(|e| overflow(e, what))?;
+    Ok((count, within(total, MAX_MONEY, what)?))
+}
+
 /// Summarises `[from, to)` local days.
 pub fn summary(
     conn: &Connection,
@@ -105,7 +173,11 @@ pub fn summary(
     period: Option<Period>,
     from: NaiveDate,
     to: NaiveDate,
-) -> rusqlite::Result<SalesSummary> {
+) -> Result<SalesSummary, ReportError> {
+    let what = match period {
+        Some(p) => p.as_str().replace('_', " "),
+        None => format!("{from} to {}", to - chrono::Days::new(1)),
+    };
     let (a, b) = (
         local_midnight_utc(settings.timezone, from),
         local_midnight_utc(settings.timezone, to),
@@ -113,27 +185,63 @@ pub fn summary(
     // Whole-hour bounds (every zone but the few with :30 and :45 offsets) read the hourly
     // totals; other bounds read the sales themselves.
     let hours = whole_hour(&a).zip(whole_hour(&b));
-    let (count, total, cash): (i64, i64, i64) = match hours {
-        Some((ha, hb)) => conn.row(
+    let sql = match hours {
+        Some(_) => {
             "SELECT coalesce(sum(count), 0), coalesce(sum(total), 0), coalesce(sum(cash), 0)
-             FROM sales_hourly WHERE hour >= ?1 AND hour < ?2 AND product_id = 0",
-            params![ha, hb],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?,
-        None => conn.row(
+             FROM sales_hourly WHERE hour >= ?1 AND hour < ?2 AND product_id = 0"
+        }
+        None => {
             "SELECT count(*), coalesce(sum(total), 0), coalesce(sum(CASE WHEN paid THEN total END), 0)
-             FROM sales WHERE voided = 0 AND at >= ?1 AND at < ?2",
-            params![a, b],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?,
+             FROM sales WHERE voided = 0 AND at >= ?1 AND at < ?2"
+        }
     };
-    let sum = |sql: &str| -> rusqlite::Result<i64> { conn.row(sql, params![a, b], |r| r.get(0)) };
+    let range = hours.unwrap_or((a.as_str(), b.as_str()));
+    let (count, total, cash): (i64, i64, i64) = conn
+        .row(sql, params![range.0, range.1], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .map_err(|e| overflow(e, &what))?;
+    let sum = |sql: &str| -> Result<i64, ReportError> {
+        let v = conn
+            .row(sql, params![a, b], |r| r.get(0))
+            .map_err(|e| overflow(e, &what))?;
+        within(v, MAX_MONEY, &what)
+    };
     let payments = sum(
         "SELECT coalesce(sum(amount), 0) FROM payments WHERE voided = 0 AND at >= ?1 AND at < ?2",
     )?;
     let expenses = sum(
         "SELECT coalesce(sum(amount), 0) FROM expenses WHERE voided = 0 AND at >= ?1 AND at < ?2",
     )?;
+    let total = within(total, MAX_MONEY, &what)?;
+    let cash = within(cash, MAX_MONEY, &what)?;
+    let net = within(total - expenses, MAX_MONEY, &what)?;
+    let top_products = top_products(conn, settings.digits, hours, (&a, &b), &what)?;
+    let d = settings.digits;
+    Ok(SalesSummary {
+        period: period.map(Period::as_str),
+        from,
+        to,
+        currency: settings.currency.clone(),
+        sales_count: count,
+        sales_total: Dec::from_fixed(total, d),
+        cash: Dec::from_fixed(cash, d),
+        credit: Dec::from_fixed(total - cash, d),
+        payments: Dec::from_fixed(payments, d),
+        expenses: Dec::from_fixed(expenses, d),
+        net: Dec::from_fixed(net, d),
+        top_products,
+    })
+}
+
+/// The five best-selling products of a period, by takings.
+fn top_products(
+    conn: &Connection,
+    digits: u32,
+    hours: Option<(&str, &str)>,
+    (a, b): (&str, &str),
+    what: &str,
+) -> Result<Vec<TopProduct>, ReportError> {
     let (sql, range) = match hours {
         // A product whose sales in the period were all voided has zero rows left: skipped.
         Some((ha, hb)) => (
@@ -149,34 +257,29 @@ pub fn summary(
              JOIN sales s ON s.id = i.sale_id JOIN products p ON p.id = i.product_id
              WHERE s.voided = 0 AND s.at >= ?1 AND s.at < ?2
              GROUP BY i.product_id ORDER BY sum(i.total) DESC, p.name LIMIT 5",
-            (a.as_str(), b.as_str()),
+            (a, b),
         ),
     };
     let mut stmt = conn.prepare_cached(sql)?;
-    let d = settings.digits;
-    let top_products = stmt
+    let rows = stmt
         .query_map(params![range.0, range.1], |r| {
-            Ok(TopProduct {
-                product: r.get(0)?,
-                qty: Dec::from_fixed(r.get(1)?, 3),
-                total: Dec::from_fixed(r.get(2)?, d),
-            })
-        })?
-        .collect::<Result<_, _>>()?;
-    Ok(SalesSummary {
-        period: period.map(Period::as_str),
-        from,
-        to,
-        currency: settings.currency.clone(),
-        sales_count: count,
-        sales_total: Dec::from_fixed(total, d),
-        cash: Dec::from_fixed(cash, d),
-        credit: Dec::from_fixed(total - cash, d),
-        payments: Dec::from_fixed(payments, d),
-        expenses: Dec::from_fixed(expenses, d),
-        net: Dec::from_fixed(total - expenses, d),
-        top_products,
-    })
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(|e| overflow(e, what))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (product, qty, total) = row.map_err(|e| overflow(e, what))?;
+        out.push(TopProduct {
+            product,
+            qty: Dec::from_fixed(within(qty, MAX_STOCK, what)?, 3),
+            total: Dec::from_fixed(within(total, MAX_MONEY, what)?, digits),
+        });
+    }
+    Ok(out)
 }
 
 /// The summary of a named period ending today.
@@ -184,7 +287,7 @@ pub fn period_summary(
     conn: &Connection,
     settings: &ShopSettings,
     period: Period,
-) -> rusqlite::Result<SalesSummary> {
+) -> Result<SalesSummary, ReportError> {
     let (from, to) = period.range(local_today(settings));
     summary(conn, settings, Some(period), from, to)
 }

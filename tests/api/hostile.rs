@@ -55,7 +55,7 @@ pub fn fingerprint(data: &Path) -> BTreeMap<String, String> {
 }
 
 /// Asserts `after` equals `before` except for the keys ending in one of `allowed`.
-fn unchanged_except(
+pub fn unchanged_except(
     before: &BTreeMap<String, String>,
     after: &BTreeMap<String, String>,
     allowed: &[&str],

@@ -2,6 +2,7 @@
 //! data dir and talks HTTP to it (or runs the real `tarn` binary).
 
 mod backup;
+mod books;
 mod crash;
 mod harness;
 mod helpers;

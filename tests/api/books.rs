@@ -1,0 +1,267 @@
+//! The books are never wrong: figures beyond what the books hold (15 digits) are refused
+//! with a 4xx or a polite chat refusal that writes nothing, every money figure is a JSON
+//! number, and the chat and REST reports agree.
+
+use crate::helpers::*;
+use crate::hostile::{fingerprint, unchanged_except};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A chat refusal for a figure too large: status `rejected`, the reason in the reply.
+fn refused_in_chat(r: &Reply, what: &str) {
+    assert_eq!(r.status, StatusCode::OK, "{what}: {}", r.text);
+    assert_eq!(r.body["status"], "rejected", "{what}: {}", r.text);
+    let reply = r.body["reply"].as_str().unwrap();
+    assert!(
+        reply.starts_with("Sorry") && reply.contains("more than"),
+        "{what}: {reply}"
+    );
+}
+
+/// An HTTP refusal for a figure too large: 400 `invalid_input` saying why.
+fn refused_over_http(r: &Reply, what: &str) {
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text);
+    assert_eq!(r.error_code(), "invalid_input", "{what}: {}", r.text);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than"),
+        "{what}: {}",
+        r.text
+    );
+}
+
+/// Every value under the keys named like money or quantities is a JSON number.
+fn numbers_everywhere(v: &Value, path: &str) {
+    const FIGURES: &[&str] = &[
+        "price",
+        "stock",
+        "qty",
+        "total",
+        "unit_price",
+        "balance",
+        "sales_total",
+        "cash",
+        "credit",
+        "payments",
+        "expenses",
+        "net",
+        "amount",
+        "unit_cost",
+    ];
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                if FIGURES.contains(&k.as_str()) && !x.is_null() {
+                    assert!(x.is_number(), "{path}.{k} is {x}, not a number");
+                }
+                numbers_everywhere(x, &format!("{path}.{k}"));
+            }
+        }
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| numbers_everywhere(x, &format!("{path}[{i}]"))),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_books_refuse_totals_they_cannot_hold_and_write_nothing() {
+    let app = spawn_app().await;
+    let t = "big";
+    app.shop(t).await;
+    let products = format!("/v1/tenants/{t}/products");
+
+    // One field alone: a price beyond 15 digits of minor units.
+    let r = app
+        .post(
+            &products,
+            json!({"name": "Jet", "price": 99999999999999u64}),
+        )
+        .await;
+    refused_over_http(&r, "a price too large");
+    // The largest price that fits (9,999,999,999,999.00 USD).
+    let r = app
+        .post(
+            &products,
+            json!({"name": "Car", "price": 9999999999999u64, "stock": 5}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["price"], json!(9999999999999u64));
+
+    // Products of fields that each pass alone: a sale, an order, a restock's cost.
+    let before = fingerprint(&app.data_dir());
+    let r = app.say(t, "Sam", "/sale 10000 car").await;
+    refused_in_chat(&r, "a sale line");
+    let r = app
+        .act(t, json!({"action": "record_sale", "items": [{"product": "Car", "qty": 10000}], "sender": "Sam"}))
+        .await;
+    refused_over_http(&r, "a sale line");
+    let r = app
+        .act(t, json!({"action": "record_sale", "items": [{"product": "Car", "qty": 0.001, "total": 9999999999999u64}], "sender": "Sam"}))
+        .await;
+    refused_over_http(&r, "a unit price derived from a total");
+    let r = app.say(t, "Sam", "/order ahmed 10000 car").await;
+    refused_in_chat(&r, "an order line");
+    let r = app
+        .act(t, json!({"action": "create_order", "customer": "Ahmed", "items": [{"product": "Car", "qty": 1}, {"product": "Car", "qty": 1}], "sender": "Sam"}))
+        .await;
+    refused_over_http(&r, "an order total");
+    let r = app.say(t, "Mary", "/restock car 10000 99999999999").await;
+    refused_in_chat(&r, "a restock cost");
+    let r = app
+        .act(t, json!({"action": "restock", "product": "Car", "qty": 10000, "unit_cost": 99999999999u64, "sender": "Mary"}))
+        .await;
+    refused_over_http(&r, "a restock cost");
+    unchanged_except(
+        &before,
+        &fingerprint(&app.data_dir()),
+        &["message_log"],
+        "refused totals",
+    );
+
+    // A balance: one car on credit fits, a second would take Ahmed beyond the bounds.
+    let r = app.say(t, "Sam", "/sale 1 car to ahmed on credit").await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    assert_eq!(app.balance(t, "Ahmed").await, json!(9999999999999u64));
+    let before = fingerprint(&app.data_dir());
+    let r = app.say(t, "Sam", "/sale 1 car to ahmed on credit").await;
+    refused_in_chat(&r, "a balance");
+    // A sale that would take this hour's takings beyond the bounds (it was a 500).
+    let r = app
+        .act(t, json!({"action": "record_sale", "items": [{"product": "Car", "qty": 1}], "sender": "Sam"}))
+        .await;
+    refused_over_http(&r, "an hour's takings");
+    let r = app.say(t, "Sam", "/sale 1 car").await;
+    refused_in_chat(&r, "an hour's takings");
+    unchanged_except(
+        &before,
+        &fingerprint(&app.data_dir()),
+        &["message_log"],
+        "refused balance and hour",
+    );
+
+    // Payments: one brings the balance to -0.99; the next would be beyond the bounds.
+    let r = app
+        .act(t, json!({"action": "record_payment", "customer": "Ahmed", "amount": 9999999999999.99, "sender": "Sam"}))
+        .await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    assert_eq!(app.balance(t, "Ahmed").await, json!(-0.99));
+    let r = app.say(t, "Sam", "/paid ahmed 9999999999999.99").await;
+    refused_in_chat(&r, "a payment's balance");
+    let r = app
+        .act(t, json!({"action": "record_payment", "customer": "Ahmed", "amount": 9999999999999.99, "sender": "Sam"}))
+        .await;
+    refused_over_http(&r, "a payment's balance");
+
+    // Delivering an order whose sale does not fit this hour is refused, not a 500.
+    let r = app.say(t, "Sam", "/order ahmed 1 car").await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    let r = app.say(t, "Mary", "/delivered 1").await;
+    refused_in_chat(&r, "a delivery in a full hour");
+    let r = app
+        .act(
+            t,
+            json!({"action": "mark_delivered", "order_id": 1, "sender": "Mary"}),
+        )
+        .await;
+    refused_over_http(&r, "a delivery in a full hour");
+
+    // Today's report: REST and chat say the same figures, as numbers.
+    let r = app
+        .get(&format!("/v1/tenants/{t}/reports/sales?period=today"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["sales_total"], json!(9999999999999u64));
+    assert_eq!(r.body["credit"], json!(9999999999999u64));
+    assert_eq!(r.body["payments"], json!(9999999999999.99));
+    numbers_everywhere(&r.body, "report");
+    let chat = app.say(t, "Mary", "/report today").await;
+    let reply = chat.body["reply"].as_str().unwrap();
+    assert!(
+        reply.contains("1 sale, 9999999999999.00 USD (0.00 USD cash, 9999999999999.00 USD credit). Payments in 9999999999999.99 USD."),
+        "{reply}"
+    );
+
+    // The hour's sale moved to yesterday frees the hour; a second car today fits, but the
+    // two together are beyond what a period's total can show: both refuse the same way.
+    backdate_sale(
+        &app.data_dir(),
+        t,
+        1,
+        &format!(
+            "{}T09:00:00.000Z",
+            chrono::Utc::now().date_naive() - chrono::Days::new(1)
+        ),
+    );
+    let r = app.say(t, "Sam", "/sale 1 car").await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    let r = app
+        .get(&format!("/v1/tenants/{t}/reports/sales?period=last_7_days"))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("shorter period"), "{}", r.text);
+    let chat = app.say(t, "Mary", "/report 7d").await;
+    assert_eq!(chat.body["status"], "rejected", "{}", chat.text);
+    assert!(chat.text.contains("shorter period"), "{}", chat.text);
+    let r = app
+        .act(
+            t,
+            json!({"action": "sales_report", "period": "last_7_days", "sender": "Mary"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    // Each day alone still reports.
+    let r = app
+        .get(&format!("/v1/tenants/{t}/reports/sales?period=yesterday"))
+        .await;
+    assert_eq!(r.body["sales_total"], json!(9999999999999u64), "{}", r.text);
+
+    // Every money and quantity figure the API shows is a JSON number.
+    for path in [
+        "sales",
+        "products",
+        "customers",
+        "orders?status=pending",
+        "messages",
+    ] {
+        let r = app.get(&format!("/v1/tenants/{t}/{path}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.text);
+        numbers_everywhere(&r.body, path);
+    }
+    let r = app
+        .get(&format!(
+            "/v1/tenants/{t}/sales?from=2000-01-01&to=2100-01-01"
+        ))
+        .await;
+    assert_eq!(r.body["sales"].as_array().unwrap().len(), 2, "{}", r.text);
+    numbers_everywhere(&r.body, "sales");
+}
+
+#[tokio::test]
+async fn stock_stays_within_the_bounds() {
+    let app = spawn_app().await;
+    let t = "deep";
+    app.shop(t).await;
+    // Restocks of the largest quantity, until the stock would pass 15 digits.
+    let mut applied = 0;
+    let mut refusal = None;
+    for _ in 0..1001 {
+        let r = app
+            .act(t, json!({"action": "restock", "product": "Rice", "qty": 1000000000, "sender": "Mary"}))
+            .await;
+        if r.status == StatusCode::OK {
+            applied += 1;
+        } else {
+            refusal = Some(r);
+            break;
+        }
+    }
+    assert_eq!(applied, 999, "restocks applied before the bound");
+    refused_over_http(&refusal.expect("a restock was refused"), "stock");
+    let stock = app.product(t, "Rice").await["stock"].clone();
+    assert_eq!(stock, json!(999000000020u64));
+}

@@ -49,14 +49,19 @@ pub struct DataDirLock {
     _file: File,
 }
 
-/// Creates the data dir if needed and locks it for this process.
+/// Creates the data dir if needed (mode 0700; an existing one is made 0700 too: it holds
+/// every shop's books) and locks it for this process.
 pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartError> {
-    std::fs::create_dir_all(dir).map_err(io_err("cannot create data dir", dir))?;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    crate::tenant::create_private_dir(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err("cannot make private", dir))?;
     let path = dir.join("_server.lock");
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(io_err("cannot open", &path))?;
     match file.try_lock() {

@@ -30,10 +30,11 @@ pub fn snapshot(src: &Path, dest: &Path) -> Result<u64, StoreError> {
 /// Copies the database behind the open connection `from` to a new file `dest`.
 pub fn snapshot_conn(from: &Connection, dest: &Path) -> Result<u64, StoreError> {
     if let Some(dir) = dest.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        crate::tenant::create_private_dir(dir)?;
     }
     let tmp = dest.with_extension("db-partial");
     let _ = std::fs::remove_file(&tmp);
+    crate::tenant::create_private_file(&tmp)?;
     {
         let mut to = Connection::open(&tmp)?;
         let backup = rusqlite::backup::Backup::new(from, &mut to)?;

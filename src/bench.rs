@@ -513,7 +513,7 @@ async fn bind_bots(
                     tenant_id(t)
                 ))
                 .bearer_auth(token())
-                .json(&serde_json::json!({"bot_token": format!("{}:bench", BOT_BASE + t as u64)}))
+                .json(&serde_json::json!({"bot_token": format!("{}:AAbench{}", BOT_BASE + t as u64, "x".repeat(30))}))
                 .send()
                 .await?;
             if !r.status().is_success() {

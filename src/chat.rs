@@ -7,18 +7,21 @@ use crate::store::Store;
 use crate::tenant::TenantId;
 use std::io::{BufRead, Write};
 
-/// Reads lines from `input`, runs each as `sender`, writes replies to `out`, until EOF or
-/// `/quit`.
+/// Reads lines from `input`, runs each as `sender` (absent: the shop's owner), writes
+/// replies to `out`, until EOF or `/quit`. A sender who is not an active staff member fails
+/// before anything is read.
 pub fn repl(
     store: &Store,
     tenant: &TenantId,
-    sender: &str,
+    sender: Option<&str>,
     input: impl BufRead,
     mut out: impl Write,
     interactive: bool,
 ) -> anyhow::Result<()> {
     store.get_tenant(tenant)?;
     let handle = store.pool().acquire(tenant)?;
+    let staff = executor::sender_staff(&*handle.conn()?, sender)?;
+    let sender = staff.name.as_str();
     if interactive {
         writeln!(
             out,
@@ -43,7 +46,7 @@ pub fn repl(
             let req = Request {
                 inbound_id: None,
                 channel: "cli".into(),
-                sender: sender.to_owned(),
+                sender: Some(sender.to_owned()),
                 input: Input::Text(text.to_owned()),
                 parse_us: None,
                 reply_to: None,

@@ -4,7 +4,7 @@
 //! the same files; backup and check only read, so they may.
 
 use crate::app::{lock_data_dir, open_store};
-use crate::config::{StoreArgs, TenantCommand};
+use crate::config::{StaffCommand, StoreArgs, TenantCommand};
 use crate::store::NewTenant;
 use crate::tenant::TenantId;
 use crate::tenant::pool::PoolMetrics;
@@ -20,6 +20,35 @@ fn parse_id(s: &str) -> anyhow::Result<TenantId> {
     Ok(TenantId::parse(s)?)
 }
 
+/// The store of a data dir that must exist already (commands that only read, or that work
+/// on existing tenants): a mistyped `--data-dir` is an error, not a new empty data dir.
+/// Says on stderr which data dir it uses.
+fn open_existing_store(args: &StoreArgs) -> anyhow::Result<crate::store::Store> {
+    let dir = &args.data_dir;
+    let control = crate::tenant::Layout::new(dir).control_db();
+    if !control.is_file() {
+        bail!(
+            "{} is not a tarn data dir (no _control.db there); pass --data-dir or set TARN_DATA_DIR",
+            dir.display()
+        );
+    }
+    let shown = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+    eprintln!("data dir: {}", shown.display());
+    Ok(open_store(args, PoolMetrics::default())?)
+}
+
+/// A tenant id that names a registered (active) tenant of `store`.
+fn registered(store: &crate::store::Store, id: &str) -> anyhow::Result<TenantId> {
+    let id = parse_id(id)?;
+    match store.get_tenant(&id) {
+        Ok(_) => Ok(id),
+        Err(crate::tenant::StoreError::NotFound(_)) => {
+            bail!("tenant {id} is not registered in this data dir")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs `tarn tenant <command>`.
 pub fn tenant(args: &StoreArgs, command: TenantCommand) -> anyhow::Result<()> {
     let writes = matches!(
@@ -31,7 +60,11 @@ pub fn tenant(args: &StoreArgs, command: TenantCommand) -> anyhow::Result<()> {
     } else {
         None
     };
-    let store = open_store(args, PoolMetrics::default())?;
+    let store = if writes {
+        open_store(args, PoolMetrics::default())?
+    } else {
+        open_existing_store(args)?
+    };
     match command {
         TenantCommand::Create {
             id,
@@ -59,15 +92,52 @@ pub fn tenant(args: &StoreArgs, command: TenantCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `tarn staff <command>` on a tenant's file (beside a running server too: SQLite
+/// serializes the writes).
+pub fn staff(args: &StoreArgs, command: StaffCommand) -> anyhow::Result<()> {
+    use crate::shop::{self, ExecError, staff};
+    let store = open_existing_store(args)?;
+    let tenant = match &command {
+        StaffCommand::List { tenant }
+        | StaffCommand::Chats { tenant, .. }
+        | StaffCommand::Unlink { tenant, .. }
+        | StaffCommand::JoinCode { tenant, .. } => registered(&store, tenant)?,
+    };
+    let handle = store.pool().acquire(&tenant)?;
+    let conn = handle.conn()?;
+    let member = |name: &str| -> anyhow::Result<i64> {
+        match shop::find_staff(&conn, name)? {
+            Some(s) => Ok(s.id),
+            None => bail!("{tenant} has no staff member {name:?}"),
+        }
+    };
+    match command {
+        StaffCommand::List { .. } => print_json(&staff::staff_list(&conn)?)?,
+        StaffCommand::Chats { staff, .. } => print_json(&staff::chats(&conn, member(&staff)?)?)?,
+        StaffCommand::Unlink { staff, chat, .. } => {
+            staff::unlink_chat(&conn, member(&staff)?, chat)?;
+            println!("chat {chat} unlinked from {staff}");
+        }
+        StaffCommand::JoinCode { staff, .. } => {
+            let settings = shop::load_settings(&conn)?;
+            let code = staff::issue_join_code(&conn, &settings, member(&staff)?)
+                .map_err(|e: ExecError| anyhow::anyhow!(e))?;
+            print_json(&code)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs `tarn chat <tenant> --as <staff>` on stdin/stdout.
-pub fn chat(args: &StoreArgs, tenant: &str, sender: &str) -> anyhow::Result<()> {
+pub fn chat(args: &StoreArgs, tenant: &str, sender: Option<&str>) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    let store = open_store(args, PoolMetrics::default())?;
+    let store = open_existing_store(args)?;
+    let tenant = registered(&store, tenant)?;
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
     crate::chat::repl(
         &store,
-        &parse_id(tenant)?,
+        &tenant,
         sender,
         stdin.lock(),
         std::io::stdout(),
@@ -133,7 +203,8 @@ fn progress_bar(total: usize, what: &str) -> ProgressBar {
     )
 }
 
-/// The tenants a command names, or every registered one with `--all`.
+/// The tenants a command names (each must be registered), or every registered one with
+/// `--all`.
 fn targets(
     store: &crate::store::Store,
     all: bool,
@@ -142,7 +213,7 @@ fn targets(
     if all {
         return Ok(store.all_tenant_ids()?);
     }
-    ids.iter().map(|s| parse_id(s)).collect()
+    ids.iter().map(|s| registered(store, s)).collect()
 }
 
 /// Prints the failures of a walk and fails if there were any.
@@ -172,7 +243,7 @@ pub fn backup(
     workers: usize,
 ) -> anyhow::Result<()> {
     use crate::tenant::Layout;
-    let store = open_store(args, PoolMetrics::default())?;
+    let store = open_existing_store(args)?;
     let ids = targets(&store, all, ids)?;
     let (live, dest) = (Layout::new(&args.data_dir), Layout::new(to));
     if dest.root() == live.root() {
@@ -205,7 +276,7 @@ pub fn check(
     full: bool,
     workers: usize,
 ) -> anyhow::Result<()> {
-    let store = open_store(args, PoolMetrics::default())?;
+    let store = open_existing_store(args)?;
     let live = crate::tenant::Layout::new(&args.data_dir);
     if all {
         let problems = crate::backup::check_file(&live.control_db(), full)?;

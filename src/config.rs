@@ -54,15 +54,22 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// A shop's staff: their linked chats and join codes (works beside a running server).
+    Staff {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
     /// Talk to a tenant's shop from the terminal, as a staff member.
     Chat {
         #[command(flatten)]
         store: StoreArgs,
         /// The tenant.
         tenant: String,
-        /// Staff name or id to speak as.
-        #[arg(long = "as", default_value = "owner")]
-        sender: String,
+        /// Staff name or id to speak as (default: the shop's owner).
+        #[arg(long = "as")]
+        sender: Option<String>,
     },
     /// Copy tenant files (and the control db) to DIR as consistent snapshots; safe while a
     /// server runs on the data dir.
@@ -209,6 +216,23 @@ pub enum TenantCommand {
     Delete { id: String },
     /// Bring a deleted tenant back from the trash; prints a new API key.
     Restore { id: String },
+}
+
+/// Staff subcommands; STAFF is a staff member's name or id.
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// List the staff of a tenant (with unused join codes and how many chats each linked).
+    List { tenant: String },
+    /// The chats linked to a staff member.
+    Chats { tenant: String, staff: String },
+    /// Unlink one chat from a staff member (a lost phone); CHAT is its id from `chats`.
+    Unlink {
+        tenant: String,
+        staff: String,
+        chat: i64,
+    },
+    /// Issue a new single-use join code (the old one stops working).
+    JoinCode { tenant: String, staff: String },
 }
 
 /// Where the data lives and how tenants are kept open.

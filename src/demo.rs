@@ -2,7 +2,7 @@
 //! Invariant: created once; an existing `demo` tenant is left as it is.
 
 use crate::executor::{self, Input, Request};
-use crate::shop::{ExecError, catalog};
+use crate::shop::{self, ExecError, catalog, staff};
 use crate::store::{Created, NewTenant, Store};
 use crate::tenant::TenantId;
 use serde_json::json;
@@ -35,7 +35,7 @@ pub fn ensure(store: &Store) -> Result<Option<Created>, ExecError> {
         let req = Request {
             inbound_id: Some(format!("demo-seed-{name}")),
             channel: "demo".into(),
-            sender: "owner".into(),
+            sender: None,
             input: Input::Action(json!({
                 "action": "add_product", "name": name, "price": price, "unit": unit, "stock": stock
             })),
@@ -44,13 +44,14 @@ pub fn ensure(store: &Store) -> Result<Option<Created>, ExecError> {
         };
         executor::execute(&mut conn, &req)?;
     }
+    let settings = shop::load_settings(&conn)?;
     for name in ["Ahmed", "Fatima", "John"] {
         catalog::insert_customer(&conn, name, None)?;
     }
     for (name, role) in [("Mary", "manager"), ("Musa", "driver"), ("Sam", "staff")] {
-        let input: catalog::StaffInput =
+        let input: staff::StaffInput =
             serde_json::from_value(json!({"name": name, "role": role})).expect("valid input");
-        catalog::create_staff(&conn, &input)?;
+        staff::create_staff(&conn, &settings, &input)?;
     }
     Ok(Some(created))
 }

@@ -22,13 +22,17 @@ fn main() -> anyhow::Result<()> {
             telemetry::init_tracing(LogFormat::Human);
             cli::tenant(&store, command)
         }
+        Command::Staff { store, command } => {
+            telemetry::init_tracing(LogFormat::Human);
+            cli::staff(&store, command)
+        }
         Command::Chat {
             store,
             tenant,
             sender,
         } => {
             telemetry::init_tracing(LogFormat::Human);
-            cli::chat(&store, &tenant, &sender)
+            cli::chat(&store, &tenant, sender.as_deref())
         }
         Command::Backup {
             store,

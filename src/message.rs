@@ -107,7 +107,7 @@ pub async fn handle(
             if let Some(dup) = first
                 .inbound_id
                 .as_deref()
-                .map(|k| executor::seen(conn, k))
+                .map(|k| executor::seen(conn, k, &first.input.request_sha()))
                 .transpose()?
                 .flatten()
             {
@@ -168,7 +168,7 @@ pub async fn dry_run(
     store: &Store,
     llm: Option<&LlmClient>,
     tenant: &TenantId,
-    sender: String,
+    sender: Option<String>,
     text: String,
 ) -> Result<DryRun, ExecError> {
     let t = text.clone();
@@ -193,7 +193,7 @@ pub async fn dry_run(
                 source,
                 usage,
             };
-            executor::dry_run(conn, &sender, &input)
+            executor::dry_run(conn, sender.as_deref(), &input)
         })
         .await
 }

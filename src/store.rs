@@ -191,7 +191,7 @@ impl Store {
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let trash = self.layout().trash_dir().join(format!("{id}-{stamp}"));
         self.pool.close_and(id, || {
-            std::fs::create_dir_all(&trash).map_err(|e| StoreError::io(&trash, e))?;
+            crate::tenant::create_private_dir(&trash)?;
             each_db_file(&self.layout().tenant_db(id), |f, name| {
                 std::fs::rename(f, trash.join(name))
             })?;
@@ -219,7 +219,7 @@ impl Store {
                 )));
             }
             let dir = self.layout().tenant_dir(id);
-            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+            crate::tenant::create_private_dir(&dir)?;
             each_db_file(&db, |f, name| std::fs::rename(trash.join(name), f))?;
             let _ = std::fs::remove_dir(&trash);
             self.control.mark_restored(id, &sha256_hex(&api_key))

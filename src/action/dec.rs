@@ -266,6 +266,44 @@ pub fn fmt_qty(milli: i64) -> String {
     Dec::from_fixed(milli, 3).to_string()
 }
 
+/// A quantity with its unit, plural unless it is exactly one: "37 bags", "1 bag",
+/// "2 loaves", "1.5 kg" (abbreviations stay as they are).
+pub fn fmt_units(milli: i64, unit: &str) -> String {
+    format!("{} {}", fmt_qty(milli), plural(unit, milli.abs() != 1000))
+}
+
+/// `unit` made plural (when `many`) as English does it for the units shops use.
+pub fn plural(unit: &str, many: bool) -> String {
+    const SAME: &[&str] = &[
+        "pcs", "kg", "g", "mg", "l", "ml", "cl", "lb", "lbs", "oz", "m", "cm", "mm", "ft", "in",
+        "sheep", "fish", "dozen",
+    ];
+    let low = unit.to_lowercase();
+    if !many
+        || unit.is_empty()
+        || SAME.contains(&low.as_str())
+        || !low.ends_with(char::is_alphabetic)
+    {
+        return unit.to_owned();
+    }
+    let stem = |n: usize| &unit[..unit.len() - n];
+    if low.ends_with("loaf") || low.ends_with("leaf") || low.ends_with("half") {
+        format!("{}ves", stem(1))
+    } else if low.ends_with("knife") {
+        format!("{}ves", stem(2))
+    } else if low.ends_with('y')
+        && !["ay", "ey", "iy", "oy", "uy"]
+            .iter()
+            .any(|e| low.ends_with(e))
+    {
+        format!("{}ies", stem(1))
+    } else if ["s", "x", "z", "ch", "sh"].iter().any(|e| low.ends_with(e)) {
+        format!("{unit}es")
+    } else {
+        format!("{unit}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +402,16 @@ mod tests {
         assert_eq!(fmt_money(-5, 2, "EUR"), "-0.05 EUR");
         assert_eq!(fmt_money(1200, 0, "JPY"), "1200 JPY");
         assert_eq!(fmt_qty(1500), "1.5");
+        assert_eq!(fmt_units(37_000, "bag"), "37 bags");
+        assert_eq!(fmt_units(1_000, "bag"), "1 bag");
+        assert_eq!(fmt_units(-1_000, "bag"), "-1 bag");
+        assert_eq!(fmt_units(0, "bag"), "0 bags");
+        assert_eq!(fmt_units(2_000, "loaf"), "2 loaves");
+        assert_eq!(fmt_units(3_000, "box"), "3 boxes");
+        assert_eq!(fmt_units(3_000, "battery"), "3 batteries");
+        assert_eq!(fmt_units(3_000, "tray"), "3 trays");
+        assert_eq!(fmt_units(1_500, "kg"), "1.5 kg");
+        assert_eq!(fmt_units(4_000, "pcs"), "4 pcs");
         assert_eq!(fmt_qty(3000), "3");
         assert_eq!(currency_digits("KWD"), 3);
     }

@@ -5,7 +5,7 @@
 mod dec;
 pub mod resolve;
 
-pub use dec::{Dec, currency_digits, fmt_money, fmt_qty};
+pub use dec::{Dec, currency_digits, fmt_money, fmt_qty, fmt_units, plural};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -104,6 +104,26 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, most trusted first.
+    pub const ALL: [Role; 5] = [
+        Role::Owner,
+        Role::Manager,
+        Role::Staff,
+        Role::Driver,
+        Role::Vendor,
+    ];
+
+    /// The role as a person says it of someone: "the owner", "a manager", "staff".
+    pub fn as_person(self) -> &'static str {
+        match self {
+            Role::Owner => "the owner",
+            Role::Manager => "a manager",
+            Role::Staff => "staff",
+            Role::Driver => "a driver",
+            Role::Vendor => "a vendor",
+        }
+    }
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -187,6 +207,10 @@ pub enum Action {
         driver: String,
     },
     MarkDelivered {
+        order_id: i64,
+    },
+    /// Cancels an order; a delivered one has its sale reversed (stock back, balance down).
+    CancelOrder {
         order_id: i64,
     },
     ListOrders {
@@ -322,11 +346,50 @@ impl Action {
             Action::CreateOrder { .. } => "create_order",
             Action::AssignDelivery { .. } => "assign_delivery",
             Action::MarkDelivered { .. } => "mark_delivered",
+            Action::CancelOrder { .. } => "cancel_order",
             Action::ListOrders { .. } => "list_orders",
             Action::SalesReport { .. } => "sales_report",
             Action::Undo {} => "undo",
             Action::Help {} => "help",
             Action::Unknown { .. } => "unknown",
+        }
+    }
+
+    /// What taking the action is, in a person's words ("record sales"), for refusals.
+    pub fn what(&self) -> &'static str {
+        match self {
+            Action::AddProduct { .. } => "add products",
+            Action::SetPrice { .. } => "change prices",
+            Action::Restock { .. } => "record stock coming in",
+            Action::StockCount { .. } => "record stock counts",
+            Action::CheckStock { .. } => "check stock",
+            Action::RecordSale { .. } => "record sales",
+            Action::RecordPayment { .. } => "record payments",
+            Action::CustomerBalance { .. } => "see what customers owe",
+            Action::RecordExpense { .. } => "record expenses",
+            Action::CreateOrder { .. } => "create orders",
+            Action::AssignDelivery { .. } => "assign deliveries",
+            Action::MarkDelivered { .. } => "mark orders delivered",
+            Action::CancelOrder { .. } => "cancel orders",
+            Action::ListOrders { .. } => "list orders",
+            Action::SalesReport { .. } => "see sales reports",
+            Action::Undo {} => "undo",
+            Action::Help {} => "ask for help",
+            Action::Unknown { .. } => "do that",
+        }
+    }
+
+    /// Who may take the action, as a person would say it: "the owner or a manager".
+    pub fn who_may(&self) -> String {
+        let roles: Vec<&str> = Role::ALL
+            .into_iter()
+            .filter(|r| self.permits(*r))
+            .map(Role::as_person)
+            .collect();
+        match roles.split_last() {
+            None => "no one".into(),
+            Some((last, [])) => (*last).into(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
         }
     }
 
@@ -356,9 +419,9 @@ impl Action {
             | Action::CustomerBalance { .. }
             | Action::RecordExpense { .. }
             | Action::CreateOrder { .. } => matches!(role, Owner | Manager | Staff),
-            Action::AssignDelivery { .. } | Action::SalesReport { .. } => {
-                matches!(role, Owner | Manager)
-            }
+            Action::AssignDelivery { .. }
+            | Action::SalesReport { .. }
+            | Action::CancelOrder { .. } => matches!(role, Owner | Manager),
             Action::MarkDelivered { .. } => matches!(role, Owner | Manager | Driver),
             Action::CheckStock { .. }
             | Action::ListOrders { .. }
@@ -447,7 +510,7 @@ impl Action {
                 }
                 text("driver", driver)?;
             }
-            Action::MarkDelivered { order_id } => {
+            Action::MarkDelivered { order_id } | Action::CancelOrder { order_id } => {
                 if *order_id <= 0 {
                     return Err("order_id must be a positive order number".into());
                 }

@@ -11,6 +11,7 @@ pub mod whatsapp;
 use crate::executor::{self, ExecError, Input, ReplyTo, Request};
 use crate::llm::LlmClient;
 use crate::shop;
+use crate::shop::staff::Redeemed;
 use crate::store::Store;
 use crate::tenant::sqlite::Cached;
 use crate::tenant::{StoreError, TenantId, pool::blocking};
@@ -169,32 +170,24 @@ fn handle_stranger(conn: &mut Connection, channel: &str, row: &Row) -> rusqlite:
     let mut words = row.text.split_whitespace();
     let cmd = words.next().unwrap_or("").split('@').next().unwrap_or("");
     let reply = if cmd.eq_ignore_ascii_case("/join") {
-        let code = words.next().unwrap_or("").to_uppercase();
-        let staff: Option<(i64, String, String)> = tx
-            .row(
-                "SELECT id, name, role FROM staff WHERE join_code = ?1 AND active = 1",
-                [&code],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        match staff {
-            Some((id, name, role)) if !code.is_empty() => {
-                tx.exec(
-                    "INSERT INTO identities (staff_id, channel, external_id, chat_id, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (channel, external_id) DO UPDATE SET staff_id = excluded.staff_id,
-                       chat_id = excluded.chat_id",
-                    params![id, channel, row.sender_id, row.chat_id, shop::now_utc()],
-                )?;
-                format!(
-                    "Welcome, {name}! You are linked as {role}. Send /help to see what you can do."
-                )
+        let code = words.next().unwrap_or("");
+        match shop::staff::redeem_join_code(&tx, code, channel, &row.sender_id, &row.chat_id)? {
+            Redeemed::Linked(staff) => format!(
+                "Welcome, {}! You are linked as {}. Send /help to see what you can do.",
+                staff.name,
+                staff.role.as_str()
+            ),
+            Redeemed::Expired => {
+                "That join code has expired. Ask the owner for a new one, then send: /join CODE"
+                    .to_owned()
             }
-            _ => "That join code is not valid. Ask the owner for yours, then send: /join CODE"
-                .to_owned(),
+            Redeemed::Unknown => {
+                "That join code is not valid. Ask the owner for yours, then send: /join CODE"
+                    .to_owned()
+            }
         }
     } else {
-        STRANGER.to_owned()
+        shop::greeting(&tx)?.unwrap_or_else(|| STRANGER.to_owned())
     };
     executor::finish_inbox(&tx, &to, &reply, Some("stranger"))?;
     tx.commit()
@@ -565,7 +558,7 @@ impl Channels {
                 let req = Request {
                     inbound_id: Some(row.update_key.clone()),
                     channel: channel.to_owned(),
-                    sender: staff.to_string(),
+                    sender: Some(staff.to_string()),
                     input: Input::Text(row.text.clone()),
                     parse_us: None,
                     reply_to: Some(to.clone()),

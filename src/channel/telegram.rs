@@ -93,16 +93,26 @@ fn describe(e: &teloxide::RequestError) -> String {
         RequestError::RetryAfter(s) => format!("rate limited for {}s", s.seconds()),
         RequestError::Network(n) if n.is_timeout() => "timed out".into(),
         RequestError::Network(_) => "network error reaching the Bot API".into(),
-        RequestError::InvalidJson { source, .. } => {
-            format!("the Bot API answered something unreadable ({source})")
+        RequestError::InvalidJson { .. } => {
+            "the Bot API answered something that is not a Bot API response (is TARN_TELEGRAM_API_URL right?)".into()
         }
-        other => other
-            .to_string()
-            .split(" for url")
-            .next()
-            .unwrap_or("error")
-            .to_owned(),
+        RequestError::MigrateToChatId(_) => "the chat moved to a supergroup".into(),
+        RequestError::Io(_) => "an I/O error talking to the Bot API".into(),
     }
+}
+
+/// Checks the shape of a bot token as @BotFather gives it (`123456789:AA…`): a bot id, a
+/// colon and a secret of 30 or more letters, digits, `_` or `-`.
+pub fn token_shape_ok(token: &str) -> bool {
+    let Some((id, secret)) = token.split_once(':') else {
+        return false;
+    };
+    (1..=20).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && (30..=100).contains(&secret.len())
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The bot's id and username, checking the token (getMe).
@@ -137,6 +147,7 @@ pub async fn set_webhook(bot: &teloxide::Bot, url: &str, secret: &str) -> Result
         ("order", "new order: /order fatima 2 rice"),
         ("assign", "give an order to a driver"),
         ("delivered", "an order was delivered"),
+        ("cancel", "cancel an order: /cancel 17"),
         ("orders", "list orders"),
         ("report", "sales report"),
         ("undo", "undo your last action"),

@@ -129,6 +129,24 @@ pub fn decode(body: &[u8]) -> Result<Vec<Batch>, ChannelError> {
     Ok(out)
 }
 
+/// What went wrong reaching the Graph API, in words (never reqwest's own text).
+fn reach_error(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect (is TARN_WHATSAPP_API_URL right?)"
+    } else if e.is_builder() {
+        "the request could not be made from these values"
+    } else {
+        "network error"
+    }
+}
+
+/// Whether an access token has the shape Meta issues: 1-1024 visible ASCII characters.
+pub fn token_shape_ok(token: &str) -> bool {
+    (1..=1024).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Checks an access token against a phone number (GET /{phone_number_id}).
 pub async fn check(
     http: &reqwest::Client,
@@ -145,7 +163,7 @@ pub async fn check(
         .send()
         .await
         .map_err(|e| {
-            ChannelError::Provider(format!("Graph API unreachable: {}", e.without_url()))
+            ChannelError::Provider(format!("Graph API unreachable: {}", reach_error(&e)))
         })?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -238,7 +256,7 @@ pub async fn send_image(
 /// The body of a 2xx Graph answer, or the error it means.
 async fn answer(resp: Result<reqwest::Response, reqwest::Error>) -> Result<Value, SendError> {
     let resp =
-        resp.map_err(|e| SendError::Retry(format!("Graph API unreachable: {}", e.without_url())))?;
+        resp.map_err(|e| SendError::Retry(format!("Graph API unreachable: {}", reach_error(&e))))?;
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()

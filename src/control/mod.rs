@@ -51,7 +51,7 @@ impl ControlDb {
     /// Opens (creating and migrating if needed) the control database of `layout`.
     pub fn open(layout: &Layout) -> Result<Self, StoreError> {
         let root = layout.root();
-        std::fs::create_dir_all(root).map_err(|e| StoreError::io(root, e))?;
+        crate::tenant::create_private_dir(root)?;
         let path = layout.control_db();
         let mut conn = sqlite::open_or_create(&path)?;
         migrate::apply(&mut conn, migrate::CONTROL, &path)?;

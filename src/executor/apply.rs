@@ -1,58 +1,21 @@
-//! The fixed, parameterized SQL of each action, the replies people see, and undo.
+//! The fixed, parameterized SQL of each action and the replies people see; the shared
+//! steps (names, stock, balances, sales) that orders and undo build on.
 //! Invariants: every stock change writes a stock movement (stock = sum of movements); every
-//! write pushes the operations that reverse it; names resolve or the action asks (Clarify).
+//! write pushes the operations that reverse it; names resolve or the action asks (Clarify);
+//! every figure stays within the books' bounds or the action is refused.
 
-use super::{Ctx, Flow};
+use super::undo::{UndoOp, undo};
+use super::{Ctx, Flow, order};
 use crate::action::resolve::{self, Candidate, Match, key};
 use crate::action::{
-    Action, Dec, Item, MAX_STOCK, Role, fmt_money, fmt_qty, max_money_text, money_figure,
+    Action, Dec, Item, MAX_STOCK, fmt_money, fmt_qty, fmt_units, max_money_text, money_figure,
 };
 use crate::shop::catalog::{self, Customer, NewProduct, Product};
 use crate::shop::{self, report};
 use crate::tenant::sqlite::Cached;
-use rusqlite::{Connection, params};
-use serde::{Deserialize, Serialize};
+use rusqlite::{Connection, OptionalExtension, params};
 
-/// How long `undo` can reach back.
-pub const UNDO_WINDOW_MS: i64 = 10 * 60 * 1000;
-
-/// One step that reverses part of an applied action.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum UndoOp {
-    Stock {
-        product: i64,
-        delta: i64,
-    },
-    Balance {
-        customer: i64,
-        delta: i64,
-    },
-    VoidSale {
-        id: i64,
-    },
-    VoidPayment {
-        id: i64,
-    },
-    VoidExpense {
-        id: i64,
-    },
-    Price {
-        product: i64,
-        price: i64,
-    },
-    Order {
-        id: i64,
-        status: String,
-        driver: Option<i64>,
-        delivered_at: Option<String>,
-    },
-    RemoveProduct {
-        product: i64,
-    },
-}
-
-fn money(ctx: &Ctx, minor: i64) -> String {
+pub(super) fn money(ctx: &Ctx, minor: i64) -> String {
     fmt_money(minor, ctx.settings.digits, &ctx.settings.currency)
 }
 
@@ -85,7 +48,7 @@ fn line_total(ctx: &Ctx, qty: i64, unit: i64, product: &str) -> Result<i64, Flow
 }
 
 /// The sum of a sale's or order's lines, within the books' bounds.
-fn lines_sum(ctx: &Ctx, lines: &[Line]) -> Result<i64, Flow> {
+pub(super) fn lines_sum(ctx: &Ctx, lines: &[Line]) -> Result<i64, Flow> {
     money_figure(lines.iter().map(|l| i128::from(l.total)).sum())
         .ok_or_else(|| too_large(ctx, "the total of these items"))
 }
@@ -123,7 +86,11 @@ fn find_product(conn: &Connection, name: &str) -> Result<Product, Flow> {
 }
 
 /// The customer a name means; with `create`, a name like no one's adds a new customer.
-fn find_customer(conn: &Connection, name: &str, create: bool) -> Result<(Customer, bool), Flow> {
+pub(super) fn find_customer(
+    conn: &Connection,
+    name: &str,
+    create: bool,
+) -> Result<(Customer, bool), Flow> {
     if let Some(c) = catalog::customer_by_key(conn, &key(name))? {
         return Ok((c, false));
     }
@@ -132,12 +99,32 @@ fn find_customer(conn: &Connection, name: &str, create: bool) -> Result<(Custome
             catalog::customer(conn, id)?.expect("candidate exists"),
             false,
         )),
-        Match::NotFound(_) if create => Ok((catalog::insert_customer(conn, name, None)?, true)),
+        Match::NotFound(_) if create => Ok((
+            catalog::insert_customer(conn, &capitalized(name), None)?,
+            true,
+        )),
         other => Err(clarify_text("customer", name, other)),
     }
 }
 
-fn find_driver(conn: &Connection, name: &str) -> Result<shop::Staff, Flow> {
+/// A name typed all in lower case ("yara khan"), as a name is written ("Yara Khan"); any
+/// other spelling is kept as typed.
+fn capitalized(name: &str) -> String {
+    if name.chars().any(char::is_uppercase) {
+        return name.to_owned();
+    }
+    name.split(' ')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_uppercase().chain(c).collect())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<String>>()
+        .join(" ")
+}
+
+pub(super) fn find_driver(conn: &Connection, name: &str) -> Result<shop::Staff, Flow> {
     let id = pick("driver", name, &shop::driver_candidates(conn)?)?;
     Ok(shop::staff_by_id(conn, id)?.expect("candidate exists"))
 }
@@ -191,7 +178,7 @@ fn existing_customer(conn: &Connection, name: &str) -> Result<Option<String>, Fl
 }
 
 /// Changes stock by `delta` with a movement; returns the stock after.
-fn move_stock(
+pub(super) fn move_stock(
     conn: &Connection,
     ctx: &mut Ctx,
     product: i64,
@@ -200,7 +187,6 @@ fn move_stock(
     unit_cost: Option<i64>,
     supplier: Option<&str>,
 ) -> Result<i64, Flow> {
-    use rusqlite::OptionalExtension;
     let stock: Option<i64> = conn
         .row(
             // Back at or over its threshold: the low-stock alert may fire again next time.
@@ -230,13 +216,13 @@ fn move_stock(
     Ok(stock)
 }
 
-fn change_balance(
+/// Changes what a customer owes by `delta`; returns the balance after.
+pub(super) fn change_balance(
     conn: &Connection,
     ctx: &mut Ctx,
     customer: i64,
     delta: i64,
 ) -> Result<i64, Flow> {
-    use rusqlite::OptionalExtension;
     let balance: Option<i64> = conn
         .row(
             "UPDATE customers SET balance = balance + ?2
@@ -256,7 +242,7 @@ fn change_balance(
 }
 
 fn stock_text(p: &Product, stock: i64) -> String {
-    format!("{} {}", fmt_qty(stock), p.unit)
+    fmt_units(stock, &p.unit)
 }
 
 fn low_warning(ctx: &Ctx, p: &Product, stock: i64) -> Option<String> {
@@ -264,7 +250,7 @@ fn low_warning(ctx: &Ctx, p: &Product, stock: i64) -> Option<String> {
     (stock < threshold).then(|| format!("Low stock: {} has {} left.", p.name, stock_text(p, stock)))
 }
 
-fn owes_text(ctx: &Ctx, c: &Customer, balance: i64) -> String {
+pub(super) fn owes_text(ctx: &Ctx, c: &Customer, balance: i64) -> String {
     match balance {
         0 => format!("{} owes nothing.", c.name),
         b if b > 0 => format!("{} owes {}.", c.name, money(ctx, b)),
@@ -273,14 +259,18 @@ fn owes_text(ctx: &Ctx, c: &Customer, balance: i64) -> String {
 }
 
 /// A priced line.
-struct Line {
-    product: Product,
-    qty: i64,
-    unit_price: i64,
-    total: i64,
+pub(super) struct Line {
+    pub product: Product,
+    pub qty: i64,
+    pub unit_price: i64,
+    pub total: i64,
 }
 
-fn price_items(conn: &Connection, ctx: &Ctx, items: &mut [Item]) -> Result<Vec<Line>, Flow> {
+pub(super) fn price_items(
+    conn: &Connection,
+    ctx: &Ctx,
+    items: &mut [Item],
+) -> Result<Vec<Line>, Flow> {
     let mut lines = Vec::with_capacity(items.len());
     for it in items.iter_mut() {
         let product = find_product(conn, &it.product)?;
@@ -318,7 +308,8 @@ fn price_items(conn: &Connection, ctx: &Ctx, items: &mut [Item]) -> Result<Vec<L
     Ok(lines)
 }
 
-fn lines_text(ctx: &Ctx, lines: &[Line]) -> String {
+/// "3 Rice (15.00 USD each), 2 Sugar (2.50 USD each)".
+pub(super) fn lines_text(ctx: &Ctx, lines: &[Line]) -> String {
     lines
         .iter()
         .map(|l| {
@@ -333,14 +324,54 @@ fn lines_text(ctx: &Ctx, lines: &[Line]) -> String {
         .join(", ")
 }
 
-/// Records a sale: rows, stock out, balance on credit. Returns the reply's stock notes.
-fn write_sale(
+/// "3 Rice", "3 Rice and 2 Sugar", "3 Rice, 2 Sugar and 1 Oil".
+pub(super) fn items_text(lines: &[Line]) -> String {
+    let parts: Vec<String> = lines
+        .iter()
+        .map(|l| format!("{} {}", fmt_qty(l.qty), l.product.name))
+        .collect();
+    match parts.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => parts.concat(),
+    }
+}
+
+/// A sale written: its id and total, the customer's balance after, the stock notes.
+pub(super) struct SaleDone {
+    pub id: i64,
+    pub total: i64,
+    pub balance: i64,
+    pub notes: Vec<String>,
+}
+
+/// The reply's note on one line's stock after a sale.
+fn stock_note(ctx: &Ctx, l: &Line, after: i64) -> String {
+    let before = l.product.stock;
+    if l.qty > before {
+        return format!(
+            "Warning: {} had {} in stock, fewer than sold; it now shows {}. Please check the count.",
+            l.product.name,
+            stock_text(&l.product, before),
+            stock_text(&l.product, after)
+        );
+    }
+    low_warning(ctx, &l.product, after).unwrap_or_else(|| {
+        format!(
+            "{}: {} left.",
+            l.product.name,
+            stock_text(&l.product, after)
+        )
+    })
+}
+
+/// Records a sale: rows, stock out, the hour's totals, the balance on credit.
+pub(super) fn write_sale(
     conn: &Connection,
     ctx: &mut Ctx,
     lines: &[Line],
     customer: Option<&Customer>,
     paid: bool,
-) -> Result<(i64, i64, Vec<String>), Flow> {
+) -> Result<SaleDone, Flow> {
     let total = lines_sum(ctx, lines)?;
     conn.exec(
         "INSERT INTO sales (customer_id, staff_id, total, paid, at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -355,26 +386,10 @@ fn write_sale(
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![sale, l.product.id, l.qty, l.unit_price, l.total],
         )?;
-        let before = l.product.stock;
         let after = move_stock(conn, ctx, l.product.id, -l.qty, "sale", None, None)?;
-        if l.qty > before {
-            notes.push(format!(
-                "Warning: only {} of {} were in stock; stock is now {}. Please check the count.",
-                fmt_qty(before.max(0)),
-                l.product.name,
-                fmt_qty(after)
-            ));
-        } else if let Some(w) = low_warning(ctx, &l.product, after) {
-            notes.push(w);
-        } else {
-            notes.push(format!(
-                "{}: {} left.",
-                l.product.name,
-                stock_text(&l.product, after)
-            ));
-        }
+        notes.push(stock_note(ctx, l, after));
     }
-    if !crate::shop::report::count_sale(conn, sale, 1)? {
+    if !report::count_sale(conn, sale, 1)? {
         return Err(too_large(ctx, "this hour's sales with this one"));
     }
     let balance = match customer {
@@ -382,36 +397,16 @@ fn write_sale(
         Some(c) => c.balance,
         None => 0,
     };
-    Ok((total, balance, notes))
+    Ok(SaleDone {
+        id: sale,
+        total,
+        balance,
+        notes,
+    })
 }
 
-/// An order's state, as `undo` restores it.
-struct OrderState {
-    status: String,
-    driver: Option<i64>,
-    delivered_at: Option<String>,
-    customer_id: i64,
-}
-
-fn order_state(conn: &Connection, id: i64) -> Result<OrderState, Flow> {
-    use rusqlite::OptionalExtension;
-    conn.row(
-        "SELECT status, driver_id, delivered_at, customer_id FROM orders WHERE id = ?1",
-        [id],
-        |r| {
-            Ok(OrderState {
-                status: r.get(0)?,
-                driver: r.get(1)?,
-                delivered_at: r.get(2)?,
-                customer_id: r.get(3)?,
-            })
-        },
-    )
-    .optional()?
-    .ok_or_else(|| Flow::Reject(format!("There is no order #{id}.")))
-}
-
-/// Runs the action's SQL; returns the reply.
+/// Runs the action's SQL; returns the reply. Write actions leave `ctx.summary`, what they
+/// did in the shop's words, for undo.
 pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Result<String, Flow> {
     match action {
         Action::AddProduct {
@@ -432,6 +427,7 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             let p = catalog::insert_product(conn, &new, ctx.settings.digits, ctx.journal_id)?;
             *name = p.name.clone();
             ctx.undo.push(UndoOp::RemoveProduct { product: p.id });
+            ctx.summary = Some(format!("new product {}", p.name));
             Ok(format!(
                 "Added {} at {} per {}. Stock: {}.",
                 p.name,
@@ -440,177 +436,21 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
                 stock_text(&p, p.stock)
             ))
         }
-        Action::SetPrice { product, price } => {
-            let p = find_product(conn, product)?;
-            *product = p.name.clone();
-            let new = to_money(ctx, *price);
-            conn.exec(
-                "UPDATE products SET price = ?2 WHERE id = ?1",
-                params![p.id, new],
-            )?;
-            ctx.undo.push(UndoOp::Price {
-                product: p.id,
-                price: p.price,
-            });
-            Ok(format!(
-                "{} now costs {} (was {}).",
-                p.name,
-                money(ctx, new),
-                money(ctx, p.price)
-            ))
-        }
+        Action::SetPrice { product, price } => set_price(conn, ctx, product, *price),
         Action::Restock {
             product,
             qty,
             unit_cost,
             supplier,
-        } => {
-            let p = find_product(conn, product)?;
-            *product = p.name.clone();
-            let q = to_qty(*qty);
-            let cost = unit_cost.map(|c| to_money(ctx, c));
-            let after = move_stock(conn, ctx, p.id, q, "restock", cost, supplier.as_deref())?;
-            let mut reply = format!(
-                "Restocked {} {}. Stock: {}.",
-                fmt_qty(q),
-                p.name,
-                stock_text(&p, after)
-            );
-            if let Some(c) = cost {
-                reply.push_str(&format!(
-                    " Cost {} ({} each).",
-                    money(ctx, line_total(ctx, q, c, &p.name)?),
-                    money(ctx, c)
-                ));
-            }
-            if let Some(w) = low_warning(ctx, &p, after) {
-                reply.push(' ');
-                reply.push_str(&w);
-            }
-            Ok(reply)
-        }
-        Action::StockCount { product, qty } => {
-            let p = find_product(conn, product)?;
-            *product = p.name.clone();
-            let counted = to_qty(*qty);
-            let delta = counted - p.stock;
-            if delta != 0 {
-                move_stock(conn, ctx, p.id, delta, "count", None, None)?;
-            }
-            let mut reply = format!(
-                "Counted {} {} (was {}, {}{}).",
-                fmt_qty(counted),
-                p.name,
-                fmt_qty(p.stock),
-                if delta >= 0 { "+" } else { "" },
-                fmt_qty(delta)
-            );
-            if let Some(w) = low_warning(ctx, &p, counted) {
-                reply.push(' ');
-                reply.push_str(&w);
-            }
-            Ok(reply)
-        }
-        Action::CheckStock {
-            product: Some(product),
-        } => {
-            let p = find_product(conn, product)?;
-            *product = p.name.clone();
-            let low = if p.stock < p.low_stock_at.unwrap_or(ctx.settings.low_stock_default) {
-                " (low)"
-            } else {
-                ""
-            };
-            Ok(format!(
-                "{}: {}{low}. Price {}.",
-                p.name,
-                stock_text(&p, p.stock),
-                money(ctx, p.price)
-            ))
-        }
-        Action::CheckStock { product: None } => {
-            let mut all = catalog::products(conn)?;
-            if all.is_empty() {
-                return Ok("No products yet. Add one with /addproduct <name> <price>.".into());
-            }
-            let default = ctx.settings.low_stock_default;
-            let is_low = |p: &Product| p.stock < p.low_stock_at.unwrap_or(default);
-            all.sort_by_key(|p| !is_low(p));
-            let lines: Vec<String> = all
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}: {}{}",
-                        p.name,
-                        stock_text(p, p.stock),
-                        if is_low(p) { " (low)" } else { "" }
-                    )
-                })
-                .collect();
-            Ok(format!("Stock:\n{}", lines.join("\n")))
-        }
+        } => restock(conn, ctx, product, *qty, *unit_cost, supplier.as_deref()),
+        Action::StockCount { product, qty } => stock_count(conn, ctx, product, *qty),
+        Action::CheckStock { product } => check_stock(conn, ctx, product),
         Action::RecordSale {
             items,
             customer,
             paid,
-        } => {
-            let lines = price_items(conn, ctx, items)?;
-            let paid_now = paid.unwrap_or(true);
-            let cust = match customer.as_deref() {
-                Some(name) => Some(find_customer(conn, name, true)?),
-                None if !paid_now => {
-                    return Err(Flow::Reject(
-                        "A sale on credit needs a customer, like: /sale 3 rice to Ahmed on credit"
-                            .into(),
-                    ));
-                }
-                None => None,
-            };
-            if let (Some(name), Some((c, _))) = (customer.as_mut(), &cust) {
-                *name = c.name.clone();
-            }
-            let (total, balance, notes) =
-                write_sale(conn, ctx, &lines, cust.as_ref().map(|c| &c.0), paid_now)?;
-            let mut reply = format!("Sold {} = {}", lines_text(ctx, &lines), money(ctx, total));
-            if let Some((c, created)) = &cust {
-                reply.push_str(&format!(
-                    " to {}{}",
-                    c.name,
-                    if *created { " (new customer)" } else { "" }
-                ));
-                if !paid_now {
-                    reply.push_str(&format!(", on credit. {}", owes_text(ctx, c, balance)));
-                } else {
-                    reply.push('.');
-                }
-            } else {
-                reply.push('.');
-            }
-            for n in notes {
-                reply.push(' ');
-                reply.push_str(&n);
-            }
-            Ok(reply)
-        }
-        Action::RecordPayment { customer, amount } => {
-            let (c, _) = find_customer(conn, customer, false)?;
-            *customer = c.name.clone();
-            let amt = to_money(ctx, *amount);
-            conn.exec(
-                "INSERT INTO payments (customer_id, staff_id, amount, at) VALUES (?1, ?2, ?3, ?4)",
-                params![c.id, ctx.staff.id, amt, ctx.now],
-            )?;
-            ctx.undo.push(UndoOp::VoidPayment {
-                id: conn.last_insert_rowid(),
-            });
-            let balance = change_balance(conn, ctx, c.id, -amt)?;
-            Ok(format!(
-                "Received {} from {}. {}",
-                money(ctx, amt),
-                c.name,
-                owes_text(ctx, &c, balance)
-            ))
-        }
+        } => sale(conn, ctx, items, customer, paid.unwrap_or(true)),
+        Action::RecordPayment { customer, amount } => payment(conn, ctx, customer, *amount),
         Action::CustomerBalance { customer } => {
             let (c, _) = find_customer(conn, customer, false)?;
             *customer = c.name.clone();
@@ -620,188 +460,16 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             amount,
             category,
             note,
-        } => {
-            let amt = to_money(ctx, *amount);
-            conn.exec(
-                "INSERT INTO expenses (staff_id, amount, category, note, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![ctx.staff.id, amt, &*category, &*note, ctx.now],
-            )?;
-            ctx.undo.push(UndoOp::VoidExpense {
-                id: conn.last_insert_rowid(),
-            });
-            Ok(format!(
-                "Expense of {}{} recorded.",
-                money(ctx, amt),
-                category
-                    .as_deref()
-                    .map(|c| format!(" ({c})"))
-                    .unwrap_or_default()
-            ))
-        }
+        } => expense(conn, ctx, *amount, category.as_deref(), note.as_deref()),
         Action::CreateOrder {
             customer,
             items,
             address,
-        } => {
-            let lines = price_items(conn, ctx, items)?;
-            let total = lines_sum(ctx, &lines)?;
-            let (c, created) = find_customer(conn, customer, true)?;
-            *customer = c.name.clone();
-            conn.exec(
-                "INSERT INTO orders (customer_id, staff_id, address, status, total, created_at)
-                 VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
-                params![c.id, ctx.staff.id, &*address, total, ctx.now],
-            )?;
-            let id = conn.last_insert_rowid();
-            for l in &lines {
-                conn.exec(
-                    "INSERT INTO order_items (order_id, product_id, qty, unit_price, total)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id, l.product.id, l.qty, l.unit_price, l.total],
-                )?;
-            }
-            ctx.undo.push(UndoOp::Order {
-                id,
-                status: "cancelled".into(),
-                driver: None,
-                delivered_at: None,
-            });
-            Ok(format!(
-                "Order #{id} for {}{}: {} = {}. Assign it with /assign {id} <driver>.",
-                c.name,
-                if created { " (new customer)" } else { "" },
-                lines_text(ctx, &lines),
-                money(ctx, total)
-            ))
-        }
-        Action::AssignDelivery { order_id, driver } => {
-            let OrderState {
-                status,
-                driver: prev_driver,
-                delivered_at,
-                ..
-            } = order_state(conn, *order_id)?;
-            if !matches!(status.as_str(), "pending" | "assigned") {
-                return Err(Flow::Reject(format!(
-                    "Order #{order_id} is already {status}."
-                )));
-            }
-            let d = find_driver(conn, driver)?;
-            *driver = d.name.clone();
-            conn.exec(
-                "UPDATE orders SET status = 'assigned', driver_id = ?2 WHERE id = ?1",
-                params![*order_id, d.id],
-            )?;
-            ctx.undo.push(UndoOp::Order {
-                id: *order_id,
-                status,
-                driver: prev_driver,
-                delivered_at,
-            });
-            Ok(format!("Order #{order_id} assigned to {}.", d.name))
-        }
-        Action::MarkDelivered { order_id } => {
-            let id = *order_id;
-            let OrderState {
-                status,
-                driver,
-                delivered_at,
-                customer_id,
-            } = order_state(conn, id)?;
-            if !matches!(status.as_str(), "pending" | "assigned") {
-                return Err(Flow::Reject(format!("Order #{id} is already {status}.")));
-            }
-            if ctx.staff.role == Role::Driver && driver != Some(ctx.staff.id) {
-                return Err(Flow::Reject(format!("Order #{id} is not assigned to you.")));
-            }
-            conn.exec(
-                "UPDATE orders SET status = 'delivered', delivered_at = ?2 WHERE id = ?1",
-                params![id, ctx.now],
-            )?;
-            ctx.undo.push(UndoOp::Order {
-                id,
-                status,
-                driver,
-                delivered_at,
-            });
-            // The delivery is a sale on the customer's account.
-            let mut stmt = conn.prepare_cached(
-                "SELECT product_id, qty, unit_price, total FROM order_items WHERE order_id = ?1 ORDER BY id",
-            )?;
-            let raw = stmt
-                .query_map([id], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
-                .collect::<Result<Vec<(i64, i64, i64, i64)>, _>>()?;
-            let mut lines = Vec::new();
-            for (pid, qty, unit_price, total) in raw {
-                let product = catalog::product(conn, pid)?.ok_or_else(|| {
-                    Flow::Reject(format!("A product of order #{id} was deleted."))
-                })?;
-                lines.push(Line {
-                    product,
-                    qty,
-                    unit_price,
-                    total,
-                });
-            }
-            let c = catalog::customer(conn, customer_id)?.expect("orders reference customers");
-            let (total, balance, notes) = write_sale(conn, ctx, &lines, Some(&c), false)?;
-            Ok(format!(
-                "Order #{id} delivered to {}: {} added to their account. {} {}",
-                c.name,
-                money(ctx, total),
-                owes_text(ctx, &c, balance),
-                notes.join(" ")
-            )
-            .trim_end()
-            .to_owned())
-        }
-        Action::ListOrders { status } => {
-            let driver = (ctx.staff.role == Role::Driver).then_some(ctx.staff.id);
-            let orders = report::orders(
-                conn,
-                ctx.settings.digits,
-                status.map(|s| s.as_str()),
-                driver,
-                20,
-            )?;
-            if orders.is_empty() {
-                return Ok(format!(
-                    "No {}orders.",
-                    status
-                        .map(|s| format!("{} ", s.as_str()))
-                        .unwrap_or_else(|| "open ".into())
-                ));
-            }
-            let lines: Vec<String> = orders
-                .iter()
-                .map(|o| {
-                    let items: Vec<String> = o
-                        .items
-                        .iter()
-                        .map(|i| format!("{} {}", i.qty, i.product))
-                        .collect();
-                    format!(
-                        "#{} {}: {} = {} [{}{}]",
-                        o.id,
-                        o.customer,
-                        items.join(", "),
-                        fmt_money(
-                            o.total.to_fixed(ctx.settings.digits).unwrap_or(0),
-                            ctx.settings.digits,
-                            &ctx.settings.currency
-                        ),
-                        o.status,
-                        o.driver
-                            .as_deref()
-                            .map(|d| format!(", {d}"))
-                            .unwrap_or_default()
-                    )
-                })
-                .collect();
-            Ok(lines.join("\n"))
-        }
+        } => order::create(conn, ctx, customer, items, address.as_deref()),
+        Action::AssignDelivery { order_id, driver } => order::assign(conn, ctx, *order_id, driver),
+        Action::MarkDelivered { order_id } => order::deliver(conn, ctx, *order_id),
+        Action::CancelOrder { order_id } => order::cancel(conn, ctx, *order_id),
+        Action::ListOrders { status } => order::list(conn, ctx, *status),
         Action::SalesReport { period } => {
             let s = report::period_summary(conn, &ctx.settings, *period)?;
             Ok(report::summary_reply(&s, &ctx.settings))
@@ -818,90 +486,241 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
     }
 }
 
-fn undo(conn: &Connection, ctx: &mut Ctx) -> Result<String, Flow> {
-    use rusqlite::OptionalExtension;
-    let last: Option<(i64, String, String, i64)> = conn
-        .query_row(
-            "SELECT id, action, undo_ops, at_ms FROM journal
-             WHERE staff_id = ?1 AND undone = 0 ORDER BY id DESC LIMIT 1",
-            [ctx.staff.id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    let Some((id, name, ops, at_ms)) = last else {
-        return Err(Flow::Reject("There is nothing of yours to undo.".into()));
-    };
-    let what = name.replace('_', " ");
-    if ctx.now_ms - at_ms > UNDO_WINDOW_MS {
-        return Err(Flow::Reject(format!(
-            "Your last action ({what}) is more than 10 minutes old and can't be undone."
-        )));
+fn set_price(
+    conn: &Connection,
+    ctx: &mut Ctx,
+    product: &mut String,
+    price: Dec,
+) -> Result<String, Flow> {
+    let p = find_product(conn, product)?;
+    *product = p.name.clone();
+    let new = to_money(ctx, price);
+    conn.exec(
+        "UPDATE products SET price = ?2 WHERE id = ?1",
+        params![p.id, new],
+    )?;
+    ctx.undo.push(UndoOp::Price {
+        product: p.id,
+        price: p.price,
+    });
+    ctx.summary = Some(format!(
+        "price of {} set to {} (it is {} again)",
+        p.name,
+        money(ctx, new),
+        money(ctx, p.price)
+    ));
+    Ok(format!(
+        "{} now costs {} (was {}).",
+        p.name,
+        money(ctx, new),
+        money(ctx, p.price)
+    ))
+}
+
+fn restock(
+    conn: &Connection,
+    ctx: &mut Ctx,
+    product: &mut String,
+    qty: Dec,
+    unit_cost: Option<Dec>,
+    supplier: Option<&str>,
+) -> Result<String, Flow> {
+    let p = find_product(conn, product)?;
+    *product = p.name.clone();
+    let q = to_qty(qty);
+    let cost = unit_cost.map(|c| to_money(ctx, c));
+    let cost_total = cost.map(|c| line_total(ctx, q, c, &p.name)).transpose()?;
+    let after = move_stock(conn, ctx, p.id, q, "restock", cost, supplier)?;
+    let mut reply = format!(
+        "Restocked {} {}. Stock: {}.",
+        fmt_qty(q),
+        p.name,
+        stock_text(&p, after)
+    );
+    if let (Some(c), Some(total)) = (cost, cost_total) {
+        reply.push_str(&format!(
+            " Cost {} ({} each).",
+            money(ctx, total),
+            money(ctx, c)
+        ));
     }
-    let ops: Vec<UndoOp> = serde_json::from_str(&ops)
-        .map_err(|e| Flow::Db(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-    for op in ops.into_iter().rev() {
-        match op {
-            UndoOp::Stock { product, delta } => {
-                move_stock(conn, ctx, product, delta, "undo", None, None)?;
-            }
-            UndoOp::Balance { customer, delta } => {
-                change_balance(conn, ctx, customer, delta)?;
-            }
-            UndoOp::VoidSale { id } => {
-                crate::shop::report::count_sale(conn, id, -1)?;
-                conn.exec("UPDATE sales SET voided = 1 WHERE id = ?1", [id])?;
-            }
-            UndoOp::VoidPayment { id } => {
-                conn.exec("UPDATE payments SET voided = 1 WHERE id = ?1", [id])?;
-            }
-            UndoOp::VoidExpense { id } => {
-                conn.exec("UPDATE expenses SET voided = 1 WHERE id = ?1", [id])?;
-            }
-            UndoOp::Price { product, price } => {
-                conn.exec(
-                    "UPDATE products SET price = ?2 WHERE id = ?1",
-                    params![product, price],
-                )?;
-            }
-            UndoOp::Order {
-                id,
-                status,
-                driver,
-                delivered_at,
-            } => {
-                conn.exec(
-                    "UPDATE orders SET status = ?2, driver_id = ?3, delivered_at = ?4 WHERE id = ?1",
-                    params![id, status, driver, delivered_at],
-                )?;
-            }
-            UndoOp::RemoveProduct { product } => {
-                let used: bool = conn.row(
-                    "SELECT EXISTS (SELECT 1 FROM sale_items WHERE product_id = ?1)
-                         OR EXISTS (SELECT 1 FROM order_items WHERE product_id = ?1)
-                         OR EXISTS (SELECT 1 FROM stock_movements WHERE product_id = ?1 AND cause != 'initial')",
-                    [product],
-                    |r| r.get(0),
-                )?;
-                if used {
-                    return Err(Flow::Reject(format!(
-                        "Can't undo {what}: the product has been used since."
-                    )));
-                }
-                conn.exec(
-                    "DELETE FROM stock_movements WHERE product_id = ?1",
-                    [product],
-                )?;
-                conn.exec(
-                    "DELETE FROM product_aliases WHERE product_id = ?1",
-                    [product],
-                )?;
-                conn.exec("DELETE FROM products WHERE id = ?1", [product])?;
-            }
+    if let Some(w) = low_warning(ctx, &p, after) {
+        reply.push(' ');
+        reply.push_str(&w);
+    }
+    ctx.summary = Some(format!("restock of {} {}", fmt_units(q, &p.unit), p.name));
+    Ok(reply)
+}
+
+fn stock_count(
+    conn: &Connection,
+    ctx: &mut Ctx,
+    product: &mut String,
+    qty: Dec,
+) -> Result<String, Flow> {
+    let p = find_product(conn, product)?;
+    *product = p.name.clone();
+    let counted = to_qty(qty);
+    let delta = counted - p.stock;
+    if delta != 0 {
+        move_stock(conn, ctx, p.id, delta, "count", None, None)?;
+    }
+    let mut reply = format!(
+        "Counted {} {} (was {}, {}{}).",
+        fmt_qty(counted),
+        p.name,
+        fmt_qty(p.stock),
+        if delta >= 0 { "+" } else { "" },
+        fmt_qty(delta)
+    );
+    if let Some(w) = low_warning(ctx, &p, counted) {
+        reply.push(' ');
+        reply.push_str(&w);
+    }
+    ctx.summary = Some(format!(
+        "stock count of {} ({}; it shows {} again)",
+        p.name,
+        stock_text(&p, counted),
+        stock_text(&p, p.stock)
+    ));
+    Ok(reply)
+}
+
+fn check_stock(conn: &Connection, ctx: &Ctx, product: &mut Option<String>) -> Result<String, Flow> {
+    let default = ctx.settings.low_stock_default;
+    let is_low = |p: &Product| p.stock < p.low_stock_at.unwrap_or(default);
+    if let Some(product) = product {
+        let p = find_product(conn, product)?;
+        *product = p.name.clone();
+        return Ok(format!(
+            "{}: {}{}. Price {}.",
+            p.name,
+            stock_text(&p, p.stock),
+            if is_low(&p) { " (low)" } else { "" },
+            money(ctx, p.price)
+        ));
+    }
+    let mut all = catalog::products(conn)?;
+    if all.is_empty() {
+        return Ok("No products yet. Add one with /addproduct <name> <price>.".into());
+    }
+    all.sort_by_key(|p| !is_low(p));
+    let lines: Vec<String> = all
+        .iter()
+        .map(|p| {
+            format!(
+                "{}: {}{}",
+                p.name,
+                stock_text(p, p.stock),
+                if is_low(p) { " (low)" } else { "" }
+            )
+        })
+        .collect();
+    Ok(format!("Stock:\n{}", lines.join("\n")))
+}
+
+fn sale(
+    conn: &Connection,
+    ctx: &mut Ctx,
+    items: &mut [Item],
+    customer: &mut Option<String>,
+    paid: bool,
+) -> Result<String, Flow> {
+    let lines = price_items(conn, ctx, items)?;
+    let cust = match customer.as_deref() {
+        Some(name) => Some(find_customer(conn, name, true)?),
+        None if !paid => {
+            return Err(Flow::Reject(
+                "A sale on credit needs a customer, like: /sale 3 rice to Ahmed on credit".into(),
+            ));
+        }
+        None => None,
+    };
+    if let Some((c, created)) = &cust {
+        *customer = Some(c.name.clone());
+        if *created {
+            ctx.undo.push(UndoOp::RemoveCustomer { customer: c.id });
         }
     }
-    conn.exec("UPDATE journal SET undone = 1 WHERE id = ?1", [id])?;
-    ctx.undo.clear();
-    Ok(format!("Undone: your last {what}."))
+    let done = write_sale(conn, ctx, &lines, cust.as_ref().map(|c| &c.0), paid)?;
+    let mut reply = format!(
+        "Sold {} = {}",
+        lines_text(ctx, &lines),
+        money(ctx, done.total)
+    );
+    let mut summary = format!("sale of {}", items_text(&lines));
+    if let Some((c, created)) = &cust {
+        reply.push_str(&format!(
+            " to {}{}",
+            c.name,
+            if *created { " (new customer)" } else { "" }
+        ));
+        summary.push_str(&format!(" to {}", c.name));
+        if !paid {
+            reply.push_str(&format!(", on credit. {}", owes_text(ctx, c, done.balance)));
+            summary.push_str(" on credit");
+        } else {
+            reply.push('.');
+        }
+    } else {
+        reply.push('.');
+    }
+    for n in done.notes {
+        reply.push(' ');
+        reply.push_str(&n);
+    }
+    ctx.summary = Some(format!("{summary}, {}", money(ctx, done.total)));
+    Ok(reply)
+}
+
+fn payment(
+    conn: &Connection,
+    ctx: &mut Ctx,
+    customer: &mut String,
+    amount: Dec,
+) -> Result<String, Flow> {
+    let (c, _) = find_customer(conn, customer, false)?;
+    *customer = c.name.clone();
+    let amt = to_money(ctx, amount);
+    conn.exec(
+        "INSERT INTO payments (customer_id, staff_id, amount, at) VALUES (?1, ?2, ?3, ?4)",
+        params![c.id, ctx.staff.id, amt, ctx.now],
+    )?;
+    ctx.undo.push(UndoOp::VoidPayment {
+        id: conn.last_insert_rowid(),
+    });
+    let balance = change_balance(conn, ctx, c.id, -amt)?;
+    ctx.summary = Some(format!("payment of {} from {}", money(ctx, amt), c.name));
+    Ok(format!(
+        "Received {} from {}. {}",
+        money(ctx, amt),
+        c.name,
+        owes_text(ctx, &c, balance)
+    ))
+}
+
+fn expense(
+    conn: &Connection,
+    ctx: &mut Ctx,
+    amount: Dec,
+    category: Option<&str>,
+    note: Option<&str>,
+) -> Result<String, Flow> {
+    let amt = to_money(ctx, amount);
+    conn.exec(
+        "INSERT INTO expenses (staff_id, amount, category, note, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![ctx.staff.id, amt, category, note, ctx.now],
+    )?;
+    ctx.undo.push(UndoOp::VoidExpense {
+        id: conn.last_insert_rowid(),
+    });
+    let what = format!(
+        "{}{}",
+        money(ctx, amt),
+        category.map(|c| format!(" ({c})")).unwrap_or_default()
+    );
+    ctx.summary = Some(format!("expense of {what}"));
+    Ok(format!("Expense of {what} recorded."))
 }
 
 const SHORT_HELP: &str = "Try /help to see what I can do.";
@@ -920,6 +739,7 @@ pub const HELP: &str = "I keep the shop's books. Commands:
 /order fatima 2 rice, 1 oil — new delivery order
 /assign 17 musa — give order 17 to a driver
 /delivered 17 — order 17 delivered
+/cancel 17 — cancel order 17 (a delivered one: stock back, balance down)
 /orders [pending|assigned|delivered] — list orders
 /report [today|yesterday|week|7d|month|lastmonth] — sales report
 /undo — undo your last action (within 10 minutes)";

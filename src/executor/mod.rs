@@ -4,10 +4,15 @@
 //! at all; a clarify or a refusal writes only the log row.
 
 mod apply;
+mod order;
+mod undo;
+
+pub use apply::HELP;
+pub use undo::UNDO_WINDOW_MS;
 
 pub use crate::shop::ExecError;
 
-use crate::action::{Action, Role};
+use crate::action::Action;
 use crate::parser::{self, Source};
 use crate::shop::{self, ShopSettings, Staff};
 use crate::tenant::sqlite::Cached;
@@ -38,8 +43,8 @@ pub struct Request {
     pub inbound_id: Option<String>,
     /// Where it came from (`http`, later `telegram`, `whatsapp`).
     pub channel: String,
-    /// Staff name or id; `owner` when absent.
-    pub sender: String,
+    /// Staff name or id; the shop's owner (`shop::staff::default_owner`) when absent.
+    pub sender: Option<String>,
     pub input: Input,
     /// Time spent parsing before the request got here (the LLM's), if any.
     pub parse_us: Option<i64>,
@@ -104,6 +109,9 @@ pub struct Outcome {
     pub action: serde_json::Value,
     pub status: Status,
     pub reply: String,
+    /// Why a duplicate's answer may not fit this request (its id was first used for another).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The answer to a dry run (`/parse`).
@@ -156,19 +164,23 @@ pub(crate) struct Ctx {
     pub now: String,
     pub now_ms: i64,
     pub journal_id: Option<i64>,
-    pub undo: Vec<apply::UndoOp>,
+    pub undo: Vec<undo::UndoOp>,
+    /// What an applied write did, in the shop's words (for the undo reply).
+    pub summary: Option<String>,
 }
 
-/// A person's refusal text for a role.
-fn refusal(role: Role, action: &Action) -> String {
-    format!(
-        "Sorry, a {} can't {}.",
-        role.as_str(),
-        action.name().replace('_', " ")
-    )
+/// A person's refusal: who may take the action instead.
+fn refusal(action: &Action) -> String {
+    format!("Sorry, only {} can {}.", action.who_may(), action.what())
 }
 
-fn sender_staff(conn: &Connection, sender: &str) -> Result<Staff, ExecError> {
+/// The staff member a request speaks as: the one it names, else the shop's owner.
+pub fn sender_staff(conn: &Connection, sender: Option<&str>) -> Result<Staff, ExecError> {
+    let Some(sender) = sender else {
+        return shop::staff::default_owner(conn)?.ok_or_else(|| {
+            ExecError::UnknownSender("this shop has no active owner: name a sender".into())
+        });
+    };
     match shop::find_staff(conn, sender)? {
         Some(s) if s.active => Ok(s),
         Some(s) => Err(ExecError::UnknownSender(format!(
@@ -211,21 +223,47 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// The logged answer to an idempotency key already seen.
-pub fn seen(conn: &Connection, inbound_id: &str) -> Result<Option<Outcome>, ExecError> {
+impl Input {
+    /// SHA-256 of what was asked, so a reused idempotency key can tell a different request.
+    pub fn request_sha(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let what = match self {
+            Input::Text(t) | Input::Parsed { text: t, .. } => format!("text:{t}"),
+            Input::Action(v) => format!("action:{v}"),
+        };
+        hex::encode(Sha256::digest(what.as_bytes()))
+    }
+}
+
+/// The logged answer to an idempotency key already seen (`request_sha`: what it is asked
+/// for now; a different request gets a note saying nothing was done for it).
+pub fn seen(
+    conn: &Connection,
+    inbound_id: &str,
+    request_sha: &str,
+) -> Result<Option<Outcome>, ExecError> {
     let row = conn
         .query_row(
-            "SELECT action, reply FROM message_log WHERE inbound_id = ?1",
+            "SELECT action, reply, request_sha FROM message_log WHERE inbound_id = ?1",
             [inbound_id],
-            |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?)),
+            |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            },
         )
         .optional()?;
-    Ok(row.map(|(action, reply)| Outcome {
+    Ok(row.map(|(action, reply, sha)| Outcome {
         action: action
             .and_then(|a| serde_json::from_str(&a).ok())
             .unwrap_or(serde_json::Value::Null),
         status: Status::Duplicate,
         reply,
+        note: sha.filter(|s| s != request_sha).map(|_| {
+            "this id was already used for a different request: that request's answer is shown, and nothing was done for this one; send it with a new id".to_owned()
+        }),
     }))
 }
 
@@ -249,12 +287,12 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
     let started = Instant::now();
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if let Some(id) = &req.inbound_id
-        && let Some(dup) = seen(&tx, id)?
+        && let Some(dup) = seen(&tx, id, &req.input.request_sha())?
     {
         return Ok(dup);
     }
     let settings = shop::load_settings(&tx)?;
-    let staff = sender_staff(&tx, &req.sender)?;
+    let staff = sender_staff(&tx, req.sender.as_deref())?;
     let (mut action, source, text) = decode(&tx, &req.input)?;
     let usage = match &req.input {
         Input::Parsed { usage, .. } => *usage,
@@ -267,9 +305,7 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
     let (status, reply, journal_id) = match action.check(settings.digits) {
         Err(e) if source == Source::Api => return Err(ExecError::Invalid(e)),
         Err(e) => (Status::Rejected, format!("Sorry: {e}."), None),
-        Ok(()) if !action.permits(staff.role) => {
-            (Status::Rejected, refusal(staff.role, &action), None)
-        }
+        Ok(()) if !action.permits(staff.role) => (Status::Rejected, refusal(&action), None),
         Ok(()) => {
             let sp = tx.savepoint()?;
             let now_ms = now_ms();
@@ -289,6 +325,7 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
                 now_ms,
                 journal_id,
                 undo: Vec::new(),
+                summary: None,
             };
             match apply::apply(&sp, &mut ctx, &mut action) {
                 Ok(reply) if matches!(action, Action::Unknown { .. }) => {
@@ -298,8 +335,8 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
                     if let Some(j) = journal_id {
                         let ops = serde_json::to_string(&ctx.undo).expect("ops serialize");
                         sp.exec(
-                            "UPDATE journal SET undo_ops = ?2 WHERE id = ?1",
-                            params![j, ops],
+                            "UPDATE journal SET undo_ops = ?2, summary = ?3 WHERE id = ?1",
+                            params![j, ops, ctx.summary],
                         )?;
                     }
                     sp.commit()?;
@@ -319,12 +356,12 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
     tx.exec(
         "INSERT INTO message_log (inbound_id, channel, sender, staff_id, text, action, source,
                                   status, reply, journal_id, received_at, parse_us, exec_us,
-                                  llm_prompt_tokens, llm_completion_tokens)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                                  llm_prompt_tokens, llm_completion_tokens, request_sha)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             req.inbound_id,
             req.channel,
-            req.sender,
+            req.sender.as_deref().unwrap_or(&staff.name),
             staff.id,
             text,
             action_json.to_string(),
@@ -337,6 +374,7 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
             started.elapsed().as_micros() as i64 - parse_us,
             usage.map(|u| u.prompt_tokens),
             usage.map(|u| u.completion_tokens),
+            req.inbound_id.as_ref().map(|_| req.input.request_sha()),
         ],
     )?;
     if let Some(to) = &req.reply_to {
@@ -347,11 +385,16 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
         action: action_json,
         status,
         reply,
+        note: None,
     })
 }
 
 /// Parses and resolves without writing anything: the action as it would run.
-pub fn dry_run(conn: &mut Connection, sender: &str, input: &Input) -> Result<DryRun, ExecError> {
+pub fn dry_run(
+    conn: &mut Connection,
+    sender: Option<&str>,
+    input: &Input,
+) -> Result<DryRun, ExecError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let settings = shop::load_settings(&tx)?;
     sender_staff(&tx, sender)?;

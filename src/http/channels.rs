@@ -51,9 +51,9 @@ pub async fn put_telegram(
         ApiError::bad_request("set TARN_PUBLIC_URL to this server's public https URL first")
     })?;
     let token = body.bot_token.trim().to_owned();
-    if token.is_empty() || token.len() > 200 || token.contains(['/', '?', '#', ' ']) {
+    if !telegram::token_shape_ok(&token) {
         return Err(ApiError::bad_request(
-            "bot_token does not look like a Telegram bot token",
+            "bot_token does not look like a Telegram bot token (123456789:AA… as @BotFather gives it)",
         ));
     }
     let store = state.store.clone();
@@ -177,8 +177,16 @@ pub async fn put_whatsapp(
         ));
     }
     let token = body.access_token.trim().to_owned();
-    if token.is_empty() || token.len() > 1024 || token.contains(char::is_whitespace) {
-        return Err(ApiError::bad_request("access_token is empty or malformed"));
+    if !whatsapp::token_shape_ok(&token) {
+        return Err(ApiError::bad_request(
+            "access_token must be 1-1024 visible characters, as Meta issues it",
+        ));
+    }
+    let config = &state.config;
+    if config.whatsapp_app_secret.is_none() || config.public_url.is_none() {
+        return Err(ApiError::bad_request(
+            "set TARN_WHATSAPP_APP_SECRET and TARN_PUBLIC_URL on the server first: without them no WhatsApp delivery can be verified or received",
+        ));
     }
     let store = state.store.clone();
     let t = access.id.clone();

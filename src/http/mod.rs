@@ -9,6 +9,7 @@ pub mod limit;
 mod ops;
 mod schedules;
 mod shop;
+mod staff;
 mod tenants;
 
 use crate::config::{Secret, ServeConfig};
@@ -89,13 +90,20 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/tenants/{tenant}/staff",
-            get(shop::list_staff).post(shop::create_staff),
+            get(staff::list).post(staff::create),
         )
         .route(
             "/v1/tenants/{tenant}/staff/{id}",
-            get(shop::get_staff)
-                .patch(shop::patch_staff)
-                .delete(shop::delete_staff),
+            get(staff::get).patch(staff::patch).delete(staff::delete),
+        )
+        .route("/v1/tenants/{tenant}/staff/{id}/chats", get(staff::chats))
+        .route(
+            "/v1/tenants/{tenant}/staff/{id}/chats/{chat}",
+            axum::routing::delete(staff::unlink),
+        )
+        .route(
+            "/v1/tenants/{tenant}/staff/{id}/join-code",
+            post(staff::join_code),
         )
         .route("/v1/tenants/{tenant}/sales", get(shop::sales))
         .route("/v1/tenants/{tenant}/orders", get(shop::orders))

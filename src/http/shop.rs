@@ -1,5 +1,5 @@
-//! Shop routes under `/v1/tenants/{tenant}/`: parse, messages, actions; products, customers
-//! and staff; sales, orders, reports and the message log.
+//! Shop routes under `/v1/tenants/{tenant}/`: parse, messages, actions; products and
+//! customers; sales, orders, reports and the message log.
 //! Invariant: every handler runs its SQL through the tenant pool on the blocking pool.
 
 use super::AppState;
@@ -21,7 +21,7 @@ pub const MAX_TEXT: usize = 4096;
 /// Longest idempotency key accepted.
 pub const MAX_ID: usize = 200;
 
-async fn run<T: Send + 'static>(
+pub(super) async fn run<T: Send + 'static>(
     state: &AppState,
     access: TenantAccess,
     f: impl FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
@@ -29,12 +29,14 @@ async fn run<T: Send + 'static>(
     state.store.pool().with_conn(access.id, f).await
 }
 
-fn sender_of(sender: Option<String>) -> Result<String, ApiError> {
-    let s = sender.unwrap_or_else(|| "owner".into());
-    if s.trim().is_empty() || s.len() > 200 {
-        return Err(ApiError::bad_request("sender must be a staff name or id"));
+/// The sender a request names (absent: the shop's owner).
+fn sender_of(sender: Option<String>) -> Result<Option<String>, ApiError> {
+    match sender {
+        Some(s) if s.trim().is_empty() || s.len() > 200 => Err(ApiError::bad_request(
+            "sender must be a staff name or id (1-200 characters)",
+        )),
+        s => Ok(s),
     }
-    Ok(s)
 }
 
 fn check_id(id: &Option<String>) -> Result<(), ApiError> {
@@ -276,75 +278,6 @@ pub async fn delete_customer(
     .await
 }
 
-// ---- staff ----
-
-pub async fn list_staff(
-    State(state): State<AppState>,
-    access: TenantAccess,
-) -> Result<Json<Value>, ApiError> {
-    run(&state, access, |conn| {
-        Ok(Json(json!({ "staff": catalog::staff_list(conn)? })))
-    })
-    .await
-}
-
-pub async fn create_staff(
-    State(state): State<AppState>,
-    access: TenantAccess,
-    ApiJson(body): ApiJson<catalog::StaffInput>,
-) -> Result<(StatusCode, Json<catalog::StaffView>), ApiError> {
-    run(&state, access, move |conn| {
-        Ok((
-            StatusCode::CREATED,
-            Json(catalog::create_staff(conn, &body)?),
-        ))
-    })
-    .await
-}
-
-pub async fn get_staff(
-    State(state): State<AppState>,
-    access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
-) -> Result<Json<catalog::StaffView>, ApiError> {
-    run(&state, access, move |conn| {
-        Ok(Json(catalog::staff_one(conn, id)?))
-    })
-    .await
-}
-
-pub async fn patch_staff(
-    State(state): State<AppState>,
-    access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
-    ApiJson(body): ApiJson<catalog::StaffInput>,
-) -> Result<Json<catalog::StaffView>, ApiError> {
-    run(&state, access, move |conn| {
-        let tx = conn.transaction()?;
-        let v = catalog::update_staff(&tx, id, &body)?;
-        tx.commit()?;
-        Ok(Json(v))
-    })
-    .await
-}
-
-pub async fn delete_staff(
-    State(state): State<AppState>,
-    access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
-) -> Result<StatusCode, ApiError> {
-    run(&state, access, move |conn| {
-        let deactivate = catalog::StaffInput {
-            name: None,
-            role: None,
-            active: Some(false),
-        };
-        catalog::update_staff(conn, id, &deactivate)?;
-        Ok(StatusCode::NO_CONTENT)
-    })
-    .await
-}
-
 // ---- read models ----
 
 #[derive(Deserialize)]
@@ -460,17 +393,66 @@ pub async fn sales_report(
 pub struct MessagesQuery {
     before: Option<i64>,
     limit: Option<usize>,
+    status: Option<String>,
+    sender: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
 }
 
-/// `GET /messages?before=&limit=`: the message log, newest first.
+/// `GET /messages?before=&limit=&status=&sender=&from=&to=`: the message log, newest first;
+/// `from`/`to` are local days, both included, as everywhere.
 pub async fn messages(
     State(state): State<AppState>,
     access: TenantAccess,
     Query(q): Query<MessagesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = super::page_limit(q.limit, 50)?;
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s @ ("applied" | "rejected" | "clarify")) => Some(s.to_owned()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "status must be applied, rejected or clarify",
+            ));
+        }
+    };
+    let from = q
+        .from
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| day("from", s))
+        .transpose()?;
+    let to =
+        q.to.as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| day("to", s))
+            .transpose()?;
+    if let (Some(f), Some(t)) = (from, to)
+        && t < f
+    {
+        return Err(ApiError::bad_request("to is before from"));
+    }
+    let sender = q.sender.filter(|s| !s.is_empty());
     run(&state, access, move |conn| {
-        let list = report::messages(conn, q.before, limit)?;
+        let s = shop::load_settings(conn)?;
+        let staff_id = match sender {
+            None => None,
+            Some(name) => Some(
+                shop::find_staff(conn, &name)?
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("sender {name:?} is no staff member"))
+                    })?
+                    .id,
+            ),
+        };
+        let filter = report::LogFilter {
+            before: q.before,
+            status,
+            staff_id,
+            from: from.map(|d| report::local_midnight_utc(s.timezone, d)),
+            to: to.map(|d| report::local_midnight_utc(s.timezone, d + chrono::Days::new(1))),
+        };
+        let list = report::messages(conn, &filter, limit)?;
         let next_before = (list.len() == limit)
             .then(|| list.last().map(|m| m.id))
             .flatten();

@@ -188,6 +188,12 @@ pub fn parse_command(text: &str) -> Option<Result<Action, String>> {
             }),
             _ => usage("/delivered <order number>"),
         },
+        "cancel" => match toks.as_slice() {
+            [id] if order_id(id).is_some() => Ok(Action::CancelOrder {
+                order_id: order_id(id).expect("checked"),
+            }),
+            _ => usage("/cancel <order number>"),
+        },
         "orders" => match toks.as_slice() {
             [] => Ok(Action::ListOrders { status: None }),
             [s] => match s.to_lowercase().as_str() {
@@ -301,6 +307,10 @@ mod tests {
         assert_eq!(
             p("/delivered #17"),
             json!({"action": "mark_delivered", "order_id": 17})
+        );
+        assert_eq!(
+            p("/cancel 17"),
+            json!({"action": "cancel_order", "order_id": 17})
         );
         assert_eq!(p("/orders"), json!({"action": "list_orders"}));
         assert_eq!(

@@ -3,7 +3,7 @@
 //! (outbox rows, low-stock flags, the stored report) commit in one transaction together
 //! with its `job_runs` marker, so running a slot again never sends twice.
 
-use crate::action::{Dec, Role, fmt_money, fmt_qty};
+use crate::action::{Dec, Role, fmt_money, fmt_qty, fmt_units};
 use crate::shop::{self, ShopSettings, report};
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -333,8 +333,8 @@ pub fn low_stock_alert(
     let mut text = String::from("Low stock:");
     for (_, name, unit, stock, at) in &low {
         text.push_str(&format!(
-            "\n- {name}: {} {unit} left (alert under {})",
-            fmt_qty(*stock),
+            "\n- {name}: {} left (alert under {})",
+            fmt_units(*stock, unit),
             fmt_qty(*at)
         ));
     }

@@ -1,12 +1,11 @@
-//! Products, customers and staff: rows, lookups and the admin API's create/update/delete.
+//! Products and customers: rows, lookups and the admin API's create/update/delete.
 //! Invariants: stock changes only through stock movements (never by editing a product);
-//! deleting keeps history (products and staff are deactivated, customers with history stay).
+//! deleting keeps history (products are deactivated, customers with history stay).
 
 use super::{ExecError, now_utc};
 use crate::action::resolve::key;
-use crate::action::{Dec, MAX_MONEY, MAX_QTY, MAX_TEXT, Role};
+use crate::action::{Dec, MAX_MONEY, MAX_QTY, MAX_TEXT};
 use crate::tenant::sqlite::Cached;
-use rand::RngExt;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -87,7 +86,7 @@ fn customer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Customer> {
 /// A customer by id.
 pub fn customer(conn: &Connection, id: i64) -> rusqlite::Result<Option<Customer>> {
     conn.row(
-        "SELECT id, name, phone, balance FROM customers WHERE id = ?1",
+        "SELECT id, name, phone, balance FROM customers WHERE id = ?1 AND removed_at IS NULL",
         [id],
         customer_row,
     )
@@ -97,7 +96,7 @@ pub fn customer(conn: &Connection, id: i64) -> rusqlite::Result<Option<Customer>
 /// A customer whose name has exactly this key.
 pub fn customer_by_key(conn: &Connection, k: &str) -> rusqlite::Result<Option<Customer>> {
     conn.row(
-        "SELECT id, name, phone, balance FROM customers WHERE name_key = ?1",
+        "SELECT id, name, phone, balance FROM customers WHERE name_key = ?1 AND removed_at IS NULL",
         [k],
         customer_row,
     )
@@ -124,7 +123,7 @@ pub fn insert_customer(
     Ok(customer(conn, conn.last_insert_rowid())?.expect("just inserted"))
 }
 
-fn clean_name(field: &str, s: &str) -> Result<String, ExecError> {
+pub(super) fn clean_name(field: &str, s: &str) -> Result<String, ExecError> {
     let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if s.is_empty() || key(&s).is_empty() {
         return Err(ExecError::Invalid(format!(
@@ -388,8 +387,9 @@ pub struct CustomerInput {
 
 /// Every customer by name.
 pub fn customers(conn: &Connection) -> rusqlite::Result<Vec<Customer>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id, name, phone, balance FROM customers ORDER BY name_key")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, phone, balance FROM customers WHERE removed_at IS NULL ORDER BY name_key",
+    )?;
     let rows = stmt.query_map([], customer_row)?;
     rows.collect()
 }
@@ -445,6 +445,17 @@ pub fn update_customer(
     Ok(customer(conn, id)?.expect("exists"))
 }
 
+/// Takes a customer out of lists and lookups, keeping their row for the history that names
+/// them (an undone sale, a cancelled order); their name is free again.
+pub fn remove_customer(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.exec(
+        "UPDATE customers SET removed_at = ?2, name_key = name_key || '#' || id
+         WHERE id = ?1 AND removed_at IS NULL",
+        params![id, now_utc()],
+    )?;
+    Ok(())
+}
+
 /// Removes a customer who has no history.
 pub fn delete_customer(conn: &Connection, id: i64) -> Result<(), ExecError> {
     customer(conn, id)?.ok_or_else(|| ExecError::NotFound(format!("customer {id} not found")))?;
@@ -462,164 +473,4 @@ pub fn delete_customer(conn: &Connection, id: i64) -> Result<(), ExecError> {
     }
     conn.exec("DELETE FROM customers WHERE id = ?1", [id])?;
     Ok(())
-}
-
-// ---- staff (admin API) ----
-
-/// A staff member as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct StaffView {
-    pub id: i64,
-    pub name: String,
-    pub role: Role,
-    pub active: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub join_code: Option<String>,
-}
-
-/// Body of `POST /staff` and `PATCH /staff/{id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaffInput {
-    pub name: Option<String>,
-    pub role: Option<Role>,
-    pub active: Option<bool>,
-}
-
-fn staff_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<StaffView> {
-    let role: String = r.get(2)?;
-    Ok(StaffView {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        role: Role::parse(&role).unwrap_or(Role::Staff),
-        active: r.get(3)?,
-        join_code: r.get(4)?,
-    })
-}
-
-const STAFF_COLS: &str = "id, name, role, active, join_code";
-
-/// Every staff member.
-pub fn staff_list(conn: &Connection) -> rusqlite::Result<Vec<StaffView>> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {STAFF_COLS} FROM staff ORDER BY id"))?;
-    let rows = stmt.query_map([], staff_view)?;
-    rows.collect()
-}
-
-/// One staff member.
-pub fn staff_one(conn: &Connection, id: i64) -> Result<StaffView, ExecError> {
-    conn.row(
-        &format!("SELECT {STAFF_COLS} FROM staff WHERE id = ?1"),
-        [id],
-        staff_view,
-    )
-    .optional()?
-    .ok_or_else(|| ExecError::NotFound(format!("staff member {id} not found")))
-}
-
-/// A fresh 8-character join code (no look-alike characters).
-pub fn join_code() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::rng();
-    (0..8)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
-/// Adds a staff member with a fresh join code (for `/join CODE` from a chat app).
-pub fn create_staff(conn: &Connection, input: &StaffInput) -> Result<StaffView, ExecError> {
-    let name = clean_name(
-        "name",
-        input
-            .name
-            .as_deref()
-            .ok_or_else(|| ExecError::Invalid("name is required".into()))?,
-    )?;
-    let role = input.role.ok_or_else(|| {
-        ExecError::Invalid("role is required: owner, manager, staff, driver or vendor".into())
-    })?;
-    let k = key(&name);
-    if k.parse::<i64>().is_ok() {
-        return Err(ExecError::Invalid(
-            "a staff name cannot be only a number".into(),
-        ));
-    }
-    let exists: bool = conn.row(
-        "SELECT EXISTS (SELECT 1 FROM staff WHERE name_key = ?1)",
-        [&k],
-        |r| r.get(0),
-    )?;
-    if exists {
-        return Err(ExecError::Conflict(format!(
-            "a staff member called {name} exists"
-        )));
-    }
-    conn.exec(
-        "INSERT INTO staff (name, name_key, role, join_code, active, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            name,
-            k,
-            role.as_str(),
-            join_code(),
-            input.active.unwrap_or(true),
-            now_utc()
-        ],
-    )?;
-    staff_one(conn, conn.last_insert_rowid())
-}
-
-fn active_owners_except(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
-    conn.row(
-        "SELECT count(*) FROM staff WHERE role = 'owner' AND active = 1 AND id != ?1",
-        [id],
-        |r| r.get(0),
-    )
-}
-
-/// Renames, changes the role of, or (de)activates a staff member; the last owner stays.
-pub fn update_staff(
-    conn: &Connection,
-    id: i64,
-    input: &StaffInput,
-) -> Result<StaffView, ExecError> {
-    let current = staff_one(conn, id)?;
-    let demotes = current.role == Role::Owner
-        && (input.role.is_some_and(|r| r != Role::Owner) || input.active == Some(false));
-    if demotes && active_owners_except(conn, id)? == 0 {
-        return Err(ExecError::Conflict(
-            "the last owner cannot be removed or demoted".into(),
-        ));
-    }
-    if let Some(name) = &input.name {
-        let name = clean_name("name", name)?;
-        let k = key(&name);
-        let taken: bool = conn.row(
-            "SELECT EXISTS (SELECT 1 FROM staff WHERE name_key = ?1 AND id != ?2)",
-            params![k, id],
-            |r| r.get(0),
-        )?;
-        if taken || k.parse::<i64>().is_ok() {
-            return Err(ExecError::Conflict(format!(
-                "the name {name} is taken or not allowed"
-            )));
-        }
-        conn.exec(
-            "UPDATE staff SET name = ?2, name_key = ?3 WHERE id = ?1",
-            params![id, name, k],
-        )?;
-    }
-    if let Some(role) = input.role {
-        conn.exec(
-            "UPDATE staff SET role = ?2 WHERE id = ?1",
-            params![id, role.as_str()],
-        )?;
-    }
-    if let Some(active) = input.active {
-        conn.exec(
-            "UPDATE staff SET active = ?2 WHERE id = ?1",
-            params![id, active],
-        )?;
-    }
-    staff_one(conn, id)
 }

@@ -5,12 +5,14 @@
 
 pub mod catalog;
 pub mod report;
+pub mod staff;
 
-use crate::action::resolve::{self, Candidate};
-use crate::action::{Role, currency_digits};
+pub use staff::{Staff, find_staff, staff_by_id};
+
+use crate::action::currency_digits;
+use crate::action::resolve::Candidate;
 use crate::tenant::sqlite::Cached;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 
 /// Settings the executor needs, read from the tenant's `settings` table.
 #[derive(Debug, Clone)]
@@ -20,10 +22,14 @@ pub struct ShopSettings {
     pub timezone: chrono_tz::Tz,
     /// Threshold (thousandths) for products without their own.
     pub low_stock_default: i64,
+    /// How long a new join code works.
+    pub join_code_ttl: chrono::Duration,
 }
 
 /// Default low-stock threshold: 5 units.
 pub const LOW_STOCK_DEFAULT: i64 = 5_000;
+/// Default life of a join code, in hours.
+pub const JOIN_CODE_TTL_HOURS: i64 = 72;
 
 /// Now, as stored.
 pub fn now_utc() -> String {
@@ -45,6 +51,11 @@ fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     )
 }
 
+/// The shop's own line for people who have not joined yet (setting `greeting`).
+pub fn greeting(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    setting(conn, "greeting")
+}
+
 /// Reads the shop settings (with defaults for anything unset).
 pub fn load_settings(conn: &Connection) -> rusqlite::Result<ShopSettings> {
     let currency = setting(conn, "currency")?.unwrap_or_else(|| "USD".into());
@@ -55,11 +66,16 @@ pub fn load_settings(conn: &Connection) -> rusqlite::Result<ShopSettings> {
         .and_then(|v| crate::action::Dec::parse(&v))
         .and_then(|d| d.to_fixed(3).ok())
         .unwrap_or(LOW_STOCK_DEFAULT);
+    let ttl_hours = setting(conn, "join_code_ttl_hours")?
+        .and_then(|v| v.parse::<i64>().ok())
+        .filter(|h| (1..=8760).contains(h))
+        .unwrap_or(JOIN_CODE_TTL_HOURS);
     Ok(ShopSettings {
         digits: currency_digits(&currency),
         currency,
         timezone,
         low_stock_default,
+        join_code_ttl: chrono::Duration::hours(ttl_hours),
     })
 }
 
@@ -77,57 +93,19 @@ pub fn init_tenant(conn: &Connection, currency: &str, timezone: &str) -> rusqlit
     set("currency_digits", currency_digits(currency).into())?;
     set("timezone", timezone.into())?;
     set("low_stock_default", (LOW_STOCK_DEFAULT / 1000).into())?;
-    conn.exec(
-        "INSERT OR IGNORE INTO staff (name, name_key, role, join_code, created_at)
-         VALUES ('Owner', 'owner', 'owner', ?2, ?1)",
-        [now_utc(), catalog::join_code()],
+    let n = conn.exec(
+        "INSERT OR IGNORE INTO staff (name, name_key, role, created_at)
+         VALUES ('Owner', 'owner', 'owner', ?1)",
+        [now_utc()],
     )?;
-    Ok(())
-}
-
-/// A staff member.
-#[derive(Debug, Clone, Serialize)]
-pub struct Staff {
-    pub id: i64,
-    pub name: String,
-    pub role: Role,
-    pub active: bool,
-}
-
-fn staff_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Staff> {
-    let role: String = r.get(2)?;
-    Ok(Staff {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        role: Role::parse(&role).unwrap_or(Role::Staff),
-        active: r.get(3)?,
-    })
-}
-
-/// The staff member a sender names: their id, or their exact name (any case).
-pub fn find_staff(conn: &Connection, sender: &str) -> rusqlite::Result<Option<Staff>> {
-    let sql = "SELECT id, name, role, active FROM staff WHERE ";
-    if let Ok(id) = sender.trim().parse::<i64>() {
-        return conn
-            .query_row(&format!("{sql} id = ?1"), [id], staff_row)
-            .optional();
+    if n == 1 {
+        let owner = conn.last_insert_rowid();
+        staff::issue_join_code(conn, &load_settings(conn)?, owner).map_err(|e| match e {
+            ExecError::Db(e) => e,
+            other => rusqlite::Error::ToSqlConversionFailure(other.to_string().into()),
+        })?;
     }
-    conn.row(
-        &format!("{sql} name_key = ?1"),
-        [resolve::key(sender)],
-        staff_row,
-    )
-    .optional()
-}
-
-/// Staff member by id.
-pub fn staff_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff>> {
-    conn.row(
-        "SELECT id, name, role, active FROM staff WHERE id = ?1",
-        [id],
-        staff_row,
-    )
-    .optional()
+    Ok(())
 }
 
 /// Active products as match candidates (with their aliases).
@@ -171,7 +149,7 @@ pub fn lexicon(conn: &Connection) -> rusqlite::Result<crate::parser::Lexicon> {
     };
     Ok(crate::parser::Lexicon {
         products: product_candidates(conn)?,
-        customers: names("SELECT name FROM customers")?,
+        customers: names("SELECT name FROM customers WHERE removed_at IS NULL")?,
         staff: names("SELECT name FROM staff WHERE active = 1")?,
         drivers: names("SELECT name FROM staff WHERE active = 1 AND role = 'driver'")?,
     })
@@ -179,7 +157,10 @@ pub fn lexicon(conn: &Connection) -> rusqlite::Result<crate::parser::Lexicon> {
 
 /// Customers as match candidates.
 pub fn customer_candidates(conn: &Connection) -> rusqlite::Result<Vec<Candidate>> {
-    simple_candidates(conn, "SELECT id, name FROM customers")
+    simple_candidates(
+        conn,
+        "SELECT id, name FROM customers WHERE removed_at IS NULL",
+    )
 }
 
 /// Active drivers as match candidates.

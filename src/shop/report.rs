@@ -534,38 +534,68 @@ pub struct MessageView {
     pub status: String,
     pub reply: String,
     pub received_at: String,
+    /// When the action was undone, if it was.
+    pub undone_at: Option<String>,
     pub parse_us: Option<i64>,
     pub exec_us: Option<i64>,
 }
 
-/// The message log, newest first, before the id `before`.
+/// Which part of the message log to list.
+#[derive(Debug, Default, Clone)]
+pub struct LogFilter {
+    /// Only ids below this one (the next page).
+    pub before: Option<i64>,
+    /// `applied`, `rejected` or `clarify`.
+    pub status: Option<String>,
+    /// A staff member's id: the messages they sent.
+    pub staff_id: Option<i64>,
+    /// Stored UTC instants: received at or after / before.
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// The message log, newest first, filtered.
 pub fn messages(
     conn: &Connection,
-    before: Option<i64>,
+    filter: &LogFilter,
     limit: usize,
 ) -> rusqlite::Result<Vec<MessageView>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, inbound_id, channel, sender, text, action, source, status, reply, received_at,
-                parse_us, exec_us
-         FROM message_log WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+                parse_us, exec_us, undone_at
+         FROM message_log
+         WHERE id < ?1 AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR staff_id = ?4)
+           AND (?5 IS NULL OR received_at >= ?5) AND (?6 IS NULL OR received_at < ?6)
+         ORDER BY id DESC LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit as i64], |r| {
-        let action: Option<String> = r.get(5)?;
-        Ok(MessageView {
-            id: r.get(0)?,
-            inbound_id: r.get(1)?,
-            channel: r.get(2)?,
-            sender: r.get(3)?,
-            text: r.get(4)?,
-            action: action.and_then(|a| serde_json::from_str(&a).ok()),
-            source: r.get(6)?,
-            status: r.get(7)?,
-            reply: r.get(8)?,
-            received_at: r.get(9)?,
-            parse_us: r.get(10)?,
-            exec_us: r.get(11)?,
-        })
-    })?;
+    let rows = stmt.query_map(
+        params![
+            filter.before.unwrap_or(i64::MAX),
+            limit as i64,
+            filter.status,
+            filter.staff_id,
+            filter.from,
+            filter.to
+        ],
+        |r| {
+            let action: Option<String> = r.get(5)?;
+            Ok(MessageView {
+                id: r.get(0)?,
+                inbound_id: r.get(1)?,
+                channel: r.get(2)?,
+                sender: r.get(3)?,
+                text: r.get(4)?,
+                action: action.and_then(|a| serde_json::from_str(&a).ok()),
+                source: r.get(6)?,
+                status: r.get(7)?,
+                reply: r.get(8)?,
+                received_at: r.get(9)?,
+                parse_us: r.get(10)?,
+                exec_us: r.get(11)?,
+                undone_at: r.get(12)?,
+            })
+        },
+    )?;
     rows.collect()
 }
 

@@ -110,6 +110,33 @@ impl Layout {
     }
 }
 
+/// Creates `dir` and any missing parents, each with mode 0700: a shop's data is readable by
+/// the server's user alone.
+pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+/// Creates an empty file with mode 0600 unless it exists. SQLite gives a database's `-wal`
+/// and `-shm` files the mode of the database, so they are private too.
+pub fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::io(path, e)),
+    }
+}
+
 /// The `-wal` and `-shm` companions of a SQLite file, with the file itself first.
 pub fn db_files(db: &Path) -> [PathBuf; 3] {
     let with = |suffix: &str| {

@@ -239,7 +239,7 @@ impl TenantPool {
                 return Err(StoreError::AlreadyExists(id.clone()));
             }
             let dir = self.inner.layout.tenant_dir(id);
-            std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+            super::create_private_dir(&dir)?;
             let mut conn = sqlite::open_or_create(&path)?;
             migrate::apply(&mut conn, migrate::TENANT, &path)?;
             init(&conn)

@@ -89,8 +89,10 @@ pub fn open_existing(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Opens (creating if needed) a database file, switches it to WAL and configures it.
-pub fn open_or_create(path: &Path) -> rusqlite::Result<Connection> {
+/// Opens (creating if needed, with mode 0600) a database file, switches it to WAL and
+/// configures it.
+pub fn open_or_create(path: &Path) -> Result<Connection, super::StoreError> {
+    super::create_private_file(path)?;
     let conn =
         Connection::open_with_flags(path, open_flags_existing() | OpenFlags::SQLITE_OPEN_CREATE)?;
     configure(&conn)?;
@@ -98,13 +100,13 @@ pub fn open_or_create(path: &Path) -> rusqlite::Result<Connection> {
     conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE}"))?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(rusqlite::Error::SqliteFailure(
+        return Err(super::StoreError::Sqlite(rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
             Some(format!(
                 "could not switch {} to WAL (journal_mode is {mode})",
                 path.display()
             )),
-        ));
+        )));
     }
     Ok(conn)
 }

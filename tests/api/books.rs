@@ -265,3 +265,226 @@ async fn stock_stays_within_the_bounds() {
     let stock = app.product(t, "Rice").await["stock"].clone();
     assert_eq!(stock, json!(999000000020u64));
 }
+
+#[tokio::test]
+async fn undo_says_what_it_undid_marks_the_log_and_removes_a_customer_it_created() {
+    let app = spawn_app().await;
+    let t = "und";
+    app.shop(t).await;
+    let undo = || app.say(t, "Sam", "/undo");
+
+    // A sale to a new customer: undone in the shop's words; the customer goes too.
+    let r = app.say(t, "Sam", "/sale 3 rice to Zed").await;
+    assert!(r.text.contains("(new customer)"), "{}", r.text);
+    let r = undo().await;
+    assert_eq!(
+        r.body["reply"], "Undone: sale of 3 Rice to Zed, 45.00 USD.",
+        "{}",
+        r.text
+    );
+    let r = app.get(&format!("/v1/tenants/{t}/customers")).await;
+    assert!(!r.text.contains("Zed"), "{}", r.text);
+    assert_eq!(app.product(t, "Rice").await["stock"], 20);
+    let log = app.get(&format!("/v1/tenants/{t}/messages")).await;
+    let sale = log.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["text"] == "/sale 3 rice to Zed")
+        .unwrap()
+        .clone();
+    assert!(
+        sale["undone_at"].is_string(),
+        "the undone sale is marked: {sale}"
+    );
+    // The name is free again, and a later sale to Zed makes a fresh customer.
+    let r = app.say(t, "Sam", "/sale 1 rice to zed").await;
+    assert!(r.text.contains("(new customer)"), "{}", r.text);
+
+    // An order for a new customer: the same.
+    let r = app
+        .say(t, "Sam", "/order yara 2 sugar, 1 cooking oil")
+        .await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    let r = undo().await;
+    assert_eq!(
+        r.body["reply"], "Undone: order #1 of 2 Sugar and 1 Cooking Oil for Yara, 8.00 USD.",
+        "{}",
+        r.text
+    );
+    let r = app.get(&format!("/v1/tenants/{t}/customers")).await;
+    assert!(!r.text.contains("Yara"), "{}", r.text);
+
+    // A customer who existed before stays.
+    app.say(t, "Sam", "/sale 1 rice to ahmed on credit").await;
+    let r = undo().await;
+    assert_eq!(
+        r.body["reply"], "Undone: sale of 1 Rice to Ahmed on credit, 15.00 USD.",
+        "{}",
+        r.text
+    );
+    assert_eq!(app.balance(t, "Ahmed").await, 0);
+
+    for (text, undone) in [
+        ("/paid ahmed 5", "payment of 5.00 USD from Ahmed"),
+        ("/expense 9 fuel", "expense of 9.00 USD (fuel)"),
+        (
+            "/count sugar 12",
+            "stock count of Sugar (12 kg; it shows 50 kg again)",
+        ),
+    ] {
+        app.say(t, "Sam", text).await;
+        assert_eq!(
+            undo().await.body["reply"],
+            format!("Undone: {undone}."),
+            "{text}"
+        );
+    }
+    app.say(t, "Vic", "/restock rice 5").await;
+    let r = app.say(t, "Vic", "/undo").await;
+    assert_eq!(r.body["reply"], "Undone: restock of 5 bags Rice.");
+}
+
+#[tokio::test]
+async fn an_order_can_be_cancelled_and_a_delivered_one_is_reversed() {
+    let app = spawn_app().await;
+    let t = "cancel";
+    app.shop(t).await;
+    // Open: just closed.
+    app.say(t, "Sam", "/order ahmed 2 rice").await;
+    let r = app.say(t, "Mary", "/cancel 1").await;
+    assert_eq!(r.body["reply"], "Order #1 cancelled.", "{}", r.text);
+    let r = app.say(t, "Sam", "/cancel 1").await;
+    assert_eq!(
+        r.body["status"], "rejected",
+        "only owners and managers cancel"
+    );
+    assert!(
+        r.text
+            .contains("Sorry, only the owner or a manager can cancel orders."),
+        "{}",
+        r.text
+    );
+    let r = app.say(t, "Mary", "/delivered 1").await;
+    assert_eq!(r.body["reply"], "Order #1 is already cancelled.");
+
+    // Delivered: the sale is reversed, stock back, Ahmed owes nothing; undo brings it back.
+    app.say(t, "Sam", "/order ahmed 2 rice").await;
+    app.say(t, "Mary", "/assign 2 musa").await;
+    let r = app.say(t, "Musa", "/delivered 2").await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    assert_eq!(app.product(t, "Rice").await["stock"], 18);
+    assert_eq!(app.balance(t, "Ahmed").await, 30);
+    let r = app
+        .act(
+            t,
+            json!({"action": "cancel_order", "order_id": 2, "sender": "Mary"}),
+        )
+        .await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    assert_eq!(
+        r.body["reply"],
+        "Order #2 cancelled: its sale of 30.00 USD is reversed and the stock is back. Ahmed owes nothing."
+    );
+    assert_eq!(app.product(t, "Rice").await["stock"], 20);
+    assert_eq!(app.balance(t, "Ahmed").await, 0);
+    let r = app.get(&format!("/v1/tenants/{t}/reports/sales")).await;
+    assert_eq!(
+        (r.body["sales_count"].clone(), r.body["sales_total"].clone()),
+        (json!(0), json!(0))
+    );
+    let r = app
+        .get(&format!("/v1/tenants/{t}/orders?status=cancelled"))
+        .await;
+    assert_eq!(r.body["orders"].as_array().unwrap().len(), 2, "{}", r.text);
+
+    let r = app.say(t, "Mary", "/undo").await;
+    assert_eq!(
+        r.body["reply"], "Undone: cancellation of order #2.",
+        "{}",
+        r.text
+    );
+    assert_eq!(app.product(t, "Rice").await["stock"], 18);
+    assert_eq!(app.balance(t, "Ahmed").await, 30);
+    let r = app.get(&format!("/v1/tenants/{t}/reports/sales")).await;
+    assert_eq!(r.body["sales_total"], 30);
+    let r = app
+        .get(&format!("/v1/tenants/{t}/orders?status=delivered"))
+        .await;
+    assert_eq!(r.body["orders"][0]["id"], 2, "{}", r.text);
+}
+
+#[tokio::test]
+async fn a_reused_idempotency_id_with_another_text_says_so() {
+    let app = spawn_app().await;
+    let t = "idem";
+    app.shop(t).await;
+    let path = format!("/v1/tenants/{t}/messages");
+    let send =
+        |text: &'static str| app.post(&path, json!({"text": text, "sender": "Sam", "id": "k1"}));
+    let first = send("/sale 1 rice").await;
+    assert_eq!(first.body["status"], "applied");
+    let same = send("/sale 1 rice").await;
+    assert_eq!(same.body["status"], "duplicate");
+    assert!(same.body.get("note").is_none(), "{}", same.text);
+    let other = send("/sale 5 rice").await;
+    assert_eq!(other.body["status"], "duplicate");
+    assert!(
+        other.body["note"]
+            .as_str()
+            .unwrap()
+            .contains("different request"),
+        "{}",
+        other.text
+    );
+    assert_eq!(app.product(t, "Rice").await["stock"], 19);
+}
+
+#[tokio::test]
+async fn the_message_log_filters_by_status_sender_and_day() {
+    let app = spawn_app().await;
+    let t = "log";
+    app.shop(t).await;
+    app.say(t, "Sam", "/sale 1 rice").await;
+    app.say(t, "Sam", "/report").await; // refused: staff
+    app.say(t, "Mary", "/sale 1 suger").await;
+    app.say(t, "Mary", "/sale 1 mango").await; // clarify
+    let app = &app;
+    let log = |q: &str| {
+        let path = format!("/v1/tenants/{t}/messages?{q}");
+        async move { app.get(&path).await }
+    };
+    let texts = |r: &Reply| -> Vec<String> {
+        r.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(texts(&log("status=rejected").await), ["/report"]);
+    assert_eq!(texts(&log("status=clarify").await), ["/sale 1 mango"]);
+    assert_eq!(
+        texts(&log("sender=mary&status=applied").await),
+        ["/sale 1 suger"]
+    );
+    let today = chrono::Utc::now().date_naive();
+    assert_eq!(
+        texts(&log(&format!("from={today}&to={today}")).await).len(),
+        4
+    );
+    let yesterday = today - chrono::Days::new(1);
+    assert!(texts(&log(&format!("to={yesterday}")).await).is_empty());
+    // Empty parameters are absent ones; bad ones are 400s that say what is wrong.
+    assert_eq!(texts(&log("status=&sender=&from=").await).len(), 4);
+    for (q, says) in [
+        ("status=done", "status must be"),
+        ("sender=Nobody", "no staff member"),
+        ("from=yesterday", "from must be a date"),
+        (&format!("from={today}&to={yesterday}"), "to is before from"),
+    ] {
+        let r = log(q).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {}", r.text);
+        assert!(r.text.contains(says), "{q}: {}", r.text);
+    }
+}

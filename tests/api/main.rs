@@ -15,6 +15,7 @@ mod pool;
 mod props;
 mod scheduler;
 mod shop;
+mod staff;
 mod telegram;
 mod tenants;
 mod whatsapp;

@@ -44,7 +44,7 @@ async fn every_action_applies_with_a_useful_reply() {
     );
     assert_eq!(app.product(t, "Cooking Oil").await["stock"], 8);
     let r = app.say(t, "Sam", "/stock rice").await;
-    assert_eq!(applied(&r), "Rice: 20 bag. Price 16.00 USD.");
+    assert_eq!(applied(&r), "Rice: 20 bags. Price 16.00 USD.");
     let r = app.say(t, "Musa", "/stock").await;
     assert!(applied(&r).starts_with("Stock:\n"), "{}", r.text);
 
@@ -55,7 +55,7 @@ async fn every_action_applies_with_a_useful_reply() {
         "{}",
         r.text
     );
-    assert!(r.text.contains("Rice: 17 bag left."), "{}", r.text);
+    assert!(r.text.contains("Rice: 17 bags left."), "{}", r.text);
     let r = app.act(t, json!({"action": "record_sale", "items": [{"product": "Rice", "qty": 3, "total": 45}], "customer": "Ahmed", "paid": true, "sender": "Sam"})).await;
     assert!(applied(&r).contains("= 45.00 USD to Ahmed."), "{}", r.text);
     let r = app
@@ -137,7 +137,10 @@ async fn a_role_that_may_not_is_refused_and_nothing_is_written() {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body["status"], "rejected", "{who} {text}: {}", r.text);
         assert!(
-            r.body["reply"].as_str().unwrap().starts_with("Sorry, a "),
+            r.body["reply"]
+                .as_str()
+                .unwrap()
+                .starts_with("Sorry, only "),
             "{}",
             r.text
         );
@@ -233,7 +236,9 @@ async fn overselling_is_recorded_with_a_warning_and_low_stock_is_flagged() {
     app.shop(t).await;
     let r = app.say(t, "Sam", "/sale 25 rice").await;
     assert!(
-        applied(&r).contains("Warning: only 20 of Rice were in stock; stock is now -5."),
+        applied(&r).contains(
+            "Warning: Rice had 20 bags in stock, fewer than sold; it now shows -5 bags. Please check the count."
+        ),
         "{}",
         r.text
     );
@@ -286,7 +291,7 @@ async fn undo_reverses_each_kind_of_write() {
     assert_eq!(app.balance(t, "Ahmed").await, 30);
     assert_eq!(
         applied(&undo("Sam").await),
-        "Undone: your last record sale."
+        "Undone: sale of 2 Rice to Ahmed on credit, 30.00 USD."
     );
     assert_eq!(app.product(t, "Rice").await["stock"], 20);
     assert_eq!(app.balance(t, "Ahmed").await, 0);
@@ -735,7 +740,8 @@ async fn demo_tenant_is_created_once_and_chat_talks_to_it() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert_eq!(
-        text, "Rice: 39 bag. Price 15.00 USD.\n! Sorry, a driver can't record sale.\n",
+        text,
+        "Rice: 39 bags. Price 15.00 USD.\n! Sorry, only the owner, a manager or staff can record sales.\n",
         "stops at /quit"
     );
     let log = app.get("/v1/tenants/demo/messages?limit=1").await;

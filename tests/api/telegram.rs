@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const TOKEN: &str = "7000001:AAtesttoken";
+pub const TOKEN: &str = "7000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
 
 #[derive(Clone, Default)]
 pub struct FakeBot {
@@ -419,7 +419,7 @@ async fn binding_fixtures_secrets_join_strangers_and_dedupe() {
     let group = tg.fake.wait_sent(-1001293752024, 1).await;
     assert_eq!(
         group,
-        vec!["Sorry, a driver can't sales report.".to_string()]
+        vec!["Sorry, only the owner or a manager can see sales reports.".to_string()]
     );
     let conn = rusqlite::Connection::open(tenant_file(&tg.app.data_dir(), "s")).unwrap();
     let ignored: i64 = conn
@@ -808,4 +808,160 @@ async fn scheduled_jobs_reach_the_right_chats_with_their_content() {
         kinds,
         vec!["weekly_report", "delivery_reminder", "daily_summary"]
     );
+}
+
+/// What `user` was last answered, after sending `text` as update `id`.
+async fn answer(tg: &Tg, id: i64, user: i64, text: &str) -> String {
+    let before = tg.fake.sent_to(user).len();
+    tg.deliver(&text_update(id, user, user, text)).await;
+    tg.fake.wait_sent(user, before + 1).await.pop().unwrap()
+}
+
+/// `tarn staff …` beside the running server: whether it succeeded, stdout, stderr.
+fn staff_cli(data: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+        .arg("staff")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_code_links_one_chat_once_until_it_expires() {
+    let tg = telegram_app(None, None).await;
+    let app = &tg.app;
+    let staff = app.get("/v1/tenants/s/staff").await;
+    let amina = staff.body["staff"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "Amina")
+        .unwrap()
+        .clone();
+    let id = amina["id"].as_i64().unwrap();
+    let code = amina["join_code"].as_str().unwrap().to_owned();
+    assert!(amina["join_code_expires_at"].is_string(), "{amina}");
+
+    // The first account links; a second account that saw the code (a group chat) cannot.
+    let (first, second) = (4001, 4002);
+    assert!(
+        answer(&tg, 1, first, &format!("/join {code}"))
+            .await
+            .starts_with("Welcome, Amina!")
+    );
+    assert_eq!(
+        answer(&tg, 2, second, &format!("/join {code}")).await,
+        "That join code is not valid. Ask the owner for yours, then send: /join CODE"
+    );
+    assert!(
+        answer(&tg, 3, second, "/sale 1 rice")
+            .await
+            .starts_with("Hi! This is a shop's bot")
+    );
+    let r = app.get(&format!("/v1/tenants/s/staff/{id}")).await;
+    assert_eq!(r.body["chats"], 1, "{}", r.text);
+    assert!(
+        r.body.get("join_code").is_none(),
+        "a used code is gone: {}",
+        r.text
+    );
+
+    // The owner sees the linked chat and unlinks it (a lost phone): a stranger again.
+    let r = app.get(&format!("/v1/tenants/s/staff/{id}/chats")).await;
+    let chats = r.body["chats"].as_array().unwrap();
+    assert_eq!(chats.len(), 1, "{}", r.text);
+    assert_eq!(chats[0]["channel"], "telegram");
+    assert_eq!(chats[0]["external_id"], first.to_string());
+    let chat = chats[0]["id"].as_i64().unwrap();
+    let r = app
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/tenants/s/staff/{id}/chats/{chat}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert!(
+        answer(&tg, 4, first, "/stock rice")
+            .await
+            .starts_with("Hi! This is a shop's bot")
+    );
+
+    // A new code works for the new phone; an expired one does not.
+    let r = app
+        .post(&format!("/v1/tenants/s/staff/{id}/join-code"), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let fresh = r.body["join_code"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, code);
+    let conn = rusqlite::Connection::open(tenant_file(&app.data_dir(), "s")).unwrap();
+    conn.execute(
+        "UPDATE staff SET join_code_expires_at = '2020-01-01T00:00:00.000Z' WHERE id = ?1",
+        [id],
+    )
+    .unwrap();
+    assert_eq!(
+        answer(&tg, 5, second, &format!("/join {fresh}")).await,
+        "That join code has expired. Ask the owner for a new one, then send: /join CODE"
+    );
+
+    // The CLI does the same beside the running server.
+    let data = app.data_dir();
+    let (ok, out, err) = staff_cli(&data, &["join-code", "s", "amina"]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("data dir: "), "says which data dir: {err}");
+    let issued: Value = serde_json::from_str(&out).unwrap();
+    let cli_code = issued["join_code"].as_str().unwrap().to_owned();
+    assert!(
+        answer(&tg, 6, second, &format!("/join {cli_code}"))
+            .await
+            .starts_with("Welcome, Amina!")
+    );
+    let (ok, out, err) = staff_cli(&data, &["chats", "s", "Amina"]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["external_id"], second.to_string(), "{out}");
+    let chat = listed[0]["id"].as_i64().unwrap().to_string();
+    let (ok, _, err) = staff_cli(&data, &["unlink", "s", "Amina", &chat]);
+    assert!(ok, "{err}");
+    assert!(
+        answer(&tg, 7, second, "/stock rice")
+            .await
+            .starts_with("Hi! This is a shop's bot")
+    );
+    let (ok, _, err) = staff_cli(&data, &["chats", "s", "Nobody"]);
+    assert!(!ok && err.contains("no staff member"), "{err}");
+    let (ok, _, err) = staff_cli(&data, &["chats", "nope", "Amina"]);
+    assert!(!ok && err.contains("not registered"), "{err}");
+}
+
+#[tokio::test]
+async fn bot_tokens_must_look_like_botfathers() {
+    let tg = telegram_app(None, None).await;
+    for bad in [
+        "abc",
+        "123:short",
+        "x:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+        "1:AA/../x?yyyyyyyyyyyyyyyyyyyyyyyyyyyyyy",
+    ] {
+        let r = tg
+            .app
+            .request(
+                reqwest::Method::PUT,
+                "/v1/tenants/s/channels/telegram",
+                Some(ADMIN),
+                Some(json!({"bot_token": bad})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+        assert!(r.text.contains("@BotFather"), "{}", r.text);
+    }
 }

@@ -323,3 +323,61 @@ async fn settings_reject_bad_input() {
     assert!(r.body.get("a").is_none());
     assert_eq!(r.body["b"], "two");
 }
+
+/// The permission bits of a path.
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test]
+async fn shop_files_are_readable_by_the_server_user_alone() {
+    let app = spawn_app().await;
+    app.shop("priv").await;
+    let r = app.say("priv", "Sam", "/sale 1 rice").await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    let data = app.data_dir();
+    let db = tenant_file(&data, "priv");
+    assert_eq!(mode(&data), 0o700, "data dir");
+    assert_eq!(mode(db.parent().unwrap()), 0o700, "fan-out folder");
+    for f in tarn::tenant::db_files(&db)
+        .into_iter()
+        .chain(tarn::tenant::db_files(&data.join("_control.db")))
+        .chain([data.join("_server.lock")])
+    {
+        if f.exists() {
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
+    }
+    // The trash, and a backup made by the CLI, are private too.
+    let r = app.delete_tenant("priv", ADMIN).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let trash = data.join("_trash");
+    assert_eq!(mode(&trash), 0o700);
+    for f in files_under(&trash) {
+        assert_eq!(mode(&trash.join(&f)), 0o600, "{f}");
+        assert_eq!(mode(trash.join(&f).parent().unwrap()), 0o700, "{f}");
+    }
+    app.shop("priv2").await;
+    let to = app.dir.path().join("backup");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+        .args(["backup", "--all", "--to"])
+        .arg(&to)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in files_under(&to) {
+        assert_eq!(mode(&to.join(&f)), 0o600, "backup {f}");
+    }
+    assert_eq!(mode(&to), 0o700, "backup dir");
+}

@@ -417,3 +417,39 @@ async fn the_weekly_report_goes_out_as_an_uploaded_image() {
         sent[2]
     );
 }
+
+#[tokio::test]
+async fn binding_checks_the_token_and_the_server_settings_first() {
+    let (app, fake) = wa_app().await;
+    for bad in ["EAAG\u{7}bell", "EAAG with space", "", &"x".repeat(1025)] {
+        let r = app
+            .request(
+                reqwest::Method::PUT,
+                "/v1/tenants/s/channels/whatsapp",
+                Some(ADMIN),
+                Some(json!({"phone_number_id": PHONE, "access_token": bad})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", r.text);
+        assert!(r.text.contains("access_token"), "{}", r.text);
+        assert!(!r.text.contains("builder"), "{}", r.text);
+    }
+    // Without the app secret (or the public URL) no delivery could be verified: refused.
+    let base = fake.base.clone();
+    let bare = spawn_app_with(|c| {
+        c.whatsapp_api_url = base;
+        c.public_url = Some("https://tarn.example".into());
+    })
+    .await;
+    bare.new_tenant("s").await;
+    let r = bare
+        .request(
+            reqwest::Method::PUT,
+            "/v1/tenants/s/channels/whatsapp",
+            Some(ADMIN),
+            Some(json!({"phone_number_id": PHONE, "access_token": "EAAG-good"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(r.text.contains("TARN_WHATSAPP_APP_SECRET"), "{}", r.text);
+}

@@ -446,7 +446,7 @@ async fn low_stock_alerts_once_per_product_until_restocked() {
     let sent = outbox(&app, "s", "low_stock_alert");
     assert_eq!(sent.len(), 4);
     assert!(
-        sent[2].1.contains("Cooking Oil: 4 bottle left") && !sent[2].1.contains("Sugar"),
+        sent[2].1.contains("Cooking Oil: 4 bottles left") && !sent[2].1.contains("Sugar"),
         "{}",
         sent[2].1
     );

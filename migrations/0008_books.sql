@@ -23,3 +23,9 @@ ALTER TABLE customers ADD COLUMN removed_at TEXT;
 
 -- The sale a delivery wrote, so cancelling a delivered order can reverse it.
 ALTER TABLE orders ADD COLUMN sale_id INTEGER REFERENCES sales (id);
+
+-- Every range of local days is inclusive (as `GET /sales?from=&to=` always was): stored
+-- weekly reports end on their last day, not the day after.
+UPDATE reports SET period_end = date(period_end, '-1 day'),
+    data = json_set(data, '$.to', date(json_extract(data, '$.to'), '-1 day'))
+    WHERE json_valid(data);

@@ -37,7 +37,14 @@ pub enum StartError {
     Demo(String),
     #[error("SQLite {0} is too old: 3.51.3 or newer is required")]
     OldSqlite(&'static str),
+    #[error(
+        "TARN_ADMIN_TOKEN is shorter than 16 characters: use a long random one, or unset it to have one generated"
+    )]
+    WeakToken,
 }
+
+/// The shortest operator token accepted.
+pub const MIN_ADMIN_TOKEN: usize = 16;
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
     let path = path.to_path_buf();
@@ -105,6 +112,9 @@ pub fn open_store(args: &StoreArgs, pool_metrics: PoolMetrics) -> Result<Store, 
 /// else a new random one saved there with mode 0600.
 fn admin_token(config: &ServeConfig) -> Result<Secret, StartError> {
     if let Some(token) = &config.admin_token {
+        if token.expose().trim().chars().count() < MIN_ADMIN_TOKEN {
+            return Err(StartError::WeakToken);
+        }
         return Ok(token.clone());
     }
     let path = config.store.data_dir.join("_admin_token");
@@ -133,12 +143,12 @@ fn admin_token(config: &ServeConfig) -> Result<Secret, StartError> {
 }
 
 fn print_demo(api_key: Option<&str>, listen: SocketAddr, data_dir: &Path) {
+    let dir = data_dir.display();
     let key = match api_key {
         Some(k) => format!("Its API key (shown once): {k}\n  KEY={k}"),
-        None => format!(
-            "It already existed; use the operator token:\n  KEY=$(cat {}/_admin_token)",
-            data_dir.display()
-        ),
+        None => {
+            format!("It already existed; use the operator token:\n  KEY=$(cat {dir}/_admin_token)")
+        }
     };
     println!(
         "\nDemo shop `demo` is ready (Rice, Sugar, Cooking Oil, Eggs, Milk, Bread; customers \
@@ -147,7 +157,7 @@ fn print_demo(api_key: Option<&str>, listen: SocketAddr, data_dir: &Path) {
          Talk to it:\n  \
          curl -s http://{listen}/v1/tenants/demo/messages -H \"Authorization: Bearer $KEY\" \\\n    \
          -H 'content-type: application/json' -d '{{\"text\": \"/sale 3 rice to Ahmed\", \"sender\": \"Sam\"}}'\n\
-         or from a terminal:  cargo run --release -- chat demo --as Sam\n"
+         or from a terminal:  cargo run --release -- chat demo --as Sam --data-dir {dir}\n"
     );
 }
 
@@ -161,6 +171,14 @@ pub struct App {
 impl App {
     /// Locks the data dir, opens the store and binds the listener.
     pub async fn build(config: ServeConfig) -> Result<App, StartError> {
+        // The port first: a server that cannot listen creates nothing.
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| StartError::Io {
+                what: "cannot listen on",
+                path: config.listen.to_string().into(),
+                source: e,
+            })?;
         let lock = lock_data_dir(&config.store.data_dir)?;
         // Snapshots a crash left half-written (only a server, holding the lock, uses it).
         let _ = std::fs::remove_dir_all(Layout::new(&config.store.data_dir).tmp_dir());
@@ -171,7 +189,7 @@ impl App {
         let store = blocking(move || open_store(&args, pool_metrics)).await?;
         if config.demo {
             let s = store.clone();
-            let listen = config.listen;
+            let listen = listener.local_addr().unwrap_or(config.listen);
             let demo = blocking(move || {
                 crate::demo::ensure(&s).map_err(|e| StartError::Demo(e.to_string()))
             })
@@ -182,13 +200,6 @@ impl App {
                 &config.store.data_dir,
             );
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| StartError::Io {
-                what: "cannot listen on",
-                path: config.listen.to_string().into(),
-                source: e,
-            })?;
         let llm = match config.llm.config() {
             Some(c) => {
                 tracing::info!(base_url = %c.base_url, model = %c.model, "LLM parser on");

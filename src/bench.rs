@@ -994,8 +994,7 @@ fn raw_one(conn: &mut Connection, m: &Msg, i: usize) -> rusqlite::Result<()> {
         Kind::Report => {
             let settings = crate::shop::load_settings(&tx)?;
             let today = crate::shop::report::local_today(&settings);
-            let tomorrow = today.succ_opt().expect("a next day");
-            crate::shop::report::summary(&tx, &settings, None, today, tomorrow)
+            crate::shop::report::summary(&tx, &settings, None, today, today)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         }
     }

@@ -89,9 +89,9 @@ fn validate(new: &NewTenant) -> Result<(String, String, String), StoreError> {
         .as_deref()
         .unwrap_or("USD")
         .to_ascii_uppercase();
-    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+    if !crate::action::is_currency(&currency) {
         return Err(StoreError::Invalid(format!(
-            "currency {currency:?} is not a 3-letter ISO 4217 code"
+            "currency {currency:?} is not an ISO 4217 currency code (like USD, EUR, KES)"
         )));
     }
     let timezone = new.timezone.as_deref().unwrap_or("UTC");
@@ -323,30 +323,7 @@ impl Store {
         patch: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
         for (k, v) in patch {
-            let key_ok = !k.is_empty()
-                && k.len() <= 64
-                && k.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-            if !key_ok {
-                return Err(StoreError::Invalid(format!(
-                    "setting name {k:?} must be 1-64 characters of a-z, 0-9 and '_'"
-                )));
-            }
-            if matches!(k.as_str(), "currency" | "currency_digits" | "timezone") {
-                return Err(StoreError::Invalid(format!(
-                    "setting {k:?} is fixed when the tenant is created"
-                )));
-            }
-            if k == "low_stock_default" && !v.as_f64().is_some_and(|n| n >= 0.0) {
-                return Err(StoreError::Invalid(
-                    "low_stock_default must be a number, 0 or more".into(),
-                ));
-            }
-            if v.is_array() || v.is_object() || v.to_string().len() > 4096 {
-                return Err(StoreError::Invalid(format!(
-                    "setting {k:?} must be a string, number, boolean or null of at most 4 KiB"
-                )));
-            }
+            crate::shop::check_setting(k, v).map_err(StoreError::Invalid)?;
         }
         {
             let handle = self.pool.acquire(id)?;

@@ -14,8 +14,11 @@ use std::sync::Arc;
 pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_cron_scheduler=warn"));
+    use std::io::IsTerminal;
+    // Colour codes only for a person at a terminal, never in files or log collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
@@ -42,6 +45,14 @@ impl Metrics {
     /// A registry with the HTTP counters and the given pool metrics.
     pub fn new(pool: &PoolMetrics) -> Self {
         let mut registry = Registry::with_prefix("tarn");
+        registry.register(
+            "build",
+            "The running tarn's version",
+            prometheus_client::metrics::info::Info::new(vec![(
+                "version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            )]),
+        );
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",

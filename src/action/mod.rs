@@ -5,7 +5,7 @@
 mod dec;
 pub mod resolve;
 
-pub use dec::{Dec, currency_digits, fmt_money, fmt_qty, fmt_units, plural};
+pub use dec::{Dec, currency_digits, fmt_money, fmt_qty, fmt_units, is_currency, plural};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -68,10 +68,20 @@ impl Period {
         }
     }
 
-    /// Parses a wire name.
+    /// Parses a wire name or the short name chat uses (`week`, `7d`, `month`, `lastmonth`):
+    /// chat and API take the same names.
     pub fn parse(s: &str) -> Option<Period> {
-        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+        match s.to_lowercase().as_str() {
+            "week" => Some(Period::ThisWeek),
+            "7d" => Some(Period::Last7Days),
+            "month" => Some(Period::ThisMonth),
+            "lastmonth" => Some(Period::LastMonth),
+            other => serde_json::from_value(serde_json::Value::String(other.to_owned())).ok(),
+        }
     }
+
+    /// Every name `parse` takes, for messages.
+    pub const NAMES: &'static str = "today, yesterday, this_week (week), last_7_days (7d), this_month (month) or last_month (lastmonth)";
 
     /// `[start, end)` local dates of the period containing `today`.
     pub fn range(self, today: chrono::NaiveDate) -> (chrono::NaiveDate, chrono::NaiveDate) {

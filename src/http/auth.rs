@@ -28,21 +28,31 @@ fn is_operator(state: &AppState, token: &str) -> bool {
     expected.ct_eq(token.as_bytes()).into()
 }
 
-/// The caller holds the operator token.
+/// The caller holds the operator token. A tenant's own key is known but not enough (403,
+/// as on every operator-only route); any other token is unknown (401).
 pub struct Operator;
 
 impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        if is_operator(state, bearer(parts)?) {
-            Ok(Operator)
-        } else {
-            Err(ApiError::unauthorized(
+        let token = bearer(parts)?;
+        if is_operator(state, token) {
+            return Ok(Operator);
+        }
+        let hash = sha256_hex(token);
+        let control = state.store.control().clone();
+        match blocking(move || control.tenant_for_key_hash(&hash)).await? {
+            Some(_) => Err(operator_only()),
+            None => Err(ApiError::unauthorized(
                 "this route needs the operator token",
-            ))
+            )),
         }
     }
+}
+
+fn operator_only() -> ApiError {
+    ApiError::forbidden("this route needs the operator token, not a tenant's key")
 }
 
 /// The caller may act on the tenant named in the path (`{tenant}`).
@@ -59,7 +69,7 @@ impl TenantAccess {
         if self.operator {
             Ok(())
         } else {
-            Err(ApiError::forbidden("this route needs the operator token"))
+            Err(operator_only())
         }
     }
 }
@@ -71,7 +81,7 @@ impl FromRequestParts<AppState> for TenantAccess {
         let Path(params) =
             Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
                 .await
-                .map_err(|e| ApiError::bad_request(e.body_text()))?;
+                .map_err(|e| ApiError::bad_request(super::error::plain(&e.body_text())))?;
         let raw = params
             .get("tenant")
             .ok_or_else(|| ApiError::internal("route without {tenant}", &parts.uri))?;

@@ -4,14 +4,14 @@
 
 use super::AppState;
 use super::auth::TenantAccess;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::channel::{ChannelError, telegram, whatsapp};
 use crate::control::Binding;
 use crate::store::random_secret;
 use crate::tenant::{TenantId, pool::blocking};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -132,7 +132,7 @@ pub async fn delete_telegram(
 /// `POST /webhooks/telegram/{tenant}`: Telegram's update delivery.
 pub async fn telegram_webhook(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -259,7 +259,7 @@ pub struct Handshake {
 /// `GET /webhooks/whatsapp`: Meta's verification handshake.
 pub async fn whatsapp_verify(
     State(state): State<AppState>,
-    axum::extract::Query(q): axum::extract::Query<Handshake>,
+    ApiQuery(q): ApiQuery<Handshake>,
 ) -> Result<String, ApiError> {
     let expected = state
         .config

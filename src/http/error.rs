@@ -4,8 +4,9 @@
 
 use crate::tenant::{InvalidTenantId, StoreError};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -237,9 +238,186 @@ where
                 Err(ApiError::new(
                     status,
                     ApiError::code_for(status),
-                    rejection.body_text(),
+                    plain(&rejection.body_text()),
                 ))
             }
+        }
+    }
+}
+
+/// `axum::extract::Path` whose rejections are 400s in the API's words.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(rejection) => Err(ApiError::bad_request(plain(&rejection.body_text()))),
+        }
+    }
+}
+
+/// `axum::extract::Query` whose rejections are 400s in the API's words; a parameter with
+/// an empty value (`?after=`) counts as absent.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let given: Vec<&str> = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| !pair.is_empty() && !pair.ends_with('='))
+            .collect();
+        let uri: axum::http::Uri = format!("/?{}", given.join("&"))
+            .parse()
+            .map_err(|_| ApiError::bad_request("the query string is malformed"))?;
+        match axum::extract::Query::<T>::try_from_uri(&uri) {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(rejection) => Err(ApiError::bad_request(plain(&rejection.body_text()))),
+        }
+    }
+}
+
+/// A rejection's text in the API's words: no Rust type names, no parser internals.
+pub fn plain(text: &str) -> String {
+    const PREFIXES: &[(&str, &str)] = &[
+        (
+            "Failed to deserialize the JSON body into the target type: ",
+            "",
+        ),
+        (
+            "Failed to parse the request body as JSON: ",
+            "the body is not valid JSON: ",
+        ),
+        (
+            "Failed to buffer the request body: ",
+            "the body could not be read: ",
+        ),
+        ("Failed to deserialize query string: ", ""),
+        ("Failed to deserialize path parameters: ", ""),
+        ("Invalid URL: ", ""),
+    ];
+    let mut out = text.trim().to_owned();
+    for (prefix, with) in PREFIXES {
+        if let Some(rest) = out.strip_prefix(prefix) {
+            out = format!("{with}{rest}");
+        }
+    }
+    // "Cannot parse `abc` to a `i64`" -> "`abc` is not a whole number"
+    if let Some(rest) = out.strip_prefix("Cannot parse `")
+        && let Some((value, ty)) = rest.split_once("` to a `")
+    {
+        out = format!("`{value}` is not {}", type_words(ty.trim_end_matches('`')));
+    }
+    // "expected struct TextBody with 3 elements" / "expected enum Role": what is wanted.
+    let mut words: Vec<String> = Vec::new();
+    let mut it = out.split(' ').peekable();
+    while let Some(w) = it.next() {
+        match (w, it.peek()) {
+            ("struct" | "enum", Some(_)) => {
+                let name = it.next().unwrap_or("");
+                let mut said = if w == "struct" {
+                    "an object".to_owned()
+                } else {
+                    "one of the allowed values".to_owned()
+                };
+                let mut tail = name;
+                if it.peek() == Some(&"with") {
+                    it.next();
+                    it.next();
+                    tail = it.next().unwrap_or("");
+                }
+                if tail.ends_with(',') {
+                    said.push(',');
+                }
+                words.push(said);
+            }
+            _ => words.push(w.to_owned()),
+        }
+    }
+    let mut out = words.join(" ");
+    for (from, to) in [
+        ("invalid digit found in string", "must be a whole number"),
+        (
+            "cannot parse integer from empty string",
+            "must be a whole number",
+        ),
+        ("number too large to fit in target type", "is too large"),
+        ("invalid type: sequence", "invalid type: a list"),
+        ("invalid type: map", "invalid type: an object"),
+        (
+            "data did not match any variant of untagged enum",
+            "no accepted form matches",
+        ),
+        ("expected i64", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected u32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// A Rust number or boolean type as the API says it.
+fn type_words(ty: &str) -> &'static str {
+    match ty {
+        "f32" | "f64" => "a number",
+        "bool" => "true or false",
+        t if t.starts_with('i') || t.starts_with('u') => "a whole number",
+        _ => "of the expected kind",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain;
+
+    #[test]
+    fn rejections_speak_the_apis_words() {
+        for (raw, said) in [
+            (
+                "Failed to deserialize the JSON body into the target type: invalid type: sequence, expected struct TextBody with 3 elements at line 1 column 0",
+                "invalid type: a list, expected an object at line 1 column 0",
+            ),
+            (
+                "Invalid URL: Cannot parse `abc` to a `i64`",
+                "`abc` is not a whole number",
+            ),
+            (
+                "Failed to deserialize query string: limit: invalid digit found in string",
+                "limit: must be a whole number",
+            ),
+            (
+                "Failed to deserialize the JSON body into the target type: role: unknown variant `boss`, expected one of `owner`, `manager` at line 1 column 15",
+                "role: unknown variant `boss`, expected one of `owner`, `manager` at line 1 column 15",
+            ),
+            (
+                "Failed to deserialize the JSON body into the target type: invalid type: string \"x\", expected i64 at line 1 column 9",
+                "invalid type: string \"x\", expected a whole number at line 1 column 9",
+            ),
+            (
+                "Failed to deserialize the JSON body into the target type: invalid type: integer `5`, expected enum Role",
+                "invalid type: integer `5`, expected one of the allowed values",
+            ),
+        ] {
+            assert_eq!(plain(raw), said);
         }
     }
 }

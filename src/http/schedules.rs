@@ -5,13 +5,13 @@
 
 use super::AppState;
 use super::auth::TenantAccess;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::control::schedule::ScheduleRow;
 use crate::scheduler::cron::Spec;
 use crate::scheduler::{ScheduleChange, ScheduleError, apply_changes, job};
 use crate::tenant::pool::blocking;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -101,7 +101,7 @@ pub async fn put_schedules(
 pub async fn run_now(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, kind)): Path<(String, String)>,
+    ApiPath((_, kind)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let run = state.scheduler.run_now(&access.id, &kind).await?;
     Ok(Json(json!({ "run": run })))
@@ -120,7 +120,7 @@ pub struct RunsQuery {
 pub async fn runs(
     State(state): State<AppState>,
     access: TenantAccess,
-    Query(q): Query<RunsQuery>,
+    ApiQuery(q): ApiQuery<RunsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = super::page_limit(q.limit, 50)?;
     if let Some(k) = &q.kind
@@ -155,7 +155,7 @@ pub struct ReportsQuery {
 pub async fn reports(
     State(state): State<AppState>,
     access: TenantAccess,
-    Query(q): Query<ReportsQuery>,
+    ApiQuery(q): ApiQuery<ReportsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = super::page_limit(q.limit, 20)?;
     let tenant = access.id.to_string();
@@ -185,7 +185,7 @@ pub async fn reports(
 pub async fn report_chart(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<Response, ApiError> {
     let png = state
         .store

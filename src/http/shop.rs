@@ -4,12 +4,12 @@
 
 use super::AppState;
 use super::auth::TenantAccess;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::action::Period;
 use crate::executor::{self, DryRun, Input, Outcome, Request};
 use crate::shop::{self, catalog, report};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rusqlite::Connection;
@@ -170,7 +170,7 @@ pub async fn create_product(
 pub async fn get_product(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
     run(&state, access, move |conn| {
         let p = catalog::product(conn, id)?
@@ -183,7 +183,7 @@ pub async fn get_product(
 pub async fn patch_product(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
     ApiJson(body): ApiJson<catalog::ProductPatch>,
 ) -> Result<Json<Value>, ApiError> {
     run(&state, access, move |conn| {
@@ -200,7 +200,7 @@ pub async fn patch_product(
 pub async fn delete_product(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<StatusCode, ApiError> {
     run(&state, access, move |conn| {
         catalog::delete_product(conn, id)?;
@@ -242,7 +242,7 @@ pub async fn create_customer(
 pub async fn get_customer(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<Json<catalog::CustomerView>, ApiError> {
     run(&state, access, move |conn| {
         let d = shop::load_settings(conn)?.digits;
@@ -256,7 +256,7 @@ pub async fn get_customer(
 pub async fn patch_customer(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
     ApiJson(body): ApiJson<catalog::CustomerInput>,
 ) -> Result<Json<catalog::CustomerView>, ApiError> {
     run(&state, access, move |conn| {
@@ -269,7 +269,7 @@ pub async fn patch_customer(
 pub async fn delete_customer(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<StatusCode, ApiError> {
     run(&state, access, move |conn| {
         catalog::delete_customer(conn, id)?;
@@ -297,7 +297,7 @@ fn day(field: &str, s: &str) -> Result<chrono::NaiveDate, ApiError> {
 pub async fn sales(
     State(state): State<AppState>,
     access: TenantAccess,
-    Query(q): Query<SalesQuery>,
+    ApiQuery(q): ApiQuery<SalesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let from = q.from.as_deref().map(|s| day("from", s)).transpose()?;
     let to = q.to.as_deref().map(|s| day("to", s)).transpose()?;
@@ -327,7 +327,7 @@ pub struct OrdersQuery {
 pub async fn orders(
     State(state): State<AppState>,
     access: TenantAccess,
-    Query(q): Query<OrdersQuery>,
+    ApiQuery(q): ApiQuery<OrdersQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let status = match q.status.as_deref() {
         None => None,
@@ -351,30 +351,53 @@ pub async fn orders(
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     period: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
 }
 
-/// `GET /reports/sales?period=` as JSON, or CSV with `Accept: text/csv`.
+/// `GET /reports/sales?period=` or `?from=&to=` (local days, both included; default today)
+/// as JSON, or CSV with `Accept: text/csv`.
 pub async fn sales_report(
     State(state): State<AppState>,
     access: TenantAccess,
     headers: HeaderMap,
-    Query(q): Query<ReportQuery>,
+    ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let period = match q.period.as_deref() {
-        None => Period::Today,
-        Some(p) => Period::parse(p).ok_or_else(|| {
-            ApiError::bad_request(
-                "period must be today, yesterday, this_week, last_7_days, this_month or last_month",
-            )
-        })?,
-    };
+    let from = q.from.as_deref().map(|s| day("from", s)).transpose()?;
+    let to = q.to.as_deref().map(|s| day("to", s)).transpose()?;
+    let period =
+        match q.period.as_deref() {
+            Some(_) if from.is_some() || to.is_some() => {
+                return Err(ApiError::bad_request(
+                    "give a period, or from and to, not both",
+                ));
+            }
+            None if from.is_some() || to.is_some() => None,
+            None => Some(Period::Today),
+            Some(p) => Some(Period::parse(p).ok_or_else(|| {
+                ApiError::bad_request(format!("period must be {}", Period::NAMES))
+            })?),
+        };
     let csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/csv"));
     let summary = run(&state, access, move |conn| {
         let s = shop::load_settings(conn)?;
-        Ok(report::period_summary(conn, &s, period)?)
+        if let Some(period) = period {
+            return Ok(report::period_summary(conn, &s, period)?);
+        }
+        let today = report::local_today(&s);
+        let (from, to) = (from.unwrap_or(today), to.unwrap_or(today));
+        if to < from {
+            return Err(ApiError::bad_request("to is before from"));
+        }
+        if to - from > chrono::Duration::days(MAX_REPORT_DAYS) {
+            return Err(ApiError::bad_request(format!(
+                "a report covers at most {MAX_REPORT_DAYS} days"
+            )));
+        }
+        Ok(report::summary(conn, &s, None, from, to)?)
     })
     .await?;
     Ok(if csv {
@@ -387,6 +410,9 @@ pub async fn sales_report(
         Json(summary).into_response()
     })
 }
+
+/// The longest range `GET /reports/sales?from=&to=` covers (a year and a day).
+pub const MAX_REPORT_DAYS: i64 = 366;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -404,7 +430,7 @@ pub struct MessagesQuery {
 pub async fn messages(
     State(state): State<AppState>,
     access: TenantAccess,
-    Query(q): Query<MessagesQuery>,
+    ApiQuery(q): ApiQuery<MessagesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = super::page_limit(q.limit, 50)?;
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {

@@ -5,11 +5,11 @@
 
 use super::AppState;
 use super::auth::TenantAccess;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiPath};
 use super::shop::run;
 use crate::shop::{self, staff};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
@@ -41,7 +41,7 @@ pub async fn create(
 pub async fn get(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<Json<staff::StaffView>, ApiError> {
     run(&state, access, move |conn| {
         Ok(Json(staff::staff_one(conn, id)?))
@@ -52,7 +52,7 @@ pub async fn get(
 pub async fn patch(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
     ApiJson(body): ApiJson<staff::StaffInput>,
 ) -> Result<Json<staff::StaffView>, ApiError> {
     run(&state, access, move |conn| {
@@ -68,7 +68,7 @@ pub async fn patch(
 pub async fn delete(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<StatusCode, ApiError> {
     run(&state, access, move |conn| {
         let deactivate = staff::StaffInput {
@@ -88,7 +88,7 @@ pub async fn delete(
 pub async fn chats(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<Json<Value>, ApiError> {
     run(&state, access, move |conn| {
         Ok(Json(json!({ "chats": staff::chats(conn, id)? })))
@@ -100,7 +100,7 @@ pub async fn chats(
 pub async fn unlink(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id, chat)): Path<(String, i64, i64)>,
+    ApiPath((_, id, chat)): ApiPath<(String, i64, i64)>,
 ) -> Result<StatusCode, ApiError> {
     run(&state, access, move |conn| {
         staff::unlink_chat(conn, id, chat)?;
@@ -113,7 +113,7 @@ pub async fn unlink(
 pub async fn join_code(
     State(state): State<AppState>,
     access: TenantAccess,
-    Path((_, id)): Path<(String, i64)>,
+    ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<(StatusCode, Json<staff::JoinCode>), ApiError> {
     run(&state, access, move |conn| {
         let settings = shop::load_settings(conn)?;

@@ -3,12 +3,12 @@
 
 use super::AppState;
 use super::auth::{Operator, TenantAccess};
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, ApiQuery};
 use crate::control::TenantRecord;
 use crate::store::{Created, NewTenant};
 use crate::tenant::{TenantId, pool::blocking};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -43,7 +43,7 @@ pub struct Page {
 pub async fn list(
     State(state): State<AppState>,
     _: Operator,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Page>, ApiError> {
     let limit = super::page_limit(q.limit, DEFAULT_PAGE)?;
     let after = q.after.as_deref().map(TenantId::parse).transpose()?;

@@ -213,13 +213,7 @@ pub fn parse_command(text: &str) -> Option<Result<Action, String>> {
         "report" => {
             let period = match toks.as_slice() {
                 [] => Some(Period::Today),
-                [p] => match p.to_lowercase().as_str() {
-                    "week" => Some(Period::ThisWeek),
-                    "7d" => Some(Period::Last7Days),
-                    "month" => Some(Period::ThisMonth),
-                    "lastmonth" => Some(Period::LastMonth),
-                    other => Period::parse(other),
-                },
+                [p] => Period::parse(p),
                 _ => None,
             };
             match period {
@@ -325,6 +319,8 @@ mod tests {
             ("7d", "last_7_days"),
             ("month", "this_month"),
             ("lastmonth", "last_month"),
+            ("this_week", "this_week"),
+            ("last_7_days", "last_7_days"),
         ] {
             assert_eq!(
                 p(&format!("/report {arg}")),

@@ -19,6 +19,12 @@ fn font_ready() -> Result<(), String> {
     .clone()
 }
 
+/// The top of the value axis: room above the tallest bar, and never under 5, so the axis
+/// of a quiet or empty week still counts in whole units (0, 1, 2 …), not 0, 0, 0, 1, 1.
+fn y_top(max: f64) -> f64 {
+    (max * 1.15).max(5.0)
+}
+
 /// Draws `values` (one bar per `labels` entry, in major units of `currency`) under `title`.
 pub fn bars(
     title: &str,
@@ -29,7 +35,7 @@ pub fn bars(
     font_ready()?;
     let err = |e: &dyn std::fmt::Display| format!("chart: {e}");
     let n = values.len().min(labels.len());
-    let top = values.iter().copied().fold(0.0, f64::max).max(1.0) * 1.15;
+    let top = y_top(values.iter().copied().fold(0.0, f64::max));
     let mut rgb = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
@@ -143,5 +149,30 @@ mod tests {
             "the tallest bar fills most of the plot: {}",
             h[3]
         );
+    }
+
+    /// The value axis labels plotters draws for a chart whose tallest bar is `max`.
+    fn y_labels(max: f64) -> Vec<String> {
+        use plotters::coord::ranged1d::Ranged;
+        let axis: plotters::coord::types::RangedCoordf64 = (0f64..y_top(max)).into();
+        axis.key_points(10usize)
+            .into_iter()
+            .map(|v| format!("{v:.0}"))
+            .collect()
+    }
+
+    #[test]
+    fn the_value_axis_counts_in_distinct_labels_even_for_an_empty_week() {
+        for max in [0.0, 0.3, 2.0, 4.9, 17.5, 1234.0, 9_999_999.0] {
+            let labels = y_labels(max);
+            assert!(labels.len() >= 3, "{max}: {labels:?}");
+            let mut distinct = labels.clone();
+            distinct.dedup();
+            assert_eq!(distinct, labels, "{max}: no label twice");
+            assert_eq!(labels[0], "0", "{max}: {labels:?}");
+        }
+        // An empty week renders.
+        let days: Vec<String> = (1..=7).map(|d| format!("Day {d}")).collect();
+        assert!(bars("Sales", &days, &[0.0; 7], "USD").is_ok());
     }
 }

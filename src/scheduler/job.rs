@@ -244,7 +244,7 @@ pub fn daily_summary_text(
     settings: &ShopSettings,
     day: NaiveDate,
 ) -> Result<String, report::ReportError> {
-    let s = report::summary(conn, settings, None, day, day + Days::new(1))?;
+    let s = report::summary(conn, settings, None, day, day)?;
     let m = |d| money(settings, d);
     let mut out = format!(
         "Daily summary, {}\nSales: {} ({})\nCash: {} · Credit: {}\nExpenses: {}\nNet: {}",
@@ -441,7 +441,7 @@ pub struct WeeklyFacts {
     pub currency: String,
     /// First local day of the week reported.
     pub from: NaiveDate,
-    /// First local day after it.
+    /// Last local day of the week reported (included).
     pub to: NaiveDate,
     pub sales_total: Dec,
     pub sales_count: i64,
@@ -467,11 +467,11 @@ pub struct DaySales {
 
 /// The week reported by a run at `slot`: the seven local days before the slot's day.
 pub fn report_week(settings: &ShopSettings, slot: DateTime<Utc>) -> (NaiveDate, NaiveDate) {
-    let to = local_date(settings, slot);
-    (to - Days::new(7), to)
+    let today = local_date(settings, slot);
+    (today - Days::new(7), today - Days::new(1))
 }
 
-/// Reads the numbers of the week `[from, to)` and the week before it.
+/// Reads the numbers of the week `from` to `to` (both included) and the week before it.
 pub fn weekly_facts(
     conn: &Connection,
     settings: &ShopSettings,
@@ -479,10 +479,16 @@ pub fn weekly_facts(
     to: NaiveDate,
 ) -> Result<WeeklyFacts, report::ReportError> {
     let week = report::summary(conn, settings, None, from, to)?;
-    let before = report::summary(conn, settings, None, from - Days::new(7), from)?;
+    let before = report::summary(
+        conn,
+        settings,
+        None,
+        from - Days::new(7),
+        from - Days::new(1),
+    )?;
     let mut daily = Vec::new();
     let mut day = from;
-    while day < to {
+    while day <= to {
         let next = day + Days::new(1);
         let (a, b) = (
             report::local_midnight_utc(settings.timezone, day),
@@ -535,7 +541,7 @@ pub fn weekly_chart(f: &WeeklyFacts) -> Result<Vec<u8>, JobError> {
     let title = format!(
         "Daily sales, {} to {}",
         f.from.format("%-d %b"),
-        (f.to - Days::new(1)).format("%-d %b %Y")
+        f.to.format("%-d %b %Y")
     );
     super::chart::bars(&title, &labels, &values, &f.currency).map_err(JobError::Chart)
 }
@@ -556,7 +562,7 @@ pub fn weekly_text(f: &WeeklyFacts, settings: &ShopSettings) -> String {
     let mut out = format!(
         "Weekly report, {} to {}\nSales: {} ({}), {change} ({} in {})\nExpenses: {}\nNet: {} (week before: {})",
         f.from.format("%a %-d %b"),
-        (f.to - Days::new(1)).format("%a %-d %b %Y"),
+        f.to.format("%a %-d %b %Y"),
         m(f.sales_total),
         sales(f.sales_count),
         m(f.previous_sales_total),
@@ -611,7 +617,7 @@ pub fn weekly_report(
     let what = format!(
         "report of {} to {}{}",
         facts.from,
-        facts.to - Days::new(1),
+        facts.to,
         if narrative.is_some() {
             " with a narrative"
         } else {
@@ -630,7 +636,7 @@ pub fn weekly_report(
     let caption = format!(
         "Weekly report {} to {}: sales {}",
         facts.from.format("%-d %b"),
-        (facts.to - Days::new(1)).format("%-d %b"),
+        facts.to.format("%-d %b"),
         money(settings, facts.sales_total)
     );
     let mut outs = Vec::new();
@@ -660,7 +666,9 @@ pub fn weekly_report(
 pub struct ReportView {
     pub id: i64,
     pub kind: String,
+    /// First local day of the report.
     pub period_start: String,
+    /// Last local day of the report (included).
     pub period_end: String,
     pub data: serde_json::Value,
     pub narrative: Option<String>,

@@ -161,6 +161,19 @@ pub fn apply_changes(
             }
         }
         let enabled = c.enabled.unwrap_or(cur.enabled);
+        if enabled && recipients.is_empty() {
+            return Err(format!(
+                "{}: an enabled schedule needs at least one recipient role (or set enabled: false)",
+                c.kind
+            ));
+        }
+        if recipients
+            .iter()
+            .enumerate()
+            .any(|(i, r)| recipients[..i].contains(r))
+        {
+            return Err(format!("{}: a recipient role is listed twice", c.kind));
+        }
         out.push(NewSchedule {
             kind: c.kind.clone(),
             cron,

@@ -51,6 +51,67 @@ fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     )
 }
 
+/// The settings an owner may change, and what each takes.
+pub const SETTINGS: &[(&str, &str)] = &[
+    (
+        "greeting",
+        "text of 1 to 500 characters (what a chat gets before it has joined)",
+    ),
+    (
+        "low_stock_default",
+        "a number of units, 0 or more (the low-stock threshold of products without their own)",
+    ),
+    (
+        "join_code_ttl_hours",
+        "a whole number of hours from 1 to 8760 (how long a new join code works)",
+    ),
+];
+
+/// Settings fixed when the tenant is created.
+pub const FIXED_SETTINGS: &[&str] = &["currency", "currency_digits", "timezone"];
+
+/// Checks one setting of a `PATCH /settings` (`null` removes it, back to its default).
+pub fn check_setting(key: &str, value: &serde_json::Value) -> Result<(), String> {
+    if FIXED_SETTINGS.contains(&key) {
+        return Err(format!(
+            "setting {key:?} is fixed when the tenant is created"
+        ));
+    }
+    if !SETTINGS.iter().any(|(k, _)| *k == key) {
+        let known: Vec<&str> = SETTINGS.iter().map(|(k, _)| *k).collect();
+        return Err(format!(
+            "unknown setting {:?}: the settings are {}",
+            key.chars().take(64).collect::<String>(),
+            known.join(", ")
+        ));
+    }
+    if value.is_null() {
+        return Ok(());
+    }
+    let ok = match key {
+        "greeting" => value
+            .as_str()
+            .is_some_and(|s| !s.trim().is_empty() && s.chars().count() <= 500),
+        "low_stock_default" => {
+            value.as_f64().is_some_and(|n| n >= 0.0)
+                && crate::action::Dec::parse(&value.to_string())
+                    .and_then(|d| d.to_fixed(3).ok())
+                    .is_some_and(|m| m <= crate::action::MAX_QTY * 1000)
+        }
+        "join_code_ttl_hours" => value.as_i64().is_some_and(|h| (1..=8760).contains(&h)),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let what = SETTINGS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or("", |(_, w)| *w);
+        Err(format!("{key} must be {what}"))
+    }
+}
+
 /// The shop's own line for people who have not joined yet (setting `greeting`).
 pub fn greeting(conn: &Connection) -> rusqlite::Result<Option<String>> {
     setting(conn, "greeting")

@@ -102,7 +102,7 @@ pub struct SalesSummary {
     pub period: Option<&'static str>,
     /// First local day included.
     pub from: NaiveDate,
-    /// First local day not included.
+    /// Last local day included.
     pub to: NaiveDate,
     pub currency: String,
     pub sales_count: i64,
@@ -166,7 +166,7 @@ pub fn sales_between_totals(
     Ok((count, within(total, MAX_MONEY, what)?))
 }
 
-/// Summarises `[from, to)` local days.
+/// Summarises the local days `from` to `to`, both included.
 pub fn summary(
     conn: &Connection,
     settings: &ShopSettings,
@@ -176,11 +176,11 @@ pub fn summary(
 ) -> Result<SalesSummary, ReportError> {
     let what = match period {
         Some(p) => p.as_str().replace('_', " "),
-        None => format!("{from} to {}", to - chrono::Days::new(1)),
+        None => format!("{from} to {to}"),
     };
     let (a, b) = (
         local_midnight_utc(settings.timezone, from),
-        local_midnight_utc(settings.timezone, to),
+        local_midnight_utc(settings.timezone, to + chrono::Days::new(1)),
     );
     // Whole-hour bounds (every zone but the few with :30 and :45 offsets) read the hourly
     // totals; other bounds read the sales themselves.
@@ -289,7 +289,13 @@ pub fn period_summary(
     period: Period,
 ) -> Result<SalesSummary, ReportError> {
     let (from, to) = period.range(local_today(settings));
-    summary(conn, settings, Some(period), from, to)
+    summary(
+        conn,
+        settings,
+        Some(period),
+        from,
+        to - chrono::Days::new(1),
+    )
 }
 
 /// The summary as a chat reply.
@@ -305,8 +311,8 @@ pub fn summary_reply(s: &SalesSummary, settings: &ShopSettings) -> String {
     let mut out = format!(
         "Sales {title} ({}{}): {} sale{}, {} ({} cash, {} credit). Payments in {}. Expenses {}. Net {}.",
         s.from,
-        if s.to - s.from > chrono::Duration::days(1) {
-            format!(" to {}", s.to - chrono::Duration::days(1))
+        if s.to > s.from {
+            format!(" to {}", s.to)
         } else {
             String::new()
         },

@@ -219,3 +219,84 @@ async fn a_missing_admin_token_is_generated_once_with_mode_0600() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_version_is_in_health_and_metrics() {
+    let app = spawn_app().await;
+    let r = app.request(Method::GET, "/healthz", None, None).await;
+    assert_eq!(r.body["version"], env!("CARGO_PKG_VERSION"), "{}", r.text);
+    let m = app.metrics().await;
+    assert!(
+        m.contains(&format!(
+            "tarn_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{m}"
+    );
+}
+
+/// Runs `tarn serve` with `args` until it logs `until` (or exits); its stderr so far.
+fn serve_until(args: &[&str], data: &std::path::Path, until: &str) -> (String, bool) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("TARN_ADMIN_TOKEN", ADMIN)
+        .env("TARN_SCHEDULER", "false")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    while let Some(Ok(line)) = lines.next() {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(until) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let mut out = String::new();
+    use std::io::Read;
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
+    (seen + &out, status.success())
+}
+
+#[tokio::test]
+async fn serve_takes_its_port_first_and_logs_plain_text_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port someone else holds: the server stops before it creates anything.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("fresh");
+    let (log, ok) = serve_until(&["--listen", &port], &data, "tarn listening");
+    assert!(!ok && log.contains("cannot listen on"), "{log}");
+    assert!(!data.exists(), "nothing created: {log}");
+    drop(taken);
+    // A server that starts logs no colour codes into a pipe, and the demo banner names the
+    // data dir it runs on.
+    let (log, _) = serve_until(
+        &["--listen", "127.0.0.1:0", "--demo"],
+        &data,
+        "tarn listening",
+    );
+    assert!(log.contains("tarn listening"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no ANSI escapes: {log:?}");
+    assert!(
+        log.contains(&format!("chat demo --as Sam --data-dir {}", data.display())),
+        "{log}"
+    );
+    // A short operator token is refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("weak"))
+        .env("TARN_ADMIN_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16"));
+}

@@ -13,7 +13,7 @@ async fn tenant_reopened_after_eviction_keeps_its_data() {
     for id in ["t1", "t2", "t3", "t4"] {
         let key = app.new_tenant(id).await;
         let r = app
-            .patch_settings(id, &key, json!({"owner": format!("owner of {id}")}))
+            .patch_settings(id, &key, json!({"greeting": format!("owner of {id}")}))
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         keys.push(key);
@@ -22,7 +22,7 @@ async fn tenant_reopened_after_eviction_keeps_its_data() {
     assert!(app.metric("tenant_evictions_capacity").await >= 2.0);
     for (id, key) in ["t1", "t2", "t3", "t4"].iter().zip(&keys) {
         let r = app.settings(id, key).await;
-        assert_eq!(r.body["owner"], format!("owner of {id}"));
+        assert_eq!(r.body["greeting"], format!("owner of {id}"));
     }
     assert!(app.metric("open_tenants").await <= 2.0);
 }
@@ -165,7 +165,7 @@ async fn at_the_fd_cap_one_more_tenant_evicts_and_never_fails() {
         let r = client
             .patch(format!("{base}/v1/tenants/{id}/settings"))
             .bearer_auth(ADMIN)
-            .json(&json!({"n": i}))
+            .json(&json!({"join_code_ttl_hours": i % 8760 + 1}))
             .send()
             .await
             .unwrap();

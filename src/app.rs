@@ -2,16 +2,15 @@
 //! background sweeps, graceful shutdown. Invariant: one server per data dir (an exclusive
 //! lock on `<data_dir>/_server.lock`); on shutdown every tenant is checkpointed and closed.
 
-use crate::config::{Secret, ServeConfig, StoreArgs};
+use crate::config::{ServeConfig, StoreArgs};
 use crate::control::ControlDb;
 use crate::http::{self, AppState};
-use crate::store::{Store, random_secret};
+use crate::store::Store;
 use crate::system;
 use crate::telemetry::Metrics;
 use crate::tenant::pool::{PoolMetrics, blocking};
 use crate::tenant::{Layout, PoolConfig, StoreError, TenantPool, sqlite};
 use std::fs::File;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,14 +36,9 @@ pub enum StartError {
     Demo(String),
     #[error("SQLite {0} is too old: 3.51.3 or newer is required")]
     OldSqlite(&'static str),
-    #[error(
-        "TARN_ADMIN_TOKEN is shorter than 16 characters: use a long random one, or unset it to have one generated"
-    )]
-    WeakToken,
+    #[error(transparent)]
+    Token(#[from] crate::token::TokenError),
 }
-
-/// The shortest operator token accepted.
-pub const MIN_ADMIN_TOKEN: usize = 16;
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
     let path = path.to_path_buf();
@@ -108,40 +102,6 @@ pub fn open_store(args: &StoreArgs, pool_metrics: PoolMetrics) -> Result<Store, 
     ))
 }
 
-/// The operator token: the configured one, else the one saved in `<data_dir>/_admin_token`,
-/// else a new random one saved there with mode 0600.
-fn admin_token(config: &ServeConfig) -> Result<Secret, StartError> {
-    if let Some(token) = &config.admin_token {
-        if token.expose().trim().chars().count() < MIN_ADMIN_TOKEN {
-            return Err(StartError::WeakToken);
-        }
-        return Ok(token.clone());
-    }
-    let path = config.store.data_dir.join("_admin_token");
-    if let Ok(saved) = std::fs::read_to_string(&path) {
-        let saved = saved.trim();
-        if !saved.is_empty() {
-            tracing::info!(path = %path.display(), "using the saved admin token");
-            return Ok(Secret::new(saved));
-        }
-    }
-    let token = random_secret("tarn_admin_");
-    let mut file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        File::options()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err("cannot write", &path))?
-    };
-    file.write_all(token.as_bytes())
-        .map_err(io_err("cannot write", &path))?;
-    tracing::info!(path = %path.display(), "generated an admin token (TARN_ADMIN_TOKEN was unset)");
-    Ok(Secret::new(token))
-}
-
 fn print_demo(api_key: Option<&str>, listen: SocketAddr, data_dir: &Path) {
     let dir = data_dir.display();
     let key = match api_key {
@@ -182,7 +142,8 @@ impl App {
         let lock = lock_data_dir(&config.store.data_dir)?;
         // Snapshots a crash left half-written (only a server, holding the lock, uses it).
         let _ = std::fs::remove_dir_all(Layout::new(&config.store.data_dir).tmp_dir());
-        let admin_token = admin_token(&config)?;
+        let admin_token =
+            crate::token::OperatorToken::load(config.admin_token.as_ref(), &config.store.data_dir)?;
         let pool_metrics = PoolMetrics::default();
         let metrics = Metrics::new(&pool_metrics);
         let args = config.store.clone();

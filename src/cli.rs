@@ -4,7 +4,7 @@
 //! the same files; backup and check only read, so they may.
 
 use crate::app::{lock_data_dir, open_store};
-use crate::config::{StaffCommand, StoreArgs, TenantCommand};
+use crate::config::{StaffCommand, StoreArgs, TenantCommand, TokenCommand, TrashCommand};
 use crate::store::NewTenant;
 use crate::tenant::TenantId;
 use crate::tenant::pool::PoolMetrics;
@@ -88,6 +88,74 @@ pub fn tenant(args: &StoreArgs, command: TenantCommand) -> anyhow::Result<()> {
         TenantCommand::Show { id } => print_json(&store.get_tenant(&parse_id(&id)?)?)?,
         TenantCommand::Delete { id } => print_json(&store.delete_tenant(&parse_id(&id)?)?)?,
         TenantCommand::Restore { id } => print_json(&store.restore_tenant(&parse_id(&id)?)?)?,
+    }
+    Ok(())
+}
+
+/// Runs `tarn trash list|purge`.
+pub fn trash(args: &StoreArgs, command: TrashCommand) -> anyhow::Result<()> {
+    match command {
+        TrashCommand::List { limit } => {
+            let store = open_existing_store(args)?;
+            print_json(&store.trash(None, limit)?)?;
+        }
+        TrashCommand::Purge {
+            all,
+            ids,
+            deleted_at,
+        } => {
+            let _lock = lock_data_dir(&args.data_dir)?;
+            let store = open_existing_store(args)?;
+            let ids: Vec<TenantId> = if all {
+                let mut ids: Vec<TenantId> = store
+                    .trash(None, usize::MAX >> 1)?
+                    .into_iter()
+                    .map(|t| t.id)
+                    .collect();
+                ids.dedup();
+                ids
+            } else {
+                ids.iter()
+                    .map(|s| parse_id(s))
+                    .collect::<anyhow::Result<_>>()?
+            };
+            let mut purged = Vec::new();
+            for id in &ids {
+                match store.purge_trash(id, deleted_at.as_deref()) {
+                    Ok(p) => purged.extend(p),
+                    Err(crate::tenant::StoreError::NotFound(_)) => {
+                        bail!("{id} has nothing in the trash")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            print_json(&purged)?;
+            eprintln!(
+                "purged {} trashed cop{}",
+                purged.len(),
+                if purged.len() == 1 { "y" } else { "ies" }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs `tarn token show|rotate` on the data dir's generated operator token.
+pub fn token(args: &StoreArgs, command: TokenCommand) -> anyhow::Result<()> {
+    if !args.data_dir.is_dir() {
+        bail!(
+            "{} does not exist: pass --data-dir or set TARN_DATA_DIR",
+            args.data_dir.display()
+        );
+    }
+    match command {
+        TokenCommand::Show => println!("{}", crate::token::show(&args.data_dir)?),
+        TokenCommand::Rotate => {
+            println!("{}", crate::token::rotate(&args.data_dir)?);
+            eprintln!(
+                "the old token stopped working (a server started with TARN_ADMIN_TOKEN keeps that one)"
+            );
+        }
     }
     Ok(())
 }

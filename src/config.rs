@@ -61,6 +61,21 @@ pub enum Command {
         #[command(subcommand)]
         command: StaffCommand,
     },
+    /// Deleted tenants waiting in the trash: list them, or purge them for good.
+    Trash {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: TrashCommand,
+    },
+    /// The operator token generated into the data dir: show it, or replace it (a running
+    /// server takes the new one at once).
+    Token {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Talk to a tenant's shop from the terminal, as a staff member.
     Chat {
         #[command(flatten)]
@@ -216,6 +231,37 @@ pub enum TenantCommand {
     Delete { id: String },
     /// Bring a deleted tenant back from the trash; prints a new API key.
     Restore { id: String },
+}
+
+/// Trash subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TrashCommand {
+    /// List the trashed copies (id, name, when deleted).
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Remove trashed copies for good (refused while a server runs on the data dir).
+    Purge {
+        /// Purge everything in the trash.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Tenants whose trashed copies to purge.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Only the copy deleted at this time (as `trash list` shows it).
+        #[arg(long, conflicts_with = "all")]
+        deleted_at: Option<String>,
+    },
+}
+
+/// Token subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print the generated operator token.
+    Show,
+    /// Replace the generated operator token with a new random one and print it.
+    Rotate,
 }
 
 /// Staff subcommands; STAFF is a staff member's name or id.

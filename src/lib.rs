@@ -76,3 +76,4 @@ pub mod store;
 pub mod system;
 pub mod telemetry;
 pub mod tenant;
+pub mod token;

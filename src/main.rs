@@ -22,6 +22,14 @@ fn main() -> anyhow::Result<()> {
             telemetry::init_tracing(LogFormat::Human);
             cli::tenant(&store, command)
         }
+        Command::Trash { store, command } => {
+            telemetry::init_tracing(LogFormat::Human);
+            cli::trash(&store, command)
+        }
+        Command::Token { store, command } => {
+            telemetry::init_tracing(LogFormat::Human);
+            cli::token(&store, command)
+        }
         Command::Staff { store, command } => {
             telemetry::init_tracing(LogFormat::Human);
             cli::staff(&store, command)

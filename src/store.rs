@@ -2,7 +2,7 @@
 //! the admin API and the CLI. Invariants: a tenant row is active iff its file is in place;
 //! API keys are returned once and only their SHA-256 is kept; every call blocks.
 
-use crate::control::{ControlDb, TenantRecord};
+use crate::control::{ControlDb, TenantRecord, Trashed};
 use crate::tenant::{Layout, StoreError, TenantId, TenantPool, db_files, migrate, sqlite};
 use rand::RngExt;
 use serde::Deserialize;
@@ -183,10 +183,10 @@ impl Store {
         self.control.list("active", after, limit)
     }
 
-    /// Closes the tenant, moves its files to `<data_dir>/_trash/<id>-<time>/` and marks it
-    /// deleted. `restore_tenant` brings it back.
+    /// Closes the tenant, moves its files to `<data_dir>/_trash/<id>-<time>/` and lists it in
+    /// the trash. `restore_tenant` brings it back; `purge_trash` removes it for good.
     pub fn delete_tenant(&self, id: &TenantId) -> Result<TenantRecord, StoreError> {
-        let mut rec = self.control.get_active(id)?;
+        self.control.get_active(id)?;
         let deleted_at = now_rfc3339();
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let trash = self.layout().trash_dir().join(format!("{id}-{stamp}"));
@@ -195,21 +195,24 @@ impl Store {
             each_db_file(&self.layout().tenant_db(id), |f, name| {
                 std::fs::rename(f, trash.join(name))
             })?;
+            self.control.delete_schedules(id)?;
             self.control
-                .mark_deleted(id, &deleted_at, &trash.to_string_lossy())?;
-            self.control.delete_schedules(id)
-        })?;
-        rec.status = "deleted".into();
-        rec.deleted_at = Some(deleted_at);
-        Ok(rec)
+                .move_to_trash(id, &deleted_at, &trash.to_string_lossy())
+        })
     }
 
-    /// Moves a deleted tenant's files back from the trash and reactivates it with a new key.
+    /// Moves the most recently deleted copy of a tenant back from the trash and reactivates
+    /// it with a new key. `Conflict` while a tenant of that id is active.
     pub fn restore_tenant(&self, id: &TenantId) -> Result<Created, StoreError> {
-        let Some(trash) = self.control.trash_path(id)? else {
+        if self.control.get_active(id).is_ok() {
+            return Err(StoreError::Conflict(format!(
+                "tenant {id} is active: delete it first to bring back its trashed copy"
+            )));
+        }
+        let Some(trashed) = self.control.trashed(id)?.into_iter().next() else {
             return Err(StoreError::NotFound(id.clone()));
         };
-        let trash = std::path::PathBuf::from(trash);
+        let from = std::path::PathBuf::from(&trashed.path);
         let api_key = random_secret("tarn_");
         self.pool.close_and(id, || {
             let db = self.layout().tenant_db(id);
@@ -220,14 +223,52 @@ impl Store {
             }
             let dir = self.layout().tenant_dir(id);
             crate::tenant::create_private_dir(&dir)?;
-            each_db_file(&db, |f, name| std::fs::rename(trash.join(name), f))?;
-            let _ = std::fs::remove_dir(&trash);
-            self.control.mark_restored(id, &sha256_hex(&api_key))
+            each_db_file(&db, |f, name| std::fs::rename(from.join(name), f))?;
+            let _ = std::fs::remove_dir(&from);
+            self.control
+                .restore_from_trash(&trashed, &sha256_hex(&api_key))
         })?;
         let tenant = self.control.get_active(id)?;
         let defaults = crate::scheduler::default_schedules(&tenant.timezone, chrono::Utc::now());
         self.control.add_missing_schedules(id, &defaults)?;
         Ok(Created { tenant, api_key })
+    }
+
+    /// A page of the trash, by id then time of deletion.
+    pub fn trash(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Trashed>, StoreError> {
+        self.control.trash_list(after, limit)
+    }
+
+    /// Removes trashed copies for good (their files, then their entries): every copy of
+    /// `id`, or only the one deleted at `deleted_at`. Returns what was purged; `NotFound`
+    /// when nothing matched.
+    pub fn purge_trash(
+        &self,
+        id: &TenantId,
+        deleted_at: Option<&str>,
+    ) -> Result<Vec<Trashed>, StoreError> {
+        let mut purged = Vec::new();
+        for t in self.control.trashed(id)? {
+            if deleted_at.is_some_and(|d| d != t.deleted_at) {
+                continue;
+            }
+            match std::fs::remove_dir_all(&t.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::io(&t.path, e));
+                }
+                _ => {}
+            }
+            self.control.forget_trashed(&t)?;
+            purged.push(t);
+        }
+        if purged.is_empty() {
+            return Err(StoreError::NotFound(id.clone()));
+        }
+        Ok(purged)
     }
 
     /// Replaces the tenant's API key; the old one stops working at once.

@@ -24,6 +24,37 @@ pub struct TenantRecord {
     pub deleted_at: Option<String>,
 }
 
+/// A deleted tenant's copy waiting in the trash.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Trashed {
+    pub id: TenantId,
+    pub deleted_at: String,
+    pub name: String,
+    pub created_at: String,
+    pub currency: String,
+    pub timezone: String,
+    /// Where its files are (not shown: a server path).
+    #[serde(skip)]
+    pub path: String,
+}
+
+const TRASH_COLS: &str = "id, deleted_at, name, created_at, currency, timezone, path";
+
+fn trashed_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Trashed> {
+    let id: String = row.get(0)?;
+    Ok(Trashed {
+        id: TenantId::parse(&id).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        deleted_at: row.get(1)?,
+        name: row.get(2)?,
+        created_at: row.get(3)?,
+        currency: row.get(4)?,
+        timezone: row.get(5)?,
+        path: row.get(6)?,
+    })
+}
+
 /// Handle to the control database. Cheap to clone.
 #[derive(Clone)]
 pub struct ControlDb {
@@ -70,17 +101,12 @@ impl ControlDb {
         Ok(self.pool.get()?)
     }
 
-    /// Adds an active tenant. A deleted tenant of the same id is replaced (its files stay in
-    /// the trash); an active one makes this fail with `AlreadyExists`.
+    /// Adds an active tenant; an active one of the same id makes this fail with
+    /// `AlreadyExists` (deleted ones wait in the trash, untouched).
     pub fn insert(&self, rec: &TenantRecord, key_hash: &str) -> Result<(), StoreError> {
         let n = self.conn()?.exec(
-            "INSERT INTO tenants (id, name, status, created_at, currency, timezone, api_key_hash)
-             VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6)
-             ON CONFLICT (id) DO UPDATE SET
-               name = excluded.name, status = 'active', created_at = excluded.created_at,
-               currency = excluded.currency, timezone = excluded.timezone,
-               api_key_hash = excluded.api_key_hash, deleted_at = NULL, trash_path = NULL
-             WHERE tenants.status = 'deleted'",
+            "INSERT OR IGNORE INTO tenants (id, name, status, created_at, currency, timezone, api_key_hash)
+             VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6)",
             params![
                 rec.id.as_str(),
                 rec.name,
@@ -164,35 +190,95 @@ impl ControlDb {
         Ok(())
     }
 
-    /// Marks the tenant deleted and remembers where its files went.
-    pub fn mark_deleted(&self, id: &TenantId, at: &str, trash: &str) -> Result<(), StoreError> {
-        self.conn()?.exec(
-            "UPDATE tenants SET status = 'deleted', deleted_at = ?2, trash_path = ?3,
-                    api_key_hash = '' WHERE id = ?1",
-            params![id.as_str(), at, trash],
+    /// Takes an active tenant off the registry into the trash list, remembering where its
+    /// files went; returns its record as deleted.
+    pub fn move_to_trash(
+        &self,
+        id: &TenantId,
+        at: &str,
+        path: &str,
+    ) -> Result<TenantRecord, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let mut rec = tx
+            .row(
+                &format!("SELECT {COLUMNS} FROM tenants WHERE id = ?1 AND status = 'active'"),
+                [id.as_str()],
+                record,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        tx.exec(
+            "INSERT INTO trash (id, deleted_at, name, created_at, currency, timezone, path)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                id.as_str(),
+                at,
+                rec.name,
+                rec.created_at,
+                rec.currency,
+                rec.timezone,
+                path
+            ],
         )?;
+        tx.exec("DELETE FROM tenants WHERE id = ?1", [id.as_str()])?;
+        tx.commit()?;
+        rec.status = "deleted".into();
+        rec.deleted_at = Some(at.to_owned());
+        Ok(rec)
+    }
+
+    /// Every trashed copy of a tenant, the most recently deleted first.
+    pub fn trashed(&self, id: &TenantId) -> Result<Vec<Trashed>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {TRASH_COLS} FROM trash WHERE id = ?1 ORDER BY deleted_at DESC"
+        ))?;
+        let rows = stmt.query_map([id.as_str()], trashed_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` trashed copies, by id and time of deletion, after the cursor.
+    pub fn trash_list(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Trashed>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {TRASH_COLS} FROM trash WHERE (id, deleted_at) > (?1, ?2)
+             ORDER BY id, deleted_at LIMIT ?3"
+        ))?;
+        let (a, b) = after.unwrap_or(("", ""));
+        let rows = stmt.query_map(params![a, b, limit as i64], trashed_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Makes a trashed copy the active tenant again, with a new key hash.
+    pub fn restore_from_trash(&self, t: &Trashed, key_hash: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let n = tx.exec(
+            "INSERT OR IGNORE INTO tenants (id, name, status, created_at, currency, timezone, api_key_hash)
+             VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6)",
+            params![t.id.as_str(), t.name, t.created_at, t.currency, t.timezone, key_hash],
+        )?;
+        if n == 0 {
+            return Err(StoreError::AlreadyExists(t.id.clone()));
+        }
+        tx.exec(
+            "DELETE FROM trash WHERE id = ?1 AND deleted_at = ?2",
+            params![t.id.as_str(), t.deleted_at],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
-    /// Where a deleted tenant's files are, if it is deleted.
-    pub fn trash_path(&self, id: &TenantId) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn()?
-            .row(
-                "SELECT trash_path FROM tenants WHERE id = ?1 AND status = 'deleted'",
-                [id.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten())
-    }
-
-    /// Makes a deleted tenant active again with a new key hash.
-    pub fn mark_restored(&self, id: &TenantId, key_hash: &str) -> Result<(), StoreError> {
+    /// Forgets a trashed copy (its files are gone).
+    pub fn forget_trashed(&self, t: &Trashed) -> Result<(), StoreError> {
         self.conn()?.exec(
-            "UPDATE tenants SET status = 'active', deleted_at = NULL, trash_path = NULL,
-                    api_key_hash = ?2 WHERE id = ?1",
-            params![id.as_str(), key_hash],
+            "DELETE FROM trash WHERE id = ?1 AND deleted_at = ?2",
+            params![t.id.as_str(), t.deleted_at],
         )?;
         Ok(())
     }

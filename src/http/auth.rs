@@ -7,7 +7,6 @@ use crate::store::sha256_hex;
 use crate::tenant::{TenantId, pool::blocking};
 use axum::extract::{FromRequestParts, Path};
 use axum::http::{header, request::Parts};
-use subtle::ConstantTimeEq;
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts
@@ -24,8 +23,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 fn is_operator(state: &AppState, token: &str) -> bool {
-    let expected = state.admin_token.expose().as_bytes();
-    expected.ct_eq(token.as_bytes()).into()
+    state.admin_token.matches(token)
 }
 
 /// The caller holds the operator token. A tenant's own key is known but not enough (403,

@@ -112,6 +112,39 @@ pub async fn get_telegram(
     })))
 }
 
+/// `GET /v1/tenants/{t}/channels`: both bindings at once (what is bound, not the
+/// providers' live view; `null` for a channel not bound).
+pub async fn get_channels(
+    State(state): State<AppState>,
+    access: TenantAccess,
+) -> Result<Json<Value>, ApiError> {
+    let control = state.store.control().clone();
+    let t = access.id.clone();
+    let (tg, wa) = blocking(move || {
+        control.get_active(&t)?;
+        Ok::<_, crate::tenant::StoreError>((
+            control.binding(&t, telegram::CHANNEL)?,
+            control.binding(&t, whatsapp::CHANNEL)?,
+        ))
+    })
+    .await?;
+    let public = state
+        .config
+        .public_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_owned());
+    Ok(Json(json!({
+        "telegram": tg.map(|b| json!({
+            "bot_id": b.key, "username": b.username, "bound_at": b.created_at,
+            "webhook_url": public.as_ref().map(|u| format!("{u}/webhooks/telegram/{}", access.id)),
+        })),
+        "whatsapp": wa.map(|b| json!({
+            "phone_number_id": b.key, "display_phone_number": b.username, "bound_at": b.created_at,
+            "webhook_url": public.as_ref().map(|u| format!("{u}/webhooks/whatsapp")),
+        })),
+    })))
+}
+
 /// `DELETE /v1/tenants/{t}/channels/telegram`: removes the webhook and the binding.
 pub async fn delete_telegram(
     State(state): State<AppState>,

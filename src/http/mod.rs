@@ -11,8 +11,9 @@ mod schedules;
 mod shop;
 mod staff;
 mod tenants;
+mod trash;
 
-use crate::config::{Secret, ServeConfig};
+use crate::config::ServeConfig;
 use crate::store::Store;
 use crate::telemetry::{HttpLabels, Metrics};
 use axum::Router;
@@ -34,7 +35,7 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub store: Store,
     pub metrics: Metrics,
-    pub admin_token: Arc<Secret>,
+    pub admin_token: Arc<crate::token::OperatorToken>,
     pub config: Arc<ServeConfig>,
     /// The LLM parser, when configured.
     pub llm: Option<crate::llm::LlmClient>,
@@ -56,6 +57,8 @@ pub fn router(state: AppState) -> Router {
             get(tenants::show).delete(tenants::delete),
         )
         .route("/v1/tenants/{tenant}/rotate-key", post(tenants::rotate_key))
+        .route("/v1/trash", get(trash::list))
+        .route("/v1/trash/{tenant}", axum::routing::delete(trash::purge))
         .route("/v1/tenants/{tenant}/restore", post(tenants::restore))
         .route("/v1/tenants/{tenant}/backup", get(tenants::backup))
         .route(
@@ -125,6 +128,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/tenants/{tenant}/reports/{id}/chart.png",
             get(schedules::report_chart),
         )
+        .route("/v1/tenants/{tenant}/channels", get(channels::get_channels))
         .route(
             "/v1/tenants/{tenant}/channels/telegram",
             axum::routing::put(channels::put_telegram)

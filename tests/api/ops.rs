@@ -300,3 +300,43 @@ async fn serve_takes_its_port_first_and_logs_plain_text_off_a_terminal() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16"));
 }
+
+#[tokio::test]
+async fn the_operator_token_is_shown_and_rotated_without_a_restart() {
+    let app = spawn_app_with(|c| c.admin_token = None).await;
+    let cli = |verb: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+            .args(["token", verb, "--data-dir"])
+            .arg(app.data_dir())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let old = cli("show");
+    assert_eq!(
+        old,
+        std::fs::read_to_string(app.data_dir().join("_admin_token")).unwrap()
+    );
+    let list = |token: String| {
+        let app = &app;
+        async move {
+            app.request(Method::GET, "/v1/tenants", Some(&token), None)
+                .await
+                .status
+        }
+    };
+    assert_eq!(list(old.clone()).await, StatusCode::OK);
+    let new = cli("rotate");
+    assert_ne!(new, old);
+    assert_eq!(
+        list(old).await,
+        StatusCode::UNAUTHORIZED,
+        "the old token stops at once"
+    );
+    assert_eq!(list(new).await, StatusCode::OK);
+}

@@ -137,6 +137,11 @@ async fn create_show_rotate_delete_restore() {
     );
     assert_eq!(
         app.restore_tenant("joes").await.status,
+        StatusCode::CONFLICT,
+        "an active tenant is not restored over"
+    );
+    assert_eq!(
+        app.restore_tenant("never").await.status,
         StatusCode::NOT_FOUND
     );
 }
@@ -420,4 +425,100 @@ async fn shop_files_are_readable_by_the_server_user_alone() {
         assert_eq!(mode(&to.join(&f)), 0o600, "backup {f}");
     }
     assert_eq!(mode(&to), 0o700, "backup dir");
+}
+
+#[tokio::test]
+async fn the_trash_is_listed_and_purged_and_re_creating_an_id_keeps_the_old_copy() {
+    let app = spawn_app().await;
+    app.shop("t").await;
+    app.say("t", "Sam", "/sale 2 rice").await;
+    assert_eq!(app.delete_tenant("t", ADMIN).await.status, StatusCode::OK);
+    let r = app.get("/v1/trash").await;
+    assert_eq!(r.body["trash"].as_array().unwrap().len(), 1, "{}", r.text);
+    assert_eq!(r.body["trash"][0]["id"], "t");
+    let first_deleted = r.body["trash"][0]["deleted_at"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The id is free for a new shop; the old copy stays in the trash, not orphaned.
+    let key = app.new_tenant("t").await;
+    let r = app.get("/v1/trash").await;
+    assert_eq!(r.body["trash"].as_array().unwrap().len(), 1, "{}", r.text);
+    // Restoring over an active tenant is a conflict, for the operator; a key is refused.
+    let r = app.restore_tenant("t").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let r = app
+        .request(Method::GET, "/v1/trash", Some(&key), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // Delete the new one too: two copies; restore brings back the newest (empty) one.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(app.delete_tenant("t", ADMIN).await.status, StatusCode::OK);
+    let r = app.get("/v1/trash?limit=1").await;
+    assert_eq!(r.body["trash"].as_array().unwrap().len(), 1);
+    let next = r.body["next_after"].as_str().unwrap().to_owned();
+    let r = app.get(&format!("/v1/trash?limit=1&after={next}")).await;
+    assert_eq!(r.body["trash"].as_array().unwrap().len(), 1, "{}", r.text);
+    assert!(r.body["next_after"].is_null());
+    let r = app.restore_tenant("t").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app.get("/v1/tenants/t/sales").await;
+    assert_eq!(
+        r.body["sales"].as_array().unwrap().len(),
+        0,
+        "the newest copy: {}",
+        r.text
+    );
+
+    // Purge the old copy (with its sale) for good: its files go.
+    let before = files_under(&app.data_dir().join("_trash")).len();
+    assert!(before >= 1);
+    let r = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/trash/t?deleted_at={first_deleted}"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["purged"][0]["deleted_at"], first_deleted.as_str());
+    assert!(files_under(&app.data_dir().join("_trash")).is_empty());
+    let r = app.get("/v1/trash").await;
+    assert!(r.body["trash"].as_array().unwrap().is_empty(), "{}", r.text);
+    let r = app
+        .request(Method::DELETE, "/v1/trash/t", Some(ADMIN), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    // The CLI lists the trash beside the server, and refuses to purge while it runs.
+    assert_eq!(app.delete_tenant("t", ADMIN).await.status, StatusCode::OK);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(app.data_dir())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["trash", "list"]);
+    assert!(out.status.success());
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["id"], "t");
+    let out = cli(&["trash", "purge", "t"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    let dir = app.stop().await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+        .args(["trash", "purge", "--all", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(files_under(&dir.path().join("data/_trash")).is_empty());
 }

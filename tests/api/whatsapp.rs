@@ -421,6 +421,16 @@ async fn the_weekly_report_goes_out_as_an_uploaded_image() {
 #[tokio::test]
 async fn binding_checks_the_token_and_the_server_settings_first() {
     let (app, fake) = wa_app().await;
+    // Both bindings at once.
+    let r = app.get("/v1/tenants/s/channels").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.body["telegram"].is_null(), "{}", r.text);
+    assert_eq!(r.body["whatsapp"]["phone_number_id"], PHONE);
+    assert_eq!(
+        r.body["whatsapp"]["webhook_url"],
+        "https://tarn.example/webhooks/whatsapp"
+    );
+    assert!(!r.text.contains("EAAG"), "no token: {}", r.text);
     for bad in ["EAAG\u{7}bell", "EAAG with space", "", &"x".repeat(1025)] {
         let r = app
             .request(

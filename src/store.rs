@@ -10,12 +10,17 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// What it takes to create a tenant.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     pub id: TenantId,
+    #[schemars(length(min = 1, max = 200))]
     pub name: String,
+    /// An ISO 4217 code (default USD).
+    #[schemars(regex(pattern = r"^[A-Za-z]{3}$"))]
     pub currency: Option<String>,
+    /// An IANA time zone name, like Europe/Berlin (default UTC).
+    #[schemars(length(min = 1, max = 64))]
     pub timezone: Option<String>,
 }
 
@@ -23,7 +28,7 @@ pub struct NewTenant {
 pub const MAX_NAME_LEN: usize = 200;
 
 /// A created (or re-keyed) tenant with its API key, which is never shown again.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
 pub struct Created {
     #[serde(flatten)]
     pub tenant: TenantRecord,

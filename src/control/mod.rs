@@ -12,7 +12,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 /// A tenant as the registry knows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct TenantRecord {
     pub id: TenantId,
     pub name: String,
@@ -25,7 +25,7 @@ pub struct TenantRecord {
 }
 
 /// A deleted tenant's copy waiting in the trash.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Trashed {
     pub id: TenantId,
     pub deleted_at: String,

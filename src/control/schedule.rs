@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 /// A schedule as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ScheduleRow {
     #[serde(skip)]
     pub id: i64,
@@ -39,7 +39,7 @@ pub struct NewSchedule {
 }
 
 /// A ledger row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunRow {
     pub id: i64,
     pub kind: String,

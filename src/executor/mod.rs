@@ -83,7 +83,7 @@ pub fn finish_inbox(
 }
 
 /// How a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Applied,
@@ -104,8 +104,9 @@ impl Status {
 }
 
 /// The answer to a request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Outcome {
+    /// The action as understood (names resolved), or null for a duplicate of an old entry.
     pub action: serde_json::Value,
     pub status: Status,
     pub reply: String,
@@ -115,8 +116,9 @@ pub struct Outcome {
 }
 
 /// The answer to a dry run (`/parse`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DryRun {
+    /// The action the text means, names resolved.
     pub action: serde_json::Value,
     pub source: Source,
     #[serde(skip_serializing_if = "Option::is_none")]

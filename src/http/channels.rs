@@ -34,9 +34,11 @@ impl From<ChannelError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TelegramBody {
+    /// The token @BotFather gave: `123456789:AA…`.
+    #[schemars(regex(pattern = r"^[0-9]{1,20}:[A-Za-z0-9_-]{30,100}$"))]
     bot_token: String,
 }
 
@@ -189,10 +191,14 @@ pub async fn telegram_webhook(
     Ok(Json(json!({})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WhatsAppBody {
+    /// The number's id as Meta shows it (digits).
+    #[schemars(regex(pattern = r"^[0-9]{1,32}$"))]
     phone_number_id: String,
+    /// A permanent access token of a system user with whatsapp_business_messaging.
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^[!-~]+$"))]
     access_token: String,
 }
 

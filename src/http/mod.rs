@@ -6,6 +6,7 @@ pub mod auth;
 mod channels;
 pub mod error;
 pub mod limit;
+pub mod openapi;
 mod ops;
 mod schedules;
 mod shop;

@@ -54,9 +54,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-pub async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
+pub async fn openapi() -> Json<&'static Value> {
+    Json(super::openapi::document())
 }

@@ -65,7 +65,7 @@ pub async fn get_schedules(
 }
 
 /// The body of `PUT /schedules`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulesBody {
     schedules: Vec<ScheduleChange>,

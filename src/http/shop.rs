@@ -48,11 +48,17 @@ fn check_id(id: &Option<String>) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextBody {
+    /// The message as the person wrote it.
+    #[schemars(length(min = 1, max = 4096))]
     text: String,
+    /// A staff member's name or id (default: the shop's owner).
+    #[schemars(length(min = 1, max = 200))]
     sender: Option<String>,
+    /// Idempotency key: the same id twice applies once.
+    #[schemars(length(min = 1, max = 200))]
     id: Option<String>,
 }
 

@@ -33,7 +33,7 @@ pub struct ListQuery {
     after: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub struct Page {
     tenants: Vec<TenantRecord>,
     /// Pass as `after` for the next page; `null` on the last page.

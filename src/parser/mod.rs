@@ -12,7 +12,7 @@ pub use phrase::numbers;
 use crate::action::Action;
 
 /// Which parser produced an action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The built-in slash grammar / phrase parser.

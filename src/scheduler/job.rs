@@ -662,7 +662,7 @@ pub fn weekly_report(
 }
 
 /// A stored report as the API lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ReportView {
     pub id: i64,
     pub kind: String,

@@ -115,7 +115,7 @@ pub fn default_schedules(timezone: &str, now: DateTime<Utc>) -> Vec<NewSchedule>
 }
 
 /// A change to one schedule (fields left out keep their value).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleChange {
     pub kind: String,

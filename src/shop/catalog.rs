@@ -167,7 +167,7 @@ fn quantity(field: &str, d: Dec) -> Result<i64, ExecError> {
 // ---- products (admin API) ----
 
 /// A product as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ProductView {
     pub id: i64,
     pub name: String,
@@ -205,7 +205,7 @@ pub fn product_view(
 }
 
 /// Body of `POST /products`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
     pub name: String,
@@ -218,7 +218,7 @@ pub struct NewProduct {
 }
 
 /// Body of `PATCH /products/{id}` (stock changes go through restock / stock count).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductPatch {
     pub name: Option<String>,
@@ -357,7 +357,7 @@ pub fn delete_product(conn: &Connection, id: i64) -> Result<(), ExecError> {
 // ---- customers (admin API) ----
 
 /// A customer as the API shows it (`balance` is what they owe the shop).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct CustomerView {
     pub id: i64,
     pub name: String,
@@ -378,7 +378,7 @@ impl Customer {
 }
 
 /// Body of `POST /customers` and `PATCH /customers/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerInput {
     pub name: Option<String>,

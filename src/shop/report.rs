@@ -89,7 +89,7 @@ pub fn local_today(settings: &ShopSettings) -> NaiveDate {
 }
 
 /// A product's line in a summary.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct TopProduct {
     pub product: String,
     pub qty: Dec,
@@ -97,7 +97,7 @@ pub struct TopProduct {
 }
 
 /// Sales, payments and expenses over a period.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct SalesSummary {
     pub period: Option<&'static str>,
     /// First local day included.
@@ -389,7 +389,7 @@ pub fn csv_field(s: &str) -> String {
 }
 
 /// A line of a sale or an order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct LineView {
     pub product: String,
     pub qty: Dec,
@@ -420,7 +420,7 @@ fn lines(
 }
 
 /// A sale as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct SaleView {
     pub id: i64,
     pub at: String,
@@ -473,7 +473,7 @@ pub fn sales_between(
 }
 
 /// An order as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct OrderView {
     pub id: i64,
     pub customer: String,
@@ -528,7 +528,7 @@ pub fn orders(
 }
 
 /// One entry of the message log.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct MessageView {
     pub id: i64,
     pub inbound_id: Option<String>,

@@ -65,7 +65,7 @@ pub fn staff_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff>
 }
 
 /// A staff member as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StaffView {
     pub id: i64,
     pub name: String,
@@ -81,7 +81,7 @@ pub struct StaffView {
 }
 
 /// Body of `POST /staff` and `PATCH /staff/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaffInput {
     pub name: Option<String>,
@@ -137,7 +137,7 @@ fn new_code() -> String {
 }
 
 /// A join code just issued.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct JoinCode {
     pub staff_id: i64,
     pub join_code: String,
@@ -222,7 +222,7 @@ pub fn redeem_join_code(
 }
 
 /// A chat linked to a staff member.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ChatLink {
     pub id: i64,
     pub channel: String,

@@ -11,6 +11,20 @@ use std::fmt;
 #[serde(transparent)]
 pub struct TenantId(String);
 
+impl schemars::JsonSchema for TenantId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TenantId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$",
+            "description": "a tenant id: lowercase letters, digits, - and _, at most 63"
+        })
+    }
+}
+
 /// Why a string is not a tenant id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

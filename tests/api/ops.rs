@@ -91,11 +91,54 @@ async fn openapi_describes_every_route() {
         ("/v1/tenants/{tenant}/runs", "get"),
         ("/v1/tenants/{tenant}/reports", "get"),
         ("/v1/tenants/{tenant}/reports/{id}/chart.png", "get"),
+        ("/v1/tenants/{tenant}/channels", "get"),
+        ("/v1/tenants/{tenant}/staff/{id}/chats", "get"),
+        ("/v1/tenants/{tenant}/staff/{id}/chats/{chat}", "delete"),
+        ("/v1/tenants/{tenant}/staff/{id}/join-code", "post"),
+        ("/v1/trash", "get"),
+        ("/v1/trash/{tenant}", "delete"),
     ] {
+        let op = paths
+            .get(path)
+            .and_then(|p| p.get(method))
+            .unwrap_or_else(|| panic!("{method} {path} is not documented"));
+        let responses = op["responses"].as_object().unwrap();
         assert!(
-            paths.get(path).and_then(|p| p.get(method)).is_some(),
-            "{method} {path}"
+            responses.keys().any(|k| k.starts_with('2')) && responses.contains_key("500"),
+            "{method} {path}: {responses:?}"
         );
+        if path.starts_with("/v1/tenants/{tenant}") {
+            for status in ["400", "401", "403", "404", "429", "503"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} lacks {status}"
+                );
+            }
+        }
+    }
+    // Every documented operation is a route: none falls through to "no such route".
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = path
+                .replace("{tenant}", "nobody")
+                .replace("{id}", "1")
+                .replace("{chat}", "1")
+                .replace("{kind}", "daily_summary");
+            let r = app
+                .request(
+                    method.to_uppercase().parse().unwrap(),
+                    &concrete,
+                    Some(ADMIN),
+                    None,
+                )
+                .await;
+            assert_ne!(
+                (r.status, r.body["error"]["message"].as_str()),
+                (StatusCode::NOT_FOUND, Some("no such route")),
+                "{method} {path}"
+            );
+            assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        }
     }
 }
 

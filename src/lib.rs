@@ -17,20 +17,21 @@
 //!    optional [`llm`] narrative, text only) -> outbox rows and the slot's marker in one
 //!    transaction -> [`channel`] sender (photo / image for charts). Housekeeping (idle
 //!    sweep, WAL checkpoints, retention) runs on tokio-cron-scheduler.
-//! 3. **admin API -> tenant store**: [`http`] (auth, JSON errors) -> [`store`] (registry in
-//!    [`control`] kept in step with the files in [`tenant`]).
+//! 3. **admin API -> tenant store**: [`http`] (auth, JSON errors, the OpenAPI document built
+//!    from the handlers' types) -> [`store`] (registry and trash in [`control`] kept in step
+//!    with the files in [`tenant`]); shop routes -> [`shop`] and [`executor`].
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool |
-//! | [`control`] | `_control.db`: tenant registry, channel bindings, pending work, schedule index and run ledger |
-//! | [`store`] | tenant lifecycle: create, delete to trash, restore, keys, migrate-all |
-//! | [`action`] | `enum Action` (the contract), exact decimals, roles, name matching — no IO |
+//! | [`control`] | `_control.db`: tenant registry, the trash list, channel bindings, pending work, schedule index and run ledger |
+//! | [`store`] | tenant lifecycle: create, delete to trash, restore, purge, keys, migrate-all |
+//! | [`action`] | `enum Action` (the contract), exact decimals, the books' bounds, roles, name matching — no IO |
 //! | [`parser`] | text -> `Action` with a confidence (slash grammar, phrasing) — no IO |
 //! | [`llm`] | the OpenAI-compatible LLM client (structured output, repair, breaker) |
 //! | [`message`] | routing: built-in parser, LLM when unsure and configured, executor |
-//! | [`executor`] | one message in one transaction: idempotency, checks, SQL, journal, undo |
-//! | [`shop`] | tenant-db queries: settings, staff, catalog, reports, message log |
+//! | [`executor`] | one message in one transaction: idempotency, checks, SQL (`apply`, `order`, built on the shared `step`s), journal, `undo` |
+//! | [`shop`] | tenant-db queries: settings, staff and join codes, catalog, reports, message log |
 //! | [`channel`] | Telegram and WhatsApp: webhooks, inbox, workers, identities, outbox sender |
 //! | [`scheduler`] | cron math (no IO), the ticker, job kinds, weekly chart, housekeeping |
 //! | [`chat`], [`demo`] | the terminal REPL and the demo tenant |
@@ -39,7 +40,7 @@
 //! | [`cli`] | offline `tarn tenant …` / `tarn migrate …` / `tarn backup`, `restore`, `check` |
 //! | [`backup`] | consistent snapshots (online backup API), restore, integrity checks |
 //! | [`bench`] | `tarn bench`: the load harness against a `tarn serve` child (HTTP or Telegram webhooks with a Bot API stand-in), raw baseline |
-//! | [`config`], [`telemetry`], [`system`] | flags/env, logs/metrics, OS readings |
+//! | [`config`], [`token`], [`telemetry`], [`system`] | flags/env, the operator token, logs/metrics, OS readings |
 //!
 //! # Rules between modules
 //!
@@ -51,7 +52,10 @@
 //!   comes from a parser, the LLM or a user.
 //! - Every rusqlite call runs on the blocking pool (`tenant::pool::blocking`), never on the
 //!   async runtime.
-//! - A tenant id becomes a path only as a validated `TenantId`, through `tenant::Layout`.
+//! - A tenant id becomes a path only as a validated `TenantId`, through `tenant::Layout`; every
+//!   file and folder under the data dir is created private (0600 / 0700).
+//! - Every figure written to the books is within `action::MAX_MONEY` / `MAX_STOCK`, checked
+//!   before the write; beyond is a refusal, never a wrapped or rounded number.
 //! - `action`, `parser`, `scheduler::cron` and `scheduler::chart` do no IO; a job's effects
 //!   commit with its `job_runs` marker, so no slot sends twice.
 

@@ -5,6 +5,7 @@
 
 mod apply;
 mod order;
+mod step;
 mod undo;
 
 pub use apply::HELP;
@@ -166,7 +167,7 @@ pub(crate) struct Ctx {
     pub now: String,
     pub now_ms: i64,
     pub journal_id: Option<i64>,
-    pub undo: Vec<undo::UndoOp>,
+    pub undo: Vec<step::UndoOp>,
     /// What an applied write did, in the shop's words (for the undo reply).
     pub summary: Option<String>,
 }
@@ -403,7 +404,7 @@ pub fn dry_run(
     let (mut action, source, _) = decode(&tx, input)?;
     let mut clarify = None;
     if action.check(settings.digits).is_ok()
-        && let Err(f) = apply::resolve_names(&tx, &mut action)
+        && let Err(f) = step::resolve_names(&tx, &mut action)
     {
         match f {
             Flow::Clarify(q) => clarify = Some(q),

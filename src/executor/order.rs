@@ -3,11 +3,10 @@
 //! Invariants: an order moves pending -> assigned -> delivered, or to cancelled; cancelling
 //! a delivered order reverses its sale (stock back, balance down) in the same transaction.
 
-use super::apply::{
-    Line, change_balance, find_customer, find_driver, items_text, lines_sum, lines_text, money,
-    move_stock, owes_text, price_items, write_sale,
+use super::step::{
+    Line, UndoOp, change_balance, find_customer, find_driver, items_text, lines_sum, lines_text,
+    money, move_stock, owes_text, price_items, write_sale,
 };
-use super::undo::UndoOp;
 use super::{Ctx, Flow};
 use crate::action::{Item, OrderStatus, Role, fmt_money};
 use crate::shop::{catalog, report};

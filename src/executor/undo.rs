@@ -4,62 +4,13 @@
 //! nothing else has used them since); reversing stock writes a movement; the undone
 //! action's log row is marked.
 
-use super::apply::{change_balance, move_stock};
+use super::step::{UndoOp, change_balance, move_stock};
 use super::{Ctx, Flow};
 use crate::tenant::sqlite::Cached;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
 /// How long `undo` can reach back.
 pub const UNDO_WINDOW_MS: i64 = 10 * 60 * 1000;
-
-/// One step that reverses part of an applied action.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum UndoOp {
-    Stock {
-        product: i64,
-        delta: i64,
-    },
-    Balance {
-        customer: i64,
-        delta: i64,
-    },
-    VoidSale {
-        id: i64,
-    },
-    /// Counts a sale again (reverses a cancellation that voided it).
-    RestoreSale {
-        id: i64,
-    },
-    VoidPayment {
-        id: i64,
-    },
-    VoidExpense {
-        id: i64,
-    },
-    Price {
-        product: i64,
-        price: i64,
-    },
-    Order {
-        id: i64,
-        status: String,
-        driver: Option<i64>,
-        delivered_at: Option<String>,
-    },
-    /// Cancels an order the action created, while it is still open.
-    CancelOrder {
-        id: i64,
-    },
-    RemoveProduct {
-        product: i64,
-    },
-    /// Removes a customer the action created, unless they have been used since.
-    RemoveCustomer {
-        customer: i64,
-    },
-}
 
 /// The sender's last applied action within the window, reversed.
 pub(super) fn undo(conn: &Connection, ctx: &mut Ctx) -> Result<String, Flow> {

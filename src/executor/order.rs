@@ -23,6 +23,18 @@ struct OrderState {
     total: i64,
 }
 
+impl OrderState {
+    /// The undo step that puts order `id` back in this state.
+    fn restore(&self, id: i64) -> UndoOp {
+        UndoOp::Order {
+            id,
+            status: self.status.clone(),
+            driver: self.driver,
+            delivered_at: self.delivered_at.clone(),
+        }
+    }
+}
+
 fn order_state(conn: &Connection, id: i64) -> Result<OrderState, Flow> {
     conn.row(
         "SELECT status, driver_id, delivered_at, customer_id, sale_id, total FROM orders
@@ -110,12 +122,7 @@ pub(super) fn assign(
         "UPDATE orders SET status = 'assigned', driver_id = ?2 WHERE id = ?1",
         params![id, d.id],
     )?;
-    ctx.undo.push(UndoOp::Order {
-        id,
-        status: state.status,
-        driver: state.driver,
-        delivered_at: state.delivered_at,
-    });
+    ctx.undo.push(state.restore(id));
     ctx.summary = Some(format!("assignment of order #{id} to {}", d.name));
     Ok(format!("Order #{id} assigned to {}.", d.name))
 }
@@ -158,12 +165,7 @@ pub(super) fn deliver(conn: &Connection, ctx: &mut Ctx, id: i64) -> Result<Strin
         "UPDATE orders SET status = 'delivered', delivered_at = ?2, sale_id = ?3 WHERE id = ?1",
         params![id, ctx.now, sale.id],
     )?;
-    ctx.undo.push(UndoOp::Order {
-        id,
-        status: state.status,
-        driver: state.driver,
-        delivered_at: state.delivered_at,
-    });
+    ctx.undo.push(state.restore(id));
     ctx.summary = Some(format!("delivery of order #{id} to {}", c.name));
     Ok(format!(
         "Order #{id} delivered to {}: {} added to their account. {} {}",
@@ -207,12 +209,7 @@ pub(super) fn cancel(conn: &Connection, ctx: &mut Ctx, id: i64) -> Result<String
         other => return Err(Flow::Reject(format!("Order #{id} is already {other}."))),
     }
     conn.exec("UPDATE orders SET status = 'cancelled' WHERE id = ?1", [id])?;
-    ctx.undo.push(UndoOp::Order {
-        id,
-        status: state.status,
-        driver: state.driver,
-        delivered_at: state.delivered_at,
-    });
+    ctx.undo.push(state.restore(id));
     ctx.summary = Some(format!("cancellation of order #{id}"));
     Ok(reply)
 }

@@ -31,7 +31,8 @@ enum Auth {
     Tenant,
 }
 
-/// One operation.
+/// One operation, built up from `Op::new`: a tenant route with its `{tenant}` parameter
+/// unless told otherwise.
 struct Op {
     method: &'static str,
     path: &'static str,
@@ -43,6 +44,80 @@ struct Op {
     ok: Vec<(u16, Value)>,
     /// Error statuses beyond those every operation of its kind can answer.
     errors: &'static [u16],
+}
+
+impl Op {
+    fn new(method: &'static str, path: &'static str, summary: &'static str) -> Op {
+        let tenant_route = path.contains("{tenant}");
+        Op {
+            method,
+            path,
+            summary,
+            auth: if tenant_route {
+                Auth::Tenant
+            } else {
+                Auth::Public
+            },
+            params: if tenant_route { vec![tenant()] } else { vec![] },
+            body: None,
+            ok: vec![],
+            errors: &[],
+        }
+    }
+
+    fn auth(mut self, auth: Auth) -> Op {
+        self.auth = auth;
+        self
+    }
+
+    fn param(mut self, p: Value) -> Op {
+        self.params.push(p);
+        self
+    }
+
+    /// A path's `{tenant}` with its own example (routes that delete or restore one).
+    fn tenant_example(mut self, example: &str) -> Op {
+        self.params[0] = path_param(
+            "tenant",
+            json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}),
+            json!(example),
+            "the tenant's id",
+        );
+        self
+    }
+
+    fn body(mut self, schema: Value) -> Op {
+        self.body = Some(json_body(schema));
+        self
+    }
+
+    fn ok(mut self, status: u16, answer: Value) -> Op {
+        self.ok.push((status, answer));
+        self
+    }
+
+    /// A JSON answer with `description`.
+    fn json(self, status: u16, description: &str, schema: Value) -> Op {
+        self.ok(status, json_answer(description, schema))
+    }
+
+    /// No body in the answer.
+    fn empty(self, status: u16, description: &str) -> Op {
+        self.ok(status, json!({ "description": description }))
+    }
+
+    /// One content type other than JSON.
+    fn typed(self, status: u16, description: &str, content_type: &str, schema: Value) -> Op {
+        self.ok(
+            status,
+            json!({"description": description, "content": {content_type: {"schema": schema}}}),
+        )
+    }
+
+    fn errors(mut self, errors: &'static [u16]) -> Op {
+        self.errors = errors;
+        self
+    }
 }
 
 struct Spec {
@@ -145,7 +220,11 @@ impl Spec {
             errors.push(507);
         }
         if op.body.is_some() {
-            errors.extend([400, 413, 415]);
+            errors.extend([400, 413]);
+            // Webhooks read raw bytes, whatever their content type.
+            if op.auth != Auth::Public {
+                errors.push(415);
+            }
         }
         errors.extend(op.errors);
         errors.sort_unstable();
@@ -232,7 +311,6 @@ fn build() -> Value {
     };
     tenants(&mut s);
     shop(&mut s);
-    staff(&mut s);
     schedules(&mut s);
     channels(&mut s);
     ops(&mut s);
@@ -293,101 +371,82 @@ fn tenants(s: &mut Spec) {
     let record = s.res::<TenantRecord>();
     let created = s.res::<Created>();
     let new = s.req::<NewTenant>();
-    s.add(Op {
-        method: "post",
-        path: "/v1/tenants",
-        summary: "Create a tenant (its API key is shown once)",
-        auth: Auth::Operator,
-        params: vec![],
-        body: Some(json_body(new)),
-        ok: vec![(201, json_answer("created", created.clone()))],
-        errors: &[409],
-    });
+    let after = query(
+        "after",
+        json!({"type": "string"}),
+        "next_after of the page before",
+    );
+    s.add(
+        Op::new(
+            "post",
+            "/v1/tenants",
+            "Create a tenant (its API key is shown once)",
+        )
+        .auth(Auth::Operator)
+        .body(new)
+        .json(201, "created", created.clone())
+        .errors(&[409]),
+    );
     let page_schema = s.res::<super::tenants::Page>();
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants",
-        summary: "List active tenants by id",
-        auth: Auth::Operator,
-        params: vec![
-            limit(100),
-            query(
-                "after",
-                json!({"type": "string"}),
-                "next_after of the page before",
-            ),
-        ],
-        body: None,
-        ok: vec![(200, json_answer("a page", page_schema))],
-        errors: &[422],
-    });
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}",
-        summary: "A tenant's record",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: None,
-        ok: vec![(200, json_answer("the tenant", record.clone()))],
-        errors: &[],
-    });
-    s.add(Op {
-        method: "delete",
-        path: "/v1/tenants/{tenant}",
-        summary: "Delete a tenant: its files move to the trash",
-        auth: Auth::Operator,
-        params: vec![path_param(
-            "tenant",
-            json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,62}$"}),
-            json!("scratch"),
-            "the tenant's id",
-        )],
-        body: None,
-        ok: vec![(200, json_answer("deleted", record))],
-        errors: &[404, 429],
-    });
-    for (path, summary, auth, errors) in [
-        (
+    s.add(
+        Op::new("get", "/v1/tenants", "List active tenants by id")
+            .auth(Auth::Operator)
+            .param(limit(100))
+            .param(after.clone())
+            .json(200, "a page", page_schema)
+            .errors(&[422]),
+    );
+    s.add(
+        Op::new("get", "/v1/tenants/{tenant}", "A tenant's record").json(
+            200,
+            "the tenant",
+            record.clone(),
+        ),
+    );
+    // Operator-only routes under a tenant's path still read a tenant's key first (429, 404).
+    s.add(
+        Op::new(
+            "delete",
+            "/v1/tenants/{tenant}",
+            "Delete a tenant: its files move to the trash",
+        )
+        .tenant_example("scratch")
+        .auth(Auth::Operator)
+        .json(200, "deleted", record)
+        .errors(&[404, 429]),
+    );
+    s.add(
+        Op::new(
+            "post",
             "/v1/tenants/{tenant}/rotate-key",
             "Replace the tenant's API key",
-            Auth::Tenant,
-            &[][..],
-        ),
-        (
+        )
+        .json(200, "the tenant and its new key", created.clone()),
+    );
+    s.add(
+        Op::new(
+            "post",
             "/v1/tenants/{tenant}/restore",
             "Bring the most recently deleted copy back from the trash, with a new key",
-            Auth::Operator,
-            &[404, 409, 429][..],
-        ),
-    ] {
-        s.add(Op {
-            method: "post",
-            path,
-            summary,
-            auth,
-            params: vec![tenant()],
-            body: None,
-            ok: vec![(
-                200,
-                json_answer("the tenant and its new key", created.clone()),
-            )],
-            errors,
-        });
-    }
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/backup",
-        summary: "A consistent snapshot of the tenant's SQLite file",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: None,
-        ok: vec![(
+        )
+        .auth(Auth::Operator)
+        .json(200, "the tenant and its new key", created)
+        .errors(&[404, 409, 429]),
+    );
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/backup",
+            "A consistent snapshot of the tenant's SQLite file",
+        )
+        .typed(
             200,
-            json!({"description": "the database file",
-                   "content": {"application/vnd.sqlite3": {"schema": {"type": "string", "format": "binary"}}}}),
-        )],
-        errors: &[507],
-    });
+            "the database file",
+            "application/vnd.sqlite3",
+            json!({"type": "string", "format": "binary"}),
+        )
+        .errors(&[507]),
+    );
     let settings = object(
         json!({
             "currency": {"type": "string", "description": "fixed at creation"},
@@ -399,23 +458,21 @@ fn tenants(s: &mut Spec) {
         }),
         &[],
     );
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/settings",
-        summary: "The tenant's settings",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: None,
-        ok: vec![(200, json_answer("settings", settings.clone()))],
-        errors: &[],
-    });
-    s.add(Op {
-        method: "patch",
-        path: "/v1/tenants/{tenant}/settings",
-        summary: "Change settings (null: back to the default); all or nothing",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: Some(json_body(json!({
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/settings",
+            "The tenant's settings",
+        )
+        .json(200, "settings", settings.clone()),
+    );
+    s.add(
+        Op::new(
+            "patch",
+            "/v1/tenants/{tenant}/settings",
+            "Change settings (null: back to the default); all or nothing",
+        )
+        .body(json!({
             "type": "object",
             "additionalProperties": false,
             "properties": {
@@ -426,203 +483,171 @@ fn tenants(s: &mut Spec) {
                 "join_code_ttl_hours": {"type": "integer", "minimum": 1, "maximum": 8760,
                                         "nullable": true, "description": "how long a new join code works"},
             }
-        }))),
-        ok: vec![(200, json_answer("settings after", settings))],
-        errors: &[],
-    });
+        }))
+        .json(200, "settings after", settings),
+    );
     let trashed = s.res::<Trashed>();
-    s.add(Op {
-        method: "get",
-        path: "/v1/trash",
-        summary: "Deleted tenants whose files wait in the trash",
-        auth: Auth::Operator,
-        params: vec![
-            limit(100),
-            query(
-                "after",
-                json!({"type": "string"}),
-                "next_after of the page before",
-            ),
-        ],
-        body: None,
-        ok: vec![(
-            200,
-            json_answer(
-                "a page",
-                page(
-                    "trash",
-                    trashed.clone(),
-                    Some(("next_after", json!({"type": "string"}))),
-                ),
-            ),
-        )],
-        errors: &[422],
-    });
-    s.add(Op {
-        method: "delete",
-        path: "/v1/trash/{tenant}",
-        summary: "Purge a tenant's trashed copies for good",
-        auth: Auth::Operator,
-        params: vec![
-            tenant(),
-            query(
-                "deleted_at",
-                json!({"type": "string"}),
-                "only the copy deleted then",
-            ),
-        ],
-        body: None,
-        ok: vec![(
-            200,
-            json_answer("what was purged", page("purged", trashed, None)),
-        )],
-        errors: &[404],
-    });
+    let trash_page = page(
+        "trash",
+        trashed.clone(),
+        Some(("next_after", json!({"type": "string"}))),
+    );
+    s.add(
+        Op::new(
+            "get",
+            "/v1/trash",
+            "Deleted tenants whose files wait in the trash",
+        )
+        .auth(Auth::Operator)
+        .param(limit(100))
+        .param(after)
+        .json(200, "a page", trash_page)
+        .errors(&[422]),
+    );
+    s.add(
+        Op::new(
+            "delete",
+            "/v1/trash/{tenant}",
+            "Purge a tenant's trashed copies for good",
+        )
+        .auth(Auth::Operator)
+        .param(query(
+            "deleted_at",
+            json!({"type": "string"}),
+            "only the copy deleted then",
+        ))
+        .json(200, "what was purged", page("purged", trashed, None))
+        .errors(&[404]),
+    );
 }
 
 fn shop(s: &mut Spec) {
     let text = s.req::<super::shop::TextBody>();
     let dry = s.res::<DryRun>();
     let outcome = s.res::<Outcome>();
-    s.add(Op {
-        method: "post",
-        path: "/v1/tenants/{tenant}/parse",
-        summary: "The action a text means, names resolved; writes nothing",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: Some(json_body(text.clone())),
-        ok: vec![(200, json_answer("the action", dry))],
-        errors: &[],
-    });
-    s.add(Op {
-        method: "post",
-        path: "/v1/tenants/{tenant}/messages",
-        summary: "Run a chat message: parser, then executor",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: Some(json_body(text)),
-        ok: vec![(200, json_answer("what happened", outcome.clone()))],
-        errors: &[],
-    });
+    s.add(
+        Op::new(
+            "post",
+            "/v1/tenants/{tenant}/parse",
+            "The action a text means, names resolved; writes nothing",
+        )
+        .body(text.clone())
+        .json(200, "the action", dry),
+    );
+    s.add(
+        Op::new(
+            "post",
+            "/v1/tenants/{tenant}/messages",
+            "Run a chat message: parser, then executor",
+        )
+        .body(text)
+        .json(200, "what happened", outcome.clone()),
+    );
     let message = s.res::<MessageView>();
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/messages",
-        summary: "The message log, newest first",
-        auth: Auth::Tenant,
-        params: vec![
-            tenant(),
-            query("before", id64(), "next_before of the page before"),
-            limit(50),
-            query(
-                "status",
-                json!({"type": "string", "enum": ["applied", "rejected", "clarify"]}),
-                "only this outcome",
-            ),
-            query(
-                "sender",
-                json!({"type": "string"}),
-                "only a staff member's (name or id)",
-            ),
-            query("from", date(), "first local day"),
-            query("to", date(), "last local day (included)"),
-        ],
-        body: None,
-        ok: vec![(
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/messages",
+            "The message log, newest first",
+        )
+        .param(query("before", id64(), "next_before of the page before"))
+        .param(limit(50))
+        .param(query(
+            "status",
+            json!({"type": "string", "enum": ["applied", "rejected", "clarify"]}),
+            "only this outcome",
+        ))
+        .param(query(
+            "sender",
+            json!({"type": "string"}),
+            "only a staff member's (name or id)",
+        ))
+        .param(query("from", date(), "first local day"))
+        .param(query("to", date(), "last local day (included)"))
+        .json(
             200,
-            json_answer(
-                "a page",
-                page("messages", message, Some(("next_before", id64()))),
-            ),
-        )],
-        errors: &[422],
-    });
+            "a page",
+            page("messages", message, Some(("next_before", id64()))),
+        )
+        .errors(&[422]),
+    );
     let action = action_body(s);
-    s.add(Op {
-        method: "post",
-        path: "/v1/tenants/{tenant}/actions",
-        summary: "Run a structured action (the mobile app's writes)",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: Some(json_body(action)),
-        ok: vec![(200, json_answer("what happened", outcome))],
-        errors: &[],
-    });
+    s.add(
+        Op::new(
+            "post",
+            "/v1/tenants/{tenant}/actions",
+            "Run a structured action (the mobile app's writes)",
+        )
+        .body(action)
+        .json(200, "what happened", outcome),
+    );
     catalog(s);
     let sale = s.res::<SaleView>();
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/sales",
-        summary: "Sales between local days (both included; default today), newest first",
-        auth: Auth::Tenant,
-        params: vec![
-            tenant(),
-            query("from", date(), "first local day"),
-            query("to", date(), "last local day (included)"),
-            limit(500),
-        ],
-        body: None,
-        ok: vec![(
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/sales",
+            "Sales between local days (both included; default today), newest first",
+        )
+        .param(query("from", date(), "first local day"))
+        .param(query("to", date(), "last local day (included)"))
+        .param(limit(500))
+        .json(
             200,
-            json_answer(
-                "sales",
-                json!({"type": "object", "required": ["from", "to", "sales"], "properties": {
-                    "from": date(), "to": date(),
-                    "sales": {"type": "array", "items": sale},
-                }}),
-            ),
-        )],
-        errors: &[422],
-    });
+            "sales",
+            json!({"type": "object", "required": ["from", "to", "sales"], "properties": {
+                "from": date(), "to": date(),
+                "sales": {"type": "array", "items": sale},
+            }}),
+        )
+        .errors(&[422]),
+    );
     let order = s.res::<OrderView>();
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/orders",
-        summary: "Orders, newest first (default: pending and assigned)",
-        auth: Auth::Tenant,
-        params: vec![
-            tenant(),
-            query(
-                "status",
-                json!({"type": "string", "enum": ["pending", "assigned", "delivered", "cancelled"]}),
-                "only this status",
-            ),
-            limit(200),
-        ],
-        body: None,
-        ok: vec![(200, json_answer("orders", page("orders", order, None)))],
-        errors: &[422],
-    });
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/orders",
+            "Orders, newest first (default: pending and assigned)",
+        )
+        .param(query(
+            "status",
+            json!({"type": "string", "enum": ["pending", "assigned", "delivered", "cancelled"]}),
+            "only this status",
+        ))
+        .param(limit(200))
+        .json(200, "orders", page("orders", order, None))
+        .errors(&[422]),
+    );
     let summary = s.res::<SalesSummary>();
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/reports/sales",
-        summary: "Sales summary of a period, or of local days from/to (both included)",
-        auth: Auth::Tenant,
-        params: vec![
-            tenant(),
-            query(
-                "period",
-                json!({"type": "string", "enum": ["today", "yesterday", "this_week", "last_7_days",
-                       "this_month", "last_month", "week", "7d", "month", "lastmonth"]}),
-                "a named period (default today); not with from/to",
-            ),
-            query("from", date(), "first local day"),
-            query("to", date(), "last local day (included; at most 366 days)"),
-        ],
-        body: None,
-        ok: vec![(
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/reports/sales",
+            "Sales summary of a period, or of local days from/to (both included)",
+        )
+        .param(query(
+            "period",
+            json!({"type": "string", "enum": ["today", "yesterday", "this_week", "last_7_days",
+                   "this_month", "last_month", "week", "7d", "month", "lastmonth"]}),
+            "a named period (default today); not with from/to",
+        ))
+        .param(query("from", date(), "first local day"))
+        .param(query(
+            "to",
+            date(),
+            "last local day (included; at most 366 days)",
+        ))
+        .ok(
             200,
             json!({"description": "the summary (CSV with Accept: text/csv)", "content": {
                 "application/json": {"schema": summary},
                 "text/csv": {"schema": {"type": "string"}},
             }}),
-        )],
-        errors: &[],
-    });
+        ),
+    );
 }
 
-/// The body of `/actions`: an action (ACTIONS.md) plus its optional idempotency key and
+/// The body of `/actions`: an action (the contract) plus its optional idempotency key and
 /// sender, in every one of the action's forms.
 fn action_body(s: &mut Spec) -> Value {
     s.req::<crate::action::Action>();
@@ -650,196 +675,143 @@ fn action_body(s: &mut Spec) -> Value {
     json!({"$ref": "#/components/schemas/ActionRequest"})
 }
 
-fn catalog(s: &mut Spec) {
-    let product = s.res::<ProductView>();
-    let new_product = s.req::<NewProduct>();
-    let patch_product = s.req::<ProductPatch>();
-    let customer = s.res::<CustomerView>();
-    let customer_input = s.req::<CustomerInput>();
-    for (list, one, key, item, new, patch, what) in [
-        (
-            "/v1/tenants/{tenant}/products",
-            "/v1/tenants/{tenant}/products/{id}",
-            "products",
-            product,
-            new_product,
-            patch_product,
-            "product",
-        ),
-        (
-            "/v1/tenants/{tenant}/customers",
-            "/v1/tenants/{tenant}/customers/{id}",
-            "customers",
-            customer,
-            customer_input.clone(),
-            customer_input,
-            "customer",
-        ),
-    ] {
-        s.add(Op {
-            method: "get",
-            path: list,
-            summary: if what == "product" {
-                "Active products by name"
-            } else {
-                "Customers by name, with what each owes"
-            },
-            auth: Auth::Tenant,
-            params: vec![tenant()],
-            body: None,
-            ok: vec![(200, json_answer(key, page(key, item.clone(), None)))],
-            errors: &[422],
-        });
-        s.add(Op {
-            method: "post",
-            path: list,
-            summary: if what == "product" {
-                "Add a product (an opening stock is a movement)"
-            } else {
-                "Add a customer"
-            },
-            auth: Auth::Tenant,
-            params: vec![tenant()],
-            body: Some(json_body(new)),
-            ok: vec![(201, json_answer("created", item.clone()))],
-            errors: &[409],
-        });
-        s.add(Op {
-            method: "get",
-            path: one,
-            summary: if what == "product" {
-                "A product"
-            } else {
-                "A customer"
-            },
-            auth: Auth::Tenant,
-            params: vec![tenant(), id_param(what)],
-            body: None,
-            ok: vec![(200, json_answer(what, item.clone()))],
-            errors: &[],
-        });
-        s.add(Op {
-            method: "patch",
-            path: one,
-            summary: if what == "product" {
-                "Change a product (stock moves only through actions)"
-            } else {
-                "Rename a customer or change their phone"
-            },
-            auth: Auth::Tenant,
-            params: vec![tenant(), id_param(what)],
-            body: Some(json_body(patch)),
-            ok: vec![(200, json_answer("after", item))],
-            errors: &[409],
-        });
-        s.add(Op {
-            method: "delete",
-            path: one,
-            summary: if what == "product" {
-                "Deactivate a product (its history stays)"
-            } else {
-                "Remove a customer who has no history"
-            },
-            auth: Auth::Tenant,
-            params: vec![tenant(), id_param(what)],
-            body: None,
-            ok: vec![(204, json!({"description": "done"}))],
-            errors: &[409],
-        });
-    }
+/// The same five routes of a collection (list, add, get, change, remove), with their words.
+struct Collection {
+    list: &'static str,
+    one: &'static str,
+    key: &'static str,
+    what: &'static str,
+    /// Summaries: list, add, get, change, remove.
+    says: [&'static str; 5],
 }
 
-fn staff(s: &mut Spec) {
-    let view = s.res::<StaffView>();
-    let input = s.req::<StaffInput>();
-    let chat = s.res::<ChatLink>();
-    let code = s.res::<JoinCode>();
-    let base = "/v1/tenants/{tenant}/staff";
-    s.add(Op {
-        method: "get",
-        path: base,
-        summary: "Staff, with unused join codes and linked chats",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: None,
-        ok: vec![(200, json_answer("staff", page("staff", view.clone(), None)))],
-        errors: &[422],
-    });
-    s.add(Op {
-        method: "post",
-        path: base,
-        summary: "Add a staff member (with a single-use join code)",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: Some(json_body(input.clone())),
-        ok: vec![(201, json_answer("created", view.clone()))],
-        errors: &[409],
-    });
-    let one = "/v1/tenants/{tenant}/staff/{id}";
-    s.add(Op {
-        method: "get",
-        path: one,
-        summary: "A staff member",
-        auth: Auth::Tenant,
-        params: vec![tenant(), id_param("staff member")],
-        body: None,
-        ok: vec![(200, json_answer("the staff member", view.clone()))],
-        errors: &[],
-    });
-    s.add(Op {
-        method: "patch",
-        path: one,
-        summary: "Rename, change the role of, or (de)activate (the last active owner stays)",
-        auth: Auth::Tenant,
-        params: vec![tenant(), id_param("staff member")],
-        body: Some(json_body(input)),
-        ok: vec![(200, json_answer("after", view))],
-        errors: &[409],
-    });
-    s.add(Op {
-        method: "delete",
-        path: one,
-        summary: "Deactivate a staff member (their history stays)",
-        auth: Auth::Tenant,
-        params: vec![tenant(), id_param("staff member")],
-        body: None,
-        ok: vec![(204, json!({"description": "deactivated"}))],
-        errors: &[409],
-    });
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/staff/{id}/chats",
-        summary: "The chats linked to a staff member",
-        auth: Auth::Tenant,
-        params: vec![tenant(), id_param("staff member")],
-        body: None,
-        ok: vec![(200, json_answer("chats", page("chats", chat, None)))],
-        errors: &[],
-    });
-    s.add(Op {
-        method: "delete",
-        path: "/v1/tenants/{tenant}/staff/{id}/chats/{chat}",
-        summary: "Unlink a chat (a lost phone)",
-        auth: Auth::Tenant,
-        params: vec![
-            tenant(),
-            id_param("staff member"),
-            path_param("chat", id64(), json!(1), "the linked chat's id"),
-        ],
-        body: None,
-        ok: vec![(204, json!({"description": "unlinked"}))],
-        errors: &[],
-    });
-    s.add(Op {
-        method: "post",
-        path: "/v1/tenants/{tenant}/staff/{id}/join-code",
-        summary: "A new single-use join code (the old one stops working)",
-        auth: Auth::Tenant,
-        params: vec![tenant(), id_param("staff member")],
-        body: None,
-        ok: vec![(201, json_answer("the code", code))],
-        errors: &[],
-    });
+fn collection(s: &mut Spec, c: Collection, item: Value, new: Value, patch: Value) {
+    let id = || id_param(c.what);
+    s.add(
+        Op::new("get", c.list, c.says[0])
+            .json(200, c.key, page(c.key, item.clone(), None))
+            .errors(&[422]),
+    );
+    s.add(
+        Op::new("post", c.list, c.says[1])
+            .body(new)
+            .json(201, "created", item.clone())
+            .errors(&[409]),
+    );
+    s.add(
+        Op::new("get", c.one, c.says[2])
+            .param(id())
+            .json(200, c.what, item.clone()),
+    );
+    s.add(
+        Op::new("patch", c.one, c.says[3])
+            .param(id())
+            .body(patch)
+            .json(200, "after", item)
+            .errors(&[409]),
+    );
+    s.add(
+        Op::new("delete", c.one, c.says[4])
+            .param(id())
+            .empty(204, "done")
+            .errors(&[409]),
+    );
+}
+
+fn catalog(s: &mut Spec) {
+    let (product, new_product, patch_product) = (
+        s.res::<ProductView>(),
+        s.req::<NewProduct>(),
+        s.req::<ProductPatch>(),
+    );
+    collection(
+        s,
+        Collection {
+            list: "/v1/tenants/{tenant}/products",
+            one: "/v1/tenants/{tenant}/products/{id}",
+            key: "products",
+            what: "product",
+            says: [
+                "Active products by name",
+                "Add a product (an opening stock is a movement)",
+                "A product",
+                "Change a product (stock moves only through actions)",
+                "Deactivate a product (its history stays)",
+            ],
+        },
+        product,
+        new_product,
+        patch_product,
+    );
+    let (customer, input) = (s.res::<CustomerView>(), s.req::<CustomerInput>());
+    collection(
+        s,
+        Collection {
+            list: "/v1/tenants/{tenant}/customers",
+            one: "/v1/tenants/{tenant}/customers/{id}",
+            key: "customers",
+            what: "customer",
+            says: [
+                "Customers by name, with what each owes",
+                "Add a customer",
+                "A customer",
+                "Rename a customer or change their phone",
+                "Remove a customer who has no history",
+            ],
+        },
+        customer,
+        input.clone(),
+        input,
+    );
+    let (view, input) = (s.res::<StaffView>(), s.req::<StaffInput>());
+    collection(
+        s,
+        Collection {
+            list: "/v1/tenants/{tenant}/staff",
+            one: "/v1/tenants/{tenant}/staff/{id}",
+            key: "staff",
+            what: "staff member",
+            says: [
+                "Staff, with unused join codes and linked chats",
+                "Add a staff member (with a single-use join code)",
+                "A staff member",
+                "Rename, change the role of, or (de)activate (the last active owner stays)",
+                "Deactivate a staff member (their history stays)",
+            ],
+        },
+        view,
+        input.clone(),
+        input,
+    );
+    let (chat, code) = (s.res::<ChatLink>(), s.res::<JoinCode>());
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/staff/{id}/chats",
+            "The chats linked to a staff member",
+        )
+        .param(id_param("staff member"))
+        .json(200, "chats", page("chats", chat, None)),
+    );
+    s.add(
+        Op::new(
+            "delete",
+            "/v1/tenants/{tenant}/staff/{id}/chats/{chat}",
+            "Unlink a chat (a lost phone)",
+        )
+        .param(id_param("staff member"))
+        .param(path_param("chat", id64(), json!(1), "the linked chat's id"))
+        .empty(204, "unlinked"),
+    );
+    s.add(
+        Op::new(
+            "post",
+            "/v1/tenants/{tenant}/staff/{id}/join-code",
+            "A new single-use join code (the old one stops working)",
+        )
+        .param(id_param("staff member"))
+        .json(201, "the code", code),
+    );
 }
 
 fn schedules(s: &mut Spec) {
@@ -847,124 +819,127 @@ fn schedules(s: &mut Spec) {
         .iter()
         .map(|k| k.as_str())
         .collect();
-    let mut schedule = s.res::<crate::control::schedule::ScheduleRow>();
-    schedule = json!({"allOf": [schedule, {"type": "object", "required": ["next_run", "description"], "properties": {
+    let schedule = s.res::<crate::control::schedule::ScheduleRow>();
+    let schedule = json!({"allOf": [schedule, {"type": "object", "required": ["next_run", "description"], "properties": {
         "next_run": {"type": "string", "nullable": true, "description": "UTC"},
         "description": {"type": "string", "nullable": true},
     }}]});
     let list = page("schedules", schedule, None);
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/schedules",
-        summary: "The tenant's scheduled jobs with their next run",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: None,
-        ok: vec![(200, json_answer("schedules", list.clone()))],
-        errors: &[],
-    });
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/schedules",
+            "The tenant's scheduled jobs with their next run",
+        )
+        .json(200, "schedules", list.clone()),
+    );
     let body = s.req::<super::schedules::SchedulesBody>();
-    s.add(Op {
-        method: "put",
-        path: "/v1/tenants/{tenant}/schedules",
-        summary: "Change schedules (fields left out stay); all or nothing",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: Some(json_body(body)),
-        ok: vec![(200, json_answer("schedules after", list))],
-        errors: &[],
-    });
+    s.add(
+        Op::new(
+            "put",
+            "/v1/tenants/{tenant}/schedules",
+            "Change schedules (fields left out stay); all or nothing",
+        )
+        .body(body)
+        .json(200, "schedules after", list),
+    );
     let run = s.res::<RunRow>();
-    s.add(Op {
-        method: "post",
-        path: "/v1/tenants/{tenant}/schedules/{kind}/run",
-        summary: "Run a job now (a manual run; the next slot stays)",
-        auth: Auth::Tenant,
-        params: vec![
-            tenant(),
-            path_param(
-                "kind",
-                json!({"type": "string", "enum": kinds}),
-                json!("daily_summary"),
-                "the job kind",
-            ),
-        ],
-        body: None,
-        ok: vec![(
+    let kind = json!({"type": "string", "enum": kinds});
+    s.add(
+        Op::new(
+            "post",
+            "/v1/tenants/{tenant}/schedules/{kind}/run",
+            "Run a job now (a manual run; the next slot stays)",
+        )
+        .param(path_param(
+            "kind",
+            kind.clone(),
+            json!("daily_summary"),
+            "the job kind",
+        ))
+        .json(
             200,
-            json_answer(
-                "its ledger row",
-                object(json!({"run": run.clone()}), &["run"]),
-            ),
-        )],
-        errors: &[409],
-    });
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/runs",
-        summary: "The run ledger, newest first",
-        auth: Auth::Tenant,
-        params: vec![
-            tenant(),
-            query(
-                "kind",
-                json!({"type": "string", "enum": kinds}),
-                "only this job",
-            ),
-            query("before", id64(), "next_before of the page before"),
-            limit(50),
-        ],
-        body: None,
-        ok: vec![(
+            "its ledger row",
+            object(json!({"run": run.clone()}), &["run"]),
+        )
+        .errors(&[409]),
+    );
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/runs",
+            "The run ledger, newest first",
+        )
+        .param(query("kind", kind, "only this job"))
+        .param(query("before", id64(), "next_before of the page before"))
+        .param(limit(50))
+        .json(
             200,
-            json_answer("runs", page("runs", run, Some(("next_before", id64())))),
-        )],
-        errors: &[422],
-    });
+            "runs",
+            page("runs", run, Some(("next_before", id64()))),
+        )
+        .errors(&[422]),
+    );
     let report = s.res::<crate::scheduler::job::ReportView>();
     let report = json!({"allOf": [report, {"type": "object", "required": ["chart_url"],
                         "properties": {"chart_url": {"type": "string"}}}]});
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/reports",
-        summary: "Stored reports (the weekly report), newest first",
-        auth: Auth::Tenant,
-        params: vec![
-            tenant(),
-            query("before", id64(), "next_before of the page before"),
-            limit(20),
-        ],
-        body: None,
-        ok: vec![(
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/reports",
+            "Stored reports (the weekly report), newest first",
+        )
+        .param(query("before", id64(), "next_before of the page before"))
+        .param(limit(20))
+        .json(
             200,
-            json_answer(
-                "reports",
-                page("reports", report, Some(("next_before", id64()))),
-            ),
-        )],
-        errors: &[422],
-    });
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/reports/{id}/chart.png",
-        summary: "A report's chart",
-        auth: Auth::Tenant,
-        params: vec![tenant(), id_param("report")],
-        body: None,
-        ok: vec![(
+            "reports",
+            page("reports", report, Some(("next_before", id64()))),
+        )
+        .errors(&[422]),
+    );
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/reports/{id}/chart.png",
+            "A report's chart",
+        )
+        .param(id_param("report"))
+        .typed(
             200,
-            json!({"description": "the chart", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}),
-        )],
-        errors: &[],
-    });
+            "the chart",
+            "image/png",
+            json!({"type": "string", "format": "binary"}),
+        ),
+    );
 }
 
 fn channels(s: &mut Spec) {
     let string = json!({"type": "string"});
     let nullable = json!({"type": "string", "nullable": true});
+    let bound = |props: Value| json!({"type": "object", "nullable": true, "properties": props});
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/channels",
+            "Both channel bindings at once (null: not bound)",
+        )
+        .json(
+            200,
+            "bindings",
+            object(
+                json!({
+                    "telegram": bound(json!({"bot_id": string, "username": nullable,
+                                              "bound_at": string, "webhook_url": nullable})),
+                    "whatsapp": bound(json!({"phone_number_id": string, "display_phone_number": nullable,
+                                              "bound_at": string, "webhook_url": nullable})),
+                }),
+                &["telegram", "whatsapp"],
+            ),
+        ),
+    );
     let telegram = object(
-        json!({"channel": string, "bot_id": string, "username": string,
-               "webhook_url": string}),
+        json!({"channel": string, "bot_id": string, "username": string, "webhook_url": string}),
         &["channel", "bot_id", "username", "webhook_url"],
     );
     let whatsapp = object(
@@ -972,192 +947,112 @@ fn channels(s: &mut Spec) {
                "display_phone_number": {}, "verified_name": {}, "webhook_url": nullable}),
         &["channel", "phone_number_id", "webhook_url"],
     );
-    s.add(Op {
-        method: "get",
-        path: "/v1/tenants/{tenant}/channels",
-        summary: "Both channel bindings at once (null: not bound)",
-        auth: Auth::Tenant,
-        params: vec![tenant()],
-        body: None,
-        ok: vec![(
-            200,
-            json_answer(
-                "bindings",
-                object(
-                    json!({
-                        "telegram": {"type": "object", "nullable": true, "properties": {
-                            "bot_id": string, "username": nullable, "bound_at": string, "webhook_url": nullable}},
-                        "whatsapp": {"type": "object", "nullable": true, "properties": {
-                            "phone_number_id": string, "display_phone_number": nullable,
-                            "bound_at": string, "webhook_url": nullable}},
-                    }),
-                    &["telegram", "whatsapp"],
-                ),
-            ),
-        )],
-        errors: &[],
-    });
     let tg_body = s.req::<super::channels::TelegramBody>();
     let wa_body = s.req::<super::channels::WhatsAppBody>();
-    for (name, body, bound, shown) in [
+    let shown = |what| json_answer(what, json!({"type": "object"}));
+    for (path, body, answer, says) in [
         (
-            "telegram",
+            "/v1/tenants/{tenant}/channels/telegram",
             tg_body,
             telegram,
-            "Telegram's view of the webhook",
+            [
+                "Bind a Telegram bot (checked with getMe; its webhook set here)",
+                "The Telegram binding and Telegram's view of the webhook",
+            ],
         ),
-        ("whatsapp", wa_body, whatsapp, "the binding"),
+        (
+            "/v1/tenants/{tenant}/channels/whatsapp",
+            wa_body,
+            whatsapp,
+            [
+                "Bind a WhatsApp number (checked with the Graph API)",
+                "The WhatsApp binding",
+            ],
+        ),
     ] {
-        let path: &'static str = if name == "telegram" {
-            "/v1/tenants/{tenant}/channels/telegram"
-        } else {
-            "/v1/tenants/{tenant}/channels/whatsapp"
-        };
-        s.add(Op {
-            method: "put",
-            path,
-            summary: if name == "telegram" {
-                "Bind a Telegram bot (checked with getMe; its webhook set here)"
-            } else {
-                "Bind a WhatsApp number (checked with the Graph API)"
-            },
-            auth: Auth::Tenant,
-            params: vec![tenant()],
-            body: Some(json_body(body)),
-            ok: vec![(200, json_answer("bound", bound))],
-            errors: &[409, 502],
-        });
-        s.add(Op {
-            method: "get",
-            path,
-            summary: if name == "telegram" {
-                "The Telegram binding and Telegram's view of the webhook"
-            } else {
-                "The WhatsApp binding"
-            },
-            auth: Auth::Tenant,
-            params: vec![tenant()],
-            body: None,
-            ok: vec![(200, json!({"description": shown, "content": {"application/json": {"schema": {"type": "object"}}}}))],
-            errors: &[502],
-        });
-        s.add(Op {
-            method: "delete",
-            path,
-            summary: "Unbind",
-            auth: Auth::Tenant,
-            params: vec![tenant()],
-            body: None,
-            ok: vec![(204, json!({"description": "unbound"}))],
-            errors: &[],
-        });
+        s.add(
+            Op::new("put", path, says[0])
+                .body(body)
+                .json(200, "bound", answer)
+                .errors(&[409, 502]),
+        );
+        s.add(
+            Op::new("get", path, says[1])
+                .ok(200, shown("the binding"))
+                .errors(&[502]),
+        );
+        s.add(Op::new("delete", path, "Unbind").empty(204, "unbound"));
     }
-    let ack = json_answer("stored (or a duplicate)", json!({"type": "object"}));
-    let any_body =
-        json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}});
-    s.add(Op {
-        method: "post",
-        path: "/webhooks/telegram/{tenant}",
-        summary: "Telegram's update delivery (checked by X-Telegram-Bot-Api-Secret-Token)",
-        auth: Auth::Public,
-        params: vec![
-            tenant(),
-            json!({"name": "X-Telegram-Bot-Api-Secret-Token", "in": "header", "required": false,
-                   "schema": {"type": "string"}}),
-        ],
-        body: Some(any_body.clone()),
-        ok: vec![(200, ack.clone())],
-        errors: &[400, 401, 404, 413, 503, 507],
-    });
-    s.add(Op {
-        method: "get",
-        path: "/webhooks/whatsapp",
-        summary: "Meta's verification handshake",
-        auth: Auth::Public,
-        params: ["hub.mode", "hub.verify_token", "hub.challenge"]
-            .into_iter()
-            .map(|n| query(n, json!({"type": "string"}), "from Meta"))
-            .collect(),
-        body: None,
-        ok: vec![(
-            200,
-            json!({"description": "the challenge", "content": {"text/plain": {"schema": {"type": "string"}}}}),
-        )],
-        errors: &[400, 403],
-    });
-    s.add(Op {
-        method: "post",
-        path: "/webhooks/whatsapp",
-        summary: "Meta's deliveries for every bound number (checked by X-Hub-Signature-256)",
-        auth: Auth::Public,
-        params: vec![
-            json!({"name": "X-Hub-Signature-256", "in": "header", "required": false,
-                            "schema": {"type": "string"}}),
-        ],
-        body: Some(any_body),
-        ok: vec![(200, ack)],
-        errors: &[400, 401, 413, 503, 507],
-    });
+    let header = |name: &str| json!({"name": name, "in": "header", "required": false, "schema": {"type": "string"}});
+    let anything = json!({"type": "object"});
+    s.add(
+        Op::new(
+            "post",
+            "/webhooks/telegram/{tenant}",
+            "Telegram's update delivery (checked by X-Telegram-Bot-Api-Secret-Token)",
+        )
+        .auth(Auth::Public)
+        .param(header("X-Telegram-Bot-Api-Secret-Token"))
+        .body(anything.clone())
+        .json(200, "stored (or a duplicate)", anything.clone())
+        .errors(&[400, 401, 404, 503]),
+    );
+    let mut handshake = Op::new("get", "/webhooks/whatsapp", "Meta's verification handshake");
+    for name in ["hub.mode", "hub.verify_token", "hub.challenge"] {
+        handshake = handshake.param(query(name, string.clone(), "from Meta"));
+    }
+    s.add(
+        handshake
+            .typed(200, "the challenge", "text/plain", string)
+            .errors(&[400, 403]),
+    );
+    s.add(
+        Op::new(
+            "post",
+            "/webhooks/whatsapp",
+            "Meta's deliveries for every bound number (checked by X-Hub-Signature-256)",
+        )
+        .param(header("X-Hub-Signature-256"))
+        .body(anything.clone())
+        .json(200, "stored (or a duplicate)", anything)
+        .errors(&[400, 401, 503]),
+    );
 }
 
 fn ops(s: &mut Spec) {
-    let text = |what: &str, ct: &str| json!({"description": what, "content": {ct: {"schema": {"type": "string"}}}});
-    s.add(Op {
-        method: "get",
-        path: "/healthz",
-        summary: "Liveness and version",
-        auth: Auth::Public,
-        params: vec![],
-        body: None,
-        ok: vec![(
-            200,
-            json_answer(
-                "alive",
-                object(
-                    json!({"status": {"type": "string"}, "version": {"type": "string"}}),
-                    &["status", "version"],
-                ),
-            ),
-        )],
-        errors: &[],
-    });
+    let string = json!({"type": "string"});
+    s.add(Op::new("get", "/healthz", "Liveness and version").json(
+        200,
+        "alive",
+        object(
+            json!({"status": string, "version": string}),
+            &["status", "version"],
+        ),
+    ));
     let ready = object(
         json!({"status": {"type": "string", "enum": ["ready", "not_ready"]}, "checks": {"type": "object"}}),
         &["status", "checks"],
     );
-    s.add(Op {
-        method: "get",
-        path: "/readyz",
-        summary: "Readiness: control db writable, enough free disk",
-        auth: Auth::Public,
-        params: vec![],
-        body: None,
-        ok: vec![
-            (200, json_answer("ready", ready.clone())),
-            (503, json_answer("not ready", ready)),
-        ],
-        errors: &[],
-    });
-    s.add(Op {
-        method: "get",
-        path: "/metrics",
-        summary: "Prometheus metrics",
-        auth: Auth::Public,
-        params: vec![],
-        body: None,
-        ok: vec![(200, text("metrics", "application/openmetrics-text"))],
-        errors: &[],
-    });
-    s.add(Op {
-        method: "get",
-        path: "/openapi.json",
-        summary: "This document",
-        auth: Auth::Public,
-        params: vec![],
-        body: None,
-        ok: vec![(200, json_answer("OpenAPI 3.0", json!({"type": "object"})))],
-        errors: &[],
-    });
+    s.add(
+        Op::new(
+            "get",
+            "/readyz",
+            "Readiness: control db writable, enough free disk",
+        )
+        .json(200, "ready", ready.clone())
+        .json(503, "not ready", ready),
+    );
+    s.add(Op::new("get", "/metrics", "Prometheus metrics").typed(
+        200,
+        "metrics",
+        "application/openmetrics-text",
+        string,
+    ));
+    s.add(Op::new("get", "/openapi.json", "This document").json(
+        200,
+        "OpenAPI 3.0",
+        json!({"type": "object"}),
+    ));
 }
 
 #[cfg(test)]

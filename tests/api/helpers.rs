@@ -383,3 +383,27 @@ pub async fn sale_days_ago(app: &TestApp, t: &str, text: &str, days: u64) {
     let day = chrono::Utc::now().date_naive() - chrono::Days::new(days);
     backdate_sale(&app.data_dir(), t, id, &format!("{day}T09:00:00.000Z"));
 }
+
+/// Runs the `tarn` binary with `args` and `--data-dir data`: whether it succeeded, its
+/// stdout and stderr.
+pub fn tarn_cli(args: &[&str], data: &Path) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `tarn_cli` that must succeed: its stdout.
+pub fn tarn_ok(args: &[&str], data: &Path) -> String {
+    let (ok, out, err) = tarn_cli(args, data);
+    assert!(ok, "tarn {args:?}: {err}");
+    out
+}

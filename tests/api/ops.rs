@@ -347,19 +347,7 @@ async fn serve_takes_its_port_first_and_logs_plain_text_off_a_terminal() {
 #[tokio::test]
 async fn the_operator_token_is_shown_and_rotated_without_a_restart() {
     let app = spawn_app_with(|c| c.admin_token = None).await;
-    let cli = |verb: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
-            .args(["token", verb, "--data-dir"])
-            .arg(app.data_dir())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let cli = |verb: &str| tarn_ok(&["token", verb], &app.data_dir()).trim().to_owned();
     let old = cli("show");
     assert_eq!(
         old,

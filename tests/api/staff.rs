@@ -80,24 +80,11 @@ async fn tarn_chat_refuses_an_unknown_sender_before_reading() {
     let app = spawn_app().await;
     app.shop("c").await;
     let data = app.data_dir();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
-        .args(["chat", "c", "--as", "Nobody", "--data-dir"])
-        .arg(&data)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown sender"), "{err}");
+    let (ok, _, err) = tarn_cli(&["chat", "c", "--as", "Nobody"], &data);
+    assert!(!ok && err.contains("unknown sender"), "{err}");
     // And a data dir that is not there is an error, not a new empty one.
     let missing = data.join("nope");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
-        .args(["chat", "c", "--data-dir"])
-        .arg(&missing)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a tarn data dir"));
+    let (ok, _, err) = tarn_cli(&["chat", "c"], &missing);
+    assert!(!ok && err.contains("not a tarn data dir"), "{err}");
     assert!(!missing.exists(), "nothing created");
 }

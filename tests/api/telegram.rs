@@ -819,18 +819,10 @@ async fn answer(tg: &Tg, id: i64, user: i64, text: &str) -> String {
 
 /// `tarn staff …` beside the running server: whether it succeeded, stdout, stderr.
 fn staff_cli(data: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
-        .arg("staff")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let args: Vec<&str> = std::iter::once("staff")
+        .chain(args.iter().copied())
+        .collect();
+    tarn_cli(&args, data)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

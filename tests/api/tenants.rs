@@ -409,18 +409,7 @@ async fn shop_files_are_readable_by_the_server_user_alone() {
     }
     app.shop("priv2").await;
     let to = app.dir.path().join("backup");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
-        .args(["backup", "--all", "--to"])
-        .arg(&to)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tarn_ok(&["backup", "--all", "--to", to.to_str().unwrap()], &data);
     for f in files_under(&to) {
         assert_eq!(mode(&to.join(&f)), 0o600, "backup {f}");
     }
@@ -494,31 +483,12 @@ async fn the_trash_is_listed_and_purged_and_re_creating_an_id_keeps_the_old_copy
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
     // The CLI lists the trash beside the server, and refuses to purge while it runs.
     assert_eq!(app.delete_tenant("t", ADMIN).await.status, StatusCode::OK);
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
-            .args(args)
-            .arg("--data-dir")
-            .arg(app.data_dir())
-            .output()
-            .unwrap()
-    };
-    let out = cli(&["trash", "list"]);
-    assert!(out.status.success());
-    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&tarn_ok(&["trash", "list"], &app.data_dir())).unwrap();
     assert_eq!(listed[0]["id"], "t");
-    let out = cli(&["trash", "purge", "t"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
+    let (ok, _, err) = tarn_cli(&["trash", "purge", "t"], &app.data_dir());
+    assert!(!ok && err.contains("in use"), "{err}");
     let dir = app.stop().await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
-        .args(["trash", "purge", "--all", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tarn_ok(&["trash", "purge", "--all"], &dir.path().join("data"));
     assert!(files_under(&dir.path().join("data/_trash")).is_empty());
 }

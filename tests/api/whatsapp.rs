@@ -156,6 +156,17 @@ pub fn text_from(wamid: &str, wa_id: &str, user_id: &str, text: &str) -> String 
         "messages": [{"from": wa_id, "id": wamid, "timestamp": "1763800300", "type": "text", "text": {"body": text}}]}}]}]}).to_string()
 }
 
+/// `PUT /v1/tenants/s/channels/whatsapp` with the test number and `token`.
+pub async fn bind(app: &TestApp, token: &str) -> Reply {
+    app.request(
+        reqwest::Method::PUT,
+        "/v1/tenants/s/channels/whatsapp",
+        Some(ADMIN),
+        Some(json!({"phone_number_id": PHONE, "access_token": token})),
+    )
+    .await
+}
+
 pub async fn wa_app() -> (TestApp, FakeGraph) {
     let fake = fake_graph().await;
     let base = fake.base.clone();
@@ -168,14 +179,7 @@ pub async fn wa_app() -> (TestApp, FakeGraph) {
     })
     .await;
     app.shop("s").await;
-    let r = app
-        .request(
-            reqwest::Method::PUT,
-            "/v1/tenants/s/channels/whatsapp",
-            Some(ADMIN),
-            Some(json!({"phone_number_id": PHONE, "access_token": "EAAG-good"})),
-        )
-        .await;
+    let r = bind(&app, "EAAG-good").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(!r.text.contains("EAAG-good"));
     assert_eq!(
@@ -432,14 +436,7 @@ async fn binding_checks_the_token_and_the_server_settings_first() {
     );
     assert!(!r.text.contains("EAAG"), "no token: {}", r.text);
     for bad in ["EAAG\u{7}bell", "EAAG with space", "", &"x".repeat(1025)] {
-        let r = app
-            .request(
-                reqwest::Method::PUT,
-                "/v1/tenants/s/channels/whatsapp",
-                Some(ADMIN),
-                Some(json!({"phone_number_id": PHONE, "access_token": bad})),
-            )
-            .await;
+        let r = bind(&app, bad).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", r.text);
         assert!(r.text.contains("access_token"), "{}", r.text);
         assert!(!r.text.contains("builder"), "{}", r.text);
@@ -452,14 +449,7 @@ async fn binding_checks_the_token_and_the_server_settings_first() {
     })
     .await;
     bare.new_tenant("s").await;
-    let r = bare
-        .request(
-            reqwest::Method::PUT,
-            "/v1/tenants/s/channels/whatsapp",
-            Some(ADMIN),
-            Some(json!({"phone_number_id": PHONE, "access_token": "EAAG-good"})),
-        )
-        .await;
+    let r = bind(&bare, "EAAG-good").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert!(r.text.contains("TARN_WHATSAPP_APP_SECRET"), "{}", r.text);
 }

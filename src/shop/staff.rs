@@ -282,22 +282,7 @@ pub fn create_staff(
     let role = input.role.ok_or_else(|| {
         ExecError::Invalid("role is required: owner, manager, staff, driver or vendor".into())
     })?;
-    let k = key(&name);
-    if k.parse::<i64>().is_ok() {
-        return Err(ExecError::Invalid(
-            "a staff name cannot be only a number".into(),
-        ));
-    }
-    let exists: bool = conn.row(
-        "SELECT EXISTS (SELECT 1 FROM staff WHERE name_key = ?1)",
-        [&k],
-        |r| r.get(0),
-    )?;
-    if exists {
-        return Err(ExecError::Conflict(format!(
-            "a staff member called {name} exists"
-        )));
-    }
+    let k = free_name_key(conn, &name, None)?;
     conn.exec(
         "INSERT INTO staff (name, name_key, role, active, created_at) VALUES (?1, ?2, ?3, 1, ?4)",
         params![name, k, role.as_str(), now_utc()],
@@ -308,6 +293,28 @@ pub fn create_staff(
         conn.exec("UPDATE staff SET active = 0 WHERE id = ?1", [id])?;
     }
     staff_one(conn, id)
+}
+
+/// The lookup key of a staff name no one else (but `except`) has: a sender is named by it,
+/// so it must be unique and not look like an id.
+fn free_name_key(conn: &Connection, name: &str, except: Option<i64>) -> Result<String, ExecError> {
+    let k = key(name);
+    if k.parse::<i64>().is_ok() {
+        return Err(ExecError::Invalid(
+            "a staff name cannot be only a number".into(),
+        ));
+    }
+    let taken: bool = conn.row(
+        "SELECT EXISTS (SELECT 1 FROM staff WHERE name_key = ?1 AND id IS NOT ?2)",
+        params![k, except],
+        |r| r.get(0),
+    )?;
+    if taken {
+        return Err(ExecError::Conflict(format!(
+            "a staff member called {name} exists"
+        )));
+    }
+    Ok(k)
 }
 
 fn active_owners_except(conn: &Connection, id: i64) -> rusqlite::Result<i64> {
@@ -337,22 +344,7 @@ pub fn update_staff(
     }
     if let Some(name) = &input.name {
         let name = super::catalog::clean_name("name", name)?;
-        let k = key(&name);
-        if k.parse::<i64>().is_ok() {
-            return Err(ExecError::Invalid(
-                "a staff name cannot be only a number".into(),
-            ));
-        }
-        let taken: bool = conn.row(
-            "SELECT EXISTS (SELECT 1 FROM staff WHERE name_key = ?1 AND id != ?2)",
-            params![k, id],
-            |r| r.get(0),
-        )?;
-        if taken {
-            return Err(ExecError::Conflict(format!(
-                "a staff member called {name} exists"
-            )));
-        }
+        let k = free_name_key(conn, &name, Some(id))?;
         conn.exec(
             "UPDATE staff SET name = ?2, name_key = ?3 WHERE id = ?1",
             params![id, name, k],

@@ -3,7 +3,6 @@
 //! logged with their cause and answered with a generic 500 that carries no SQL or paths.
 
 use crate::tenant::{InvalidTenantId, StoreError};
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -222,25 +221,50 @@ pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        let rejected = |status: StatusCode, text: String| {
+            let status = match status {
+                StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+                s => s,
+            };
+            ApiError::new(status, ApiError::code_for(status), plain(&text))
+        };
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|t| {
+                t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+            });
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON, with Content-Type: application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| rejected(r.status(), r.body_text()))?;
+        // Every body is an object: serde would also take a list as a struct's fields.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => {
-                let status = match rejection.status() {
-                    StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
-                    s => s,
-                };
-                Err(ApiError::new(
-                    status,
-                    ApiError::code_for(status),
-                    plain(&rejection.body_text()),
-                ))
-            }
+            Err(rejection) => Err(rejected(rejection.status(), rejection.body_text())),
         }
     }
 }
@@ -317,11 +341,13 @@ pub fn plain(text: &str) -> String {
             out = format!("{with}{rest}");
         }
     }
-    // "Cannot parse `abc` to a `i64`" -> "`abc` is not a whole number"
-    if let Some(rest) = out.strip_prefix("Cannot parse `")
-        && let Some((value, ty)) = rest.split_once("` to a `")
-    {
-        out = format!("`{value}` is not {}", type_words(ty.trim_end_matches('`')));
+    // "Cannot parse `abc` to a `i64`", "Cannot parse value at index 1 with value `abc` to a
+    // `i64`" -> "`abc` is not a whole number"
+    if let Some(rest) = out.strip_prefix("Cannot parse ") {
+        let rest = rest.split_once("with value `").map_or(rest, |(_, r)| r);
+        if let Some((value, ty)) = rest.trim_start_matches('`').split_once("` to a `") {
+            out = format!("`{value}` is not {}", type_words(ty.trim_end_matches('`')));
+        }
     }
     // "expected struct TextBody with 3 elements" / "expected enum Role": what is wanted.
     let mut words: Vec<String> = Vec::new();

@@ -488,3 +488,79 @@ async fn the_message_log_filters_by_status_sender_and_day() {
         assert!(r.text.contains(says), "{q}: {}", r.text);
     }
 }
+
+#[tokio::test]
+async fn reports_speak_in_inclusive_local_days_with_the_same_period_names_as_chat() {
+    let app = spawn_app().await;
+    let t = "days";
+    app.shop(t).await;
+    app.say(t, "Sam", "/sale 2 rice").await;
+    let today = chrono::Utc::now().date_naive();
+    let r = app.get(&format!("/v1/tenants/{t}/reports/sales")).await;
+    assert_eq!(
+        (r.body["from"].clone(), r.body["to"].clone()),
+        (json!(today.to_string()), json!(today.to_string()))
+    );
+    // Chat's short names work over HTTP, and mean the same period.
+    for (short, long) in [
+        ("week", "this_week"),
+        ("7d", "last_7_days"),
+        ("month", "this_month"),
+        ("lastmonth", "last_month"),
+    ] {
+        let a = app
+            .get(&format!("/v1/tenants/{t}/reports/sales?period={short}"))
+            .await;
+        let b = app
+            .get(&format!("/v1/tenants/{t}/reports/sales?period={long}"))
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{short}: {}", a.text);
+        assert_eq!(
+            (a.body["from"].clone(), a.body["to"].clone()),
+            (b.body["from"].clone(), b.body["to"].clone()),
+            "{short}"
+        );
+        assert_eq!(a.body["period"], long);
+    }
+    let week = app
+        .get(&format!("/v1/tenants/{t}/reports/sales?period=last_7_days"))
+        .await;
+    assert_eq!(
+        week.body["from"],
+        json!((today - chrono::Days::new(6)).to_string())
+    );
+    assert_eq!(
+        week.body["to"],
+        json!(today.to_string()),
+        "the last day is included"
+    );
+    // from/to: both days included, the same convention as /sales.
+    let r = app
+        .get(&format!(
+            "/v1/tenants/{t}/reports/sales?from={today}&to={today}"
+        ))
+        .await;
+    assert_eq!(r.body["sales_total"], 30, "{}", r.text);
+    let yesterday = today - chrono::Days::new(1);
+    let r = app
+        .get(&format!(
+            "/v1/tenants/{t}/reports/sales?from={yesterday}&to={yesterday}"
+        ))
+        .await;
+    assert_eq!(r.body["sales_total"], 0, "{}", r.text);
+    let sales = app
+        .get(&format!("/v1/tenants/{t}/sales?from={today}&to={today}"))
+        .await;
+    assert_eq!(sales.body["sales"].as_array().unwrap().len(), 1);
+    for bad in [
+        format!("period=week&from={today}"),
+        format!("from={today}&to={yesterday}"),
+        "from=2020-01-01&to=2022-01-01".to_owned(),
+        "period=fortnight".to_owned(),
+    ] {
+        let r = app
+            .get(&format!("/v1/tenants/{t}/reports/sales?{bad}"))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+}

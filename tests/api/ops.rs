@@ -371,3 +371,78 @@ async fn the_operator_token_is_shown_and_rotated_without_a_restart() {
     );
     assert_eq!(list(new).await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn error_messages_speak_the_apis_words_not_rusts() {
+    let app = spawn_app().await;
+    app.shop("w").await;
+    let raw = |method: Method, path: &str, body: &str| {
+        let req = app
+            .client
+            .request(method, format!("{}{path}", app.base))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        async move { into_reply(req.send().await.unwrap()).await }
+    };
+    for (method, path, body, says) in [
+        (
+            Method::POST,
+            "/v1/tenants/w/messages",
+            r#"["/sale 1 rice"]"#,
+            "must be a JSON object",
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/w/messages",
+            r#"{"text": 5}"#,
+            "expected a string",
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/w/products/abc",
+            "",
+            "is not a whole number",
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/w/messages?limit=x",
+            "",
+            "must be a whole number",
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/w/staff",
+            r#"{"name": "A", "role": "boss"}"#,
+            "unknown variant",
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/w/products",
+            r#"{"name": "A", "price": true}"#,
+            "expected a number",
+        ),
+    ] {
+        let r = raw(method.clone(), path, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {path} {body}: {}",
+            r.text
+        );
+        let message = r.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{method} {path} {body}: {message}");
+        for internal in [
+            "struct",
+            "TextBody",
+            "i64",
+            "usize",
+            "untagged",
+            "Failed to",
+            "builder error",
+            "enum ",
+        ] {
+            assert!(!message.contains(internal), "{path} {body}: {message}");
+        }
+    }
+}

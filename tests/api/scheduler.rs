@@ -564,6 +564,14 @@ async fn schedules_api_defaults_changes_and_refusals() {
         ),
         (json!({"schedules": []}), "at least one"),
         (
+            json!({"schedules": [{"kind": "daily_summary", "recipients": []}]}),
+            "needs at least one recipient",
+        ),
+        (
+            json!({"schedules": [{"kind": "daily_summary", "recipients": ["owner", "owner"]}]}),
+            "listed twice",
+        ),
+        (
             json!({"schedules": [{"kind": "low_stock_alert", "enabled": true}, {"kind": "daily_summary", "cron": "bad"}]}),
             "daily_summary",
         ),

@@ -157,6 +157,10 @@ async fn create_validates_its_input_and_writes_nothing_on_error() {
             "currency",
         ),
         (
+            json!({"id": "a", "name": "x", "currency": "ABC"}),
+            "ISO 4217",
+        ),
+        (
             json!({"id": "a", "name": "x", "timezone": "Mars/Base"}),
             "timezone",
         ),

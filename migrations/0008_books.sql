@@ -16,6 +16,10 @@ ALTER TABLE journal ADD COLUMN summary TEXT;
 ALTER TABLE message_log ADD COLUMN undone_at TEXT;
 -- SHA-256 of the request an idempotency key was first used for (text or action).
 ALTER TABLE message_log ADD COLUMN request_sha TEXT;
+-- A write the parser was not sure of, waiting for the sender's yes (until the time given,
+-- in ms; cleared when taken).
+ALTER TABLE message_log ADD COLUMN proposal TEXT;
+ALTER TABLE message_log ADD COLUMN proposal_until_ms INTEGER;
 
 -- A customer that only an undone action created is removed: kept for the history of that
 -- sale or order, gone from lists and lookups, their name free again.

@@ -414,3 +414,34 @@ pub fn restore(
     bar.finish_and_clear();
     summarize("restored", &reports)
 }
+
+/// Runs `tarn eval FILE [--lexicon FILE] [--llm] [--misses]`.
+pub fn eval(args: &crate::config::EvalArgs) -> anyhow::Result<()> {
+    let messages = crate::eval::load(&args.file)?;
+    let lexicon_path = match &args.lexicon {
+        Some(p) => p.clone(),
+        None => args
+            .file
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("parse_lexicon.json"),
+    };
+    let lex = crate::eval::lexicon(&lexicon_path)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let llm = if args.llm {
+        let Some(config) = args.llm_args.config() else {
+            bail!("--llm needs TARN_LLM_API_KEY (any value for a local server) and TARN_LLM_BASE_URL");
+        };
+        Some(crate::llm::LlmClient::new(config, &args.prompts_dir)?)
+    } else {
+        None
+    };
+    let scored = runtime.block_on(crate::eval::evaluate(&messages, &lex, llm.as_ref(), args.digits));
+    let title = format!(
+        "{} ({})",
+        args.file.display(),
+        if llm.is_some() { "built-in parser, then the LLM when unsure" } else { "built-in parser" }
+    );
+    print!("{}", crate::eval::report(&title, &scored, args.misses));
+    Ok(())
+}

@@ -142,6 +142,8 @@ pub enum Command {
     /// Load harness: builds tenants in a scratch dir, drives messages through a `tarn serve`
     /// child over loopback, compares with rusqlite directly, checks the books.
     Bench(BenchArgs),
+    /// Score the parser on labelled messages, routed as the server would (see README).
+    Eval(Box<EvalArgs>),
     /// Bring tenant files to this binary's schema.
     Migrate {
         #[command(flatten)]
@@ -203,6 +205,31 @@ pub struct BenchArgs {
     /// built, those already there are reused (a second run skips the build).
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// Settings of `tarn eval`.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Labelled messages, one JSON object a line: {"text": "…", "expect": {action…}}.
+    pub file: PathBuf,
+    /// The shop's names: {"products": […], "customers": […], "staff": [["Mary", "manager"]]}
+    /// (default: parse_lexicon.json beside FILE).
+    #[arg(long)]
+    pub lexicon: Option<PathBuf>,
+    /// Ask the LLM (TARN_LLM_*) when the built-in parser is not sure, as the server does.
+    #[arg(long)]
+    pub llm: bool,
+    /// Print every message that did not match its label.
+    #[arg(long)]
+    pub misses: bool,
+    /// Minor-unit digits of the shop's currency.
+    #[arg(long, default_value_t = 2)]
+    pub digits: u32,
+    #[command(flatten)]
+    pub llm_args: LlmArgs,
+    /// Folder of the prompt files.
+    #[arg(long, env = "TARN_PROMPTS_DIR", default_value = "./prompts")]
+    pub prompts_dir: PathBuf,
 }
 
 /// Tenant subcommands.

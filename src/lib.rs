@@ -69,6 +69,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod eval;
 pub mod executor;
 pub mod http;
 pub mod llm;

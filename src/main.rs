@@ -76,6 +76,10 @@ fn main() -> anyhow::Result<()> {
             telemetry::init_tracing(LogFormat::Human);
             tarn::bench::run(&args)
         }
+        Command::Eval(args) => {
+            telemetry::init_tracing(LogFormat::Human);
+            cli::eval(&args)
+        }
         Command::Migrate {
             store,
             all,

@@ -1,21 +1,22 @@
 //! Message in -> action: the built-in parser first, the LLM only when it is configured and
-//! the built-in parser is not confident; then the executor. Shared by `/messages` and
-//! `/parse` (and later the chat channels).
-//! Invariants: a duplicate never reaches the LLM; an LLM write must be grounded in the text
-//! (every number it carries appears in the message) or the person is asked to rephrase; a
-//! failing LLM leaves the built-in parser's answer standing.
+//! the built-in parser is not confident; then the executor. Shared by `/messages`, `/parse`,
+//! the chat channels and `tarn eval`, so all of them route a message the same way.
+//! Invariants: a duplicate never reaches the LLM; writes never guess — an LLM write must be
+//! grounded in the text (every number and every name it carries is in the message) or it is
+//! not applied, and a write the built-in parser is not sure of is proposed for the sender's
+//! yes instead of applied; a failing LLM leaves the built-in parser's answer standing.
 
 use crate::action::{Action, Dec};
 use crate::executor::{self, DryRun, ExecError, Input, Outcome, Request};
 use crate::llm::{LlmClient, LlmError, Usage};
-use crate::parser::{self, Source};
+use crate::parser::{self, Lexicon, Parsed, Source};
 use crate::store::Store;
 use crate::tenant::TenantId;
 use std::time::Instant;
 
 /// Whether every number a write action carries appears in the message.
-pub fn grounded(action: &Action, text: &str) -> bool {
-    if action.is_read_only() || matches!(action, Action::Undo {}) {
+pub fn numbers_grounded(action: &Action, text: &str) -> bool {
+    if !action.is_write() {
         return true;
     }
     let value = serde_json::to_value(action).expect("actions serialize");
@@ -40,49 +41,115 @@ pub fn grounded(action: &Action, text: &str) -> bool {
     })
 }
 
+/// Whether a write is grounded in the message: every number, and every name (product,
+/// customer, driver, supplier) found in the text — as written, by the shop's alias, or with
+/// a small typo.
+pub fn grounded(action: &Action, text: &str, lex: &Lexicon) -> bool {
+    numbers_grounded(action, text)
+        && parser::names(action)
+            .iter()
+            .all(|name| parser::mentions(text, name, lex))
+}
+
+/// What routing made of a message: the action to run, who produced it, and whether it
+/// must wait for the sender's yes.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    pub action: Action,
+    pub source: Source,
+    pub usage: Option<Usage>,
+    /// A write nobody is sure of: proposed, not applied.
+    pub tentative: bool,
+}
+
+impl Choice {
+    /// The built-in parser's answer as it stands: a write it is not sure of is tentative.
+    pub fn built_in(parsed: Parsed) -> Choice {
+        let tentative = parsed.action.is_write() && parsed.confidence < parser::CONFIDENT;
+        Choice {
+            action: parsed.action,
+            source: Source::Grammar,
+            usage: None,
+            tentative,
+        }
+    }
+}
+
+/// Whether the LLM should be asked about this built-in answer.
+pub fn wants_llm(parsed: &Parsed) -> bool {
+    parsed.confidence < parser::CONFIDENT
+}
+
+/// Asks the LLM about a message the built-in parser is not sure of. A grounded answer is
+/// run as the LLM's; an ungrounded write is never applied (the built-in write, if any, is
+/// proposed instead; else the person is asked to rephrase); a failing LLM leaves the
+/// built-in answer.
+pub async fn ask_llm(
+    llm: &LlmClient,
+    tenant: &str,
+    text: &str,
+    built_in: Parsed,
+    lexicon: &Lexicon,
+    digits: u32,
+) -> Choice {
+    match llm.parse(tenant, text, lexicon, digits).await {
+        Ok(answer) if grounded(&answer.action, text, lexicon) => Choice {
+            action: answer.action,
+            source: Source::Llm,
+            usage: Some(answer.usage),
+            tentative: false,
+        },
+        Ok(answer) => {
+            tracing::warn!(tenant = %tenant, action = answer.action.name(), "LLM write not grounded in the message (a number or name it does not contain); not applied");
+            let mut choice = Choice::built_in(built_in);
+            if !choice.action.is_write() {
+                choice.action = Action::Unknown {
+                    reason: Some(
+                        "please say it again with the names, quantities and prices".into(),
+                    ),
+                };
+                choice.source = Source::Llm;
+            }
+            choice.usage = Some(answer.usage);
+            choice
+        }
+        Err(LlmError::Invalid(e)) => {
+            tracing::warn!(tenant = %tenant, error = %e, "LLM output invalid after one repair");
+            let mut choice = Choice::built_in(built_in);
+            if !choice.action.is_write() {
+                choice.action = Action::Unknown {
+                    reason: Some("please rephrase, for example /sale 3 rice".into()),
+                };
+                choice.source = Source::Llm;
+            }
+            choice
+        }
+        Err(e) => {
+            tracing::warn!(tenant = %tenant, error = %e, "LLM unavailable; the built-in parser's answer stands");
+            Choice::built_in(built_in)
+        }
+    }
+}
+
 /// Where the first (blocking) step of a message ended.
 enum FirstStep {
-    /// Done: a duplicate, or a confident built-in parse already executed.
+    /// Done: a duplicate, or a built-in answer already executed.
     Done(Outcome),
     /// The LLM should be asked; the built-in answer stands if it fails.
     AskLlm {
-        built_in: Box<Action>,
-        lexicon: crate::parser::Lexicon,
+        built_in: Box<Parsed>,
+        lexicon: Lexicon,
         digits: u32,
     },
 }
 
-/// Asks the LLM; returns the action to run and its source and usage.
-async fn ask_llm(
-    llm: &LlmClient,
-    tenant: &TenantId,
-    text: &str,
-    built_in: Action,
-    lexicon: &crate::parser::Lexicon,
-    digits: u32,
-) -> (Action, Source, Option<Usage>) {
-    match llm.parse(tenant.as_str(), text, lexicon, digits).await {
-        Ok(answer) if grounded(&answer.action, text) => {
-            (answer.action, Source::Llm, Some(answer.usage))
-        }
-        Ok(answer) => {
-            tracing::warn!(tenant = %tenant, action = answer.action.name(), "LLM action not grounded in the message; asking to rephrase");
-            let action = Action::Unknown {
-                reason: Some("please say it again with the quantities and prices".into()),
-            };
-            (action, Source::Llm, Some(answer.usage))
-        }
-        Err(LlmError::Invalid(e)) => {
-            tracing::warn!(tenant = %tenant, error = %e, "LLM output invalid after one repair");
-            let action = Action::Unknown {
-                reason: Some("please rephrase, for example /sale 3 rice".into()),
-            };
-            (action, Source::Llm, None)
-        }
-        Err(e) => {
-            tracing::warn!(tenant = %tenant, error = %e, "LLM unavailable; the built-in parser's answer stands");
-            (built_in, Source::Grammar, None)
-        }
+fn parsed_input(text: String, choice: Choice) -> Input {
+    Input::Parsed {
+        text,
+        action: choice.action,
+        source: choice.source,
+        usage: choice.usage,
+        tentative: choice.tentative,
     }
 }
 
@@ -117,19 +184,14 @@ pub async fn handle(
                 unreachable!("checked above")
             };
             let (parsed, lexicon) = executor::parse_builtin(conn, text)?;
-            if !with_llm || parsed.confidence >= parser::CONFIDENT {
+            if !with_llm || !wants_llm(&parsed) {
                 first.parse_us = Some(started.elapsed().as_micros() as i64);
-                first.input = Input::Parsed {
-                    text: text.clone(),
-                    action: parsed.action,
-                    source: Source::Grammar,
-                    usage: None,
-                };
+                first.input = parsed_input(text.clone(), Choice::built_in(parsed));
                 return executor::execute(conn, &first).map(FirstStep::Done);
             }
             let digits = crate::shop::load_settings(conn)?.digits;
             Ok(FirstStep::AskLlm {
-                built_in: Box::new(parsed.action),
+                built_in: Box::new(parsed),
                 lexicon,
                 digits,
             })
@@ -144,15 +206,10 @@ pub async fn handle(
         } => (*built_in, lexicon, digits),
     };
     let llm = llm.expect("asked only when configured");
-    let (action, source, usage) = ask_llm(llm, tenant, &text, built_in, &lexicon, digits).await;
+    let choice = ask_llm(llm, tenant.as_str(), &text, built_in, &lexicon, digits).await;
     let mut req = req;
     req.parse_us = Some(started.elapsed().as_micros() as i64);
-    req.input = Input::Parsed {
-        text,
-        action,
-        source,
-        usage,
-    };
+    req.input = parsed_input(text, choice);
     run(store, tenant, req).await
 }
 
@@ -180,20 +237,14 @@ pub async fn dry_run(
             Ok::<_, ExecError>((parsed, lexicon, digits))
         })
         .await?;
-    let (action, source, usage) = match llm.filter(|_| parsed.confidence < parser::CONFIDENT) {
-        Some(llm) => ask_llm(llm, tenant, &text, parsed.action, &lexicon, digits).await,
-        None => (parsed.action, Source::Grammar, None),
+    let choice = match llm.filter(|_| wants_llm(&parsed)) {
+        Some(llm) => ask_llm(llm, tenant.as_str(), &text, parsed, &lexicon, digits).await,
+        None => Choice::built_in(parsed),
     };
     store
         .pool()
         .with_conn(tenant.clone(), move |conn| {
-            let input = Input::Parsed {
-                text,
-                action,
-                source,
-                usage,
-            };
-            executor::dry_run(conn, sender.as_deref(), &input)
+            executor::dry_run(conn, sender.as_deref(), &parsed_input(text, choice))
         })
         .await
 }
@@ -206,20 +257,49 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    fn shop() -> Lexicon {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Lexicon::from_names(
+            &names(&["Rice", "Cooking Oil", "Milk"]),
+            &names(&["Ahmed", "Fatima"]),
+            &[("Musa".into(), "driver".into())],
+        )
+    }
+
     #[test]
     fn llm_writes_must_carry_only_numbers_from_the_message() {
+        let lex = shop();
         let sale = a(
             serde_json::json!({"action": "record_sale", "items": [{"product": "Rice", "qty": 3, "total": 45}]}),
         );
-        assert!(grounded(&sale, "sold three bags of rice for 45"));
-        assert!(!grounded(&sale, "sold some rice"));
+        assert!(grounded(&sale, "sold three bags of rice for 45", &lex));
+        assert!(!grounded(&sale, "sold some rice", &lex));
         let big = a(serde_json::json!({"action": "restock", "product": "Rice", "qty": 500}));
-        assert!(!grounded(&big, "please do the usual thing"));
-        let price = a(serde_json::json!({"action": "set_price", "product": "Rice", "price": 2.5}));
-        assert!(grounded(&price, "rice is 2.50 now"));
+        assert!(!grounded(&big, "please do the usual thing", &lex));
         assert!(grounded(
             &a(serde_json::json!({"action": "check_stock"})),
-            "anything"
+            "anything",
+            &lex
         ));
+    }
+
+    #[test]
+    fn llm_writes_must_carry_only_names_from_the_message() {
+        let lex = shop();
+        let payment = a(
+            serde_json::json!({"action": "record_payment", "customer": "Fatima", "amount": 12}),
+        );
+        assert!(
+            !grounded(&payment, "the delivery guy dropped 12 milk crates", &lex),
+            "Fatima is a customer, but the message never names her"
+        );
+        assert!(grounded(&payment, "fatma paid 12", &lex), "a small typo");
+        let oil = a(serde_json::json!({"action": "restock", "product": "Cooking Oil", "qty": 12}));
+        assert!(grounded(&oil, "got 12 oil", &lex), "a word of the name");
+        assert!(!grounded(&oil, "got 12 milk", &lex));
+        let supplier = a(
+            serde_json::json!({"action": "restock", "product": "Milk", "qty": 12, "supplier": "Karim"}),
+        );
+        assert!(!grounded(&supplier, "the delivery guy dropped 12 milk", &lex));
     }
 }

@@ -231,6 +231,10 @@ pub enum Action {
         period: Period,
     },
     Undo {},
+    /// "yes": records what the sender was just asked to confirm.
+    Confirm {},
+    /// "no": drops what the sender was just asked to confirm.
+    Decline {},
     Help {},
     Unknown {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,6 +364,8 @@ impl Action {
             Action::ListOrders { .. } => "list_orders",
             Action::SalesReport { .. } => "sales_report",
             Action::Undo {} => "undo",
+            Action::Confirm {} => "confirm",
+            Action::Decline {} => "decline",
             Action::Help {} => "help",
             Action::Unknown { .. } => "unknown",
         }
@@ -384,6 +390,7 @@ impl Action {
             Action::ListOrders { .. } => "list orders",
             Action::SalesReport { .. } => "see sales reports",
             Action::Undo {} => "undo",
+            Action::Confirm {} | Action::Decline {} => "answer a question",
             Action::Help {} => "ask for help",
             Action::Unknown { .. } => "do that",
         }
@@ -403,6 +410,13 @@ impl Action {
         }
     }
 
+    /// Whether the action records something of its own (names, numbers) in the books: what
+    /// a parser must never guess. Undo, confirm and decline only act on what was already
+    /// said.
+    pub fn is_write(&self) -> bool {
+        !self.is_read_only() && !matches!(self, Action::Undo {} | Action::Confirm {})
+    }
+
     /// Whether the action only reads (or only answers).
     pub fn is_read_only(&self) -> bool {
         matches!(
@@ -412,6 +426,7 @@ impl Action {
                 | Action::ListOrders { .. }
                 | Action::SalesReport { .. }
                 | Action::Help {}
+                | Action::Decline {}
                 | Action::Unknown { .. }
         )
     }
@@ -436,6 +451,8 @@ impl Action {
             Action::CheckStock { .. }
             | Action::ListOrders { .. }
             | Action::Undo {}
+            | Action::Confirm {}
+            | Action::Decline {}
             | Action::Help {}
             | Action::Unknown { .. } => true,
         }
@@ -533,6 +550,8 @@ impl Action {
             Action::ListOrders { .. }
             | Action::SalesReport { .. }
             | Action::Undo {}
+            | Action::Confirm {}
+            | Action::Decline {}
             | Action::Help {} => {}
         }
         Ok(())

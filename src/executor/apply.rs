@@ -9,7 +9,7 @@ use super::step::{
     write_sale,
 };
 use super::undo::undo;
-use super::{Ctx, Flow, order};
+use super::{Ctx, Flow, order, proposal};
 use crate::action::{Action, Dec, Item, fmt_qty, fmt_units};
 use crate::shop::catalog::{self, NewProduct, Product};
 use crate::shop::report;
@@ -86,6 +86,9 @@ pub(crate) fn apply(conn: &Connection, ctx: &mut Ctx, action: &mut Action) -> Re
             Ok(report::summary_reply(&s, &ctx.settings))
         }
         Action::Undo {} => undo(conn, ctx),
+        Action::Decline {} => proposal::decline(conn, ctx),
+        // A yes is replaced by what it confirms before it gets here.
+        Action::Confirm {} => Ok(proposal::NOTHING_TO_CONFIRM.into()),
         Action::Help {} => Ok(HELP.into()),
         Action::Unknown { reason } => Ok(format!(
             "Sorry, I didn't understand{}. {SHORT_HELP}",

@@ -5,6 +5,7 @@
 
 mod apply;
 mod order;
+mod proposal;
 mod step;
 mod undo;
 
@@ -28,12 +29,14 @@ pub enum Input {
     Text(String),
     /// A structured action (the mobile app, `/actions`).
     Action(serde_json::Value),
-    /// A chat message already parsed (by the LLM): the text is logged, the action run.
+    /// A chat message already parsed: the text is logged, the action run — or, when the
+    /// parser was not sure of a write (`tentative`), proposed for the sender's yes.
     Parsed {
         text: String,
         action: Action,
         source: Source,
         usage: Option<crate::llm::Usage>,
+        tentative: bool,
     },
 }
 
@@ -297,15 +300,30 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
     let settings = shop::load_settings(&tx)?;
     let staff = sender_staff(&tx, req.sender.as_deref())?;
     let (mut action, source, text) = decode(&tx, &req.input)?;
-    let usage = match &req.input {
-        Input::Parsed { usage, .. } => *usage,
-        _ => None,
+    let (usage, mut tentative) = match &req.input {
+        Input::Parsed {
+            usage, tentative, ..
+        } => (*usage, *tentative),
+        _ => (None, false),
     };
+    // "yes": what this sender was just asked to confirm, now recorded as said.
+    let mut nothing_to_confirm = false;
+    if matches!(action, Action::Confirm {}) {
+        match proposal::take(&tx, staff.id, now_ms())? {
+            Some(proposed) => {
+                action = proposed;
+                tentative = false;
+            }
+            None => nothing_to_confirm = true,
+        }
+    }
+    let mut proposed = false;
     let parse_us = req
         .parse_us
         .unwrap_or_else(|| started.elapsed().as_micros() as i64);
 
     let (status, reply, journal_id) = match action.check(settings.digits) {
+        _ if nothing_to_confirm => (Status::Rejected, proposal::NOTHING_TO_CONFIRM.into(), None),
         Err(e) if source == Source::Api => return Err(ExecError::Invalid(e)),
         Err(e) => (Status::Rejected, format!("Sorry: {e}."), None),
         Ok(()) if !action.permits(staff.role) => (Status::Rejected, refusal(&action), None),
@@ -330,6 +348,29 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
                 undo: Vec::new(),
                 summary: None,
             };
+            if tentative && action.is_write() {
+                drop(sp);
+                let outcome = match proposal::propose(&tx, &ctx, &mut action) {
+                    Ok(question) => {
+                        proposed = true;
+                        (Status::Clarify, question, None)
+                    }
+                    Err(Flow::Clarify(q)) => (Status::Clarify, q, None),
+                    Err(Flow::Reject(r)) => (Status::Rejected, r, None),
+                    Err(Flow::Invalid(m)) => (Status::Rejected, format!("Sorry: {m}."), None),
+                    Err(Flow::Db(e)) => return Err(e.into()),
+                };
+                return finish(tx, req, &started, Logged {
+                    staff: &staff,
+                    text,
+                    action: &action,
+                    source,
+                    outcome,
+                    parse_us,
+                    usage,
+                    proposed,
+                });
+            }
             match apply::apply(&sp, &mut ctx, &mut action) {
                 Ok(reply) if matches!(action, Action::Unknown { .. }) => {
                     (Status::Clarify, reply, None)
@@ -355,7 +396,46 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
             }
         }
     };
-    let action_json = to_json(&action);
+    finish(
+        tx,
+        req,
+        &started,
+        Logged {
+            staff: &staff,
+            text,
+            action: &action,
+            source,
+            outcome: (status, reply, journal_id),
+            parse_us,
+            usage,
+            proposed,
+        },
+    )
+}
+
+/// What a request's log row says.
+struct Logged<'a> {
+    staff: &'a Staff,
+    text: Option<&'a str>,
+    action: &'a Action,
+    source: Source,
+    outcome: (Status, String, Option<i64>),
+    parse_us: i64,
+    usage: Option<crate::llm::Usage>,
+    /// The action waits for the sender's yes.
+    proposed: bool,
+}
+
+/// Writes the request's log row (keeping a proposal on it), finishes its inbox row with the
+/// reply, and commits.
+fn finish(
+    tx: rusqlite::Transaction<'_>,
+    req: &Request,
+    started: &Instant,
+    log: Logged<'_>,
+) -> Result<Outcome, ExecError> {
+    let (status, reply, journal_id) = log.outcome;
+    let action_json = to_json(log.action);
     tx.exec(
         "INSERT INTO message_log (inbound_id, channel, sender, staff_id, text, action, source,
                                   status, reply, journal_id, received_at, parse_us, exec_us,
@@ -364,22 +444,25 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
         params![
             req.inbound_id,
             req.channel,
-            req.sender.as_deref().unwrap_or(&staff.name),
-            staff.id,
-            text,
+            req.sender.as_deref().unwrap_or(&log.staff.name),
+            log.staff.id,
+            log.text,
             action_json.to_string(),
-            source.as_str(),
+            log.source.as_str(),
             status.as_str(),
             reply,
             journal_id,
             shop::now_utc(),
-            parse_us,
-            started.elapsed().as_micros() as i64 - parse_us,
-            usage.map(|u| u.prompt_tokens),
-            usage.map(|u| u.completion_tokens),
+            log.parse_us,
+            started.elapsed().as_micros() as i64 - log.parse_us,
+            log.usage.map(|u| u.prompt_tokens),
+            log.usage.map(|u| u.completion_tokens),
             req.inbound_id.as_ref().map(|_| req.input.request_sha()),
         ],
     )?;
+    if log.proposed {
+        proposal::keep(&tx, tx.last_insert_rowid(), log.action, now_ms())?;
+    }
     if let Some(to) = &req.reply_to {
         finish_inbox(&tx, to, &reply, None)?;
     }

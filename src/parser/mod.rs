@@ -3,11 +3,14 @@
 //! Invariant: parsers only produce actions — no IO, no SQL, and text is only ever data.
 
 mod grammar;
+mod guard;
 mod lexicon;
 mod phrase;
+mod text;
 
+pub use guard::{mentions, names};
 pub use lexicon::Lexicon;
-pub use phrase::numbers;
+pub use text::numbers;
 
 use crate::action::Action;
 

@@ -202,7 +202,7 @@ fn product_qty_at(toks: &[Tok], i: usize, lex: &Lexicon) -> Option<(String, Dec,
     let mut j = i + pused;
     while toks
         .get(j)
-        .is_some_and(|t| matches!(t.low.as_str(), "is" | "are" | "at" | "to" | "now" | "="))
+        .is_some_and(|t| matches!(t.low.as_str(), "is" | "are" | "at" | "to" | "now" | "=" | "x"))
     {
         j += 1;
     }

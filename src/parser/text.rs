@@ -11,8 +11,133 @@ pub struct Tok {
     pub low: String,
 }
 
-/// The words of a message.
+/// Chat spellings and run-together words, as the words they stand for.
+const SPELLINGS: &[(&str, &str)] = &[
+    ("2day", "today"),
+    ("tdy", "today"),
+    ("2dy", "today"),
+    ("todays", "today"),
+    ("yday", "yesterday"),
+    ("ystday", "yesterday"),
+    ("ystrday", "yesterday"),
+    ("yesterdays", "yesterday"),
+    ("2moro", "tomorrow"),
+    ("pls", "please"),
+    ("plz", "please"),
+    ("thx", "thanks"),
+    ("u", "you"),
+    ("r", "are"),
+    ("ur", "your"),
+    ("wat", "what"),
+    ("wht", "what"),
+    ("hw", "how"),
+    ("n", "and"),
+    ("nd", "and"),
+    ("rcvd", "received"),
+    ("recd", "received"),
+    ("sld", "sold"),
+    ("months", "month"),
+    ("weeks", "week"),
+    ("dont", "don't"),
+];
+
+/// Verbs and cue words the parser keys on, for typo tolerance: a word one edit from one of
+/// these (two for long ones), and not a word the parser knows otherwise, is read as it.
+const CUES: &[&str] = &[
+    "sold",
+    "sell",
+    "selling",
+    "restock",
+    "restocked",
+    "received",
+    "receive",
+    "delivered",
+    "deliver",
+    "bought",
+    "brought",
+    "paid",
+    "payment",
+    "expense",
+    "expenses",
+    "counted",
+    "remaining",
+    "ordered",
+    "order",
+    "price",
+    "balance",
+    "report",
+    "credit",
+    "stock",
+    "supplier",
+    "arrived",
+];
+
+/// Common misspellings of cue words that are more than one edit away.
+const MISSPELT: &[(&str, &str)] = &[
+    ("payed", "paid"),
+    ("recieved", "received"),
+    ("recevied", "received"),
+    ("recived", "received"),
+    ("expence", "expense"),
+    ("restok", "restock"),
+    ("soldd", "sold"),
+    ("soled", "sold"),
+];
+
+fn cue(word: &str) -> Option<&'static str> {
+    if let Some((_, to)) = MISSPELT.iter().find(|(w, _)| *w == word) {
+        return Some(to);
+    }
+    let n = word.chars().count();
+    if n < 5 || !word.chars().all(|c| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    let budget = if n >= 8 { 2 } else { 1 };
+    let mut best: Option<(&'static str, usize)> = None;
+    for c in CUES.iter().filter(|c| c.chars().next() == word.chars().next()) {
+        let d = strsim::levenshtein(word, c);
+        if d <= budget && best.is_none_or(|(_, b)| d < b) {
+            best = Some((c, d));
+        }
+    }
+    best.filter(|(_, d)| *d > 0).map(|(c, _)| c)
+}
+
+/// Words that are themselves known and never read as a typo of a cue word.
+const PLAIN: &[&str] = &[
+    "sell", "sells", "sale", "sales", "order", "orders", "older", "price", "prices", "priced",
+    "paid", "pain", "stock", "stocks", "stack", "store", "credit", "report", "reports",
+    "balance", "brought", "bought", "deliver", "delivery", "sugar", "rice", "bread", "salt",
+    "soap", "selling", "telling", "spelling", "restocking", "expensive", "seller", "solid",
+    "sole", "sold", "cold", "bold", "told", "fold", "hold", "gold", "mold", "sod", "ordered",
+    "receive", "received", "receipt", "recent", "paint", "paying", "pays", "payment",
+    "deliveries", "delivering", "delivers", "supplies", "supplied", "supply", "reported",
+    "stocked", "stocking", "payments", "credited", "balances", "selling", "sellers", "orders",
+    "order's", "reporting", "recently", "receiving", "counting", "counter", "remains",
+    "remained", "expenses", "brought", "bring", "pricey",
+];
+
+/// One raw word as the parser reads it: lower case, chat spellings and cue typos mended.
+fn mend(low: &str) -> String {
+    if let Some((_, to)) = SPELLINGS.iter().find(|(w, _)| *w == low) {
+        return (*to).to_owned();
+    }
+    if PLAIN.contains(&low) {
+        return low.to_owned();
+    }
+    cue(low).map_or_else(|| low.to_owned(), str::to_owned)
+}
+
+/// The words of a message: punctuation and emoji dropped, numbers kept whole (`1,000`,
+/// `1.5`, `1/2`), digits split from units (`1.5kg`, `3x`), chat spellings and typos of cue
+/// words mended. `raw` keeps the person's spelling (names), `low` is what is matched.
 pub fn tokenize(text: &str) -> Vec<Tok> {
+    let text = text
+        .replace('½', " 1/2 ")
+        .replace('¼', " 1/4 ")
+        .replace('¾', " 3/4 ")
+        .replace("->", " to ")
+        .replace('→', " to ");
     let mut spaced = String::with_capacity(text.len() + 16);
     let chars: Vec<char> = text.chars().collect();
     for (i, &c) in chars.iter().enumerate() {
@@ -26,30 +151,36 @@ pub fn tokenize(text: &str) -> Vec<Tok> {
                 spaced.push(' ');
             }
             '@' => spaced.push_str(" @ "),
-            '.' if prev_digit && next_digit => spaced.push('.'),
+            '.' | '/' if prev_digit && next_digit => spaced.push(c),
             '#' => spaced.push_str(" #"),
-            '$' | '€' | '£' | '?' | '!' | ';' | ':' | '"' | '(' | ')' | '.' | '/' | '=' | '*' => {
-                spaced.push(' ')
-            }
-            c if c.is_control() => spaced.push(' '),
-            c => {
-                // "1.5kg" -> "1.5 kg"
+            // A currency sign marks money: kept as its own word.
+            '$' | '€' | '£' => spaced.push_str(" $ "),
+            '\'' | '-' => spaced.push(c),
+            c if c.is_alphanumeric() => {
+                // "1.5kg" -> "1.5 kg", "3x" -> "3 x"
                 if prev_digit && c.is_alphabetic() {
                     spaced.push(' ');
                 }
                 spaced.push(c);
             }
+            // Punctuation, emoji, symbols: a word break.
+            _ => spaced.push(' '),
         }
     }
     spaced
         .split_whitespace()
-        .map(|w| {
+        .flat_map(|w| {
             let w = w.trim_matches(|c: char| c == '\'' || c == '-');
             let w = w.strip_suffix("'s").unwrap_or(w);
-            Tok {
-                raw: w.to_owned(),
-                low: w.to_lowercase(),
-            }
+            // "x2" (times two): the sign, then the number.
+            let times = w.len() > 1
+                && w.starts_with(['x', 'X'])
+                && w[1..].bytes().all(|b| b.is_ascii_digit());
+            let parts = if times { vec![&w[..1], &w[1..]] } else { vec![w] };
+            parts.into_iter().map(|p| Tok {
+                raw: p.to_owned(),
+                low: mend(&p.to_lowercase()),
+            })
         })
         .filter(|t| !t.low.is_empty())
         .collect()
@@ -91,46 +222,129 @@ fn word_number(w: &str) -> Option<i64> {
 
 /// A number at `i` (digits, words, "a", "half", "a dozen"): its value and tokens used.
 pub fn number_at(toks: &[Tok], i: usize, article: bool) -> Option<(Dec, usize)> {
-    let w = toks.get(i)?.low.as_str();
-    let next = toks.get(i + 1).map(|t| t.low.as_str());
-    let mut value: Option<(Dec, usize)> = if let Some(d) =
-        Dec::parse(w).filter(|_| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+    let low = |k: usize| toks.get(k).map_or("", |t| t.low.as_str());
+    let (mut value, mut used) = base_at(toks, i, article)?;
+    // "1 1/2": a whole number and a fraction.
+    if value.to_fixed(0).is_ok()
+        && let Some(f) = fraction(low(i + used))
     {
-        Some((d, 1))
-    } else if w == "half" {
-        Some((Dec::parse("0.5").expect("valid"), 1))
-    } else if (w == "a" || w == "an") && article {
-        match next {
-            Some("dozen") => return Some((Dec::parse("12").expect("valid"), 2)),
-            Some("hundred") => return Some((Dec::parse("100").expect("valid"), 2)),
-            Some("half") => return Some((Dec::parse("0.5").expect("valid"), 2)),
-            _ => Some((Dec::parse("1").expect("valid"), 1)),
-        }
-    } else if let Some(n) = word_number(w) {
-        let mut total = n;
-        let mut used = 1;
-        if n >= 20
-            && let Some(u) = next.and_then(word_number).filter(|u| *u < 10 && *u > 0)
-        {
-            total += u;
-            used += 1;
-        }
-        if toks.get(i + used).is_some_and(|t| t.low == "hundred") {
-            total *= 100;
-            used += 1;
-        }
-        Some((Dec::parse(&total.to_string()).expect("valid"), used))
-    } else {
-        None
-    };
-    // "2 dozen" = 24
-    if let Some((d, used)) = value
-        && toks.get(i + used).is_some_and(|t| t.low == "dozen")
-        && let Ok(milli) = d.to_fixed(3)
-    {
-        value = Some((Dec::from_fixed(milli * 12, 3), used + 1));
+        value = add(value, f)?;
+        used += 1;
     }
-    value
+    // "2 dozen", "a dozen"
+    let dozen = low(i + used) == "dozen";
+    if dozen {
+        value = Dec::from_fixed(value.to_fixed(3).ok()?.checked_mul(12)?, 3);
+        used += 1;
+    }
+    // "one and a half", "2 and half", "a dozen and a half" (half a dozen more)
+    if low(i + used) == "and" {
+        let a = usize::from(low(i + used + 1) == "a");
+        let part = match low(i + used + 1 + a) {
+            "half" => Some("0.5"),
+            "quarter" => Some("0.25"),
+            _ => None,
+        };
+        if let Some(part) = part {
+            let mut part = Dec::parse(part).expect("valid");
+            if dozen {
+                part = Dec::from_fixed(part.to_fixed(3).ok()? * 12, 3);
+            }
+            value = add(value, part)?;
+            used += 2 + a;
+        }
+    }
+    Some((value, used))
+}
+
+/// `a + b` exactly (thousandths).
+fn add(a: Dec, b: Dec) -> Option<Dec> {
+    Some(Dec::from_fixed(
+        a.to_fixed(3).ok()?.checked_add(b.to_fixed(3).ok()?)?,
+        3,
+    ))
+}
+
+/// A written fraction ("1/2", "3/4") as an exact decimal.
+fn fraction(w: &str) -> Option<Dec> {
+    let (n, d) = w.split_once('/')?;
+    let (n, d): (i64, i64) = (n.parse().ok()?, d.parse().ok()?);
+    if d == 0 || n < 0 || n > 1_000_000 || (n * 1000) % d != 0 {
+        return None;
+    }
+    Some(Dec::from_fixed(n * 1000 / d, 3))
+}
+
+/// The first part of a number at `i`: digits, a fraction, number words, "half", "a
+/// quarter", "three quarters", or "a"/"an" (one) when `article`.
+fn base_at(toks: &[Tok], i: usize, article: bool) -> Option<(Dec, usize)> {
+    let low = |k: usize| toks.get(k).map_or("", |t| t.low.as_str());
+    let w = low(i);
+    let dec = |s: &str| Dec::parse(s).expect("valid");
+    if w.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+        if let Some(d) = Dec::parse(w) {
+            // "3 quarters"
+            if matches!(low(i + 1), "quarter" | "quarters") && d.to_fixed(0).is_ok() {
+                return Some((Dec::from_fixed(d.to_fixed(3).ok()? / 4, 3), 2));
+            }
+            return Some((d, 1));
+        }
+        return fraction(w).map(|f| (f, 1));
+    }
+    match w {
+        // "half a bag", "half": the article belongs to the half.
+        "half" => {
+            return Some((dec("0.5"), 1 + usize::from(matches!(low(i + 1), "a" | "an"))));
+        }
+        "quarter" => return Some((dec("0.25"), 1 + usize::from(low(i + 1) == "of"))),
+        "a" | "an" if article => {
+            return Some(match low(i + 1) {
+                "half" => (dec("0.5"), 2),
+                "quarter" => (dec("0.25"), 2 + usize::from(low(i + 2) == "of")),
+                "hundred" => (dec("100"), 2),
+                "thousand" => (dec("1000"), 2),
+                // "a dozen" is one dozen: the caller multiplies.
+                _ => (dec("1"), 1),
+            });
+        }
+        _ => {}
+    }
+    let (n, used) = words_at(toks, i)?;
+    if matches!(low(i + used), "quarter" | "quarters") {
+        return Some((Dec::from_fixed(n * 250, 3), used + 1));
+    }
+    Some((Dec::from_fixed(n, 0), used))
+}
+
+/// Number words at `i`: "twenty five", "five hundred", "one thousand two hundred and ten".
+fn words_at(toks: &[Tok], i: usize) -> Option<(i64, usize)> {
+    let (mut total, mut current, mut used, mut any) = (0i64, 0i64, 0usize, false);
+    while let Some(t) = toks.get(i + used) {
+        let w = t.low.as_str();
+        if let Some(n) = word_number(w) {
+            // "twenty five" adds; "five five" is two numbers.
+            if any && current % 10 != 0 && n < 10 {
+                break;
+            }
+            current += n;
+        } else if w == "hundred" && any {
+            current = current.max(1) * 100;
+        } else if w == "thousand" && any {
+            total += current.max(1) * 1000;
+            current = 0;
+        } else if w == "and"
+            && any
+            && (current >= 100 || total > 0)
+            && toks.get(i + used + 1).is_some_and(|n| word_number(&n.low).is_some())
+        {
+            // "one hundred and five"
+        } else {
+            break;
+        }
+        any = true;
+        used += 1;
+    }
+    any.then_some((total + current, used))
 }
 
 /// Words for units and containers ("bags", "kg", "crates").
@@ -186,6 +400,18 @@ pub const UNITS: &[&str] = &[
     "unit",
     "dozen",
     "dozens",
+    "pkt",
+    "pkts",
+    "btl",
+    "btls",
+    "ctn",
+    "ctns",
+    "kilo",
+    "gram",
+    "grams",
+    "g",
+    // "3x rice": times
+    "x",
 ];
 
 /// Whether a number starts at `i`.
@@ -196,7 +422,7 @@ pub fn is_number(toks: &[Tok], i: usize) -> bool {
 /// Money at `i`, skipping a currency word before or after.
 pub fn money_at(toks: &[Tok], i: usize) -> Option<(Dec, usize)> {
     const CURRENCY: &[&str] = &[
-        "ksh", "kes", "usd", "sh", "shs", "tsh", "ugx", "ngn", "naira", "rs", "inr",
+        "$", "ksh", "kes", "usd", "sh", "shs", "tsh", "ugx", "ngn", "naira", "rs", "inr",
     ];
     let mut j = i;
     if toks

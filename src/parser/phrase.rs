@@ -310,6 +310,7 @@ fn name_at(toks: &[Tok], i: usize) -> Option<(String, usize)> {
     while end < toks.len()
         && !NAME_STOP.contains(&toks[end].low.as_str())
         && !is_number(toks, end)
+        && toks[end].low.chars().any(char::is_alphabetic)
         && end - i < 4
     {
         end += 1;
@@ -324,6 +325,62 @@ fn name_at(toks: &[Tok], i: usize) -> Option<(String, usize)> {
             end - i,
         )
     })
+}
+
+/// Who a "bought" sentence says bought.
+enum Buyer {
+    /// We, I, the shop: goods in.
+    Shop,
+    /// A known customer.
+    Customer(String),
+    /// Someone named who is not known yet: a new customer.
+    Named(String),
+    /// Someone unnamed ("a lady", "some guy", "a customer").
+    Someone,
+    /// One of the staff or a vendor: not clear who bought from whom.
+    Staff,
+}
+
+/// The buyer named before the verb at `v`.
+fn buyer_before(toks: &[Tok], v: usize, lex: &Lexicon) -> Buyer {
+    const AUX: &[&str] = &["has", "have", "had", "just", "also", "already", "will", "then"];
+    const PEOPLE: &[&str] = &[
+        "lady", "man", "woman", "guy", "boy", "girl", "person", "customer", "kid", "child",
+        "someone", "somebody", "mama", "mzee", "client", "buyer", "neighbour", "neighbor",
+    ];
+    let words: Vec<&Tok> = toks[..v]
+        .iter()
+        .filter(|t| !AUX.contains(&t.low.as_str()))
+        .collect();
+    let low: Vec<&str> = words.iter().map(|t| t.low.as_str()).collect();
+    if low.is_empty()
+        || low.iter().any(|w| matches!(*w, "we" | "i" | "us" | "shop" | "store"))
+    {
+        return Buyer::Shop;
+    }
+    let raw = words
+        .iter()
+        .map(|t| t.raw.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if let Some(c) = lex.customer(&raw) {
+        return Buyer::Customer(c);
+    }
+    if lex.staff_member(&raw).is_some() {
+        return Buyer::Staff;
+    }
+    if low.iter().any(|w| PEOPLE.contains(w)) {
+        return Buyer::Someone;
+    }
+    let name_like = low.len() <= 3
+        && low
+            .iter()
+            .all(|w| w.chars().all(char::is_alphabetic) && !NAME_STOP.contains(w));
+    if name_like && lex.product(&raw).is_none() {
+        Buyer::Named(title(&raw))
+    } else {
+        Buyer::Staff
+    }
 }
 
 fn title(s: &str) -> String {
@@ -446,6 +503,37 @@ fn sure(action: Action, known: bool) -> Parsed {
     }
 }
 
+/// A short reply that is only a yes or a no (with please, thanks, ok).
+fn yes_or_no(toks: &[Tok]) -> Option<Action> {
+    const YES: &[&str] = &[
+        "yes", "y", "yeah", "yah", "ya", "yep", "yup", "ok", "okay", "k", "sure", "correct",
+        "confirm", "confirmed", "right", "record", "it", "go", "ahead",
+    ];
+    const NO: &[&str] = &["no", "nope", "nah", "don't", "do", "not", "wrong", "stop"];
+    const POLITE: &[&str] = &["please", "thanks", "thank", "you", "sir", "madam"];
+    if toks.is_empty() || toks.len() > 4 {
+        return None;
+    }
+    // The raw word: "n" is read as "and" elsewhere.
+    let words: Vec<String> = toks.iter().map(|t| t.raw.to_lowercase()).collect();
+    let only = |set: &[&str]| {
+        words
+            .iter()
+            .all(|w| set.contains(&w.as_str()) || POLITE.contains(&w.as_str()))
+            && words.iter().any(|w| set.contains(&w.as_str()))
+    };
+    if only(&["no", "n", "nope", "nah", "don't", "dont", "do", "not", "wrong", "stop"])
+        && words.iter().any(|w| NO.contains(&w.as_str()) || w == "n" || w == "dont")
+        && !words.iter().all(|w| matches!(w.as_str(), "do" | "not"))
+    {
+        return Some(Action::Decline {});
+    }
+    if only(YES) && !words.iter().all(|w| matches!(w.as_str(), "it" | "go" | "right")) {
+        return Some(Action::Confirm {});
+    }
+    None
+}
+
 /// Parses free text.
 pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     if text.len() > 2000 {
@@ -473,6 +561,14 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     }
     let first = toks[0].low.as_str();
     let n = toks.len();
+
+    // yes / no to a question asked
+    if let Some(answer) = yes_or_no(&toks) {
+        return Parsed {
+            action: answer,
+            confidence: 0.95,
+        };
+    }
 
     // help, undo
     if (n <= 6 && has(&toks, &["help", "commands", "menu"]))
@@ -519,13 +615,21 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 | "give"
         );
 
+    // Goods with quantities anywhere ("2 rice"): the message moves stock, whatever else.
+    let goods = (0..n).any(|i| {
+        number_at(&toks, i, false).is_some()
+            && items_at(&toks, i, lex, false).is_some_and(|p| p.known)
+    });
+
     // customer balance
-    if has(
-        &toks,
-        &[
-            "owe", "owes", "owing", "balance", "debt", "debts", "account",
-        ],
-    ) && !has(
+    if !goods
+        && has(
+            &toks,
+            &[
+                "owe", "owes", "owing", "balance", "debt", "debts", "account",
+            ],
+        )
+        && !has(
         &toks,
         &[
             "paid", "pays", "payment", "received", "got", "gave", "cleared", "repaid",
@@ -1060,19 +1164,61 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             "credit",
         ],
     );
-    // "<customer> bought 2 milk" is a sale; "bought 40 flour for the shop" is a restock.
+    // Who did what to whom: "<customer or anyone> bought 2 milk" is a sale to them; "we
+    // bought 40 flour for the shop", "received", or a vendor bringing it, is goods in.
+    let buyer = find(
+        &toks,
+        &[
+            "bought", "buys", "buy", "purchased", "took", "takes", "taken", "wants",
+        ],
+    )
+    .filter(|v| *v < start)
+    .map(|v| buyer_before(&toks, v, lex));
     let subject_customer =
         (0..start).find_map(|i| name_at(&toks, i).and_then(|(name, _)| lex.customer(&name)));
     let named_customer = customer_after(&toks, &["to", "for"], lex);
-    let customer = subject_customer.clone().or(named_customer.clone());
+    // "put 2 rice on John's account", "give Fatima 3 bread on credit": a customer named
+    // anywhere.
+    let anywhere = || {
+        (0..n).find_map(|i| {
+            name_at(&toks, i).and_then(|(name, _)| {
+                name.split(' ')
+                    .scan(String::new(), |acc, w| {
+                        if !acc.is_empty() {
+                            acc.push(' ');
+                        }
+                        acc.push_str(w);
+                        Some(acc.clone())
+                    })
+                    .find_map(|prefix| lex.customer(&prefix))
+            })
+        })
+    };
+    let mut customer = match &buyer {
+        Some(Buyer::Customer(c)) | Some(Buyer::Named(c)) => Some(c.clone()),
+        _ => subject_customer.clone().or(named_customer.clone()),
+    };
+    let giving = has(&toks, &["give", "gave", "put", "given"]);
+    if customer.is_none() && giving {
+        customer = anywhere();
+    }
     let for_shop = has_seq(&toks, &["for", "the", "shop"])
         || has_seq(&toks, &["for", "shop"])
-        || has_seq(&toks, &["for", "stock"]);
-    let is_sale = has(&toks, &["sold", "sell", "sale", "took", "takes", "credit"])
-        || (has(&toks, &["bought", "buys", "purchased", "bought"]) && subject_customer.is_some())
-        || (!in_cue && out_cue)
-        || (!in_cue && customer.is_some());
-    let is_restock = !is_sale && (in_cue || for_shop);
+        || has_seq(&toks, &["for", "stock"])
+        || has_seq(&toks, &["stock", "in"]);
+    let someone_bought = matches!(
+        buyer,
+        Some(Buyer::Customer(_) | Buyer::Named(_) | Buyer::Someone)
+    );
+    let shop_bought = matches!(buyer, Some(Buyer::Shop));
+    let is_sale = has(
+        &toks,
+        &["sold", "sell", "sale", "selling", "took", "takes", "credit"],
+    ) || someone_bought
+        || (giving && customer.is_some())
+        || (!in_cue && out_cue && !shop_bought)
+        || (!in_cue && customer.is_some() && !shop_bought);
+    let is_restock = !is_sale && (in_cue || for_shop || shop_bought);
     if is_restock {
         let [item] = parsed.items.as_slice() else {
             return unknown("restock one product at a time");
@@ -1080,6 +1226,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         let supplier = find(&toks, &["from"])
             .and_then(|i| name_at(&toks, i + 1))
             .map(|(s, _)| s)
+            .filter(|s| !matches!(s.to_lowercase().as_str(), "supplier" | "the supplier" | "a supplier"))
             .or_else(|| {
                 // "Karim delivered 10 cooking oil": the one who brought it.
                 (start > 0)
@@ -1098,10 +1245,13 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                                 "restock",
                                 "added",
                                 "new",
+                                "supplier",
+                                "the",
                             ]
                             .contains(&s.to_lowercase().as_str())
                     })
-            });
+            })
+            .map(|s| lex.staff_member(&s).unwrap_or_else(|| title(&s)));
         let (mut up, mut tot) = (item.unit_price, item.total);
         if up.is_none() && tot.is_none() {
             for k in parsed.end..n {
@@ -1133,7 +1283,10 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         );
     }
     if is_sale || parsed.end == n {
-        let paid = if has(&toks, &["credit", "owes", "later", "owing"])
+        let paid = if has(
+            &toks,
+            &["credit", "owes", "later", "owing", "debt", "account", "tab"],
+        )
             || has_seq(&toks, &["not", "paid"])
             || has_seq(&toks, &["will", "pay"])
         {

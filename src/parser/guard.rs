@@ -84,3 +84,81 @@ fn spans(toks: &[Tok], name: &str, lex: &Lexicon) -> Vec<(usize, usize)> {
 pub fn mentions(text: &str, name: &str, lex: &Lexicon) -> bool {
     !spans(&text::tokenize(text), name, lex).is_empty()
 }
+
+/// Words that carry no data of their own: how people say who did what, with what, when.
+const CARRY_NOTHING: &[&str] = &[
+    // articles, pronouns, little words
+    "a", "an", "the", "this", "that", "these", "those", "it", "its", "i", "we", "us", "our", "my",
+    "me", "you", "he", "she", "they", "them", "his", "her", "their", "him", "some", "all",
+    "to", "for", "from", "of", "on", "at", "@", "in", "into", "with", "by", "and", "&", ",",
+    "plus", "also", "x", "each", "per", "apiece", "every", "as", "then", "so", "just", "only",
+    "now", "today", "yesterday", "tonight", "morning", "afternoon", "evening", "is", "are",
+    "was", "were", "be", "been", "has", "have", "had", "will", "would", "can", "did", "do",
+    "does", "already", "more", "again", "too", "here", "there", "out", "off", "up",
+    "please", "thanks", "thank", "ok", "okay", "sir", "madam", "boss",
+    // money and accounts
+    "$", "usd", "ksh", "kes", "sh", "shs", "tsh", "ugx", "ngn", "naira", "rs", "inr", "dollars",
+    "dollar", "bob", "shillings", "bucks", "cash", "money", "total", "price", "cost", "costs",
+    "credit", "debt", "account", "tab", "owes", "owing", "later", "pay", "paid", "pays",
+    "payment", "balance", "cleared", "repaid", "settled", "deposit", "deposited",
+    // doing
+    "sold", "sell", "selling", "sale", "sales", "bought", "buy", "buys", "purchased", "took",
+    "takes", "taken", "give", "gave", "given", "put", "received", "receive", "restock",
+    "restocked", "restocking", "stock", "delivered", "deliver", "delivery", "brought",
+    "supplied", "supplier", "added", "add", "got", "arrived", "came", "dropped", "new",
+    "order", "ordered", "wants", "want", "needs", "counted", "count", "left", "remaining",
+    "remain", "actual", "real", "take", "spent", "spend", "expense", "expenses", "bill",
+    "bills", "shop", "store", "customer", "lady", "man", "woman", "guy", "boy", "girl",
+    "someone", "somebody", "person", "client", "driver", "start", "started", "starting",
+    "product", "item", "called", "named", "change", "set", "make", "increase", "raise",
+    "reduce", "lower", "priced", "from", "assign", "assigned", "send", "done", "completed",
+    "stocktake", "recount", "create", "back", "address", "goes", "go", "number", "no",
+];
+
+/// Whether every word of `toks` is accounted for by `action` (its numbers, its names, its
+/// category, note or address) or carries no data. A word left over is something the parser
+/// did not understand, so it cannot be sure of the write.
+pub(super) fn accounted(action: &Action, toks: &[Tok], lex: &Lexicon) -> bool {
+    let mut used = vec![false; toks.len()];
+    let mut i = 0;
+    while i < toks.len() {
+        match text::number_at(toks, i, true) {
+            Some((_, n)) => {
+                used[i..i + n].iter_mut().for_each(|u| *u = true);
+                i += n;
+            }
+            None => i += 1,
+        }
+    }
+    let mut said = names(action);
+    // Who delivered or took an order is not recorded: naming them changes nothing.
+    if matches!(
+        action,
+        Action::MarkDelivered { .. } | Action::CancelOrder { .. }
+    ) {
+        said.extend(lex.customers.iter().chain(&lex.staff).cloned());
+    }
+    for name in said {
+        for (start, len) in spans(toks, &name, lex) {
+            used[start..start + len].iter_mut().for_each(|u| *u = true);
+        }
+    }
+    let free_text: Vec<String> = match action {
+        Action::RecordExpense { category, note, .. } => category
+            .iter()
+            .chain(note.iter())
+            .flat_map(|s| text::tokenize(s).into_iter().map(|t| t.low))
+            .collect(),
+        Action::CreateOrder { address, .. } => address
+            .iter()
+            .flat_map(|s| text::tokenize(s).into_iter().map(|t| t.low))
+            .collect(),
+        _ => Vec::new(),
+    };
+    toks.iter().zip(used).all(|(t, u)| {
+        u || t.low.starts_with('#')
+            || CARRY_NOTHING.contains(&t.low.as_str())
+            || text::UNITS.contains(&t.low.as_str())
+            || free_text.contains(&t.low)
+    })
+}

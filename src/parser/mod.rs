@@ -64,7 +64,16 @@ pub fn parse(text: &str, lexicon: &Lexicon) -> Parsed {
             },
             confidence: 1.0,
         },
-        None => phrase::parse(text, lexicon),
+        None => {
+            let mut parsed = phrase::parse(text, lexicon);
+            // Writes never guess: a word the parser could not place makes it unsure.
+            if parsed.action.is_write()
+                && !guard::accounted(&parsed.action, &text::tokenize(text), lexicon)
+            {
+                parsed.confidence = parsed.confidence.min(0.5);
+            }
+            parsed
+        }
     }
 }
 

@@ -177,11 +177,23 @@ fn items_at(toks: &[Tok], mut i: usize, lex: &Lexicon, with_prices: bool) -> Opt
         };
         known &= lex.product(&product).is_some();
         j += pused;
-        let (unit_price, total, prused) = if with_prices {
+        // "12 milk crates": the unit after the product.
+        if toks.get(j).is_some_and(|t| UNITS.contains(&t.low.as_str())) {
+            j += 1;
+        }
+        let (mut unit_price, mut total, mut prused) = if with_prices {
             price_at(toks, j)
         } else {
             (None, None, 0)
         };
+        // "1 tray eggs 4.5" (as the slash grammar has it): a last bare number is the price.
+        if with_prices
+            && prused == 0
+            && let Some((price, used)) = money_at(toks, j)
+            && j + used == toks.len()
+        {
+            (unit_price, total, prused) = (Some(price), None, used);
+        }
         j += prused;
         items.push(Item {
             product,
@@ -202,7 +214,12 @@ fn product_qty_at(toks: &[Tok], i: usize, lex: &Lexicon) -> Option<(String, Dec,
     let mut j = i + pused;
     while toks
         .get(j)
-        .is_some_and(|t| matches!(t.low.as_str(), "is" | "are" | "at" | "to" | "now" | "=" | "x"))
+        .is_some_and(|t| {
+            matches!(
+                t.low.as_str(),
+                "is" | "are" | "at" | "to" | "now" | "=" | "x" | "remaining" | "left" | "count"
+            )
+        })
     {
         j += 1;
     }
@@ -326,6 +343,15 @@ fn name_at(toks: &[Tok], i: usize) -> Option<(String, usize)> {
         )
     })
 }
+
+/// Words for the costs of running a shop (an expense's category).
+const EXPENSES: &[&str] = &[
+    "rent", "transport", "fuel", "petrol", "diesel", "airtime", "electricity", "power", "water",
+    "internet", "wifi", "gas", "security", "salary", "salaries", "wages", "wage", "lunch",
+    "tax", "taxes", "licence", "license", "repairs", "repair", "cleaning", "cleaner", "fare",
+    "parking", "insurance", "phone", "data", "stationery", "packaging", "permit", "loan",
+    "interest", "maintenance", "garbage", "rates",
+];
 
 /// Who a "bought" sentence says bought.
 enum Buyer {
@@ -510,7 +536,9 @@ fn yes_or_no(toks: &[Tok]) -> Option<Action> {
         "confirm", "confirmed", "right", "record", "it", "go", "ahead",
     ];
     const NO: &[&str] = &["no", "nope", "nah", "don't", "do", "not", "wrong", "stop"];
-    const POLITE: &[&str] = &["please", "thanks", "thank", "you", "sir", "madam"];
+    const POLITE: &[&str] = &[
+        "please", "pls", "plz", "thanks", "thx", "thank", "you", "sir", "madam",
+    ];
     if toks.is_empty() || toks.len() > 4 {
         return None;
     }
@@ -756,17 +784,26 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             return sure(Action::ListOrders { status }, true);
         }
     }
+    // Where an order goes: the words after "deliver(ed) to" or "address".
+    let address_at = (0..n)
+        .find(|&i| {
+            matches!(toks[i].low.as_str(), "deliver" | "delivered" | "deliveries")
+                && toks.get(i + 1).is_some_and(|t| t.low == "to")
+        })
+        .map(|i| i + 2)
+        .or_else(|| find(&toks, &["address"]).map(|i| i + 1));
     let order_cue = (has(&toks, &["order", "ordered", "deliver", "delivery"])
-        && !has(&toks, &["delivered"]))
+        && (!has(&toks, &["delivered"]) || address_at.is_some()))
         || has(&toks, &["wants", "want", "needs"]);
+    let head = &toks[..address_at.map_or(n, |a| a.saturating_sub(2).max(1))];
     if order_cue
-        && let Some(start) = (0..n).find(|&i| {
-            number_at(&toks, i, true).is_some() && items_at(&toks, i, lex, true).is_some()
+        && let Some(start) = (0..head.len()).find(|&i| {
+            number_at(head, i, true).is_some() && items_at(head, i, lex, true).is_some()
         })
     {
-        let parsed = items_at(&toks, start, lex, true).expect("checked");
+        let parsed = items_at(head, start, lex, true).expect("checked");
         // The customer: "for/to X", or a known customer named before the items.
-        let mut customer = customer_after(&toks, &["for", "to"], lex);
+        let mut customer = customer_after(head, &["for", "to"], lex);
         if customer.is_none() {
             for i in 0..start {
                 if let Some((name, _)) = name_at(&toks, i)
@@ -787,9 +824,9 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 customer = Some(title(&name));
             }
         }
-        let address = find(&toks, &["address"])
+        let address = address_at
             .map(|i| {
-                toks[i + 1..]
+                toks[i.min(n)..]
                     .iter()
                     .map(|t| t.raw.as_str())
                     .collect::<Vec<_>>()
@@ -808,11 +845,25 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         }
     }
 
-    // products: add, price
-    if (has(&toks, &["add", "new", "create"]) && has(&toks, &["product", "item", "products"]))
+    // products: add ("new product soap 1.20", "we started selling mandazi at 0.50"), price
+    let starts_selling = (has(&toks, &["start", "started", "starting", "begin", "began"])
+        && has(&toks, &["selling", "sell"]))
+        || has_seq(&toks, &["now", "sell"])
+        || has_seq(&toks, &["now", "selling"]);
+    let new_product_at = if starts_selling {
+        find(&toks, &["selling", "sell"])
+            .map(|i| i + 1)
+            .filter(|&i| product_at(&toks, i, lex).is_some_and(|(p, _)| lex.product(&p).is_none()))
+    } else {
+        None
+    };
+    if new_product_at.is_some()
+        || (has(&toks, &["add", "new", "create"]) && has(&toks, &["product", "item", "products"]))
         || has_seq(&toks, &["new", "product"])
     {
-        let start = find(&toks, &["product", "item"]).map_or(0, |i| i + 1);
+        let start = new_product_at
+            .or_else(|| find(&toks, &["product", "item"]).map(|i| i + 1))
+            .unwrap_or(0);
         let mut i = start;
         while toks
             .get(i)
@@ -866,10 +917,22 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             }
         }
     }
+    // A price is said to be one: a price word, "from today", a currency, or cents. "Sugar
+    // is 20 now" could be a price or a count, so it is neither.
+    let money_said = (0..n).any(|i| {
+        toks[i].low == "$"
+            || money_at(&toks, i).is_some_and(|(_, used)| used > 1)
+            || (is_number(&toks, i) && toks[i].low.contains('.'))
+    });
     let price_cue = has(&toks, &["price", "prices", "costs", "cost", "priced"])
-        || (has(&toks, &["change", "set", "make"]) && has(&toks, &["to"]))
+        || (has(&toks, &["change", "set", "make", "increase", "raise", "reduce", "lower"])
+            && has(&toks, &["to"]))
         || matches!(first, "make" | "set" | "change")
+        || has_seq(&toks, &["from", "today"])
+        || has_seq(&toks, &["from", "tomorrow"])
+        || has_seq(&toks, &["starting", "today"])
         || (has(&toks, &["now"])
+            && money_said
             && !(0..n).any(|i| {
                 number_at(&toks, i, false).is_some() && items_at(&toks, i, lex, false).is_some()
             })
@@ -877,6 +940,16 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 &toks,
                 &["sold", "received", "restocked", "bought", "got", "left"],
             ));
+    if has(&toks, &["now", "is", "are"])
+        && !price_cue
+        && !money_said
+        && !question
+        && n <= 5
+        && (0..n).any(|i| product_qty_at(&toks, i, lex).is_some())
+        && !has(&toks, &["left", "remaining", "counted", "count", "stock"])
+    {
+        return unknown("is that a new price or a count? Say 'price of sugar 20' or 'counted 20 sugar'");
+    }
     if price_cue && !question && !has(&toks, &["paid", "spent"]) {
         for i in 0..n {
             if matches!(
@@ -891,6 +964,8 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                     | "raise"
                     | "lower"
                     | "update"
+                    | "increase"
+                    | "reduce"
             ) {
                 continue;
             }
@@ -905,7 +980,11 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     }
 
     // stock questions and counts
-    let count_cue = has(&toks, &["counted", "count", "stocktake", "recount"])
+    let count_cue = has(
+        &toks,
+        &["counted", "count", "stocktake", "recount", "actual", "real"],
+    ) || has_seq(&toks, &["stock", "take"])
+        || has_seq(&toks, &["take", "stock"])
         || (has(&toks, &["left", "remaining", "remain"]) && !question && !has(&toks, &["how"]))
         || has_seq(&toks, &["we", "have"]) && !question
         || has_seq(&toks, &["there", "are"]) && !question;
@@ -933,7 +1012,8 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     let check_cue = has(
         &toks,
         &["stock", "inventory", "left", "remaining", "remain"],
-    ) || (question && has(&toks, &["have", "got", "there"]));
+    ) || (question && has(&toks, &["have", "got", "there"]))
+        || (first == "any" && n <= 4);
     let quantity_given = (0..n)
         .any(|i| number_at(&toks, i, false).is_some() && items_at(&toks, i, lex, false).is_some());
     if check_cue
@@ -1035,14 +1115,76 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             return sure(Action::RecordPayment { customer, amount }, known);
         }
     }
+    // A cost of running the shop: a word for one ("rent 5000", "electricity bill 1200"),
+    // or money spent on something that is not goods ("bought airtime for 100"). A number
+    // right before a word that is not one ("bought 40 maize") counts goods, not money.
+    let expense_word = toks
+        .iter()
+        .position(|t| EXPENSES.contains(&t.low.as_str()))
+        .or_else(|| find(&toks, &["bill", "bills"]).filter(|&b| b > 0).map(|b| b - 1));
+    let goods_counted = (0..n).any(|i| {
+        number_at(&toks, i, false).is_some_and(|(_, used)| {
+            toks.get(i + used).is_some_and(|t| {
+                t.low.chars().all(char::is_alphabetic)
+                    && !EXPENSES.contains(&t.low.as_str())
+                    && !matches!(
+                        t.low.as_str(),
+                        "for" | "on" | "at" | "to" | "from" | "each" | "only" | "bill" | "cash"
+                    )
+                    && money_at(&toks, i).is_none_or(|(_, u)| u == used)
+            })
+        })
+    });
+    let numbers_said = (0..n).filter(|&i| is_number(&toks, i)).count();
+    let spend_verb = has(
+        &toks,
+        &[
+            "spent", "spend", "expense", "expenses", "paid", "bought", "cost",
+        ],
+    );
+    if let Some(cat) = expense_word
+        && !spend_verb
+        && items_anywhere.is_none()
+        && numbers_said == 1
+        && !has(&toks, &["sold", "received", "restock", "restocked"])
+        && let Some(ai) = (0..n).find(|&i| money_at(&toks, i).is_some())
+    {
+        let (amount, _) = money_at(&toks, ai).expect("checked");
+        return sure(
+            Action::RecordExpense {
+                amount,
+                category: Some(toks[cat].low.clone()),
+                note: None,
+            },
+            true,
+        );
+    }
     if has(
         &toks,
         &[
             "spent", "spend", "expense", "expenses", "paid", "bought", "cost",
         ],
     ) && items_anywhere.is_none()
+        && !goods_counted
         && let Some(ai) = (0..n).find(|&i| money_at(&toks, i).is_some())
     {
+        // "bought airtime for 100": what was bought is the category.
+        if let Some(b) = find(&toks, &["bought"])
+            && let Some(what) = toks.get(b + 1).filter(|t| {
+                t.low.chars().all(char::is_alphabetic) && !STOP.contains(&t.low.as_str())
+            })
+            && ai > b + 1
+        {
+            let (amount, _) = money_at(&toks, ai).expect("checked");
+            return sure(
+                Action::RecordExpense {
+                    amount,
+                    category: Some(what.low.clone()),
+                    note: None,
+                },
+                true,
+            );
+        }
         let (amount, used) = money_at(&toks, ai).expect("checked");
         let cat_at = find(&toks, &["on", "for"])
             .map(|i| i + 1)
@@ -1084,9 +1226,11 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         );
     }
 
-    // goods in and out
+    // goods in and out: the first list of items, one of the shop's own products first
+    let items_from = |i: usize| number_at(&toks, i, true).is_some() && items_at(&toks, i, lex, true).is_some();
     let Some(start) = (0..n)
-        .find(|&i| number_at(&toks, i, true).is_some() && items_at(&toks, i, lex, true).is_some())
+        .find(|&i| items_from(i) && items_at(&toks, i, lex, true).is_some_and(|p| p.known))
+        .or_else(|| (0..n).find(|&i| items_from(i)))
     else {
         // "restock sugar 20", "sold rice 3"
         for i in 0..n {
@@ -1101,11 +1245,17 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                     &toks,
                     &["restock", "restocked", "received", "add", "added", "got"],
                 ) {
+                    // "restock rice 10 bags @ 14": a price after the quantity.
+                    let after = i + product_qty_at(&toks, i, lex).map_or(0, |(_, _, u)| u);
+                    let unit_cost = (after..n).find_map(|k| {
+                        let (u, _, used) = price_at(&toks, k);
+                        (used > 0).then_some(u).flatten()
+                    });
                     return sure(
                         Action::Restock {
                             product: item.product,
                             qty: item.qty,
-                            unit_cost: None,
+                            unit_cost,
                             supplier: None,
                         },
                         true,
@@ -1147,6 +1297,9 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             "purchased",
             "bought",
             "new",
+            "dropped",
+            "drop",
+            "supplied",
         ],
     );
     let out_cue = has(
@@ -1247,6 +1400,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                                 "new",
                                 "supplier",
                                 "the",
+                                "stock",
                             ]
                             .contains(&s.to_lowercase().as_str())
                     })

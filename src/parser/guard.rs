@@ -120,11 +120,17 @@ const CARRY_NOTHING: &[&str] = &[
 /// did not understand, so it cannot be sure of the write.
 pub(super) fn accounted(action: &Action, toks: &[Tok], lex: &Lexicon) -> bool {
     let mut used = vec![false; toks.len()];
+    // Every number said is one the write carries: "sold 2 milk and paid 5" is two things.
+    let carried = carried_numbers(action);
     let mut i = 0;
     while i < toks.len() {
         match text::number_at(toks, i, true) {
-            Some((_, n)) => {
-                used[i..i + n].iter_mut().for_each(|u| *u = true);
+            Some((d, n)) => {
+                let value = d.to_fixed(6).ok();
+                let article = n == 1 && matches!(toks[i].low.as_str(), "a" | "an");
+                if article || value.is_some_and(|v| carried.iter().any(|c| c.matches(v))) {
+                    used[i..i + n].iter_mut().for_each(|u| *u = true);
+                }
                 i += n;
             }
             None => i += 1,
@@ -161,4 +167,66 @@ pub(super) fn accounted(action: &Action, toks: &[Tok], lex: &Lexicon) -> bool {
             || text::UNITS.contains(&t.low.as_str())
             || free_text.contains(&t.low)
     })
+}
+
+/// A number a write carries, in millionths; a restock's unit cost may have been said as
+/// the total for its quantity.
+struct Carried {
+    value: i64,
+    times: Option<i64>,
+}
+
+impl Carried {
+    fn matches(&self, said: i64) -> bool {
+        said == self.value
+            || self.times.is_some_and(|q| {
+                (i128::from(self.value) * i128::from(q) / 1000) == i128::from(said)
+            })
+    }
+}
+
+fn carried_numbers(action: &Action) -> Vec<Carried> {
+    let mut out = Vec::new();
+    let m = |d: &crate::action::Dec| d.to_fixed(6).ok();
+    let mut plain = |d: &crate::action::Dec| {
+        if let Some(v) = m(d) {
+            out.push(Carried { value: v, times: None });
+        }
+    };
+    match action {
+        Action::AddProduct {
+            price, stock, low_stock_at, ..
+        } => {
+            plain(price);
+            stock.iter().chain(low_stock_at.iter()).for_each(&mut plain);
+        }
+        Action::SetPrice { price, .. } => plain(price),
+        Action::StockCount { qty, .. } => plain(qty),
+        Action::RecordPayment { amount, .. } | Action::RecordExpense { amount, .. } => {
+            plain(amount)
+        }
+        Action::RecordSale { items, .. } | Action::CreateOrder { items, .. } => {
+            for i in items {
+                plain(&i.qty);
+                i.unit_price.iter().chain(i.total.iter()).for_each(&mut plain);
+            }
+        }
+        Action::Restock { qty, unit_cost, .. } => {
+            plain(qty);
+            if let Some(v) = unit_cost.as_ref().and_then(m) {
+                out.push(Carried {
+                    value: v,
+                    times: qty.to_fixed(3).ok(),
+                });
+            }
+        }
+        Action::AssignDelivery { order_id, .. }
+        | Action::MarkDelivered { order_id }
+        | Action::CancelOrder { order_id } => out.push(Carried {
+            value: order_id * 1_000_000,
+            times: None,
+        }),
+        _ => {}
+    }
+    out
 }

@@ -319,6 +319,14 @@ const NAME_STOP: &[&str] = &[
     "sold",
     "restocked",
     "came",
+    "supplied",
+    "supplies",
+    "dropped",
+    "delivers",
+    "paid",
+    "pays",
+    "took",
+    "then",
 ];
 
 /// A person's name at `i` (words until a stop word or number), in the sender's spelling.
@@ -1042,6 +1050,33 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         return sure(Action::CheckStock { product: None }, true);
     }
 
+    // One thing at a time: goods and a payment in one message ("took 2 bread and paid 3")
+    // are two records, or a sale paid in part: not guessed.
+    let later = has(&toks, &["later", "credit", "tomorrow"])
+        || has_seq(&toks, &["will", "pay"])
+        || has_seq(&toks, &["not", "paid"]);
+    if goods && has(&toks, &["paid", "pays", "spent", "payment", "gave"]) && !later {
+        return unknown("one thing at a time, please: the goods, then the payment");
+    }
+    if has(&toks, &["sold", "sell"])
+        && has(
+            &toks,
+            &["received", "restocked", "restock", "arrived", "delivered", "brought"],
+        )
+    {
+        return unknown("one thing at a time, please: what came in, then what was sold");
+    }
+    // "sold 2 eggs to Fatima, 3 salt to Grace": two buyers.
+    let buyers = (0..n)
+        .filter(|&i| {
+            toks[i].low == "to"
+                && name_at(&toks, i + 1).is_some_and(|(name, _)| lex.customer(&name).is_some())
+        })
+        .count();
+    if buyers > 1 {
+        return unknown("one customer at a time, please");
+    }
+
     // money in: payments; money out: expenses
     let pay_cue = has(
         &toks,
@@ -1070,13 +1105,39 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         })
     });
     if pay_cue && items_anywhere.is_none() {
-        // The payer: a known customer anywhere, or the words after "from" / before "paid".
+        // The payer: a known customer who paid ("Ahmed paid", "from Ahmed", "by Ahmed"). A
+        // name after the verb ("paid John 40", "gave John 50") is who the shop paid: a
+        // different thing, not guessed.
+        let verb = toks
+            .iter()
+            .position(|t| {
+                matches!(
+                    t.low.as_str(),
+                    "paid" | "pays" | "pay" | "payment" | "received" | "receive" | "got" | "gave"
+                        | "deposit" | "deposited" | "settled" | "cleared" | "repaid"
+                )
+            })
+            .unwrap_or(0);
+        // "Grace paid 10 for the bread": paid for goods, or paid off her account?
+        if (0..n).any(|i| {
+            toks[i].low.chars().all(char::is_alphabetic)
+                && toks[i].low.len() > 2
+                && lex.product(&toks[i].low).is_some()
+        }) {
+            return unknown("is that a sale, or money paid on an account? Say 'sold…' or 'Grace paid 10'");
+        }
         let mut payer = None;
         for i in 0..n {
             if let Some((name, _)) = name_at(&toks, i)
                 && let Some(c) = lex.customer(&name)
             {
-                payer = Some((c, true));
+                let after_from = i > 0 && matches!(toks[i - 1].low.as_str(), "from" | "by");
+                let shop_paid = toks[..i].iter().any(|t| matches!(t.low.as_str(), "we" | "i"));
+                if (i < verb || after_from) && !shop_paid {
+                    payer = Some((c, true));
+                } else {
+                    return unknown("who paid whom? Say 'Ahmed paid 40'");
+                }
                 break;
             }
         }
@@ -1158,6 +1219,18 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             },
             true,
         );
+    }
+    // "paid 30 to Karim": paying a person is not a shop cost we can name.
+    let to_person = find(&toks, &["to"]).and_then(|i| name_at(&toks, i + 1)).is_some();
+    if has(
+        &toks,
+        &[
+            "spent", "spend", "expense", "expenses", "paid", "bought", "cost",
+        ],
+    ) && to_person
+        && !goods_counted
+    {
+        return unknown("who was paid, and for what? Say 'paid 30 for transport'");
     }
     if has(
         &toks,

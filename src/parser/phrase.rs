@@ -1289,6 +1289,10 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             (!rest.is_empty() && rest.len() < 12 && ai < cat_at.unwrap_or(0))
                 .then(|| rest.join(" "))
         });
+        // Money out with nothing said of what for: an expense, or a payment in?
+        if category.is_none() && note.is_none() {
+            return unknown("what was it for? Say 'paid 25 for transport'");
+        }
         return sure(
             Action::RecordExpense {
                 amount,
@@ -1474,6 +1478,9 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                                 "supplier",
                                 "the",
                                 "stock",
+                                "a",
+                                "an",
+                                "delivery",
                             ]
                             .contains(&s.to_lowercase().as_str())
                     })

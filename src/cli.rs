@@ -430,17 +430,28 @@ pub fn eval(args: &crate::config::EvalArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let llm = if args.llm {
         let Some(config) = args.llm_args.config() else {
-            bail!("--llm needs TARN_LLM_API_KEY (any value for a local server) and TARN_LLM_BASE_URL");
+            bail!(
+                "--llm needs TARN_LLM_API_KEY (any value for a local server) and TARN_LLM_BASE_URL"
+            );
         };
         Some(crate::llm::LlmClient::new(config, &args.prompts_dir)?)
     } else {
         None
     };
-    let scored = runtime.block_on(crate::eval::evaluate(&messages, &lex, llm.as_ref(), args.digits));
+    let scored = runtime.block_on(crate::eval::evaluate(
+        &messages,
+        &lex,
+        llm.as_ref(),
+        args.digits,
+    ));
     let title = format!(
         "{} ({})",
         args.file.display(),
-        if llm.is_some() { "built-in parser, then the LLM when unsure" } else { "built-in parser" }
+        if llm.is_some() {
+            "built-in parser, then the LLM when unsure"
+        } else {
+            "built-in parser"
+        }
     );
     print!("{}", crate::eval::report(&title, &scored, args.misses));
     Ok(())

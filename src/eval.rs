@@ -75,7 +75,11 @@ pub fn lexicon(path: &Path) -> anyhow::Result<Lexicon> {
         .filter_map(|p| Some((p[0].as_str()?.to_owned(), p[1].as_str()?.to_owned())))
         .collect();
     let mut lex = Lexicon::from_names(&strings("products"), &strings("customers"), &staff);
-    for (p, v) in lex.products.iter_mut().zip(v["products"].as_array().into_iter().flatten()) {
+    for (p, v) in lex
+        .products
+        .iter_mut()
+        .zip(v["products"].as_array().into_iter().flatten())
+    {
         p.aliases = v["aliases"]
             .as_array()
             .into_iter()
@@ -250,7 +254,8 @@ fn pct(n: usize, of: usize) -> String {
 pub fn report(title: &str, scored: &[Scored], misses: bool) -> String {
     let s = Summary::of(scored);
     let n = s.messages;
-    let mut out = format!("\n{title}: {n} messages\n\n| measure | count | share |\n|---|---|---|\n");
+    let mut out =
+        format!("\n{title}: {n} messages\n\n| measure | count | share |\n|---|---|---|\n");
     for (what, count) in [
         ("exact match (applied or proposed as labelled)", s.exact),
         ("  of which applied at once", s.exact_applied),

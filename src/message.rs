@@ -286,9 +286,8 @@ mod tests {
     #[test]
     fn llm_writes_must_carry_only_names_from_the_message() {
         let lex = shop();
-        let payment = a(
-            serde_json::json!({"action": "record_payment", "customer": "Fatima", "amount": 12}),
-        );
+        let payment =
+            a(serde_json::json!({"action": "record_payment", "customer": "Fatima", "amount": 12}));
         assert!(
             !grounded(&payment, "the delivery guy dropped 12 milk crates", &lex),
             "Fatima is a customer, but the message never names her"
@@ -300,6 +299,10 @@ mod tests {
         let supplier = a(
             serde_json::json!({"action": "restock", "product": "Milk", "qty": 12, "supplier": "Karim"}),
         );
-        assert!(!grounded(&supplier, "the delivery guy dropped 12 milk", &lex));
+        assert!(!grounded(
+            &supplier,
+            "the delivery guy dropped 12 milk",
+            &lex
+        ));
     }
 }

@@ -360,16 +360,21 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
                     Err(Flow::Invalid(m)) => (Status::Rejected, format!("Sorry: {m}."), None),
                     Err(Flow::Db(e)) => return Err(e.into()),
                 };
-                return finish(tx, req, &started, Logged {
-                    staff: &staff,
-                    text,
-                    action: &action,
-                    source,
-                    outcome,
-                    parse_us,
-                    usage,
-                    proposed,
-                });
+                return finish(
+                    tx,
+                    req,
+                    &started,
+                    Logged {
+                        staff: &staff,
+                        text,
+                        action: &action,
+                        source,
+                        outcome,
+                        parse_us,
+                        usage,
+                        proposed,
+                    },
+                );
             }
             match apply::apply(&sp, &mut ctx, &mut action) {
                 Ok(reply) if matches!(action, Action::Unknown { .. }) => {

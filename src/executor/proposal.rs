@@ -51,7 +51,11 @@ pub(super) fn describe(ctx: &Ctx, action: &Action) -> String {
                 .as_deref()
                 .map(|c| format!(" to {c}"))
                 .unwrap_or_default(),
-            if *paid == Some(false) { " on credit" } else { "" }
+            if *paid == Some(false) {
+                " on credit"
+            } else {
+                ""
+            }
         ),
         Action::Restock {
             product,
@@ -109,11 +113,7 @@ pub(super) fn describe(ctx: &Ctx, action: &Action) -> String {
 /// Resolves the names of a write the parser is unsure of and asks the person to confirm
 /// it. Returns the question and the action to keep for their yes; a name that needs a
 /// choice is asked about instead (and nothing is kept).
-pub(super) fn propose(
-    conn: &Connection,
-    ctx: &Ctx,
-    action: &mut Action,
-) -> Result<String, Flow> {
+pub(super) fn propose(conn: &Connection, ctx: &Ctx, action: &mut Action) -> Result<String, Flow> {
     resolve_names(conn, action)?;
     Ok(format!(
         "Record {}? Reply yes or no.",
@@ -158,7 +158,12 @@ pub(super) const NOTHING_TO_CONFIRM: &str =
     "There is nothing waiting for a yes. Say again what to record.";
 
 /// Keeps a proposal on its log row for the sender's yes.
-pub(super) fn keep(conn: &Connection, log_row: i64, action: &Action, now_ms: i64) -> rusqlite::Result<()> {
+pub(super) fn keep(
+    conn: &Connection,
+    log_row: i64,
+    action: &Action,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
     conn.exec(
         "UPDATE message_log SET proposal = ?2, proposal_until_ms = ?3 WHERE id = ?1",
         params![

@@ -212,15 +212,12 @@ fn product_qty_at(toks: &[Tok], i: usize, lex: &Lexicon) -> Option<(String, Dec,
     let (product, pused) = product_at(toks, i, lex)?;
     lex.product(&product)?;
     let mut j = i + pused;
-    while toks
-        .get(j)
-        .is_some_and(|t| {
-            matches!(
-                t.low.as_str(),
-                "is" | "are" | "at" | "to" | "now" | "=" | "x" | "remaining" | "left" | "count"
-            )
-        })
-    {
+    while toks.get(j).is_some_and(|t| {
+        matches!(
+            t.low.as_str(),
+            "is" | "are" | "at" | "to" | "now" | "=" | "x" | "remaining" | "left" | "count"
+        )
+    }) {
         j += 1;
     }
     let (qty, used) = number_at(toks, j, false)?;
@@ -318,6 +315,7 @@ const NAME_STOP: &[&str] = &[
     "new",
     "sold",
     "restocked",
+    "restock",
     "came",
     "supplied",
     "supplies",
@@ -354,11 +352,45 @@ fn name_at(toks: &[Tok], i: usize) -> Option<(String, usize)> {
 
 /// Words for the costs of running a shop (an expense's category).
 const EXPENSES: &[&str] = &[
-    "rent", "transport", "fuel", "petrol", "diesel", "airtime", "electricity", "power", "water",
-    "internet", "wifi", "gas", "security", "salary", "salaries", "wages", "wage", "lunch",
-    "tax", "taxes", "licence", "license", "repairs", "repair", "cleaning", "cleaner", "fare",
-    "parking", "insurance", "phone", "data", "stationery", "packaging", "permit", "loan",
-    "interest", "maintenance", "garbage", "rates",
+    "rent",
+    "transport",
+    "fuel",
+    "petrol",
+    "diesel",
+    "airtime",
+    "electricity",
+    "power",
+    "water",
+    "internet",
+    "wifi",
+    "gas",
+    "security",
+    "salary",
+    "salaries",
+    "wages",
+    "wage",
+    "lunch",
+    "tax",
+    "taxes",
+    "licence",
+    "license",
+    "repairs",
+    "repair",
+    "cleaning",
+    "cleaner",
+    "fare",
+    "parking",
+    "insurance",
+    "phone",
+    "data",
+    "stationery",
+    "packaging",
+    "permit",
+    "loan",
+    "interest",
+    "maintenance",
+    "garbage",
+    "rates",
 ];
 
 /// Who a "bought" sentence says bought.
@@ -377,10 +409,28 @@ enum Buyer {
 
 /// The buyer named before the verb at `v`.
 fn buyer_before(toks: &[Tok], v: usize, lex: &Lexicon) -> Buyer {
-    const AUX: &[&str] = &["has", "have", "had", "just", "also", "already", "will", "then"];
+    const AUX: &[&str] = &[
+        "has", "have", "had", "just", "also", "already", "will", "then",
+    ];
     const PEOPLE: &[&str] = &[
-        "lady", "man", "woman", "guy", "boy", "girl", "person", "customer", "kid", "child",
-        "someone", "somebody", "mama", "mzee", "client", "buyer", "neighbour", "neighbor",
+        "lady",
+        "man",
+        "woman",
+        "guy",
+        "boy",
+        "girl",
+        "person",
+        "customer",
+        "kid",
+        "child",
+        "someone",
+        "somebody",
+        "mama",
+        "mzee",
+        "client",
+        "buyer",
+        "neighbour",
+        "neighbor",
     ];
     let words: Vec<&Tok> = toks[..v]
         .iter()
@@ -388,7 +438,9 @@ fn buyer_before(toks: &[Tok], v: usize, lex: &Lexicon) -> Buyer {
         .collect();
     let low: Vec<&str> = words.iter().map(|t| t.low.as_str()).collect();
     if low.is_empty()
-        || low.iter().any(|w| matches!(*w, "we" | "i" | "us" | "shop" | "store"))
+        || low
+            .iter()
+            .any(|w| matches!(*w, "we" | "i" | "us" | "shop" | "store"))
     {
         return Buyer::Shop;
     }
@@ -540,8 +592,25 @@ fn sure(action: Action, known: bool) -> Parsed {
 /// A short reply that is only a yes or a no (with please, thanks, ok).
 fn yes_or_no(toks: &[Tok]) -> Option<Action> {
     const YES: &[&str] = &[
-        "yes", "y", "yeah", "yah", "ya", "yep", "yup", "ok", "okay", "k", "sure", "correct",
-        "confirm", "confirmed", "right", "record", "it", "go", "ahead",
+        "yes",
+        "y",
+        "yeah",
+        "yah",
+        "ya",
+        "yep",
+        "yup",
+        "ok",
+        "okay",
+        "k",
+        "sure",
+        "correct",
+        "confirm",
+        "confirmed",
+        "right",
+        "record",
+        "it",
+        "go",
+        "ahead",
     ];
     const NO: &[&str] = &["no", "nope", "nah", "don't", "do", "not", "wrong", "stop"];
     const POLITE: &[&str] = &[
@@ -558,13 +627,20 @@ fn yes_or_no(toks: &[Tok]) -> Option<Action> {
             .all(|w| set.contains(&w.as_str()) || POLITE.contains(&w.as_str()))
             && words.iter().any(|w| set.contains(&w.as_str()))
     };
-    if only(&["no", "n", "nope", "nah", "don't", "dont", "do", "not", "wrong", "stop"])
-        && words.iter().any(|w| NO.contains(&w.as_str()) || w == "n" || w == "dont")
+    if only(&[
+        "no", "n", "nope", "nah", "don't", "dont", "do", "not", "wrong", "stop",
+    ]) && words
+        .iter()
+        .any(|w| NO.contains(&w.as_str()) || w == "n" || w == "dont")
         && !words.iter().all(|w| matches!(w.as_str(), "do" | "not"))
     {
         return Some(Action::Decline {});
     }
-    if only(YES) && !words.iter().all(|w| matches!(w.as_str(), "it" | "go" | "right")) {
+    if only(YES)
+        && !words
+            .iter()
+            .all(|w| matches!(w.as_str(), "it" | "go" | "right"))
+    {
         return Some(Action::Confirm {});
     }
     None
@@ -666,11 +742,12 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             ],
         )
         && !has(
-        &toks,
-        &[
-            "paid", "pays", "payment", "received", "got", "gave", "cleared", "repaid",
-        ],
-    ) {
+            &toks,
+            &[
+                "paid", "pays", "payment", "received", "got", "gave", "cleared", "repaid",
+            ],
+        )
+    {
         for (i, _) in toks.iter().enumerate() {
             if let Some((name, _)) = name_at(&toks, i)
                 && let Some(c) = lex.customer(&name)
@@ -805,9 +882,8 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         || has(&toks, &["wants", "want", "needs"]);
     let head = &toks[..address_at.map_or(n, |a| a.saturating_sub(2).max(1))];
     if order_cue
-        && let Some(start) = (0..head.len()).find(|&i| {
-            number_at(head, i, true).is_some() && items_at(head, i, lex, true).is_some()
-        })
+        && let Some(start) = (0..head.len())
+            .find(|&i| number_at(head, i, true).is_some() && items_at(head, i, lex, true).is_some())
     {
         let parsed = items_at(head, start, lex, true).expect("checked");
         // The customer: "for/to X", or a known customer named before the items.
@@ -933,8 +1009,12 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             || (is_number(&toks, i) && toks[i].low.contains('.'))
     });
     let price_cue = has(&toks, &["price", "prices", "costs", "cost", "priced"])
-        || (has(&toks, &["change", "set", "make", "increase", "raise", "reduce", "lower"])
-            && has(&toks, &["to"]))
+        || (has(
+            &toks,
+            &[
+                "change", "set", "make", "increase", "raise", "reduce", "lower",
+            ],
+        ) && has(&toks, &["to"]))
         || matches!(first, "make" | "set" | "change")
         || has_seq(&toks, &["from", "today"])
         || has_seq(&toks, &["from", "tomorrow"])
@@ -956,7 +1036,9 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         && (0..n).any(|i| product_qty_at(&toks, i, lex).is_some())
         && !has(&toks, &["left", "remaining", "counted", "count", "stock"])
     {
-        return unknown("is that a new price or a count? Say 'price of sugar 20' or 'counted 20 sugar'");
+        return unknown(
+            "is that a new price or a count? Say 'price of sugar 20' or 'counted 20 sugar'",
+        );
     }
     if price_cue && !question && !has(&toks, &["paid", "spent"]) {
         for i in 0..n {
@@ -1061,7 +1143,14 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     if has(&toks, &["sold", "sell"])
         && has(
             &toks,
-            &["received", "restocked", "restock", "arrived", "delivered", "brought"],
+            &[
+                "received",
+                "restocked",
+                "restock",
+                "arrived",
+                "delivered",
+                "brought",
+            ],
         )
     {
         return unknown("one thing at a time, please: what came in, then what was sold");
@@ -1113,8 +1202,19 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             .position(|t| {
                 matches!(
                     t.low.as_str(),
-                    "paid" | "pays" | "pay" | "payment" | "received" | "receive" | "got" | "gave"
-                        | "deposit" | "deposited" | "settled" | "cleared" | "repaid"
+                    "paid"
+                        | "pays"
+                        | "pay"
+                        | "payment"
+                        | "received"
+                        | "receive"
+                        | "got"
+                        | "gave"
+                        | "deposit"
+                        | "deposited"
+                        | "settled"
+                        | "cleared"
+                        | "repaid"
                 )
             })
             .unwrap_or(0);
@@ -1124,7 +1224,9 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 && toks[i].low.len() > 2
                 && lex.product(&toks[i].low).is_some()
         }) {
-            return unknown("is that a sale, or money paid on an account? Say 'sold…' or 'Grace paid 10'");
+            return unknown(
+                "is that a sale, or money paid on an account? Say 'sold…' or 'Grace paid 10'",
+            );
         }
         let mut payer = None;
         for i in 0..n {
@@ -1132,7 +1234,9 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 && let Some(c) = lex.customer(&name)
             {
                 let after_from = i > 0 && matches!(toks[i - 1].low.as_str(), "from" | "by");
-                let shop_paid = toks[..i].iter().any(|t| matches!(t.low.as_str(), "we" | "i"));
+                let shop_paid = toks[..i]
+                    .iter()
+                    .any(|t| matches!(t.low.as_str(), "we" | "i"));
                 if (i < verb || after_from) && !shop_paid {
                     payer = Some((c, true));
                 } else {
@@ -1182,7 +1286,11 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     let expense_word = toks
         .iter()
         .position(|t| EXPENSES.contains(&t.low.as_str()))
-        .or_else(|| find(&toks, &["bill", "bills"]).filter(|&b| b > 0).map(|b| b - 1));
+        .or_else(|| {
+            find(&toks, &["bill", "bills"])
+                .filter(|&b| b > 0)
+                .map(|b| b - 1)
+        });
     let goods_counted = (0..n).any(|i| {
         number_at(&toks, i, false).is_some_and(|(_, used)| {
             toks.get(i + used).is_some_and(|t| {
@@ -1221,7 +1329,9 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         );
     }
     // "paid 30 to Karim": paying a person is not a shop cost we can name.
-    let to_person = find(&toks, &["to"]).and_then(|i| name_at(&toks, i + 1)).is_some();
+    let to_person = find(&toks, &["to"])
+        .and_then(|i| name_at(&toks, i + 1))
+        .is_some();
     if has(
         &toks,
         &[
@@ -1304,7 +1414,8 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     }
 
     // goods in and out: the first list of items, one of the shop's own products first
-    let items_from = |i: usize| number_at(&toks, i, true).is_some() && items_at(&toks, i, lex, true).is_some();
+    let items_from =
+        |i: usize| number_at(&toks, i, true).is_some() && items_at(&toks, i, lex, true).is_some();
     let Some(start) = (0..n)
         .find(|&i| items_from(i) && items_at(&toks, i, lex, true).is_some_and(|p| p.known))
         .or_else(|| (0..n).find(|&i| items_from(i)))
@@ -1399,7 +1510,14 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     let buyer = find(
         &toks,
         &[
-            "bought", "buys", "buy", "purchased", "took", "takes", "taken", "wants",
+            "bought",
+            "buys",
+            "buy",
+            "purchased",
+            "took",
+            "takes",
+            "taken",
+            "wants",
         ],
     )
     .filter(|v| *v < start)
@@ -1456,7 +1574,12 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         let supplier = find(&toks, &["from"])
             .and_then(|i| name_at(&toks, i + 1))
             .map(|(s, _)| s)
-            .filter(|s| !matches!(s.to_lowercase().as_str(), "supplier" | "the supplier" | "a supplier"))
+            .filter(|s| {
+                !matches!(
+                    s.to_lowercase().as_str(),
+                    "supplier" | "the supplier" | "a supplier"
+                )
+            })
             .or_else(|| {
                 // "Karim delivered 10 cooking oil": the one who brought it.
                 (start > 0)
@@ -1520,8 +1643,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         let paid = if has(
             &toks,
             &["credit", "owes", "later", "owing", "debt", "account", "tab"],
-        )
-            || has_seq(&toks, &["not", "paid"])
+        ) || has_seq(&toks, &["not", "paid"])
             || has_seq(&toks, &["will", "pay"])
         {
             Some(false)

@@ -94,7 +94,10 @@ fn cue(word: &str) -> Option<&'static str> {
     }
     let budget = if n >= 8 { 2 } else { 1 };
     let mut best: Option<(&'static str, usize)> = None;
-    for c in CUES.iter().filter(|c| c.chars().next() == word.chars().next()) {
+    for c in CUES
+        .iter()
+        .filter(|c| c.chars().next() == word.chars().next())
+    {
         let d = strsim::levenshtein(word, c);
         if d <= budget && best.is_none_or(|(_, b)| d < b) {
             best = Some((c, d));
@@ -105,16 +108,88 @@ fn cue(word: &str) -> Option<&'static str> {
 
 /// Words that are themselves known and never read as a typo of a cue word.
 const PLAIN: &[&str] = &[
-    "sell", "sells", "sale", "sales", "order", "orders", "older", "price", "prices", "priced",
-    "paid", "pain", "stock", "stocks", "stack", "store", "credit", "report", "reports",
-    "balance", "brought", "bought", "deliver", "delivery", "sugar", "rice", "bread", "salt",
-    "soap", "selling", "telling", "spelling", "restocking", "expensive", "seller", "solid",
-    "sole", "sold", "cold", "bold", "told", "fold", "hold", "gold", "mold", "sod", "ordered",
-    "receive", "received", "receipt", "recent", "paint", "paying", "pays", "payment",
-    "deliveries", "delivering", "delivers", "supplies", "supplied", "supply", "reported",
-    "stocked", "stocking", "payments", "credited", "balances", "selling", "sellers", "orders",
-    "order's", "reporting", "recently", "receiving", "counting", "counter", "remains",
-    "remained", "expenses", "brought", "bring", "pricey",
+    "sell",
+    "sells",
+    "sale",
+    "sales",
+    "order",
+    "orders",
+    "older",
+    "price",
+    "prices",
+    "priced",
+    "paid",
+    "pain",
+    "stock",
+    "stocks",
+    "stack",
+    "store",
+    "credit",
+    "report",
+    "reports",
+    "balance",
+    "brought",
+    "bought",
+    "deliver",
+    "delivery",
+    "sugar",
+    "rice",
+    "bread",
+    "salt",
+    "soap",
+    "selling",
+    "telling",
+    "spelling",
+    "restocking",
+    "expensive",
+    "seller",
+    "solid",
+    "sole",
+    "sold",
+    "cold",
+    "bold",
+    "told",
+    "fold",
+    "hold",
+    "gold",
+    "mold",
+    "sod",
+    "ordered",
+    "receive",
+    "received",
+    "receipt",
+    "recent",
+    "paint",
+    "paying",
+    "pays",
+    "payment",
+    "deliveries",
+    "delivering",
+    "delivers",
+    "supplies",
+    "supplied",
+    "supply",
+    "reported",
+    "stocked",
+    "stocking",
+    "payments",
+    "credited",
+    "balances",
+    "selling",
+    "sellers",
+    "orders",
+    "order's",
+    "reporting",
+    "recently",
+    "receiving",
+    "counting",
+    "counter",
+    "remains",
+    "remained",
+    "expenses",
+    "brought",
+    "bring",
+    "pricey",
 ];
 
 /// One raw word as the parser reads it: lower case, chat spellings and cue typos mended.
@@ -132,7 +207,22 @@ fn mend(low: &str) -> String {
 /// `1.5`, `1/2`), digits split from units (`1.5kg`, `3x`), chat spellings and typos of cue
 /// words mended. `raw` keeps the person's spelling (names), `low` is what is matched.
 pub fn tokenize(text: &str) -> Vec<Tok> {
+    // Chat spellings that mix digits and letters ("2day") go before digits are split off.
+    let text: Vec<String> = text
+        .split_whitespace()
+        .map(|w| {
+            let low = w.to_lowercase();
+            match SPELLINGS
+                .iter()
+                .find(|(s, _)| *s == low && s.contains(|c: char| c.is_ascii_digit()))
+            {
+                Some((_, to)) => (*to).to_owned(),
+                None => w.to_owned(),
+            }
+        })
+        .collect();
     let text = text
+        .join(" ")
         .replace('½', " 1/2 ")
         .replace('¼', " 1/4 ")
         .replace('¾', " 3/4 ")
@@ -176,7 +266,11 @@ pub fn tokenize(text: &str) -> Vec<Tok> {
             let times = w.len() > 1
                 && w.starts_with(['x', 'X'])
                 && w[1..].bytes().all(|b| b.is_ascii_digit());
-            let parts = if times { vec![&w[..1], &w[1..]] } else { vec![w] };
+            let parts = if times {
+                vec![&w[..1], &w[1..]]
+            } else {
+                vec![w]
+            };
             parts.into_iter().map(|p| Tok {
                 raw: p.to_owned(),
                 low: mend(&p.to_lowercase()),
@@ -294,7 +388,10 @@ fn base_at(toks: &[Tok], i: usize, article: bool) -> Option<(Dec, usize)> {
     match w {
         // "half a bag", "half": the article belongs to the half.
         "half" => {
-            return Some((dec("0.5"), 1 + usize::from(matches!(low(i + 1), "a" | "an"))));
+            return Some((
+                dec("0.5"),
+                1 + usize::from(matches!(low(i + 1), "a" | "an")),
+            ));
         }
         "quarter" => return Some((dec("0.25"), 1 + usize::from(low(i + 1) == "of"))),
         "a" | "an" if article => {
@@ -335,7 +432,9 @@ fn words_at(toks: &[Tok], i: usize) -> Option<(i64, usize)> {
         } else if w == "and"
             && any
             && (current >= 100 || total > 0)
-            && toks.get(i + used + 1).is_some_and(|n| word_number(&n.low).is_some())
+            && toks
+                .get(i + used + 1)
+                .is_some_and(|n| word_number(&n.low).is_some())
         {
             // "one hundred and five"
         } else {
@@ -469,4 +568,3 @@ pub fn numbers(text: &str) -> Vec<Dec> {
     }
     out
 }
-

@@ -5,7 +5,7 @@
 
 use super::Parsed;
 use super::lexicon::Lexicon;
-use super::text::{Tok, UNITS, is_number, money_at, number_at, tokenize};
+use super::text::{Tok, UNITS, is_currency_word, is_number, money_at, number_at, tokenize};
 use crate::action::{Action, Dec, Item, OrderStatus, Period};
 
 const STOP: &[&str] = &[
@@ -332,6 +332,7 @@ fn name_at(toks: &[Tok], i: usize) -> Option<(String, usize)> {
     let mut end = i;
     while end < toks.len()
         && !NAME_STOP.contains(&toks[end].low.as_str())
+        && !is_currency_word(&toks[end])
         && !is_number(toks, end)
         && toks[end].low.chars().any(char::is_alphabetic)
         && end - i < 4

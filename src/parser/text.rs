@@ -518,35 +518,49 @@ pub fn is_number(toks: &[Tok], i: usize) -> bool {
     number_at(toks, i, false).is_some()
 }
 
+/// Currency written before an amount ("$ 5", "ksh 200", "USD 10").
+const CURRENCY_BEFORE: &[&str] = &[
+    "$", "ksh", "kes", "usd", "sh", "shs", "tsh", "ugx", "ngn", "naira", "rs", "inr",
+];
+/// Currency written after an amount ("5 dollars", "200 bob").
+const CURRENCY_AFTER: &[&str] = &[
+    "dollars",
+    "dollar",
+    "bob",
+    "shillings",
+    "bucks",
+    "ksh",
+    "kes",
+    "usd",
+    "naira",
+    "rupees",
+];
+
+/// Whether a word is a currency ("usd", "bob", "dollars", or an ISO 4217 code in capitals):
+/// never a name.
+pub fn is_currency_word(tok: &Tok) -> bool {
+    CURRENCY_BEFORE.contains(&tok.low.as_str())
+        || CURRENCY_AFTER.contains(&tok.low.as_str())
+        || (tok.raw.len() == 3
+            && tok.raw.chars().all(|c| c.is_ascii_uppercase())
+            && crate::action::is_currency(&tok.raw))
+}
+
 /// Money at `i`, skipping a currency word before or after.
 pub fn money_at(toks: &[Tok], i: usize) -> Option<(Dec, usize)> {
-    const CURRENCY: &[&str] = &[
-        "$", "ksh", "kes", "usd", "sh", "shs", "tsh", "ugx", "ngn", "naira", "rs", "inr",
-    ];
     let mut j = i;
     if toks
         .get(j)
-        .is_some_and(|t| CURRENCY.contains(&t.low.as_str()))
+        .is_some_and(|t| CURRENCY_BEFORE.contains(&t.low.as_str()))
     {
         j += 1;
     }
     let (d, used) = number_at(toks, j, false)?;
     let mut end = j + used;
-    if toks.get(end).is_some_and(|t| {
-        [
-            "dollars",
-            "dollar",
-            "bob",
-            "shillings",
-            "bucks",
-            "ksh",
-            "kes",
-            "usd",
-            "naira",
-            "rupees",
-        ]
-        .contains(&t.low.as_str())
-    }) {
+    if toks
+        .get(end)
+        .is_some_and(|t| CURRENCY_AFTER.contains(&t.low.as_str()))
+    {
         end += 1;
     }
     Some((d, end - i))

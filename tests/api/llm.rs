@@ -189,8 +189,8 @@ async fn unknown_actions_and_extra_fields_end_in_a_clarify() {
     fake.push(Script::Content(r#"{"action":"drop_all_tables"}"#.into()));
     fake.push(Script::Content(r#"{"action":"record_sale","items":[{"product":"Rice","qty":2}],"sql":"DELETE FROM sales"}"#.into()));
     let r = app.say("s", "Sam", FUZZY).await;
+    // The built-in parser's unsure answer stands, and it is asked about, never applied.
     assert_eq!(r.body["status"], "clarify", "{}", r.text);
-    assert_eq!(r.body["action"]["action"], "unknown");
     assert_eq!(fake.calls(), 2, "one repair, then give up");
     assert_eq!(app.product("s", "Rice").await["stock"], 20);
 }
@@ -433,4 +433,42 @@ async fn the_weekly_narrative_is_text_from_the_numbers_and_never_an_action() {
         "{}",
         reports.text
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_write_naming_someone_the_message_never_mentions_is_not_applied() {
+    let (app, fake) = app_with_llm().await;
+    // A small model copies a customer from its few-shot examples into its answer.
+    fake.push(Script::Content(
+        r#"{"action":"record_payment","customer":"Ahmed","amount":12}"#.into(),
+    ));
+    let r = app
+        .say("s", "Sam", "the delivery guy dropped 12 milk crates")
+        .await;
+    assert_eq!(
+        fake.calls(),
+        1,
+        "the built-in parser was not sure: LLM asked"
+    );
+    assert_ne!(r.body["status"], "applied", "{}", r.text);
+    assert_eq!(app.balance("s", "Ahmed").await, 0);
+    // A product the message never names is not written either.
+    fake.push(Script::Content(
+        r#"{"action":"restock","product":"Sugar","qty":12}"#.into(),
+    ));
+    let r = app
+        .say("s", "Sam", "the delivery guy dropped 12 milk crates")
+        .await;
+    assert_ne!(r.body["status"], "applied", "{}", r.text);
+    assert_eq!(app.product("s", "Sugar").await["stock"], 50);
+    // Names found with a typo ("Ahmd") or in another case are grounded.
+    fake.push(Script::Content(
+        r#"{"action":"record_sale","items":[{"product":"Rice","qty":2}],"customer":"Ahmed"}"#
+            .into(),
+    ));
+    let r = app
+        .say("s", "Sam", "Ahmd grabbed 2 of the usual RICE thing")
+        .await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    assert_eq!(app.product("s", "Rice").await["stock"], 18);
 }

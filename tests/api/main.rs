@@ -9,6 +9,7 @@ mod helpers;
 mod hostile;
 mod limits;
 mod llm;
+mod messy;
 mod ops;
 mod parser;
 mod pool;

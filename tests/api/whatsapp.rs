@@ -312,14 +312,14 @@ async fn fixtures_join_dedupe_statuses_and_user_ids() {
     assert_eq!(fake.sent.lock().unwrap().len(), 3);
     assert_eq!(app.product("s", "Rice").await["stock"], 18);
 
-    // An interactive button reply is read as its title.
+    // An interactive button reply is read as its title: "Yes", with nothing to confirm.
     deliver_signed(&app, &fixture("interactive_reply")).await;
     let sent = fake.wait_sent(4).await;
     assert!(
         sent[3]["text"]["body"]
             .as_str()
             .unwrap()
-            .contains("didn't understand"),
+            .contains("nothing waiting for a yes"),
         "{}",
         sent[3]
     );

@@ -363,7 +363,7 @@ fn add(a: Dec, b: Dec) -> Option<Dec> {
 fn fraction(w: &str) -> Option<Dec> {
     let (n, d) = w.split_once('/')?;
     let (n, d): (i64, i64) = (n.parse().ok()?, d.parse().ok()?);
-    if d == 0 || n < 0 || n > 1_000_000 || (n * 1000) % d != 0 {
+    if d == 0 || !(0..=1_000_000).contains(&n) || (n * 1000) % d != 0 {
         return None;
     }
     Some(Dec::from_fixed(n * 1000 / d, 3))

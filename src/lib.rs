@@ -27,10 +27,11 @@
 //! | [`control`] | `_control.db`: tenant registry, the trash list, channel bindings, pending work, schedule index and run ledger |
 //! | [`store`] | tenant lifecycle: create, delete to trash, restore, purge, keys, migrate-all |
 //! | [`action`] | `enum Action` (the contract), exact decimals, the books' bounds, roles, name matching — no IO |
-//! | [`parser`] | text -> `Action` with a confidence (slash grammar, phrasing) — no IO |
+//! | [`parser`] | text -> `Action` with a confidence (`text`: tokens and numbers, `phrase`: who did what, `guard`: a write with a word or number it cannot place is not sure) — no IO |
 //! | [`llm`] | the OpenAI-compatible LLM client (structured output, repair, breaker) |
-//! | [`message`] | routing: built-in parser, LLM when unsure and configured, executor |
-//! | [`executor`] | one message in one transaction: idempotency, checks, SQL (`apply`, `order`, built on the shared `step`s), journal, `undo` |
+//! | [`message`] | routing: built-in parser, LLM when unsure and configured, grounding (numbers and names), executor |
+//! | [`eval`] | `tarn eval`: labelled messages routed as the server would, scored |
+//! | [`executor`] | one message in one transaction: idempotency, checks, SQL (`apply`, `order`, built on the shared `step`s), journal, `undo`, `proposal` (an unsure write waits for a yes) |
 //! | [`shop`] | tenant-db queries: settings, staff and join codes, catalog, reports, message log |
 //! | [`channel`] | Telegram and WhatsApp: webhooks, inbox, workers, identities, outbox sender |
 //! | [`scheduler`] | cron math (no IO), the ticker, job kinds, weekly chart, housekeeping |

@@ -1384,7 +1384,12 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             .and_then(|i| toks.get(i))
             .map(|t| t.low.clone())
             .filter(|c| !STOP.contains(&c.as_str()) || c == "the");
+        // "paid the electricity bill 45": the bill's name is the category, not "bill".
+        let named_bill = expense_word.map(|c| toks[c].low.clone()).filter(|c| {
+            !STOP.contains(&c.as_str()) && !matches!(c.as_str(), "paid" | "spent" | "the")
+        });
         let category = match category.as_deref() {
+            Some("bill" | "bills" | "the") | None if named_bill.is_some() => named_bill,
             Some("the") => cat_at.and_then(|i| toks.get(i + 1)).map(|t| t.low.clone()),
             _ => category,
         };

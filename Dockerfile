@@ -3,6 +3,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# Build flags of the bundled SQLite (the session extension, for sync).
+COPY .cargo ./.cargo
 COPY src ./src
 COPY migrations ./migrations
 COPY prompts ./prompts

@@ -199,6 +199,8 @@ fn restore_one(
     }
     let staged: PathBuf = dest.with_extension("db-restore");
     let bytes = snapshot(&src, &staged)?;
+    // The restored copy is another history than what apps synced: they start again.
+    crate::tenant::session::new_epoch(&crate::tenant::sqlite::open_existing(&staged)?)?;
     for f in db_files(&dest) {
         match std::fs::remove_file(&f) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -79,6 +79,7 @@ pub mod parser;
 pub mod scheduler;
 pub mod shop;
 pub mod store;
+pub mod sync;
 pub mod system;
 pub mod telemetry;
 pub mod tenant;

@@ -230,6 +230,8 @@ impl Store {
             crate::tenant::create_private_dir(&dir)?;
             each_db_file(&db, |f, name| std::fs::rename(from.join(name), f))?;
             let _ = std::fs::remove_dir(&from);
+            // Apps that synced the tenant before it was deleted start again.
+            crate::tenant::session::new_epoch(&crate::tenant::sqlite::open_existing(&db)?)?;
             self.control
                 .restore_from_trash(&trashed, &sha256_hex(&api_key))
         })?;
@@ -387,6 +389,7 @@ impl Store {
                     )?;
                 }
             }
+            crate::tenant::session::record(&tx, "settings")?;
             tx.commit()?;
         }
         self.settings(id)

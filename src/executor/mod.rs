@@ -17,6 +17,7 @@ pub use crate::shop::ExecError;
 use crate::action::Action;
 use crate::parser::{self, Source};
 use crate::shop::{self, ShopSettings, Staff};
+use crate::tenant::session;
 use crate::tenant::sqlite::Cached;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
@@ -117,6 +118,10 @@ pub struct Outcome {
     /// Why a duplicate's answer may not fit this request (its id was first used for another).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The write checkpoint: a syncing client sees this message's effects once it has
+    /// pulled up to this position (absent when nothing synced changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_seq: Option<i64>,
 }
 
 /// The answer to a dry run (`/parse`).
@@ -250,18 +255,20 @@ pub fn seen(
 ) -> Result<Option<Outcome>, ExecError> {
     let row = conn
         .query_row(
-            "SELECT action, reply, request_sha FROM message_log WHERE inbound_id = ?1",
+            "SELECT action, reply, request_sha, sync_seq FROM message_log WHERE inbound_id = ?1",
             [inbound_id],
             |r| {
                 Ok((
                     r.get::<_, Option<String>>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
                 ))
             },
         )
         .optional()?;
-    Ok(row.map(|(action, reply, sha)| Outcome {
+    Ok(row.map(|(action, reply, sha, sync_seq)| Outcome {
+        sync_seq,
         action: action
             .and_then(|a| serde_json::from_str(&a).ok())
             .unwrap_or(serde_json::Value::Null),
@@ -441,11 +448,12 @@ fn finish(
 ) -> Result<Outcome, ExecError> {
     let (status, reply, journal_id) = log.outcome;
     let action_json = to_json(log.action);
+    let sync_seq = session::record(&tx, log.action.name())?;
     tx.exec(
         "INSERT INTO message_log (inbound_id, channel, sender, staff_id, text, action, source,
                                   status, reply, journal_id, received_at, parse_us, exec_us,
-                                  llm_prompt_tokens, llm_completion_tokens, request_sha)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                                  llm_prompt_tokens, llm_completion_tokens, request_sha, sync_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             req.inbound_id,
             req.channel,
@@ -463,6 +471,7 @@ fn finish(
             log.usage.map(|u| u.prompt_tokens),
             log.usage.map(|u| u.completion_tokens),
             req.inbound_id.as_ref().map(|_| req.input.request_sha()),
+            sync_seq,
         ],
     )?;
     if log.proposed {
@@ -477,6 +486,7 @@ fn finish(
         status,
         reply,
         note: None,
+        sync_seq,
     })
 }
 

@@ -11,6 +11,7 @@ mod ops;
 mod schedules;
 mod shop;
 mod staff;
+pub(crate) mod sync;
 mod tenants;
 mod trash;
 
@@ -62,6 +63,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/trash/{tenant}", axum::routing::delete(trash::purge))
         .route("/v1/tenants/{tenant}/restore", post(tenants::restore))
         .route("/v1/tenants/{tenant}/backup", get(tenants::backup))
+        .route("/v1/tenants/{tenant}/sync/snapshot", get(sync::snapshot))
+        .route("/v1/tenants/{tenant}/sync/changes", get(sync::changes))
+        .route("/v1/tenants/{tenant}/sync/reset", post(sync::reset))
         .route(
             "/v1/tenants/{tenant}/settings",
             get(tenants::get_settings).patch(tenants::patch_settings),

@@ -171,6 +171,70 @@ fn query(name: &str, schema: Value, description: &str) -> Value {
            "description": description})
 }
 
+/// The sync routes (`http::sync`): snapshot, changes, reset.
+fn sync_ops(s: &mut Spec) {
+    let position = json!({
+        "tarn-sync-epoch": {"description": "the feed's epoch", "schema": {"type": "string"}},
+        "tarn-sync-seq": {"description": "the position the body brings a client to", "schema": id64()},
+        "tarn-sync-schema-version": {"description": "the tenant file's schema version", "schema": id64()},
+    });
+    let binary = json!({"type": "string", "format": "binary"});
+    let mut snapshot = json!({"description": "a SQLite file of the synced tables, with a tarn_sync row (epoch, seq, schema_version)",
+        "content": {"application/vnd.sqlite3": {"schema": binary.clone()}}});
+    snapshot["headers"] = position.clone();
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/sync/snapshot",
+            "Bootstrap a local copy: the synced tables as a SQLite file",
+        )
+        .ok(200, snapshot)
+        .errors(&[507]),
+    );
+    let mut changes = json!({"description": "every change after `after`, combined into one SQLite session changeset",
+        "content": {"application/octet-stream": {"schema": binary}}});
+    changes["headers"] = position;
+    let required = |name: &str, schema: Value, description: &str| {
+        let mut q = query(name, schema, description);
+        q["required"] = json!(true);
+        q
+    };
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/sync/changes",
+            "Pull the changes after a position (long-poll with wait)",
+        )
+        .param(required("epoch", json!({"type": "string", "minLength": 1}), "the epoch of the client's copy"))
+        .param(required("after", json!({"type": "integer", "format": "int64", "minimum": 0}), "the last position the client applied"))
+        .param(query("schema_version", id64(), "the schema version of the client's copy"))
+        .param(query(
+            "wait",
+            json!({"type": "integer", "minimum": 0, "maximum": super::sync::MAX_WAIT_SECS, "default": 0}),
+            "seconds to wait for a change when there is none yet",
+        ))
+        .ok(200, changes)
+        .empty(204, "nothing new within `wait` seconds")
+        .errors(&[409]),
+    );
+    s.add(
+        Op::new(
+            "post",
+            "/v1/tenants/{tenant}/sync/reset",
+            "Start a new epoch: every client re-bootstraps from a snapshot",
+        )
+        .auth(Auth::Operator)
+        .json(
+            200,
+            "the feed's new position",
+            object(
+                json!({"epoch": {"type": "string"}, "seq": id64(), "schema_version": id64()}),
+                &["epoch", "seq", "schema_version"],
+            ),
+        ),
+    );
+}
+
 fn limit(default: u32) -> Value {
     query(
         "limit",
@@ -447,6 +511,7 @@ fn tenants(s: &mut Spec) {
         )
         .errors(&[507]),
     );
+    sync_ops(s);
     let settings = object(
         json!({
             "currency": {"type": "string", "description": "fixed at creation"},

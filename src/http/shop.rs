@@ -8,6 +8,7 @@ use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::action::Period;
 use crate::executor::{self, DryRun, Input, Outcome, Request};
 use crate::shop::{self, catalog, report};
+use crate::tenant::session;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -27,6 +28,24 @@ pub(super) async fn run<T: Send + 'static>(
     f: impl FnOnce(&mut Connection) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     state.store.pool().with_conn(access.id, f).await
+}
+
+/// Runs `f` in one transaction that records its changes to the synced tables for the sync
+/// feed (saying `what` happened) right before it commits.
+pub(super) async fn write<T: Send + 'static>(
+    state: &AppState,
+    access: TenantAccess,
+    what: &'static str,
+    f: impl FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    run(state, access, move |conn| {
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        session::record(&tx, what)?;
+        tx.commit()?;
+        Ok(out)
+    })
+    .await
 }
 
 /// The sender a request names (absent: the shop's owner).
@@ -162,12 +181,10 @@ pub async fn create_product(
     access: TenantAccess,
     ApiJson(body): ApiJson<catalog::NewProduct>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    run(&state, access, move |conn| {
-        let s = shop::load_settings(conn)?;
-        let tx = conn.transaction()?;
-        let p = catalog::insert_product(&tx, &body, s.digits, None)?;
-        let v = product_json(&tx, &p)?;
-        tx.commit()?;
+    write(&state, access, "product", move |tx| {
+        let s = shop::load_settings(tx)?;
+        let p = catalog::insert_product(tx, &body, s.digits, None)?;
+        let v = product_json(tx, &p)?;
         Ok((StatusCode::CREATED, Json(v)))
     })
     .await
@@ -192,13 +209,10 @@ pub async fn patch_product(
     ApiPath((_, id)): ApiPath<(String, i64)>,
     ApiJson(body): ApiJson<catalog::ProductPatch>,
 ) -> Result<Json<Value>, ApiError> {
-    run(&state, access, move |conn| {
-        let s = shop::load_settings(conn)?;
-        let tx = conn.transaction()?;
-        let p = catalog::update_product(&tx, id, &body, s.digits)?;
-        let v = product_json(&tx, &p)?;
-        tx.commit()?;
-        Ok(Json(v))
+    write(&state, access, "product", move |tx| {
+        let s = shop::load_settings(tx)?;
+        let p = catalog::update_product(tx, id, &body, s.digits)?;
+        Ok(Json(product_json(tx, &p)?))
     })
     .await
 }
@@ -208,7 +222,7 @@ pub async fn delete_product(
     access: TenantAccess,
     ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<StatusCode, ApiError> {
-    run(&state, access, move |conn| {
+    write(&state, access, "product", move |conn| {
         catalog::delete_product(conn, id)?;
         Ok(StatusCode::NO_CONTENT)
     })
@@ -237,7 +251,7 @@ pub async fn create_customer(
     access: TenantAccess,
     ApiJson(body): ApiJson<catalog::CustomerInput>,
 ) -> Result<(StatusCode, Json<catalog::CustomerView>), ApiError> {
-    run(&state, access, move |conn| {
+    write(&state, access, "customer", move |conn| {
         let d = shop::load_settings(conn)?.digits;
         let c = catalog::create_customer(conn, &body)?;
         Ok((StatusCode::CREATED, Json(c.view(d))))
@@ -265,7 +279,7 @@ pub async fn patch_customer(
     ApiPath((_, id)): ApiPath<(String, i64)>,
     ApiJson(body): ApiJson<catalog::CustomerInput>,
 ) -> Result<Json<catalog::CustomerView>, ApiError> {
-    run(&state, access, move |conn| {
+    write(&state, access, "customer", move |conn| {
         let d = shop::load_settings(conn)?.digits;
         Ok(Json(catalog::update_customer(conn, id, &body)?.view(d)))
     })
@@ -277,7 +291,7 @@ pub async fn delete_customer(
     access: TenantAccess,
     ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<StatusCode, ApiError> {
-    run(&state, access, move |conn| {
+    write(&state, access, "customer", move |conn| {
         catalog::delete_customer(conn, id)?;
         Ok(StatusCode::NO_CONTENT)
     })

@@ -6,7 +6,7 @@
 use super::AppState;
 use super::auth::TenantAccess;
 use super::error::{ApiError, ApiJson, ApiPath};
-use super::shop::run;
+use super::shop::{run, write};
 use crate::shop::{self, staff};
 use axum::Json;
 use axum::extract::State;
@@ -28,11 +28,9 @@ pub async fn create(
     access: TenantAccess,
     ApiJson(body): ApiJson<staff::StaffInput>,
 ) -> Result<(StatusCode, Json<staff::StaffView>), ApiError> {
-    run(&state, access, move |conn| {
-        let settings = shop::load_settings(conn)?;
-        let tx = conn.transaction()?;
-        let v = staff::create_staff(&tx, &settings, &body)?;
-        tx.commit()?;
+    write(&state, access, "staff", move |tx| {
+        let settings = shop::load_settings(tx)?;
+        let v = staff::create_staff(tx, &settings, &body)?;
         Ok((StatusCode::CREATED, Json(v)))
     })
     .await
@@ -55,11 +53,8 @@ pub async fn patch(
     ApiPath((_, id)): ApiPath<(String, i64)>,
     ApiJson(body): ApiJson<staff::StaffInput>,
 ) -> Result<Json<staff::StaffView>, ApiError> {
-    run(&state, access, move |conn| {
-        let tx = conn.transaction()?;
-        let v = staff::update_staff(&tx, id, &body)?;
-        tx.commit()?;
-        Ok(Json(v))
+    write(&state, access, "staff", move |tx| {
+        Ok(Json(staff::update_staff(tx, id, &body)?))
     })
     .await
 }
@@ -70,15 +65,13 @@ pub async fn delete(
     access: TenantAccess,
     ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<StatusCode, ApiError> {
-    run(&state, access, move |conn| {
+    write(&state, access, "staff", move |tx| {
         let deactivate = staff::StaffInput {
             name: None,
             role: None,
             active: Some(false),
         };
-        let tx = conn.transaction()?;
-        staff::update_staff(&tx, id, &deactivate)?;
-        tx.commit()?;
+        staff::update_staff(tx, id, &deactivate)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

@@ -5,6 +5,7 @@
 
 use crate::action::{Dec, Role, fmt_money, fmt_qty, fmt_units};
 use crate::shop::{self, ShopSettings, report};
+use crate::tenant::session;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -198,6 +199,7 @@ pub fn once(
             ],
         )?;
     }
+    session::record(&tx, kind.as_str())?;
     tx.commit()?;
     Ok(outcome)
 }

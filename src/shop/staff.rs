@@ -104,10 +104,10 @@ fn staff_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<StaffView> {
 
 /// The view's columns; `?1` is now (an expired code is not shown).
 const STAFF_VIEW: &str = "SELECT id, name, role, active,
-        CASE WHEN join_code_expires_at > ?1 THEN join_code END,
-        CASE WHEN join_code_expires_at > ?1 THEN join_code_expires_at END,
+        CASE WHEN j.expires_at > ?1 THEN j.code END,
+        CASE WHEN j.expires_at > ?1 THEN j.expires_at END,
         (SELECT count(*) FROM identities i WHERE i.staff_id = staff.id)
-     FROM staff";
+     FROM staff LEFT JOIN join_codes j ON j.staff_id = staff.id";
 
 /// Every staff member.
 pub fn staff_list(conn: &Connection) -> rusqlite::Result<Vec<StaffView>> {
@@ -155,7 +155,9 @@ pub fn issue_join_code(
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let code = new_code();
     let n = conn.exec(
-        "UPDATE staff SET join_code = ?2, join_code_expires_at = ?3 WHERE id = ?1 AND active = 1",
+        "INSERT INTO join_codes (staff_id, code, expires_at)
+         SELECT id, ?2, ?3 FROM staff WHERE id = ?1 AND active = 1
+         ON CONFLICT (staff_id) DO UPDATE SET code = excluded.code, expires_at = excluded.expires_at",
         params![staff_id, code, expires_at],
     )?;
     if n == 0 {
@@ -194,8 +196,9 @@ pub fn redeem_join_code(
     }
     let found: Option<(Staff, Option<String>)> = conn
         .row(
-            "SELECT id, name, role, active, join_code_expires_at FROM staff
-             WHERE join_code = ?1 AND active = 1",
+            "SELECT s.id, s.name, s.role, s.active, j.expires_at
+             FROM join_codes j JOIN staff s ON s.id = j.staff_id
+             WHERE j.code = ?1 AND s.active = 1",
             [&code],
             |r| Ok((staff_row(r)?, r.get(4)?)),
         )
@@ -214,10 +217,7 @@ pub fn redeem_join_code(
            chat_id = excluded.chat_id, created_at = excluded.created_at",
         params![staff.id, channel, external_id, chat_id, now],
     )?;
-    conn.exec(
-        "UPDATE staff SET join_code = NULL, join_code_expires_at = NULL WHERE id = ?1",
-        [staff.id],
-    )?;
+    conn.exec("DELETE FROM join_codes WHERE staff_id = ?1", [staff.id])?;
     Ok(Redeemed::Linked(staff))
 }
 

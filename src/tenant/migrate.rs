@@ -28,7 +28,7 @@ macro_rules! migrations {
 }
 
 /// The tenant schema (`migrations/NNNN_*.sql`).
-pub const TENANT: &[Migration] = migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql", 3 => "0003_llm_usage.sql", 4 => "0004_channels.sql", 5 => "0005_jobs.sql", 6 => "0006_lean_writes.sql", 7 => "0007_sales_hourly.sql", 8 => "0008_books.sql");
+pub const TENANT: &[Migration] = migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql", 3 => "0003_llm_usage.sql", 4 => "0004_channels.sql", 5 => "0005_jobs.sql", 6 => "0006_lean_writes.sql", 7 => "0007_sales_hourly.sql", 8 => "0008_books.sql", 9 => "0009_sync.sql");
 
 /// The control database schema (`migrations/control/NNNN_*.sql`).
 pub const CONTROL: &[Migration] = migrations!("control/": 1 => "0001_registry.sql", 2 => "0002_channels.sql", 3 => "0003_schedules.sql", 4 => "0004_trash.sql");
@@ -72,6 +72,10 @@ pub fn apply(conn: &mut Connection, set: &[Migration], path: &Path) -> Result<Ou
             })?;
     }
     tx.pragma_update(None, "user_version", supported)?;
+    if from > 0 {
+        // Changesets recorded under the old schema do not fit the new one.
+        super::session::new_epoch(&tx)?;
+    }
     tx.commit()?;
     Ok(Outcome {
         from,

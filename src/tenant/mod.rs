@@ -6,6 +6,7 @@
 mod id;
 pub mod migrate;
 pub mod pool;
+pub mod session;
 pub mod sqlite;
 
 pub use id::{InvalidTenantId, TenantId};

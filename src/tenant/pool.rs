@@ -3,7 +3,7 @@
 //! with a live `TenantHandle` is never evicted or closed; connections are closed outside the
 //! LRU lock; everything here blocks and must run on the blocking pool.
 
-use super::{Layout, StoreError, TenantId, migrate, sqlite};
+use super::{Layout, StoreError, TenantId, migrate, session, sqlite};
 use lru::LruCache;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 use r2d2::{ManageConnection, PooledConnection};
@@ -99,6 +99,8 @@ struct Inner {
     workers: Arc<scheduled_thread_pool::ScheduledThreadPool>,
     epoch: Instant,
     metrics: PoolMetrics,
+    /// Bells of tenants that are open or listened to (see `bell`).
+    bells: Mutex<HashMap<TenantId, session::Bell>>,
 }
 
 struct Entry {
@@ -129,29 +131,62 @@ impl TenantHandle {
     }
 }
 
+/// A pooled tenant connection: a SQLite connection that captures changes to the synced
+/// tables (`session`) from its first use until it closes.
+pub struct TenantConn(Connection);
+
+impl TenantConn {
+    fn new(conn: Connection, bell: session::Bell) -> rusqlite::Result<TenantConn> {
+        session::start(&conn, bell)?;
+        Ok(TenantConn(conn))
+    }
+}
+
+impl std::ops::Deref for TenantConn {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TenantConn {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0
+    }
+}
+
+impl Drop for TenantConn {
+    fn drop(&mut self) {
+        // The session must go before the connection closes.
+        session::stop(&self.0);
+    }
+}
+
 /// r2d2 manager for one tenant file: hands out the connection that opened and migrated the
 /// file first, so a cold open pays for one SQLite open, then opens more on demand.
 pub struct Manager {
     first: Mutex<Option<Connection>>,
     more: SqliteConnectionManager,
+    bell: session::Bell,
 }
 
 impl ManageConnection for Manager {
-    type Connection = Connection;
+    type Connection = TenantConn;
     type Error = rusqlite::Error;
 
-    fn connect(&self) -> Result<Connection, rusqlite::Error> {
-        match lock(&self.first).take() {
-            Some(conn) => Ok(conn),
-            None => self.more.connect(),
-        }
+    fn connect(&self) -> Result<TenantConn, rusqlite::Error> {
+        let conn = match lock(&self.first).take() {
+            Some(conn) => conn,
+            None => self.more.connect()?,
+        };
+        TenantConn::new(conn, self.bell.clone())
     }
 
-    fn is_valid(&self, conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    fn is_valid(&self, conn: &mut TenantConn) -> Result<(), rusqlite::Error> {
         self.more.is_valid(conn)
     }
 
-    fn has_broken(&self, conn: &mut Connection) -> bool {
+    fn has_broken(&self, conn: &mut TenantConn) -> bool {
         self.more.has_broken(conn)
     }
 }
@@ -180,6 +215,7 @@ impl TenantPool {
                 workers,
                 epoch: Instant::now(),
                 metrics,
+                bells: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -280,7 +316,27 @@ impl TenantPool {
         self.inner.metrics.evictions_idle.inc_by(n as u64);
         self.inner.metrics.open_tenants.dec_by(n as i64);
         drop(closed);
+        self.drop_silent_bells();
         n
+    }
+
+    /// The tenant's bell, rung after every commit on its pooled connections: subscribe to
+    /// wait for a change without holding a connection (or the tenant open).
+    pub fn bell(&self, id: &TenantId) -> session::Bell {
+        lock(&self.inner.bells)
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::watch::channel(0).0))
+            .clone()
+    }
+
+    /// Forgets the bells nobody listens to and no open tenant rings: an idle tenant costs
+    /// nothing.
+    fn drop_silent_bells(&self) {
+        let open: std::collections::HashSet<TenantId> = lock(&self.inner.open)
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
+        lock(&self.inner.bells).retain(|id, bell| bell.receiver_count() > 0 || open.contains(id));
     }
 
     /// Checkpoints and closes every tenant that is not in use. Blocking.
@@ -368,6 +424,7 @@ impl TenantPool {
         };
         migrate::apply(&mut conn, migrate::TENANT, &path)?;
         let manager = Manager {
+            bell: self.bell(id),
             first: Mutex::new(Some(conn)),
             more: SqliteConnectionManager::file(&path)
                 .with_flags(sqlite::open_flags_existing())

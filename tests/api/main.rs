@@ -17,6 +17,7 @@ mod props;
 mod scheduler;
 mod shop;
 mod staff;
+mod sync;
 mod telegram;
 mod tenants;
 mod whatsapp;

@@ -896,7 +896,7 @@ async fn a_join_code_links_one_chat_once_until_it_expires() {
     assert_ne!(fresh, code);
     let conn = rusqlite::Connection::open(tenant_file(&app.data_dir(), "s")).unwrap();
     conn.execute(
-        "UPDATE staff SET join_code_expires_at = '2020-01-01T00:00:00.000Z' WHERE id = ?1",
+        "UPDATE join_codes SET expires_at = '2020-01-01T00:00:00.000Z' WHERE staff_id = ?1",
         [id],
     )
     .unwrap();

@@ -1,0 +1,305 @@
+//! Sync for the owner's app against a real SQLite client nobody here wrote: apsw (SQLite's
+//! own changeset apply, installed from PyPI into `target/` on first use) drives
+//! `tests/sync/conformance.py`; and the feed's edges over HTTP: 409s, 403, long-poll wake-up.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The apsw release the conformance client is pinned to (its wheels carry the session
+/// extension).
+const APSW: &str = "3.54.1.0";
+
+/// A Python with apsw: a venv under the target dir, made on first use.
+fn apsw_python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("apsw-{APSW}"));
+            let python = venv.join("bin/python");
+            let works = |p: &Path| {
+                std::process::Command::new(p)
+                    .args(["-c", "import apsw"])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !works(&python) {
+                let ok = std::process::Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&venv)
+                    .status()
+                    .is_ok_and(|s| s.success())
+                    && std::process::Command::new(venv.join("bin/pip"))
+                        .args(["install", "--quiet", &format!("apsw=={APSW}")])
+                        .status()
+                        .is_ok_and(|s| s.success());
+                assert!(ok, "could not install apsw {APSW} into {}", venv.display());
+            }
+            python
+        })
+        .clone()
+}
+
+async fn conformance(app: &TestApp, tenant: &str, seed: u64, steps: u32) -> Value {
+    let python = apsw_python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sync/conformance.py");
+    let db = tenant_file(&app.data_dir(), tenant);
+    let (base, tenant) = (app.base.clone(), tenant.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(script)
+            .args(["--base", &base, "--tenant", &tenant, "--token", ADMIN])
+            .arg("--server-db")
+            .arg(db)
+            .args(["--seed", &seed.to_string(), "--steps", &steps.to_string()])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "seed {seed}:\n{stderr}\n{stdout}");
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apsw_clients_converge_strict_and_replace_through_offline_replays() {
+    let app = spawn_app().await;
+    app.shop("s").await;
+    for seed in [1, 2] {
+        let run = conformance(&app, "s", seed, 300).await;
+        println!("{run}");
+        assert!(run["checks"].as_u64().unwrap() >= 20, "{run}");
+        assert!(run["server_seq"].as_u64().unwrap() >= 100, "{run}");
+        assert!(run["replayed"].as_u64().unwrap() > 0, "{run}");
+        let answers = run["answers"].as_object().unwrap();
+        let applied = |kind: &str| {
+            answers
+                .get(&format!("{kind}:applied"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        for kind in [
+            "record_sale",
+            "restock",
+            "record_payment",
+            "record_expense",
+            "create_order",
+            "set_price",
+            "stock_count",
+            "undo",
+        ] {
+            assert!(applied(kind) > 0, "no {kind} applied: {run}");
+        }
+        assert!(answers.keys().any(|k| k.ends_with(":duplicate")), "{run}");
+        let devices = run["devices"].as_array().unwrap();
+        assert!(devices.iter().any(|d| d["policy"] == "replace"));
+        assert!(
+            devices
+                .iter()
+                .filter(|d| d["policy"] == "strict")
+                .all(|d| d["conflicts"] == 0)
+        );
+    }
+}
+
+async fn get(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}{path}", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The feed's position, from a snapshot's headers.
+async fn position(app: &TestApp, t: &str) -> (String, i64) {
+    let r = get(app, &format!("/v1/tenants/{t}/sync/snapshot"), ADMIN).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let h = r.headers();
+    (
+        h["tarn-sync-epoch"].to_str().unwrap().to_owned(),
+        h["tarn-sync-seq"].to_str().unwrap().parse().unwrap(),
+    )
+}
+
+async fn changes(app: &TestApp, t: &str, epoch: &str, after: i64) -> reqwest::Response {
+    get(
+        app,
+        &format!("/v1/tenants/{t}/sync/changes?epoch={epoch}&after={after}"),
+        ADMIN,
+    )
+    .await
+}
+
+async fn resync_code(r: reqwest::Response) -> String {
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let body: Value = r.json().await.unwrap();
+    body["error"]["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_the_feed_cannot_serve_whole_is_a_409_and_bad_input_a_400() {
+    let app = spawn_app().await;
+    app.shop("s").await;
+    let (epoch, seq) = position(&app, "s").await;
+    assert_eq!(changes(&app, "s", &epoch, seq).await.status(), 204);
+    let r = app.say("s", "Sam", "/sale 2 rice").await;
+    assert_eq!(r.body["status"], "applied");
+    let checkpoint = r.body["sync_seq"].as_i64().unwrap();
+    assert_eq!(checkpoint, seq + 1);
+    let pulled = changes(&app, "s", &epoch, seq).await;
+    assert_eq!(pulled.status(), 200);
+    assert_eq!(
+        pulled.headers()["tarn-sync-seq"],
+        checkpoint.to_string().as_str()
+    );
+    assert!(!pulled.bytes().await.unwrap().is_empty());
+    // A replay of the same id is a duplicate with the same checkpoint, and no new change.
+    let body =
+        json!({"action": "record_sale", "items": [{"product": "Rice", "qty": 1}], "id": "q1"});
+    let first = app.act("s", body.clone()).await;
+    let again = app.act("s", body).await;
+    assert_eq!(again.body["status"], "duplicate");
+    assert_eq!(again.body["sync_seq"], first.body["sync_seq"]);
+    let (_, now) = position(&app, "s").await;
+    assert_eq!(now, checkpoint + 1);
+
+    for (query, code) in [
+        (format!("epoch=other&after={seq}"), "resync_required"),
+        (
+            format!("epoch={epoch}&after={}", now + 5),
+            "resync_required",
+        ),
+        (
+            format!("epoch={epoch}&after=0&schema_version=1"),
+            "resync_required",
+        ),
+    ] {
+        let r = get(&app, &format!("/v1/tenants/s/sync/changes?{query}"), ADMIN).await;
+        assert_eq!(resync_code(r).await, code, "{query}");
+    }
+    for query in [
+        "after=0",
+        "epoch=x&after=-1",
+        "epoch=x&after=0&wait=61",
+        "epoch=x&after=a",
+    ] {
+        let r = get(&app, &format!("/v1/tenants/s/sync/changes?{query}"), ADMIN).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+    }
+
+    // The operator's reset: a new epoch; the old cursor must start again.
+    let r = app.post("/v1/tenants/s/sync/reset", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_ne!(r.body["epoch"], epoch.as_str());
+    assert_eq!(
+        resync_code(changes(&app, "s", &epoch, now).await).await,
+        "resync_required"
+    );
+
+    // Delete and restore from the trash: another history, another epoch.
+    let (epoch, now) = position(&app, "s").await;
+    assert!(app.delete_tenant("s", ADMIN).await.status.is_success());
+    assert!(app.restore_tenant("s").await.status.is_success());
+    assert_eq!(
+        resync_code(changes(&app, "s", &epoch, now).await).await,
+        "resync_required"
+    );
+    let (fresh, _) = position(&app, "s").await;
+    assert_ne!(fresh, epoch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_cursor_is_a_409_never_a_silent_gap() {
+    let app = spawn_app().await;
+    app.shop("s").await;
+    let (epoch, start) = position(&app, "s").await;
+    for _ in 0..5 {
+        app.say("s", "Sam", "/sale 1 rice").await;
+    }
+    let dir = app.stop().await;
+    let file = tenant_file(&dir.path().join("data"), "s");
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    // Keep the newest two rows only, then none (all older than now).
+    let kept: i64 = conn
+        .query_row("SELECT count(*) FROM sync_log", [], |r| r.get(0))
+        .unwrap();
+    assert!(kept >= 5);
+    assert_eq!(
+        tarn::sync::prune(&conn, 0, i64::MAX, 2).unwrap() as i64,
+        kept - 2
+    );
+    assert_eq!(tarn::sync::prune(&conn, i64::MAX / 2, 0, 100).unwrap(), 2);
+    drop(conn);
+    let app = spawn_app_in(dir, |_| {}).await;
+    assert_eq!(
+        resync_code(changes(&app, "s", &epoch, start).await).await,
+        "resync_required"
+    );
+    let (same, seq) = position(&app, "s").await;
+    assert_eq!((same.as_str(), seq), (epoch.as_str(), start + 5));
+    assert_eq!(changes(&app, "s", &epoch, seq).await.status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_wakes_within_100_ms_of_a_commit_and_keys_stay_in_their_shop() {
+    let app = spawn_app().await;
+    app.shop("s").await;
+    let (epoch, seq) = position(&app, "s").await;
+    let url = format!(
+        "{}/v1/tenants/s/sync/changes?epoch={epoch}&after={seq}&wait=20",
+        app.base
+    );
+    let poll = tokio::spawn({
+        let client = app.client.clone();
+        async move {
+            let r = client.get(url).bearer_auth(ADMIN).send().await.unwrap();
+            (Instant::now(), r.status(), r.headers().clone())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !poll.is_finished(),
+        "the long-poll waits while nothing changes"
+    );
+    let r = app.say("s", "Sam", "/sale 1 rice").await;
+    let committed = Instant::now();
+    assert_eq!(r.body["status"], "applied");
+    let (woke, status, headers) = poll.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["tarn-sync-seq"], (seq + 1).to_string().as_str());
+    let late = woke.saturating_duration_since(committed);
+    assert!(
+        late < Duration::from_millis(100),
+        "woke {late:?} after the commit"
+    );
+
+    // Another shop's key is refused on this shop's feed.
+    let key = app.new_tenant("other").await;
+    for path in [
+        "sync/snapshot",
+        &format!("sync/changes?epoch={epoch}&after=0"),
+    ] {
+        let r = get(&app, &format!("/v1/tenants/s/{path}"), &key).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    let r = app
+        .client
+        .post(format!("{}/v1/tenants/other/sync/reset", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "reset is the operator's");
+    let r = get(&app, "/v1/tenants/other/sync/snapshot", &key).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "a shop's own key reads its feed"
+    );
+}

@@ -236,7 +236,11 @@ impl App {
         let mut housekeeping = crate::scheduler::housekeeping::start(
             self.state.store.clone(),
             crate::scheduler::housekeeping::HousekeepingConfig {
-                retention_days: sched.retention_days,
+                retention: crate::scheduler::housekeeping::Retention {
+                    days: sched.retention_days,
+                    sync_days: sched.sync_retention_days,
+                    sync_rows: sched.sync_retention_rows,
+                },
                 run_retention_days: sched.run_retention_days,
                 checkpoint_every: Duration::from_secs(sched.checkpoint_secs.max(1)),
             },

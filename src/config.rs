@@ -535,6 +535,12 @@ pub struct SchedulerArgs {
     /// Days the schedule run ledger is kept.
     #[arg(long, env = "TARN_RUN_RETENTION_DAYS", default_value_t = 14)]
     pub run_retention_days: u64,
+    /// Days the sync log keeps a change; an app offline for longer downloads a new snapshot.
+    #[arg(long, env = "TARN_SYNC_RETENTION_DAYS", default_value_t = 30)]
+    pub sync_retention_days: u64,
+    /// Most changes the sync log keeps per tenant (older ones: a new snapshot).
+    #[arg(long, env = "TARN_SYNC_RETENTION_ROWS", default_value_t = 100_000)]
+    pub sync_retention_rows: u64,
     /// Seconds between WAL checkpoints (and retention pruning) of the open tenants.
     #[arg(long, env = "TARN_CHECKPOINT_SECS", default_value_t = 300)]
     pub checkpoint_secs: u64,

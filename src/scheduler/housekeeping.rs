@@ -9,11 +9,32 @@ use crate::tenant::pool::blocking;
 use std::time::Duration;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
+/// How long rows that only serve for a while are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Days handled inbox and outbox rows are kept.
+    pub days: u64,
+    /// Days the sync log keeps a change (an app offline longer re-bootstraps).
+    pub sync_days: u64,
+    /// Most changes the sync log keeps per tenant.
+    pub sync_rows: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            days: 30,
+            sync_days: 30,
+            sync_rows: 100_000,
+        }
+    }
+}
+
 /// How often and how long.
 #[derive(Debug, Clone)]
 pub struct HousekeepingConfig {
-    /// Days handled inbox and outbox rows are kept.
-    pub retention_days: u64,
+    /// Inbox, outbox and sync log retention.
+    pub retention: Retention,
     /// Days the run ledger is kept.
     pub run_retention_days: u64,
     /// Time between checkpoint passes.
@@ -26,12 +47,14 @@ pub struct Pass {
     pub tenants: usize,
     pub pruned_inbox: usize,
     pub pruned_outbox: usize,
+    pub pruned_sync: usize,
 }
 
 /// Checkpoints every open tenant and deletes its inbox/outbox rows that are finished and
-/// older than `retention_days`. Blocking.
-pub fn checkpoint_and_prune(store: &Store, retention_days: u64) -> Pass {
-    let cutoff = (chrono::Utc::now() - chrono::Duration::days(retention_days as i64))
+/// older than `retention.days`, and sync log rows beyond the sync retention. Blocking.
+pub fn checkpoint_and_prune(store: &Store, retention: Retention) -> Pass {
+    let now = chrono::Utc::now();
+    let cutoff = (now - chrono::Duration::days(retention.days as i64))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut pass = Pass::default();
     pass.tenants = store.pool().each_open(|id, conn| {
@@ -52,13 +75,20 @@ pub fn checkpoint_and_prune(store: &Store, retention_days: u64) -> Pass {
                    AND id NOT IN (SELECT inbox_id FROM outbox WHERE inbox_id IS NOT NULL)",
                 [&cutoff],
             )?;
+            let synced = crate::sync::prune(
+                conn,
+                now.timestamp_millis(),
+                retention.sync_days as i64 * 86_400_000,
+                retention.sync_rows as i64,
+            )?;
             conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")?;
-            Ok::<_, rusqlite::Error>((inbox, outbox))
+            Ok::<_, rusqlite::Error>((inbox, outbox, synced))
         })();
         match pruned {
-            Ok((i, o)) => {
+            Ok((i, o, s)) => {
                 pass.pruned_inbox += i;
                 pass.pruned_outbox += o;
+                pass.pruned_sync += s;
             }
             Err(e) => tracing::warn!(tenant = %id, error = %e, "checkpoint or pruning failed"),
         }
@@ -102,7 +132,7 @@ pub async fn start(
         })?)
         .await?;
     let s = store.clone();
-    let retention = config.retention_days;
+    let retention = config.retention;
     sched
         .add(Job::new_repeated_async(
             config.checkpoint_every,
@@ -118,6 +148,7 @@ pub async fn start(
                             tenants = p.tenants,
                             inbox = p.pruned_inbox,
                             outbox = p.pruned_outbox,
+                            sync = p.pruned_sync,
                             "checkpoint pass"
                         );
                     }

@@ -163,6 +163,28 @@ mod tests {
     }
 
     #[test]
+    fn a_migration_of_an_existing_file_starts_a_new_sync_epoch() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let p = Path::new(":memory:");
+        apply(&mut conn, TENANT, p).unwrap();
+        let epoch = |c: &Connection| -> String {
+            c.query_row("SELECT epoch FROM sync_state", [], |r| r.get(0))
+                .unwrap()
+        };
+        let first = epoch(&conn);
+        apply(&mut conn, TENANT, p).unwrap();
+        assert_eq!(epoch(&conn), first, "nothing to apply: same epoch");
+        let mut next = TENANT.to_vec();
+        next.push(Migration {
+            version: TENANT.len() as i64 + 1,
+            name: "9999_next.sql",
+            sql: "ALTER TABLE products ADD COLUMN colour TEXT;",
+        });
+        apply(&mut conn, &next, p).unwrap();
+        assert_ne!(epoch(&conn), first);
+    }
+
+    #[test]
     fn failed_migration_leaves_file_untouched() {
         let mut conn = Connection::open_in_memory().unwrap();
         let bad = [

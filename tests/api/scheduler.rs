@@ -680,7 +680,7 @@ async fn housekeeping_prunes_old_chat_rows_of_open_tenants() {
            ('telegram', '5', 'x', 'sent', '{old}', '{old}'), ('telegram', '5', 'y', 'pending', '{old}', '{old}'),
            ('telegram', '5', 'z', 'sent', '{new}', '{new}');"
     ));
-    let pass = tarn::scheduler::housekeeping::checkpoint_and_prune(&store, 30);
+    let pass = tarn::scheduler::housekeeping::checkpoint_and_prune(&store, Default::default());
     assert_eq!(pass.tenants, 1);
     assert_eq!((pass.pruned_inbox, pass.pruned_outbox), (1, 1));
     assert_eq!(
@@ -691,7 +691,7 @@ async fn housekeeping_prunes_old_chat_rows_of_open_tenants() {
     assert_eq!(count(&store, &id, "SELECT count(*) FROM outbox"), 2);
     // It never opens a closed tenant.
     store.pool().close_all();
-    let pass = tarn::scheduler::housekeeping::checkpoint_and_prune(&store, 30);
+    let pass = tarn::scheduler::housekeeping::checkpoint_and_prune(&store, Default::default());
     assert_eq!(pass.tenants, 0);
     assert!(!store.pool().is_open(&id));
 }

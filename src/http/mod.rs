@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}/sync/snapshot", get(sync::snapshot))
         .route("/v1/tenants/{tenant}/sync/changes", get(sync::changes))
         .route("/v1/tenants/{tenant}/sync/reset", post(sync::reset))
+        .route("/v1/tenants/{tenant}/events", get(sync::events))
         .route(
             "/v1/tenants/{tenant}/settings",
             get(tenants::get_settings).patch(tenants::patch_settings),

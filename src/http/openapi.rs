@@ -219,6 +219,24 @@ fn sync_ops(s: &mut Spec) {
     );
     s.add(
         Op::new(
+            "get",
+            "/v1/tenants/{tenant}/events",
+            "Live events: one per committed change (Server-Sent Events; resume with Last-Event-ID)",
+        )
+        .param(query(
+            "after",
+            json!({"type": "integer", "format": "int64", "minimum": 0}),
+            "resume after this sequence number (as the Last-Event-ID header does)",
+        ))
+        .typed(
+            200,
+            "`change` events (id: the sequence number; data: {epoch, seq, what}) and `resync` events",
+            "text/event-stream",
+            json!({"type": "string"}),
+        ),
+    );
+    s.add(
+        Op::new(
             "post",
             "/v1/tenants/{tenant}/sync/reset",
             "Start a new epoch: every client re-bootstraps from a snapshot",

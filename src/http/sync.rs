@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -177,4 +178,125 @@ pub async fn reset(
         })
         .await?;
     Ok(Json(at))
+}
+
+/// Events a stream reads from the log at once (all it ever holds in memory).
+const EVENT_BATCH: i64 = 100;
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Resume after this sequence number (the `Last-Event-ID` header does the same).
+    #[schemars(range(min = 0))]
+    after: Option<i64>,
+}
+
+/// Where an event stream stands.
+struct Cursor {
+    state: AppState,
+    tenant: crate::tenant::TenantId,
+    last: i64,
+    epoch: String,
+    bell: tokio::sync::watch::Receiver<u64>,
+    ready: std::collections::VecDeque<axum::response::sse::Event>,
+}
+
+impl Cursor {
+    /// The next event, waiting on the bell when the log has nothing new; `None` ends the
+    /// stream (the server stops, or the tenant went away).
+    async fn next(mut self) -> Option<(axum::response::sse::Event, Cursor)> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some((event, self));
+            }
+            let (id, last) = (self.tenant.clone(), self.last);
+            let read = self
+                .state
+                .store
+                .pool()
+                .with_conn(id, move |conn| {
+                    let at = sync::position(conn)?;
+                    let events = sync::events_after(conn, last, EVENT_BATCH)?;
+                    Ok::<_, ApiError>((at, events))
+                })
+                .await;
+            let Ok((at, events)) = read else { return None };
+            let gap = events.first().is_some_and(|(seq, _)| *seq != last + 1)
+                || (events.is_empty() && at.seq > last)
+                || at.seq < last
+                || at.epoch != self.epoch;
+            if gap {
+                // Pruned, restored or reset: the client must re-read its state.
+                self.last = at.seq;
+                self.epoch = at.epoch.clone();
+                self.ready.push_back(
+                    axum::response::sse::Event::default()
+                        .event("resync")
+                        .id(at.seq.to_string())
+                        .data(serde_json::json!({"epoch": at.epoch, "seq": at.seq}).to_string()),
+                );
+                continue;
+            }
+            for (seq, what) in events {
+                self.last = seq;
+                self.ready.push_back(
+                    axum::response::sse::Event::default()
+                        .event("change")
+                        .id(seq.to_string())
+                        .data(
+                            serde_json::json!({"epoch": at.epoch, "seq": seq, "what": what})
+                                .to_string(),
+                        ),
+                );
+            }
+            if self.ready.is_empty() && self.bell.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// `GET /events`: Server-Sent Events, one `change` event per committed change to the synced
+/// tables (`id` its sequence number, data `{epoch, seq, what}`), a `resync` event when the
+/// feed was pruned, restored or reset past the stream's position. Resumes after
+/// `Last-Event-ID` (or `?after=`); without either, starts at the current position.
+pub async fn events(
+    State(state): State<AppState>,
+    access: TenantAccess,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be a sequence number"))?,
+        ),
+        None => q.after,
+    };
+    if resume.is_some_and(|n| n < 0) {
+        return Err(ApiError::bad_request("after must be 0 or more"));
+    }
+    let bell = state.store.pool().bell(&access.id).subscribe();
+    let id = access.id.clone();
+    let at = state
+        .store
+        .pool()
+        .with_conn(id, |conn| Ok::<_, ApiError>(sync::position(conn)?))
+        .await?;
+    let cursor = Cursor {
+        state: state.clone(),
+        tenant: access.id,
+        last: resume.unwrap_or(at.seq),
+        epoch: at.epoch,
+        bell,
+        ready: Default::default(),
+    };
+    let stream =
+        futures_util::stream::unfold(cursor, Cursor::next).map(Ok::<_, std::convert::Infallible>);
+    Ok(axum::response::sse::Sse::new(stream)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response())
 }

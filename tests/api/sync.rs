@@ -303,3 +303,107 @@ async fn a_long_poll_wakes_within_100_ms_of_a_commit_and_keys_stay_in_their_shop
         "a shop's own key reads its feed"
     );
 }
+
+/// Reads SSE events (`(event, id, data)`) from a streaming answer until `n` have come.
+async fn read_events(r: &mut reqwest::Response, n: usize) -> Vec<(String, i64, Value)> {
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while events.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), r.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("an event within 10 s; so far {text:?}"))
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                    .map(|v| v.trim().to_owned())
+            };
+            if let (Some(event), Some(id), Some(data)) =
+                (field("event"), field("id"), field("data"))
+            {
+                events.push((
+                    event,
+                    id.parse().unwrap(),
+                    serde_json::from_str(&data).unwrap(),
+                ));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_resumes_after_a_reconnect_without_missing_an_event() {
+    let app = spawn_app().await;
+    app.shop("s").await;
+    let (_, start) = position(&app, "s").await;
+    let mut stream = get(&app, "/v1/tenants/s/events", ADMIN).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    app.say("s", "Sam", "/sale 1 rice").await;
+    let r = app.say("s", "Mary", "/restock sugar 5").await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    let seen = read_events(&mut stream, 2).await;
+    assert_eq!(
+        seen.iter()
+            .map(|(e, id, d)| (e.as_str(), *id, d["what"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("change", start + 1, "record_sale"),
+            ("change", start + 2, "restock")
+        ]
+    );
+    // Disconnected: what happens meanwhile comes on the next connection.
+    drop(stream);
+    app.say("s", "Sam", "/sale 2 rice").await;
+    let r = app
+        .post("/v1/tenants/s/products", json!({"name": "Tea", "price": 2}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    app.say("s", "Mary", "/expense 3 transport").await;
+    let mut stream = app
+        .client
+        .get(format!("{}/v1/tenants/s/events", app.base))
+        .bearer_auth(ADMIN)
+        .header("Last-Event-ID", (start + 2).to_string())
+        .send()
+        .await
+        .unwrap();
+    let seen = read_events(&mut stream, 3).await;
+    assert_eq!(
+        seen.iter()
+            .map(|(_, id, d)| (*id, d["what"].as_str().unwrap().to_owned()))
+            .collect::<Vec<_>>(),
+        vec![
+            (start + 3, "record_sale".to_owned()),
+            (start + 4, "product".to_owned()),
+            (start + 5, "record_expense".to_owned())
+        ]
+    );
+    // A reset while connected: a resync event, then changes of the new epoch.
+    let r = app.post("/v1/tenants/s/sync/reset", json!({})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    app.say("s", "Sam", "/sale 1 rice").await;
+    let seen = read_events(&mut stream, 2).await;
+    assert_eq!(seen[0].0, "resync");
+    assert_eq!((seen[1].0.as_str(), seen[1].1), ("change", start + 6));
+    assert_eq!(seen[1].2["epoch"], r.body["epoch"]);
+
+    let key = app.new_tenant("other").await;
+    let r = get(&app, "/v1/tenants/s/events", &key).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = app
+        .client
+        .get(format!("{}/v1/tenants/s/events", app.base))
+        .bearer_auth(ADMIN)
+        .header("Last-Event-ID", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}

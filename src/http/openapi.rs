@@ -249,7 +249,8 @@ fn sync_ops(s: &mut Spec) {
                 json!({"epoch": {"type": "string"}, "seq": id64(), "schema_version": id64()}),
                 &["epoch", "seq", "schema_version"],
             ),
-        ),
+        )
+        .errors(&[404]),
     );
 }
 

@@ -3,6 +3,7 @@
 //! ([`schedule`]). Invariant: it holds no per-tenant business data, only SHA-256 hashes of
 //! API keys, and every call blocks (run it on the blocking pool).
 
+pub mod device;
 pub mod schedule;
 
 use crate::tenant::sqlite::Cached;

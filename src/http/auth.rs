@@ -3,6 +3,7 @@
 //! another tenant is refused with 403 before any handler runs, so it touches nothing.
 
 use super::{AppState, error::ApiError};
+use crate::control::device::{DeviceRole, KeyOwner};
 use crate::store::sha256_hex;
 use crate::tenant::{TenantId, pool::blocking};
 use axum::extract::{FromRequestParts, Path};
@@ -26,8 +27,8 @@ fn is_operator(state: &AppState, token: &str) -> bool {
     state.admin_token.matches(token)
 }
 
-/// The caller holds the operator token. A tenant's own key is known but not enough (403,
-/// as on every operator-only route); any other token is unknown (401).
+/// The caller holds the operator token. A tenant's own key or a device's is known but not
+/// enough (403, as on every operator-only route); any other token is unknown (401).
 pub struct Operator;
 
 impl FromRequestParts<AppState> for Operator {
@@ -40,11 +41,22 @@ impl FromRequestParts<AppState> for Operator {
         }
         let hash = sha256_hex(token);
         let control = state.store.control().clone();
-        match blocking(move || control.tenant_for_key_hash(&hash)).await? {
-            Some(_) => Err(operator_only()),
-            None => Err(ApiError::unauthorized(
+        let known = blocking(move || {
+            Ok::<_, crate::tenant::StoreError>(
+                control.tenant_for_key_hash(&hash)?.is_some()
+                    || matches!(
+                        control.device_for_key_hash(&hash)?,
+                        Some(KeyOwner::Device { .. })
+                    ),
+            )
+        })
+        .await?;
+        if known {
+            Err(operator_only())
+        } else {
+            Err(ApiError::unauthorized(
                 "this route needs the operator token",
-            )),
+            ))
         }
     }
 }
@@ -59,9 +71,21 @@ pub struct TenantAccess {
     pub id: TenantId,
     /// Whether the caller is the operator (rather than the tenant's own key).
     pub operator: bool,
+    /// The device whose key this is (`None`: the operator or the shop's own key).
+    pub device: Option<(i64, DeviceRole)>,
 }
 
 impl TenantAccess {
+    /// Refuses manager devices: for the shop's keys, devices, staff, settings and channels.
+    pub fn require_owner(&self) -> Result<(), ApiError> {
+        match self.device {
+            Some((_, DeviceRole::Manager)) => Err(ApiError::forbidden(
+                "a manager device cannot change the shop's keys, devices, staff, settings or channels",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Refuses tenant keys: for routes only the operator may call.
     pub fn require_operator(&self) -> Result<(), ApiError> {
         if self.operator {
@@ -86,23 +110,39 @@ impl FromRequestParts<AppState> for TenantAccess {
         let id = TenantId::parse(raw)?;
         let token = bearer(parts)?;
         if is_operator(state, token) {
-            return Ok(TenantAccess { id, operator: true });
+            return Ok(TenantAccess {
+                id,
+                operator: true,
+                device: None,
+            });
         }
         let hash = sha256_hex(token);
         let control = state.store.control().clone();
-        let owner = blocking(move || control.tenant_for_key_hash(&hash)).await?;
-        match owner {
-            Some(owner) if owner == id => {
-                state.limits.check_tenant(&id)?;
-                Ok(TenantAccess {
-                    id,
-                    operator: false,
-                })
+        let (owner, device) = blocking(move || {
+            Ok::<_, crate::tenant::StoreError>(match control.tenant_for_key_hash(&hash)? {
+                Some(owner) => (Some(owner), None),
+                None => (None, control.device_for_key_hash(&hash)?),
+            })
+        })
+        .await?;
+        let (owner, device) = match (owner, device) {
+            (Some(owner), _) => (owner, None),
+            (None, Some(KeyOwner::Device { tenant, id, role })) => (tenant, Some((id, role))),
+            (None, Some(KeyOwner::Revoked)) => {
+                return Err(ApiError::unauthorized("this device key was revoked"));
             }
-            Some(_) => Err(ApiError::forbidden(
+            (None, None) => return Err(ApiError::unauthorized("unknown API key")),
+        };
+        if owner != id {
+            return Err(ApiError::forbidden(
                 "this API key belongs to another tenant",
-            )),
-            None => Err(ApiError::unauthorized("unknown API key")),
+            ));
         }
+        state.limits.check_tenant(&id)?;
+        Ok(TenantAccess {
+            id,
+            operator: false,
+            device,
+        })
     }
 }

@@ -49,6 +49,7 @@ pub async fn put_telegram(
     access: TenantAccess,
     ApiJson(body): ApiJson<TelegramBody>,
 ) -> Result<Json<Value>, ApiError> {
+    access.require_owner()?;
     let public = state.config.public_url.clone().ok_or_else(|| {
         ApiError::bad_request("set TARN_PUBLIC_URL to this server's public https URL first")
     })?;
@@ -152,6 +153,7 @@ pub async fn delete_telegram(
     State(state): State<AppState>,
     access: TenantAccess,
 ) -> Result<StatusCode, ApiError> {
+    access.require_owner()?;
     let b = telegram_binding(&state, &access.id).await?;
     if let Ok(bot) = state.channels.bot(&b.token)
         && let Err(e) = telegram::delete_webhook(&bot).await
@@ -209,6 +211,7 @@ pub async fn put_whatsapp(
     access: TenantAccess,
     ApiJson(body): ApiJson<WhatsAppBody>,
 ) -> Result<Json<Value>, ApiError> {
+    access.require_owner()?;
     let phone = body.phone_number_id.trim().to_owned();
     if phone.is_empty() || phone.len() > 32 || !phone.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::bad_request(
@@ -277,6 +280,7 @@ pub async fn delete_whatsapp(
     State(state): State<AppState>,
     access: TenantAccess,
 ) -> Result<StatusCode, ApiError> {
+    access.require_owner()?;
     let control = state.store.control().clone();
     let t = access.id.clone();
     if !blocking(move || control.delete_binding(&t, whatsapp::CHANNEL)).await? {

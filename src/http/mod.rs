@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod channels;
+mod devices;
 pub mod error;
 pub mod limit;
 pub mod openapi;
@@ -67,6 +68,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}/sync/changes", get(sync::changes))
         .route("/v1/tenants/{tenant}/sync/reset", post(sync::reset))
         .route("/v1/tenants/{tenant}/events", get(sync::events))
+        .route(
+            "/v1/tenants/{tenant}/devices",
+            get(devices::list).post(devices::create),
+        )
+        .route(
+            "/v1/tenants/{tenant}/devices/{id}",
+            axum::routing::delete(devices::revoke),
+        )
         .route(
             "/v1/tenants/{tenant}/settings",
             get(tenants::get_settings).patch(tenants::patch_settings),

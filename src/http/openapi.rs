@@ -896,6 +896,45 @@ fn catalog(s: &mut Spec) {
         .param(id_param("staff member"))
         .json(201, "the code", code),
     );
+    devices(s);
+}
+
+/// Device keys (`http::devices`).
+fn devices(s: &mut Spec) {
+    let new = s.req::<super::devices::NewDevice>();
+    let created = s.res::<super::devices::CreatedDevice>();
+    let device = s.res::<crate::control::device::Device>();
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/devices",
+            "The shop's device keys (never the keys themselves)",
+        )
+        .json(
+            200,
+            "devices, revoked ones too",
+            page("devices", device, None),
+        ),
+    );
+    s.add(
+        Op::new(
+            "post",
+            "/v1/tenants/{tenant}/devices",
+            "A named, revocable key for one phone, with a role",
+        )
+        .body(new)
+        .json(201, "the device and its key, shown once", created),
+    );
+    s.add(
+        Op::new(
+            "delete",
+            "/v1/tenants/{tenant}/devices/{id}",
+            "Revoke a device: its key is refused at once",
+        )
+        .param(id_param("device"))
+        .empty(204, "revoked")
+        .errors(&[404]),
+    );
 }
 
 fn schedules(s: &mut Spec) {

@@ -28,6 +28,7 @@ pub async fn create(
     access: TenantAccess,
     ApiJson(body): ApiJson<staff::StaffInput>,
 ) -> Result<(StatusCode, Json<staff::StaffView>), ApiError> {
+    access.require_owner()?;
     write(&state, access, "staff", move |tx| {
         let settings = shop::load_settings(tx)?;
         let v = staff::create_staff(tx, &settings, &body)?;
@@ -53,6 +54,7 @@ pub async fn patch(
     ApiPath((_, id)): ApiPath<(String, i64)>,
     ApiJson(body): ApiJson<staff::StaffInput>,
 ) -> Result<Json<staff::StaffView>, ApiError> {
+    access.require_owner()?;
     write(&state, access, "staff", move |tx| {
         Ok(Json(staff::update_staff(tx, id, &body)?))
     })
@@ -65,6 +67,7 @@ pub async fn delete(
     access: TenantAccess,
     ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<StatusCode, ApiError> {
+    access.require_owner()?;
     write(&state, access, "staff", move |tx| {
         let deactivate = staff::StaffInput {
             name: None,
@@ -95,6 +98,7 @@ pub async fn unlink(
     access: TenantAccess,
     ApiPath((_, id, chat)): ApiPath<(String, i64, i64)>,
 ) -> Result<StatusCode, ApiError> {
+    access.require_owner()?;
     run(&state, access, move |conn| {
         staff::unlink_chat(conn, id, chat)?;
         Ok(StatusCode::NO_CONTENT)
@@ -108,6 +112,7 @@ pub async fn join_code(
     access: TenantAccess,
     ApiPath((_, id)): ApiPath<(String, i64)>,
 ) -> Result<(StatusCode, Json<staff::JoinCode>), ApiError> {
+    access.require_owner()?;
     run(&state, access, move |conn| {
         let settings = shop::load_settings(conn)?;
         Ok((

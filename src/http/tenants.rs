@@ -96,6 +96,7 @@ pub async fn rotate_key(
     State(state): State<AppState>,
     access: TenantAccess,
 ) -> Result<Json<Created>, ApiError> {
+    access.require_owner()?;
     let store = state.store.clone();
     let created = blocking(move || store.rotate_key(&access.id)).await?;
     tracing::info!(tenant = %created.tenant.id, "tenant API key rotated");
@@ -121,6 +122,7 @@ pub async fn patch_settings(
     access: TenantAccess,
     ApiJson(patch): ApiJson<Map<String, Value>>,
 ) -> Result<Json<Map<String, Value>>, ApiError> {
+    access.require_owner()?;
     let store = state.store.clone();
     Ok(Json(
         blocking(move || {

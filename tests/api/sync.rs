@@ -407,3 +407,165 @@ async fn the_event_stream_resumes_after_a_reconnect_without_missing_an_event() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_keys_are_per_shop_revocable_at_once_and_managers_cannot_manage() {
+    let app = spawn_app().await;
+    app.shop("s").await;
+    let other_key = app.new_tenant("other").await;
+    let r = app
+        .post("/v1/tenants/s/devices", json!({"name": "Amina's phone"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["role"], "owner");
+    let phone = r.body["key"].as_str().unwrap().to_owned();
+    let phone_id = r.body["id"].as_i64().unwrap();
+    let r = app
+        .post(
+            "/v1/tenants/s/devices",
+            json!({"name": "Till", "role": "manager"}),
+        )
+        .await;
+    let till = r.body["key"].as_str().unwrap().to_owned();
+    for bad in [
+        json!({"name": ""}),
+        json!({"name": "x", "role": "driver"}),
+        json!({}),
+    ] {
+        let r = app.post("/v1/tenants/s/devices", bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+
+    let send = |key: String, method: reqwest::Method, path: &str, body: Option<Value>| {
+        let req = app
+            .client
+            .request(method, format!("{}{path}", app.base))
+            .bearer_auth(key);
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        async move { req.send().await.unwrap().status() }
+    };
+    use reqwest::Method;
+    // Both devices read the feed and write through actions.
+    for key in [&phone, &till] {
+        assert_eq!(
+            send(
+                key.clone(),
+                Method::GET,
+                "/v1/tenants/s/sync/snapshot",
+                None
+            )
+            .await,
+            200
+        );
+        let sale = json!({"action": "record_sale", "items": [{"product": "Rice", "qty": 1}], "sender": "Mary"});
+        assert_eq!(
+            send(
+                key.clone(),
+                Method::POST,
+                "/v1/tenants/s/actions",
+                Some(sale)
+            )
+            .await,
+            200
+        );
+    }
+    // Never on another shop, nor on operator routes.
+    assert_eq!(
+        send(
+            phone.clone(),
+            Method::GET,
+            "/v1/tenants/other/sync/snapshot",
+            None
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        send(
+            other_key.clone(),
+            Method::GET,
+            "/v1/tenants/s/devices",
+            None
+        )
+        .await,
+        403
+    );
+    assert_eq!(
+        send(phone.clone(), Method::GET, "/v1/tenants", None).await,
+        403
+    );
+    // A manager device cannot manage the shop's keys, devices, staff or settings.
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/v1/tenants/s/devices",
+            Some(json!({"name": "x"})),
+        ),
+        (Method::DELETE, "/v1/tenants/s/devices/1", None),
+        (Method::POST, "/v1/tenants/s/rotate-key", None),
+        (
+            Method::PATCH,
+            "/v1/tenants/s/settings",
+            Some(json!({"greeting": "hi"})),
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/s/staff",
+            Some(json!({"name": "Eve", "role": "owner"})),
+        ),
+    ] {
+        assert_eq!(send(till.clone(), method, path, body).await, 403, "{path}");
+    }
+    // The list never shows keys; revoking cuts the device off on its very next request.
+    let r = app.get("/v1/tenants/s/devices").await;
+    assert!(
+        !r.text.contains(&phone) && !r.text.contains("key_hash"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.body["devices"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        send(
+            phone.clone(),
+            Method::DELETE,
+            &format!("/v1/tenants/s/devices/{phone_id}"),
+            None
+        )
+        .await,
+        204
+    );
+    assert_eq!(
+        send(
+            phone.clone(),
+            Method::GET,
+            "/v1/tenants/s/sync/snapshot",
+            None
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        send(
+            till.clone(),
+            Method::GET,
+            "/v1/tenants/s/sync/snapshot",
+            None
+        )
+        .await,
+        200
+    );
+    let r = app.get("/v1/tenants/s/devices").await;
+    assert!(r.body["devices"][0]["revoked_at"].is_string(), "{}", r.text);
+    let r = app
+        .request(
+            reqwest::Method::DELETE,
+            "/v1/tenants/s/devices/999",
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}

@@ -124,6 +124,7 @@ fn build(data: &Path, tenants: usize) -> anyhow::Result<()> {
         tenant_idle_secs: 60,
         tenant_connections: 1,
         statement_timeout_ms: 60_000,
+        sync_capture: true,
     };
     let store = crate::app::open_store(&args, PoolMetrics::default())?;
     let next = AtomicUsize::new(0);

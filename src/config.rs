@@ -343,6 +343,10 @@ pub struct StoreArgs {
         default_value_t = 1
     )]
     pub tenant_connections: u32,
+    /// Capture writes for the owner's-app sync feed. Off only to measure what capture costs
+    /// (`tarn bench`): the sync routes then answer 503, since their feed would miss changes.
+    #[arg(long, env = "TARN_SYNC_CAPTURE", default_value_t = true, action = clap::ArgAction::Set, hide = true)]
+    pub sync_capture: bool,
     /// Milliseconds one use of a tenant connection may run SQL before it is interrupted.
     #[arg(
         long,

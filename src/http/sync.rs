@@ -24,6 +24,19 @@ pub const EPOCH_HEADER: &str = "tarn-sync-epoch";
 pub const SEQ_HEADER: &str = "tarn-sync-seq";
 pub const SCHEMA_HEADER: &str = "tarn-sync-schema-version";
 
+/// The sync routes refuse to serve a feed that is not being captured (a benchmark's server).
+fn capturing(state: &AppState) -> Result<(), ApiError> {
+    if state.config.store.sync_capture {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sync_off",
+            "this server runs without sync capture (TARN_SYNC_CAPTURE=false)",
+        ))
+    }
+}
+
 fn position_headers(at: &Position) -> HeaderMap {
     let mut h = HeaderMap::new();
     let value = |s: String| HeaderValue::from_str(&s).expect("ASCII");
@@ -55,6 +68,7 @@ pub async fn snapshot(
     State(state): State<AppState>,
     access: TenantAccess,
 ) -> Result<Response, ApiError> {
+    capturing(&state)?;
     let dir = state.store.pool().layout().tmp_dir();
     let path = dir.join(format!(
         "sync-{}-{}.db",
@@ -120,6 +134,7 @@ pub async fn changes(
     access: TenantAccess,
     ApiQuery(q): ApiQuery<ChangesQuery>,
 ) -> Result<Response, ApiError> {
+    capturing(&state)?;
     if q.after < 0 {
         return Err(ApiError::bad_request("after must be 0 or more"));
     }
@@ -266,6 +281,7 @@ pub async fn events(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
+    capturing(&state)?;
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()

@@ -33,6 +33,8 @@ pub struct PoolConfig {
     pub wait: Duration,
     /// How long one checkout of a connection may run SQL before SQLite interrupts it.
     pub statement_timeout: Duration,
+    /// Whether writes are captured for the sync feed (off only to measure what it costs).
+    pub capture: bool,
 }
 
 impl PoolConfig {
@@ -136,8 +138,8 @@ impl TenantHandle {
 pub struct TenantConn(Connection);
 
 impl TenantConn {
-    fn new(conn: Connection, bell: session::Bell) -> rusqlite::Result<TenantConn> {
-        session::start(&conn, bell)?;
+    fn new(conn: Connection, bell: session::Bell, capture: bool) -> rusqlite::Result<TenantConn> {
+        session::start(&conn, bell, capture)?;
         Ok(TenantConn(conn))
     }
 }
@@ -168,6 +170,7 @@ pub struct Manager {
     first: Mutex<Option<Connection>>,
     more: SqliteConnectionManager,
     bell: session::Bell,
+    capture: bool,
 }
 
 impl ManageConnection for Manager {
@@ -179,7 +182,7 @@ impl ManageConnection for Manager {
             Some(conn) => conn,
             None => self.more.connect()?,
         };
-        TenantConn::new(conn, self.bell.clone())
+        TenantConn::new(conn, self.bell.clone(), self.capture)
     }
 
     fn is_valid(&self, conn: &mut TenantConn) -> Result<(), rusqlite::Error> {
@@ -425,6 +428,7 @@ impl TenantPool {
         migrate::apply(&mut conn, migrate::TENANT, &path)?;
         let manager = Manager {
             bell: self.bell(id),
+            capture: self.inner.config.capture,
             first: Mutex::new(Some(conn)),
             more: SqliteConnectionManager::file(&path)
                 .with_flags(sqlite::open_flags_existing())
@@ -527,6 +531,7 @@ mod tests {
             connections: 2,
             wait: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
+            capture: true,
         };
         TenantPool::new(Layout::new(dir), config, PoolMetrics::default())
     }
@@ -543,6 +548,7 @@ mod tests {
             connections: 2,
             wait: Duration::from_secs(1),
             statement_timeout: Duration::from_secs(5),
+            capture: true,
         };
         let cap = c.fit_to_fd_limit(20_000);
         assert_eq!(cap, (20_000 - 1024) / 6);

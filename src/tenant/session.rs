@@ -159,15 +159,19 @@ unsafe extern "C" fn after_commit(
     SQLITE_OK
 }
 
-/// Starts capturing on a connection and rings `bell` after each of its commits (once; the
-/// pool calls it for every connection it hands out). `stop` must run before it closes.
-pub fn start(conn: &Connection, bell: Bell) -> rusqlite::Result<()> {
-    if !session_of(conn).is_null() {
+/// Starts capturing on a connection (unless `capture` is off: then `record` records
+/// nothing) and rings `bell` after each of its commits. Once per connection; the pool calls
+/// it for every connection it hands out. `stop` must run before it closes.
+pub fn start(conn: &Connection, bell: Bell, capture: bool) -> rusqlite::Result<()> {
+    // SAFETY: only client data is read.
+    if !unsafe { sqlite3_get_clientdata(conn.handle(), BELL_KEY.as_ptr()) }.is_null() {
         return Ok(());
     }
-    // SAFETY: the connection is open and used by this thread.
-    let session = unsafe { new_session(conn.handle())? };
-    set_session(conn, session);
+    if capture {
+        // SAFETY: the connection is open and used by this thread.
+        let session = unsafe { new_session(conn.handle())? };
+        set_session(conn, session);
+    }
     let bell = Box::into_raw(Box::new(bell)) as *mut c_void;
     // SAFETY: the box lives until `stop` unregisters the hook and frees it.
     unsafe {
@@ -324,7 +328,7 @@ mod tests {
              INSERT INTO sync_state VALUES (1, 'e', 0);",
         )
         .unwrap();
-        start(&conn, Arc::new(tokio::sync::watch::channel(0).0)).unwrap();
+        start(&conn, Arc::new(tokio::sync::watch::channel(0).0), true).unwrap();
         conn
     }
 

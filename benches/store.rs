@@ -29,6 +29,7 @@ fn store_args(dir: &Path, max_open: usize) -> StoreArgs {
         tenant_idle_secs: 3600,
         tenant_connections: 1,
         statement_timeout_ms: 5000,
+        sync_capture: true,
     }
 }
 

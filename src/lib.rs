@@ -23,9 +23,10 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool |
-//! | [`control`] | `_control.db`: tenant registry, the trash list, channel bindings, pending work, schedule index and run ledger |
+//! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool, change capture for sync (`session`: the synced tables, the per-tenant bell) |
+//! | [`control`] | `_control.db`: tenant registry, the trash list, device keys, channel bindings, pending work, schedule index and run ledger |
 //! | [`store`] | tenant lifecycle: create, delete to trash, restore, purge, keys, migrate-all |
+//! | [`sync`] | the owner's-app sync feed: snapshot, changes by `(epoch, seq)`, retention (capture itself is `tenant::session`) |
 //! | [`action`] | `enum Action` (the contract), exact decimals, the books' bounds, roles, name matching — no IO |
 //! | [`parser`] | text -> `Action` with a confidence (`text`: tokens and numbers, `phrase`: who did what, `guard`: a write with a word or number it cannot place is not sure) — no IO |
 //! | [`llm`] | the OpenAI-compatible LLM client (structured output, repair, breaker) |

@@ -66,6 +66,7 @@ unsafe extern "C" {
         out: *mut *mut Session,
     ) -> c_int;
     fn sqlite3session_delete(session: *mut Session);
+    fn sqlite3session_isempty(session: *mut Session) -> c_int;
     fn sqlite3session_attach(session: *mut Session, table: *const c_char) -> c_int;
     fn sqlite3session_changeset(
         session: *mut Session,
@@ -220,7 +221,9 @@ unsafe fn take_buffer(p: *mut c_void, n: c_int) -> Vec<u8> {
 /// does not capture).
 fn take_changes(conn: &Connection) -> rusqlite::Result<Vec<u8>> {
     let session = session_of(conn);
-    if session.is_null() {
+    // SAFETY: the session belongs to this open connection.
+    if session.is_null() || unsafe { sqlite3session_isempty(session) } != 0 {
+        // Nothing touched a synced table: no changeset to make, and the session can stay.
         return Ok(Vec::new());
     }
     let (mut n, mut p) = (0, std::ptr::null_mut());

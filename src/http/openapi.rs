@@ -531,6 +531,12 @@ fn tenants(s: &mut Spec) {
         .errors(&[507]),
     );
     sync_ops(s);
+    settings(s);
+    trash(s, after);
+}
+
+/// The tenant's settings.
+fn settings(s: &mut Spec) {
     let settings = object(
         json!({
             "currency": {"type": "string", "description": "fixed at creation"},
@@ -570,6 +576,10 @@ fn tenants(s: &mut Spec) {
         }))
         .json(200, "settings after", settings),
     );
+}
+
+/// The trash of deleted tenants.
+fn trash(s: &mut Spec, after: Value) {
     let trashed = s.res::<Trashed>();
     let trash_page = page(
         "trash",

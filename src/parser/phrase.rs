@@ -734,26 +734,52 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             && items_at(&toks, i, lex, false).is_some_and(|p| p.known)
     });
 
+    let m = Msg {
+        toks: &toks,
+        n,
+        first,
+        question,
+        goods,
+    };
+    [balance, report, orders, products, stock, one_thing, money]
+        .iter()
+        .find_map(|stage| stage(&m, lex))
+        .unwrap_or_else(|| goods_moved(&m, lex))
+}
+
+/// What every stage of `parse` reads: the message, its tokens and what was found early.
+#[derive(Clone, Copy)]
+struct Msg<'a> {
+    toks: &'a [Tok],
+    n: usize,
+    first: &'a str,
+    question: bool,
+    goods: bool,
+}
+
+/// A customer's balance ("how much does Ahmed owe").
+fn balance(m: &Msg<'_>, lex: &Lexicon) -> Option<Parsed> {
+    let Msg { toks, goods, .. } = *m;
     // customer balance
     if !goods
         && has(
-            &toks,
+            toks,
             &[
                 "owe", "owes", "owing", "balance", "debt", "debts", "account",
             ],
         )
         && !has(
-            &toks,
+            toks,
             &[
                 "paid", "pays", "payment", "received", "got", "gave", "cleared", "repaid",
             ],
         )
     {
         for (i, _) in toks.iter().enumerate() {
-            if let Some((name, _)) = name_at(&toks, i)
+            if let Some((name, _)) = name_at(toks, i)
                 && let Some(c) = lex.customer(&name)
             {
-                return sure(Action::CustomerBalance { customer: c }, true);
+                return Some(sure(Action::CustomerBalance { customer: c }, true));
             }
         }
         let skip = [
@@ -762,46 +788,60 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             "customer",
         ];
         if let Some(i) = toks.iter().position(|t| !skip.contains(&t.low.as_str()))
-            && let Some((name, _)) = name_at(&toks, i)
+            && let Some((name, _)) = name_at(toks, i)
         {
-            return sure(
+            return Some(sure(
                 Action::CustomerBalance {
                     customer: title(&name),
                 },
                 false,
-            );
+            ));
         }
     }
 
+    None
+}
+
+/// A sales report for a period.
+fn report(m: &Msg<'_>, lex: &Lexicon) -> Option<Parsed> {
+    let Msg { toks, .. } = *m;
     // sales report
     let report_cue = has(
-        &toks,
+        toks,
         &[
             "report", "summary", "revenue", "takings", "turnover", "sales", "earnings", "profit",
         ],
-    ) || (has(&toks, &["sell", "sold", "make", "made", "earn", "earned"])
-        && has(&toks, &["how", "what"])
-        && items_at(&toks, 0, lex, false).is_none()
-        && !has(&toks, &["left", "remaining"]));
-    if report_cue && items_at(&toks, 0, lex, false).is_none() && !has(&toks, &["order", "orders"]) {
-        if let Some(p) = period(&toks) {
-            return sure(Action::SalesReport { period: p }, true);
+    ) || (has(toks, &["sell", "sold", "make", "made", "earn", "earned"])
+        && has(toks, &["how", "what"])
+        && items_at(toks, 0, lex, false).is_none()
+        && !has(toks, &["left", "remaining"]));
+    if report_cue && items_at(toks, 0, lex, false).is_none() && !has(toks, &["order", "orders"]) {
+        if let Some(p) = period(toks) {
+            return Some(sure(Action::SalesReport { period: p }, true));
         }
-        if has(&toks, &["report", "summary", "sales", "takings", "revenue"]) {
-            return sure(
+        if has(toks, &["report", "summary", "sales", "takings", "revenue"]) {
+            return Some(sure(
                 Action::SalesReport {
                     period: Period::Today,
                 },
                 true,
-            );
+            ));
         }
     }
 
+    None
+}
+
+/// Orders: list, assign, delivered, cancel, create.
+fn orders(m: &Msg<'_>, lex: &Lexicon) -> Option<Parsed> {
+    let Msg {
+        toks, n, question, ..
+    } = *m;
     // orders: list, assign, delivered, create
-    let oid = order_id(&toks);
+    let oid = order_id(toks);
     if let Some(id) = oid {
         if !has(
-            &toks,
+            toks,
             &[
                 "delivered",
                 "done",
@@ -813,32 +853,32 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         ) {
             // The driver: a known driver named anywhere, else the words after "to".
             for i in 0..n {
-                if let Some((name, _)) = name_at(&toks, i)
+                if let Some((name, _)) = name_at(toks, i)
                     && let Some(d) = lex.driver(&name)
                 {
-                    return sure(
+                    return Some(sure(
                         Action::AssignDelivery {
                             order_id: id,
                             driver: d,
                         },
                         true,
-                    );
+                    ));
                 }
             }
-            if let Some(i) = find(&toks, &["to"])
-                && let Some((name, _)) = name_at(&toks, i + 1)
+            if let Some(i) = find(toks, &["to"])
+                && let Some((name, _)) = name_at(toks, i + 1)
             {
-                return sure(
+                return Some(sure(
                     Action::AssignDelivery {
                         order_id: id,
                         driver: title(&name),
                     },
                     false,
-                );
+                ));
             }
         }
         if has(
-            &toks,
+            toks,
             &[
                 "delivered",
                 "done",
@@ -848,26 +888,26 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 "received",
             ],
         ) {
-            return sure(Action::MarkDelivered { order_id: id }, true);
+            return Some(sure(Action::MarkDelivered { order_id: id }, true));
         }
     }
-    if has(&toks, &["orders", "deliveries"])
+    if has(toks, &["orders", "deliveries"])
         || (question
-            && has(&toks, &["order"])
+            && has(toks, &["order"])
             && oid.is_none()
-            && items_at(&toks, 0, lex, false).is_none())
+            && items_at(toks, 0, lex, false).is_none())
     {
-        let status = if has(&toks, &["pending", "waiting", "new", "unassigned", "open"]) {
+        let status = if has(toks, &["pending", "waiting", "new", "unassigned", "open"]) {
             Some(OrderStatus::Pending)
-        } else if has(&toks, &["assigned", "dispatched", "out"]) {
+        } else if has(toks, &["assigned", "dispatched", "out"]) {
             Some(OrderStatus::Assigned)
-        } else if has(&toks, &["delivered", "completed", "done", "finished"]) {
+        } else if has(toks, &["delivered", "completed", "done", "finished"]) {
             Some(OrderStatus::Delivered)
         } else {
             None
         };
-        if items_at(&toks, 0, lex, false).is_none() {
-            return sure(Action::ListOrders { status }, true);
+        if items_at(toks, 0, lex, false).is_none() {
+            return Some(sure(Action::ListOrders { status }, true));
         }
     }
     // Where an order goes: the words after "deliver(ed) to" or "address".
@@ -877,10 +917,10 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 && toks.get(i + 1).is_some_and(|t| t.low == "to")
         })
         .map(|i| i + 2)
-        .or_else(|| find(&toks, &["address"]).map(|i| i + 1));
-    let order_cue = (has(&toks, &["order", "ordered", "deliver", "delivery"])
-        && (!has(&toks, &["delivered"]) || address_at.is_some()))
-        || has(&toks, &["wants", "want", "needs"]);
+        .or_else(|| find(toks, &["address"]).map(|i| i + 1));
+    let order_cue = (has(toks, &["order", "ordered", "deliver", "delivery"])
+        && (!has(toks, &["delivered"]) || address_at.is_some()))
+        || has(toks, &["wants", "want", "needs"]);
     let head = &toks[..address_at.map_or(n, |a| a.saturating_sub(2).max(1))];
     if order_cue
         && let Some(start) = (0..head.len())
@@ -891,7 +931,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         let mut customer = customer_after(head, &["for", "to"], lex);
         if customer.is_none() {
             for i in 0..start {
-                if let Some((name, _)) = name_at(&toks, i)
+                if let Some((name, _)) = name_at(toks, i)
                     && let Some(c) = lex.customer(&name)
                 {
                     customer = Some(c);
@@ -904,7 +944,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 "new", "order", "for", "from", "customer", "please", "an", "a",
             ];
             if let Some(i) = (0..start).find(|&i| !skip.contains(&toks[i].low.as_str()))
-                && let Some((name, _)) = name_at(&toks, i)
+                && let Some((name, _)) = name_at(toks, i)
             {
                 customer = Some(title(&name));
             }
@@ -919,35 +959,47 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             })
             .filter(|a| !a.is_empty());
         if let Some(customer) = customer {
-            return sure(
+            return Some(sure(
                 Action::CreateOrder {
                     customer,
                     items: parsed.items,
                     address,
                 },
                 parsed.known,
-            );
+            ));
         }
     }
 
+    None
+}
+
+/// Products: a new one, or a price said to be one.
+fn products(m: &Msg<'_>, lex: &Lexicon) -> Option<Parsed> {
+    let Msg {
+        toks,
+        n,
+        first,
+        question,
+        ..
+    } = *m;
     // products: add ("new product soap 1.20", "we started selling mandazi at 0.50"), price
-    let starts_selling = (has(&toks, &["start", "started", "starting", "begin", "began"])
-        && has(&toks, &["selling", "sell"]))
-        || has_seq(&toks, &["now", "sell"])
-        || has_seq(&toks, &["now", "selling"]);
+    let starts_selling = (has(toks, &["start", "started", "starting", "begin", "began"])
+        && has(toks, &["selling", "sell"]))
+        || has_seq(toks, &["now", "sell"])
+        || has_seq(toks, &["now", "selling"]);
     let new_product_at = if starts_selling {
-        find(&toks, &["selling", "sell"])
+        find(toks, &["selling", "sell"])
             .map(|i| i + 1)
-            .filter(|&i| product_at(&toks, i, lex).is_some_and(|(p, _)| lex.product(&p).is_none()))
+            .filter(|&i| product_at(toks, i, lex).is_some_and(|(p, _)| lex.product(&p).is_none()))
     } else {
         None
     };
     if new_product_at.is_some()
-        || (has(&toks, &["add", "new", "create"]) && has(&toks, &["product", "item", "products"]))
-        || has_seq(&toks, &["new", "product"])
+        || (has(toks, &["add", "new", "create"]) && has(toks, &["product", "item", "products"]))
+        || has_seq(toks, &["new", "product"])
     {
         let start = new_product_at
-            .or_else(|| find(&toks, &["product", "item"]).map(|i| i + 1))
+            .or_else(|| find(toks, &["product", "item"]).map(|i| i + 1))
             .unwrap_or(0);
         let mut i = start;
         while toks
@@ -958,7 +1010,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         }
         let name_end = (i..n)
             .find(|&k| {
-                is_number(&toks, k)
+                is_number(toks, k)
                     || matches!(
                         toks[k].low.as_str(),
                         "at" | "@" | "for" | "price" | "priced" | "costs" | "cost" | ","
@@ -971,8 +1023,8 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 .map(|t| t.raw.as_str())
                 .collect::<Vec<_>>()
                 .join(" ");
-            if let Some(pi) = (name_end..n).find(|&k| money_at(&toks, k).is_some()) {
-                let (price, used) = money_at(&toks, pi).expect("checked");
+            if let Some(pi) = (name_end..n).find(|&k| money_at(toks, k).is_some()) {
+                let (price, used) = money_at(toks, pi).expect("checked");
                 let mut unit = None;
                 let mut k = pi + used;
                 if toks
@@ -987,9 +1039,9 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 }
                 let stock = find(&toks[k.min(n)..], &["stock", "have", "with"]).and_then(|s| {
                     let at = k + s;
-                    (at..n).find_map(|q| number_at(&toks, q, false).map(|(d, _)| d))
+                    (at..n).find_map(|q| number_at(toks, q, false).map(|(d, _)| d))
                 });
-                return sure(
+                return Some(sure(
                     Action::AddProduct {
                         name,
                         price,
@@ -998,7 +1050,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                         low_stock_at: None,
                     },
                     true,
-                );
+                ));
             }
         }
     }
@@ -1006,42 +1058,42 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     // is 20 now" could be a price or a count, so it is neither.
     let money_said = (0..n).any(|i| {
         toks[i].low == "$"
-            || money_at(&toks, i).is_some_and(|(_, used)| used > 1)
-            || (is_number(&toks, i) && toks[i].low.contains('.'))
+            || money_at(toks, i).is_some_and(|(_, used)| used > 1)
+            || (is_number(toks, i) && toks[i].low.contains('.'))
     });
-    let price_cue = has(&toks, &["price", "prices", "costs", "cost", "priced"])
+    let price_cue = has(toks, &["price", "prices", "costs", "cost", "priced"])
         || (has(
-            &toks,
+            toks,
             &[
                 "change", "set", "make", "increase", "raise", "reduce", "lower",
             ],
-        ) && has(&toks, &["to"]))
+        ) && has(toks, &["to"]))
         || matches!(first, "make" | "set" | "change")
-        || has_seq(&toks, &["from", "today"])
-        || has_seq(&toks, &["from", "tomorrow"])
-        || has_seq(&toks, &["starting", "today"])
-        || (has(&toks, &["now"])
+        || has_seq(toks, &["from", "today"])
+        || has_seq(toks, &["from", "tomorrow"])
+        || has_seq(toks, &["starting", "today"])
+        || (has(toks, &["now"])
             && money_said
             && !(0..n).any(|i| {
-                number_at(&toks, i, false).is_some() && items_at(&toks, i, lex, false).is_some()
+                number_at(toks, i, false).is_some() && items_at(toks, i, lex, false).is_some()
             })
             && !has(
-                &toks,
+                toks,
                 &["sold", "received", "restocked", "bought", "got", "left"],
             ));
-    if has(&toks, &["now", "is", "are"])
+    if has(toks, &["now", "is", "are"])
         && !price_cue
         && !money_said
         && !question
         && n <= 5
-        && (0..n).any(|i| product_qty_at(&toks, i, lex).is_some())
-        && !has(&toks, &["left", "remaining", "counted", "count", "stock"])
+        && (0..n).any(|i| product_qty_at(toks, i, lex).is_some())
+        && !has(toks, &["left", "remaining", "counted", "count", "stock"])
     {
-        return unknown(
+        return Some(unknown(
             "is that a new price or a count? Say 'price of sugar 20' or 'counted 20 sugar'",
-        );
+        ));
     }
-    if price_cue && !question && !has(&toks, &["paid", "spent"]) {
+    if price_cue && !question && !has(toks, &["paid", "spent"]) {
         for i in 0..n {
             if matches!(
                 toks[i].low.as_str(),
@@ -1060,58 +1112,68 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             ) {
                 continue;
             }
-            if let Some((product, pused)) = product_at(&toks, i, lex)
+            if let Some((product, pused)) = product_at(toks, i, lex)
                 && lex.product(&product).is_some()
-                && let Some(pi) = (i + pused..n).find(|&k| money_at(&toks, k).is_some())
+                && let Some(pi) = (i + pused..n).find(|&k| money_at(toks, k).is_some())
             {
-                let (price, _) = money_at(&toks, pi).expect("checked");
-                return sure(Action::SetPrice { product, price }, true);
+                let (price, _) = money_at(toks, pi).expect("checked");
+                return Some(sure(Action::SetPrice { product, price }, true));
             }
         }
     }
 
+    None
+}
+
+/// Stock counts and stock questions.
+fn stock(m: &Msg<'_>, lex: &Lexicon) -> Option<Parsed> {
+    let Msg {
+        toks,
+        n,
+        first,
+        question,
+        ..
+    } = *m;
     // stock questions and counts
     let count_cue = has(
-        &toks,
+        toks,
         &["counted", "count", "stocktake", "recount", "actual", "real"],
-    ) || has_seq(&toks, &["stock", "take"])
-        || has_seq(&toks, &["take", "stock"])
-        || (has(&toks, &["left", "remaining", "remain"]) && !question && !has(&toks, &["how"]))
-        || has_seq(&toks, &["we", "have"]) && !question
-        || has_seq(&toks, &["there", "are"]) && !question;
-    if count_cue && !has(&toks, &["sold", "sell", "received", "bought"]) {
+    ) || has_seq(toks, &["stock", "take"])
+        || has_seq(toks, &["take", "stock"])
+        || (has(toks, &["left", "remaining", "remain"]) && !question && !has(toks, &["how"]))
+        || has_seq(toks, &["we", "have"]) && !question
+        || has_seq(toks, &["there", "are"]) && !question;
+    if count_cue && !has(toks, &["sold", "sell", "received", "bought"]) {
         if let Some(start) = (0..n).find(|&i| {
-            number_at(&toks, i, false).is_some() && items_at(&toks, i, lex, false).is_some()
+            number_at(toks, i, false).is_some() && items_at(toks, i, lex, false).is_some()
         }) {
-            let parsed = items_at(&toks, start, lex, false).expect("checked");
+            let parsed = items_at(toks, start, lex, false).expect("checked");
             if let [item] = parsed.items.as_slice() {
-                return sure(
+                return Some(sure(
                     Action::StockCount {
                         product: item.product.clone(),
                         qty: item.qty,
                     },
                     parsed.known,
-                );
+                ));
             }
         }
         for i in 0..n {
-            if let Some((product, qty, _)) = product_qty_at(&toks, i, lex) {
-                return sure(Action::StockCount { product, qty }, true);
+            if let Some((product, qty, _)) = product_qty_at(toks, i, lex) {
+                return Some(sure(Action::StockCount { product, qty }, true));
             }
         }
     }
-    let check_cue = has(
-        &toks,
-        &["stock", "inventory", "left", "remaining", "remain"],
-    ) || (question && has(&toks, &["have", "got", "there"]))
+    let check_cue = has(toks, &["stock", "inventory", "left", "remaining", "remain"])
+        || (question && has(toks, &["have", "got", "there"]))
         || (first == "any" && n <= 4);
     let quantity_given = (0..n)
-        .any(|i| number_at(&toks, i, false).is_some() && items_at(&toks, i, lex, false).is_some());
+        .any(|i| number_at(toks, i, false).is_some() && items_at(toks, i, lex, false).is_some());
     if check_cue
         && (question || !quantity_given)
-        && (question || has(&toks, &["check", "show", "stock", "inventory"]))
+        && (question || has(toks, &["check", "show", "stock", "inventory"]))
         && !has(
-            &toks,
+            toks,
             &["sold", "received", "restock", "restocked", "add", "added"],
         )
     {
@@ -1124,26 +1186,34 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             if skip.contains(&toks[i].low.as_str()) || UNITS.contains(&toks[i].low.as_str()) {
                 continue;
             }
-            if let Some((product, _)) = product_at(&toks, i, lex)
+            if let Some((product, _)) = product_at(toks, i, lex)
                 && let Some(p) = lex.product(&product)
             {
-                return sure(Action::CheckStock { product: Some(p) }, true);
+                return Some(sure(Action::CheckStock { product: Some(p) }, true));
             }
         }
-        return sure(Action::CheckStock { product: None }, true);
+        return Some(sure(Action::CheckStock { product: None }, true));
     }
 
+    None
+}
+
+/// Messages that hold two records, or two buyers: asked about, never guessed.
+fn one_thing(m: &Msg<'_>, lex: &Lexicon) -> Option<Parsed> {
+    let Msg { toks, n, goods, .. } = *m;
     // One thing at a time: goods and a payment in one message ("took 2 bread and paid 3")
     // are two records, or a sale paid in part: not guessed.
-    let later = has(&toks, &["later", "credit", "tomorrow"])
-        || has_seq(&toks, &["will", "pay"])
-        || has_seq(&toks, &["not", "paid"]);
-    if goods && has(&toks, &["paid", "pays", "spent", "payment", "gave"]) && !later {
-        return unknown("one thing at a time, please: the goods, then the payment");
+    let later = has(toks, &["later", "credit", "tomorrow"])
+        || has_seq(toks, &["will", "pay"])
+        || has_seq(toks, &["not", "paid"]);
+    if goods && has(toks, &["paid", "pays", "spent", "payment", "gave"]) && !later {
+        return Some(unknown(
+            "one thing at a time, please: the goods, then the payment",
+        ));
     }
-    if has(&toks, &["sold", "sell"])
+    if has(toks, &["sold", "sell"])
         && has(
-            &toks,
+            toks,
             &[
                 "received",
                 "restocked",
@@ -1154,22 +1224,44 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             ],
         )
     {
-        return unknown("one thing at a time, please: what came in, then what was sold");
+        return Some(unknown(
+            "one thing at a time, please: what came in, then what was sold",
+        ));
     }
     // "sold 2 eggs to Fatima, 3 salt to Grace": two buyers.
     let buyers = (0..n)
         .filter(|&i| {
             toks[i].low == "to"
-                && name_at(&toks, i + 1).is_some_and(|(name, _)| lex.customer(&name).is_some())
+                && name_at(toks, i + 1).is_some_and(|(name, _)| lex.customer(&name).is_some())
         })
         .count();
     if buyers > 1 {
-        return unknown("one customer at a time, please");
+        return Some(unknown("one customer at a time, please"));
     }
 
+    None
+}
+
+/// Money in (payments) and money out (expenses).
+fn money(m: &Msg<'_>, lex: &Lexicon) -> Option<Parsed> {
+    let Msg { toks, n, .. } = *m;
+    let items_anywhere = (0..n).find(|&i| {
+        items_at(toks, i, lex, true).is_some_and(|p| {
+            p.known
+                || !UNITS
+                    .iter()
+                    .all(|u| *u != toks.get(i + 1).map_or("", |t| t.low.as_str()))
+        })
+    });
+    payment(m, lex, items_anywhere).or_else(|| expense(m, items_anywhere))
+}
+
+/// Money in: a customer paying.
+fn payment(m: &Msg<'_>, lex: &Lexicon, items_anywhere: Option<usize>) -> Option<Parsed> {
+    let Msg { toks, n, first, .. } = *m;
     // money in: payments; money out: expenses
     let pay_cue = has(
-        &toks,
+        toks,
         &[
             "paid",
             "pays",
@@ -1186,14 +1278,6 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             "repaid",
         ],
     );
-    let items_anywhere = (0..n).find(|&i| {
-        items_at(&toks, i, lex, true).is_some_and(|p| {
-            p.known
-                || !UNITS
-                    .iter()
-                    .all(|u| *u != toks.get(i + 1).map_or("", |t| t.low.as_str()))
-        })
-    });
     if pay_cue && items_anywhere.is_none() {
         // The payer: a known customer who paid ("Ahmed paid", "from Ahmed", "by Ahmed"). A
         // name after the verb ("paid John 40", "gave John 50") is who the shop paid: a
@@ -1225,13 +1309,13 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 && toks[i].low.len() > 2
                 && lex.product(&toks[i].low).is_some()
         }) {
-            return unknown(
+            return Some(unknown(
                 "is that a sale, or money paid on an account? Say 'sold…' or 'Grace paid 10'",
-            );
+            ));
         }
         let mut payer = None;
         for i in 0..n {
-            if let Some((name, _)) = name_at(&toks, i)
+            if let Some((name, _)) = name_at(toks, i)
                 && let Some(c) = lex.customer(&name)
             {
                 let after_from = i > 0 && matches!(toks[i - 1].low.as_str(), "from" | "by");
@@ -1241,46 +1325,52 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                 if (i < verb || after_from) && !shop_paid {
                     payer = Some((c, true));
                 } else {
-                    return unknown("who paid whom? Say 'Ahmed paid 40'");
+                    return Some(unknown("who paid whom? Say 'Ahmed paid 40'"));
                 }
                 break;
             }
         }
-        let amount = (0..n).find_map(|i| money_at(&toks, i).map(|(d, _)| d));
-        let for_what = find(&toks, &["for", "on"])
+        let amount = (0..n).find_map(|i| money_at(toks, i).map(|(d, _)| d));
+        let for_what = find(toks, &["for", "on"])
             .and_then(|i| toks.get(i + 1))
             .map(|t| t.low.clone());
         if payer.is_none()
             && matches!(first, "paid" | "spent")
             && let (Some(amount), Some(cat)) = (amount, for_what)
         {
-            return sure(
+            return Some(sure(
                 Action::RecordExpense {
                     amount,
                     category: Some(cat),
                     note: None,
                 },
                 true,
-            );
+            ));
         }
         if payer.is_none() {
-            if let Some(i) = find(&toks, &["from", "by"]) {
-                if let Some((name, _)) = name_at(&toks, i + 1)
+            if let Some(i) = find(toks, &["from", "by"]) {
+                if let Some((name, _)) = name_at(toks, i + 1)
                     && lex.staff_member(&name).is_none()
                 {
                     payer = Some((title(&name), false));
                 }
             } else if !matches!(first, "paid" | "received" | "got" | "payment")
-                && !is_number(&toks, 0)
-                && let Some((name, _)) = name_at(&toks, 0)
+                && !is_number(toks, 0)
+                && let Some((name, _)) = name_at(toks, 0)
             {
                 payer = Some((title(&name), false));
             }
         }
         if let (Some((customer, known)), Some(amount)) = (payer, amount) {
-            return sure(Action::RecordPayment { customer, amount }, known);
+            return Some(sure(Action::RecordPayment { customer, amount }, known));
         }
     }
+    None
+}
+
+/// Money out: a cost of running the shop.
+fn expense(m: &Msg<'_>, items_anywhere: Option<usize>) -> Option<Parsed> {
+    let Msg { toks, n, .. } = *m;
     // A cost of running the shop: a word for one ("rent 5000", "electricity bill 1200"),
     // or money spent on something that is not goods ("bought airtime for 100"). A number
     // right before a word that is not one ("bought 40 maize") counts goods, not money.
@@ -1288,12 +1378,12 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         .iter()
         .position(|t| EXPENSES.contains(&t.low.as_str()))
         .or_else(|| {
-            find(&toks, &["bill", "bills"])
+            find(toks, &["bill", "bills"])
                 .filter(|&b| b > 0)
                 .map(|b| b - 1)
         });
     let goods_counted = (0..n).any(|i| {
-        number_at(&toks, i, false).is_some_and(|(_, used)| {
+        number_at(toks, i, false).is_some_and(|(_, used)| {
             toks.get(i + used).is_some_and(|t| {
                 t.low.chars().all(char::is_alphabetic)
                     && !EXPENSES.contains(&t.low.as_str())
@@ -1301,13 +1391,13 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                         t.low.as_str(),
                         "for" | "on" | "at" | "to" | "from" | "each" | "only" | "bill" | "cash"
                     )
-                    && money_at(&toks, i).is_none_or(|(_, u)| u == used)
+                    && money_at(toks, i).is_none_or(|(_, u)| u == used)
             })
         })
     });
-    let numbers_said = (0..n).filter(|&i| is_number(&toks, i)).count();
+    let numbers_said = (0..n).filter(|&i| is_number(toks, i)).count();
     let spend_verb = has(
-        &toks,
+        toks,
         &[
             "spent", "spend", "expense", "expenses", "paid", "bought", "cost",
         ],
@@ -1316,61 +1406,63 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         && !spend_verb
         && items_anywhere.is_none()
         && numbers_said == 1
-        && !has(&toks, &["sold", "received", "restock", "restocked"])
-        && let Some(ai) = (0..n).find(|&i| money_at(&toks, i).is_some())
+        && !has(toks, &["sold", "received", "restock", "restocked"])
+        && let Some(ai) = (0..n).find(|&i| money_at(toks, i).is_some())
     {
-        let (amount, _) = money_at(&toks, ai).expect("checked");
-        return sure(
+        let (amount, _) = money_at(toks, ai).expect("checked");
+        return Some(sure(
             Action::RecordExpense {
                 amount,
                 category: Some(toks[cat].low.clone()),
                 note: None,
             },
             true,
-        );
+        ));
     }
     // "paid 30 to Karim": paying a person is not a shop cost we can name.
-    let to_person = find(&toks, &["to"])
-        .and_then(|i| name_at(&toks, i + 1))
+    let to_person = find(toks, &["to"])
+        .and_then(|i| name_at(toks, i + 1))
         .is_some();
     if has(
-        &toks,
+        toks,
         &[
             "spent", "spend", "expense", "expenses", "paid", "bought", "cost",
         ],
     ) && to_person
         && !goods_counted
     {
-        return unknown("who was paid, and for what? Say 'paid 30 for transport'");
+        return Some(unknown(
+            "who was paid, and for what? Say 'paid 30 for transport'",
+        ));
     }
     if has(
-        &toks,
+        toks,
         &[
             "spent", "spend", "expense", "expenses", "paid", "bought", "cost",
         ],
     ) && items_anywhere.is_none()
         && !goods_counted
-        && let Some(ai) = (0..n).find(|&i| money_at(&toks, i).is_some())
+        && let Some(ai) = (0..n).find(|&i| money_at(toks, i).is_some())
     {
         // "bought airtime for 100": what was bought is the category.
-        if let Some(b) = find(&toks, &["bought"])
+        if let Some(b) = find(toks, &["bought"])
             && let Some(what) = toks.get(b + 1).filter(|t| {
                 t.low.chars().all(char::is_alphabetic) && !STOP.contains(&t.low.as_str())
             })
             && ai > b + 1
         {
-            let (amount, _) = money_at(&toks, ai).expect("checked");
-            return sure(
+            let (amount, _) = money_at(toks, ai).expect("checked");
+            return Some(sure(
                 Action::RecordExpense {
                     amount,
                     category: Some(what.low.clone()),
                     note: None,
                 },
                 true,
-            );
+            ));
         }
-        let (amount, used) = money_at(&toks, ai).expect("checked");
-        let cat_at = find(&toks, &["on", "for"])
+        let (amount, used) = money_at(toks, ai).expect("checked");
+        let cat_at = find(toks, &["on", "for"])
             .map(|i| i + 1)
             .or_else(|| {
                 let k = ai + used;
@@ -1407,28 +1499,34 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         });
         // Money out with nothing said of what for: an expense, or a payment in?
         if category.is_none() && note.is_none() {
-            return unknown("what was it for? Say 'paid 25 for transport'");
+            return Some(unknown("what was it for? Say 'paid 25 for transport'"));
         }
-        return sure(
+        return Some(sure(
             Action::RecordExpense {
                 amount,
                 category,
                 note,
             },
             true,
-        );
+        ));
     }
 
+    None
+}
+
+/// Goods in and out: sales and restocks, by who did what to whom.
+fn goods_moved(m: &Msg<'_>, lex: &Lexicon) -> Parsed {
+    let Msg { toks, n, .. } = *m;
     // goods in and out: the first list of items, one of the shop's own products first
     let items_from =
-        |i: usize| number_at(&toks, i, true).is_some() && items_at(&toks, i, lex, true).is_some();
+        |i: usize| number_at(toks, i, true).is_some() && items_at(toks, i, lex, true).is_some();
     let Some(start) = (0..n)
-        .find(|&i| items_from(i) && items_at(&toks, i, lex, true).is_some_and(|p| p.known))
+        .find(|&i| items_from(i) && items_at(toks, i, lex, true).is_some_and(|p| p.known))
         .or_else(|| (0..n).find(|&i| items_from(i)))
     else {
         // "restock sugar 20", "sold rice 3"
         for i in 0..n {
-            if let Some((product, qty, _)) = product_qty_at(&toks, i, lex) {
+            if let Some((product, qty, _)) = product_qty_at(toks, i, lex) {
                 let item = Item {
                     product,
                     qty,
@@ -1436,13 +1534,13 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                     total: None,
                 };
                 if has(
-                    &toks,
+                    toks,
                     &["restock", "restocked", "received", "add", "added", "got"],
                 ) {
                     // "restock rice 10 bags @ 14": a price after the quantity.
-                    let after = i + product_qty_at(&toks, i, lex).map_or(0, |(_, _, u)| u);
+                    let after = i + product_qty_at(toks, i, lex).map_or(0, |(_, _, u)| u);
                     let unit_cost = (after..n).find_map(|k| {
-                        let (u, _, used) = price_at(&toks, k);
+                        let (u, _, used) = price_at(toks, k);
                         (used > 0).then_some(u).flatten()
                     });
                     return sure(
@@ -1455,7 +1553,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
                         true,
                     );
                 }
-                if has(&toks, &["sold", "sell", "sale"]) {
+                if has(toks, &["sold", "sell", "sale"]) {
                     return sure(
                         Action::RecordSale {
                             items: vec![item],
@@ -1469,9 +1567,9 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         }
         return unknown("I could not tell what to do");
     };
-    let parsed = items_at(&toks, start, lex, true).expect("checked");
+    let parsed = items_at(toks, start, lex, true).expect("checked");
     let in_cue = has(
-        &toks,
+        toks,
         &[
             "received",
             "receive",
@@ -1497,7 +1595,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         ],
     );
     let out_cue = has(
-        &toks,
+        toks,
         &[
             "sold",
             "sell",
@@ -1514,7 +1612,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     // Who did what to whom: "<customer or anyone> bought 2 milk" is a sale to them; "we
     // bought 40 flour for the shop", "received", or a vendor bringing it, is goods in.
     let buyer = find(
-        &toks,
+        toks,
         &[
             "bought",
             "buys",
@@ -1527,15 +1625,15 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         ],
     )
     .filter(|v| *v < start)
-    .map(|v| buyer_before(&toks, v, lex));
+    .map(|v| buyer_before(toks, v, lex));
     let subject_customer =
-        (0..start).find_map(|i| name_at(&toks, i).and_then(|(name, _)| lex.customer(&name)));
-    let named_customer = customer_after(&toks, &["to", "for"], lex);
+        (0..start).find_map(|i| name_at(toks, i).and_then(|(name, _)| lex.customer(&name)));
+    let named_customer = customer_after(toks, &["to", "for"], lex);
     // "put 2 rice on John's account", "give Fatima 3 bread on credit": a customer named
     // anywhere.
     let anywhere = || {
         (0..n).find_map(|i| {
-            name_at(&toks, i).and_then(|(name, _)| {
+            name_at(toks, i).and_then(|(name, _)| {
                 name.split(' ')
                     .scan(String::new(), |acc, w| {
                         if !acc.is_empty() {
@@ -1552,21 +1650,21 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         Some(Buyer::Customer(c)) | Some(Buyer::Named(c)) => Some(c.clone()),
         _ => subject_customer.clone().or(named_customer.clone()),
     };
-    let giving = has(&toks, &["give", "gave", "put", "given"]);
+    let giving = has(toks, &["give", "gave", "put", "given"]);
     if customer.is_none() && giving {
         customer = anywhere();
     }
-    let for_shop = has_seq(&toks, &["for", "the", "shop"])
-        || has_seq(&toks, &["for", "shop"])
-        || has_seq(&toks, &["for", "stock"])
-        || has_seq(&toks, &["stock", "in"]);
+    let for_shop = has_seq(toks, &["for", "the", "shop"])
+        || has_seq(toks, &["for", "shop"])
+        || has_seq(toks, &["for", "stock"])
+        || has_seq(toks, &["stock", "in"]);
     let someone_bought = matches!(
         buyer,
         Some(Buyer::Customer(_) | Buyer::Named(_) | Buyer::Someone)
     );
     let shop_bought = matches!(buyer, Some(Buyer::Shop));
     let is_sale = has(
-        &toks,
+        toks,
         &["sold", "sell", "sale", "selling", "took", "takes", "credit"],
     ) || someone_bought
         || (giving && customer.is_some())
@@ -1577,8 +1675,8 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         let [item] = parsed.items.as_slice() else {
             return unknown("restock one product at a time");
         };
-        let supplier = find(&toks, &["from"])
-            .and_then(|i| name_at(&toks, i + 1))
+        let supplier = find(toks, &["from"])
+            .and_then(|i| name_at(toks, i + 1))
             .map(|(s, _)| s)
             .filter(|s| {
                 !matches!(
@@ -1589,7 +1687,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
             .or_else(|| {
                 // "Karim delivered 10 cooking oil": the one who brought it.
                 (start > 0)
-                    .then(|| name_at(&toks, 0))
+                    .then(|| name_at(toks, 0))
                     .flatten()
                     .map(|(s, _)| s)
                     .filter(|s| {
@@ -1618,7 +1716,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         let (mut up, mut tot) = (item.unit_price, item.total);
         if up.is_none() && tot.is_none() {
             for k in parsed.end..n {
-                let (u, t, used) = price_at(&toks, k);
+                let (u, t, used) = price_at(toks, k);
                 if used > 0 {
                     (up, tot) = (u, t);
                     break;
@@ -1647,10 +1745,10 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
     }
     if is_sale || parsed.end == n {
         let paid = if has(
-            &toks,
+            toks,
             &["credit", "owes", "later", "owing", "debt", "account", "tab"],
-        ) || has_seq(&toks, &["not", "paid"])
-            || has_seq(&toks, &["will", "pay"])
+        ) || has_seq(toks, &["not", "paid"])
+            || has_seq(toks, &["will", "pay"])
         {
             Some(false)
         } else {
@@ -1660,7 +1758,7 @@ pub fn parse(text: &str, lex: &Lexicon) -> Parsed {
         // A price said after the customer ("to Ahmed for 45") belongs to a single item.
         if items.len() == 1 && items[0].unit_price.is_none() && items[0].total.is_none() {
             for k in parsed.end..n {
-                let (u, t, used) = price_at(&toks, k);
+                let (u, t, used) = price_at(toks, k);
                 if used > 0 {
                     items[0].unit_price = u;
                     items[0].total = t;

@@ -195,6 +195,7 @@ fn seed(conn: &mut Connection) -> rusqlite::Result<()> {
             )?;
         }
     }
+    crate::tenant::session::record(&tx, "seed")?;
     tx.commit()
 }
 

@@ -4,7 +4,7 @@
 use crate::executor::{self, Input, Request};
 use crate::shop::{self, ExecError, catalog, staff};
 use crate::store::{Created, NewTenant, Store};
-use crate::tenant::TenantId;
+use crate::tenant::{TenantId, session};
 use serde_json::json;
 
 /// The demo tenant's id.
@@ -44,14 +44,17 @@ pub fn ensure(store: &Store) -> Result<Option<Created>, ExecError> {
         };
         executor::execute(&mut conn, &req)?;
     }
-    let settings = shop::load_settings(&conn)?;
+    let tx = conn.transaction()?;
+    let settings = shop::load_settings(&tx)?;
     for name in ["Ahmed", "Fatima", "John"] {
-        catalog::insert_customer(&conn, name, None)?;
+        catalog::insert_customer(&tx, name, None)?;
     }
     for (name, role) in [("Mary", "manager"), ("Musa", "driver"), ("Sam", "staff")] {
         let input: staff::StaffInput =
             serde_json::from_value(json!({"name": name, "role": role})).expect("valid input");
-        staff::create_staff(&conn, &settings, &input)?;
+        staff::create_staff(&tx, &settings, &input)?;
     }
+    session::record(&tx, "seed")?;
+    tx.commit()?;
     Ok(Some(created))
 }

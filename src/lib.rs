@@ -23,7 +23,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool, change capture for sync (`session`: the synced tables, the per-tenant bell) |
+//! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool, change capture for sync (`session`: the synced tables, the preupdate and commit hooks, the per-tenant bell; `changeset`: SQLite's changeset format) |
 //! | [`control`] | `_control.db`: tenant registry, the trash list, device keys, channel bindings, pending work, schedule index and run ledger |
 //! | [`store`] | tenant lifecycle: create, delete to trash, restore, purge, keys, migrate-all |
 //! | [`sync`] | the owner's-app sync feed: snapshot, changes by `(epoch, seq)`, retention (capture itself is `tenant::session`) |

@@ -3,6 +3,7 @@
 //! Invariant: a `TenantId` is validated before it can become a path, and this module imports
 //! nothing from `http`, `channel` or `parser`.
 
+pub mod changeset;
 mod id;
 pub mod migrate;
 pub mod pool;

@@ -1,15 +1,23 @@
-//! Change capture for sync: every pooled tenant connection carries a SQLite session (the
-//! session extension, compiled into the bundled SQLite by `.cargo/config.toml`) on the
-//! tables of `SYNCED`; a writer calls `record` inside its transaction, before commit, and
-//! what the transaction changed becomes one densely numbered `sync_log` row, atomically.
-//! Invariants: only `SYNCED` tables are ever captured; a `sync_log` row is never empty.
+//! Change capture for sync: every pooled tenant connection notes, through SQLite's preupdate
+//! hook, which rows of the `SYNCED` tables its transaction touches; a writer calls `record`
+//! inside the transaction, right before commit, and what changed becomes one densely
+//! numbered `sync_log` row holding a SQLite changeset, atomically with the change.
+//! Invariants: only `SYNCED` tables are captured; a `sync_log` row is never empty; a
+//! transaction that changed a synced row cannot commit without `record` (the commit fails).
 
+use super::changeset::{self, Val};
 use super::sqlite::Cached;
-use rusqlite::Connection;
 use rusqlite::ffi::{
-    SQLITE_OK, sqlite3, sqlite3_free, sqlite3_get_clientdata, sqlite3_wal_checkpoint,
-    sqlite3_wal_hook,
+    SQLITE_BLOB, SQLITE_DELETE, SQLITE_FLOAT, SQLITE_INSERT, SQLITE_INTEGER, SQLITE_OK,
+    SQLITE_TEXT, SQLITE_UPDATE, sqlite3, sqlite3_commit_hook, sqlite3_free, sqlite3_get_clientdata,
+    sqlite3_preupdate_count, sqlite3_preupdate_hook, sqlite3_preupdate_new, sqlite3_preupdate_old,
+    sqlite3_rollback_hook, sqlite3_set_clientdata, sqlite3_value, sqlite3_value_blob,
+    sqlite3_value_bytes, sqlite3_value_double, sqlite3_value_int64, sqlite3_value_text,
+    sqlite3_value_type, sqlite3_wal_checkpoint, sqlite3_wal_hook,
 };
+use rusqlite::{Connection, OptionalExtension};
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::Arc;
 
@@ -24,7 +32,7 @@ const AUTOCHECKPOINT_FRAMES: c_int = 1000;
 /// The tables an owner's app mirrors: the shop's business data. Everything else in a tenant
 /// file (idempotency keys, inbox and outbox, chat identities, join codes, the journal, the
 /// message log and its LLM usage, job markers, the sync log itself) is private: never in a
-/// snapshot or a changeset. Each has a primary key (the session extension needs one).
+/// snapshot or a changeset. Each has a primary key (a changeset names rows by it).
 pub const SYNCED: &[&str] = &[
     "settings",
     "products",
@@ -46,53 +54,67 @@ pub const SYNCED: &[&str] = &[
 pub const RETIRED_COLUMNS: &[(&str, &str)] =
     &[("staff", "join_code"), ("staff", "join_code_expires_at")];
 
-#[repr(C)]
-struct Session {
-    _opaque: [u8; 0],
+/// Where a connection keeps its `Hooks` (SQLite's per-connection client data).
+const HOOKS_KEY: &CStr = c"tarn.sync.hooks";
+
+/// What a connection's hooks share: the tenant's bell and, when capturing, what the open
+/// transaction has touched.
+struct Hooks {
+    bell: Bell,
+    capture: Option<Capture>,
 }
 
-#[repr(C)]
-struct ChangeGroup {
-    _opaque: [u8; 0],
+/// A synced table as the capture sees it.
+struct Table {
+    /// Columns, in declaration order.
+    cols: usize,
+    /// Per column: its position in the primary key (from 1), or 0.
+    pk: Vec<u8>,
+    /// The key's columns, in key order.
+    key: Vec<usize>,
+    /// Reads a row's values by its key.
+    select: String,
 }
 
-// The session extension's entry points (sqlite3session.h). The bundled SQLite is built with
-// SQLITE_ENABLE_SESSION, but libsqlite3-sys's prebuilt bindings leave them out (its `session`
-// feature would need bindgen and libclang at build time), so the few used are declared here.
-unsafe extern "C" {
-    fn sqlite3session_create(
-        db: *mut sqlite3,
-        db_name: *const c_char,
-        out: *mut *mut Session,
-    ) -> c_int;
-    fn sqlite3session_delete(session: *mut Session);
-    fn sqlite3session_isempty(session: *mut Session) -> c_int;
-    fn sqlite3session_attach(session: *mut Session, table: *const c_char) -> c_int;
-    fn sqlite3session_changeset(
-        session: *mut Session,
-        n: *mut c_int,
-        out: *mut *mut c_void,
-    ) -> c_int;
-    fn sqlite3changegroup_new(out: *mut *mut ChangeGroup) -> c_int;
-    fn sqlite3changegroup_add(group: *mut ChangeGroup, n: c_int, data: *mut c_void) -> c_int;
-    fn sqlite3changegroup_output(
-        group: *mut ChangeGroup,
-        n: *mut c_int,
-        out: *mut *mut c_void,
-    ) -> c_int;
-    fn sqlite3changegroup_delete(group: *mut ChangeGroup);
-    fn sqlite3_set_clientdata(
-        db: *mut sqlite3,
-        name: *const c_char,
-        data: *mut c_void,
-        destructor: Option<unsafe extern "C" fn(*mut c_void)>,
-    ) -> c_int;
+/// Per connection: the synced tables' shapes (read once, when capture starts) and the rows
+/// the open transaction has touched.
+struct Capture {
+    /// By index in `SYNCED`; `None` for a table the file does not have.
+    tables: Vec<Option<Table>>,
+    touched: RefCell<Touched>,
 }
 
-/// Where a connection keeps its session (SQLite's per-connection client data).
-const KEY: &CStr = c"tarn.sync.session";
-/// Where a connection keeps its bell.
-const BELL_KEY: &CStr = c"tarn.sync.bell";
+/// The rows a transaction touched, each once, with how it was first touched.
+#[derive(Default)]
+struct Touched {
+    rows: Vec<Touch>,
+    /// (table, encoded key) of `rows`.
+    seen: HashSet<(usize, Vec<u8>)>,
+    /// Why this transaction's changes cannot be captured (its `record` fails).
+    broken: Option<String>,
+}
+
+impl Touched {
+    fn clear(&mut self) {
+        self.rows.clear();
+        self.seen.clear();
+        self.broken = None;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.broken.is_none()
+    }
+}
+
+/// A row's first change in the transaction: whatever happens to it after, the changeset
+/// compares its values before (`old`) with its values at `record`.
+struct Touch {
+    table: usize,
+    first: c_int,
+    key: Vec<Val>,
+    /// Its values before the transaction (none for a row it inserted).
+    old: Vec<Val>,
+}
 
 fn failure(rc: c_int, what: &str) -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rc), Some(what.to_owned()))
@@ -106,53 +128,269 @@ fn check(rc: c_int, what: &str) -> rusqlite::Result<()> {
     }
 }
 
-/// A new session on `db` with every synced table attached.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The shapes of the synced tables in `conn`'s file.
+fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<Option<Table>>> {
+    let mut columns =
+        conn.prepare("SELECT name, pk, hidden FROM pragma_table_xinfo(?1) ORDER BY cid")?;
+    SYNCED
+        .iter()
+        .map(|table| {
+            let cols: Vec<(String, u8, i64)> = columns
+                .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            if cols.is_empty() {
+                return Ok(None);
+            }
+            if cols.iter().any(|c| c.2 != 0) || cols.iter().all(|c| c.1 == 0) {
+                return Err(failure(
+                    rusqlite::ffi::SQLITE_SCHEMA,
+                    &format!("synced table {table} needs a primary key and no hidden column"),
+                ));
+            }
+            let mut key: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].1 != 0).collect();
+            key.sort_by_key(|&i| cols[i].1);
+            let names: Vec<String> = cols.iter().map(|c| quote(&c.0)).collect();
+            let wheres: Vec<String> = key
+                .iter()
+                .enumerate()
+                .map(|(n, &i)| format!("{} = ?{}", names[i], n + 1))
+                .collect();
+            Ok(Some(Table {
+                cols: cols.len(),
+                pk: cols.iter().map(|c| c.1).collect(),
+                select: format!(
+                    "SELECT {} FROM main.{} WHERE {}",
+                    names.join(", "),
+                    quote(table),
+                    wheres.join(" AND ")
+                ),
+                key,
+            }))
+        })
+        .collect()
+}
+
+/// A value SQLite handed to the preupdate hook, copied.
 ///
 /// # Safety
-/// `db` is an open connection used by this thread only.
-unsafe fn new_session(db: *mut sqlite3) -> rusqlite::Result<*mut Session> {
-    let mut session = std::ptr::null_mut();
-    // SAFETY: `db` is open; "main" and the table names are NUL-terminated.
+/// `v` is a valid value for the duration of the call.
+unsafe fn val(v: *mut sqlite3_value) -> Val {
+    // SAFETY: per the contract; text and blob pointers are read before their length, as
+    // SQLite asks, and copied before the hook returns.
     unsafe {
-        check(
-            sqlite3session_create(db, c"main".as_ptr(), &mut session),
-            "sqlite3session_create",
-        )?;
-        for table in SYNCED {
-            let name = std::ffi::CString::new(*table).expect("no NUL in table names");
-            let rc = sqlite3session_attach(session, name.as_ptr());
-            if rc != SQLITE_OK {
-                sqlite3session_delete(session);
-                return Err(failure(rc, "sqlite3session_attach"));
+        match sqlite3_value_type(v) {
+            SQLITE_INTEGER => Val::Int(sqlite3_value_int64(v)),
+            SQLITE_FLOAT => Val::Real(sqlite3_value_double(v)),
+            t @ (SQLITE_TEXT | SQLITE_BLOB) => {
+                let p = if t == SQLITE_TEXT {
+                    sqlite3_value_text(v)
+                } else {
+                    sqlite3_value_blob(v) as *const u8
+                };
+                let n = sqlite3_value_bytes(v).max(0) as usize;
+                let bytes = if p.is_null() {
+                    Vec::new()
+                } else {
+                    std::slice::from_raw_parts(p, n).to_vec()
+                };
+                if t == SQLITE_TEXT {
+                    Val::Text(bytes)
+                } else {
+                    Val::Blob(bytes)
+                }
             }
+            _ => Val::Null,
         }
     }
-    Ok(session)
 }
 
-fn session_of(conn: &Connection) -> *mut Session {
-    // SAFETY: the handle is only used for client data, on the connection's own thread.
-    unsafe { sqlite3_get_clientdata(conn.handle(), KEY.as_ptr()) as *mut Session }
+type Accessor = unsafe extern "C" fn(*mut sqlite3, c_int, *mut *mut sqlite3_value) -> c_int;
+
+/// Column `i` of the row before (`sqlite3_preupdate_old`) or after (`_new`) the change.
+///
+/// # Safety
+/// Called from the preupdate hook of `db`.
+unsafe fn column(db: *mut sqlite3, get: Accessor, i: usize) -> Result<Val, String> {
+    let mut v = std::ptr::null_mut();
+    // SAFETY: inside the hook, for a column the table has.
+    let rc = unsafe { get(db, i as c_int, &mut v) };
+    if rc != SQLITE_OK || v.is_null() {
+        return Err(format!("reading a changed row failed (SQLite error {rc})"));
+    }
+    // SAFETY: SQLite keeps `v` valid until the hook returns.
+    Ok(unsafe { val(v) })
 }
 
-fn set_session(conn: &Connection, session: *mut Session) {
-    // SAFETY: as above; no destructor: `stop` deletes the session before the connection closes.
-    unsafe {
-        sqlite3_set_clientdata(conn.handle(), KEY.as_ptr(), session as *mut c_void, None);
+impl Capture {
+    /// Notes a change to a row of `SYNCED[t]` (from the preupdate hook).
+    ///
+    /// # Safety
+    /// Called from the preupdate hook of `db`.
+    unsafe fn note(&self, db: *mut sqlite3, t: usize, op: c_int) {
+        let Ok(mut touched) = self.touched.try_borrow_mut() else {
+            return;
+        };
+        if touched.broken.is_some() {
+            return;
+        }
+        // SAFETY: we are in the hook.
+        if let Err(why) = unsafe { self.try_note(&mut touched, db, t, op) } {
+            touched.broken = Some(format!("{}: {why}", SYNCED[t]));
+        }
+    }
+
+    /// # Safety
+    /// As `note`.
+    unsafe fn try_note(
+        &self,
+        touched: &mut Touched,
+        db: *mut sqlite3,
+        t: usize,
+        op: c_int,
+    ) -> Result<(), String> {
+        let table = self.tables[t]
+            .as_ref()
+            .ok_or("the table was created after capture began")?;
+        // SAFETY: in the hook.
+        let count = unsafe { sqlite3_preupdate_count(db) };
+        if count as usize != table.cols {
+            return Err("the table's columns changed after capture began".into());
+        }
+        let key_of = |get: Accessor| -> Result<Vec<Val>, String> {
+            // SAFETY: in the hook, for the table's own columns.
+            table
+                .key
+                .iter()
+                .map(|&i| unsafe { column(db, get, i) })
+                .collect()
+        };
+        let row_of = |get: Accessor| -> Result<Vec<Val>, String> {
+            // SAFETY: as above.
+            (0..table.cols)
+                .map(|i| unsafe { column(db, get, i) })
+                .collect()
+        };
+        let mut touch = |first: c_int, key: Vec<Val>, get: Option<Accessor>| {
+            let mut encoded = Vec::new();
+            key.iter().for_each(|v| changeset::put(&mut encoded, v));
+            if touched.seen.insert((t, encoded)) {
+                let old = get.map(row_of).transpose()?.unwrap_or_default();
+                touched.rows.push(Touch {
+                    table: t,
+                    first,
+                    key,
+                    old,
+                });
+            }
+            Ok::<(), String>(())
+        };
+        match op {
+            SQLITE_INSERT => touch(op, key_of(sqlite3_preupdate_new)?, None),
+            SQLITE_DELETE => touch(
+                op,
+                key_of(sqlite3_preupdate_old)?,
+                Some(sqlite3_preupdate_old),
+            ),
+            SQLITE_UPDATE => {
+                let (before, after) = (
+                    key_of(sqlite3_preupdate_old)?,
+                    key_of(sqlite3_preupdate_new)?,
+                );
+                if before == after {
+                    touch(op, before, Some(sqlite3_preupdate_old))
+                } else {
+                    // A changed key: the row under the old key went, one under the new came.
+                    touch(SQLITE_DELETE, before, Some(sqlite3_preupdate_old))?;
+                    touch(SQLITE_INSERT, after, None)
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn hooks_of(conn: &Connection) -> *const Hooks {
+    // SAFETY: only client data is read, on the connection's own thread.
+    unsafe { sqlite3_get_clientdata(conn.handle(), HOOKS_KEY.as_ptr()) as *const Hooks }
+}
+
+/// SQLite's preupdate hook: notes changes to rows of synced tables in the main database.
+unsafe extern "C" fn before_change(
+    hooks: *mut c_void,
+    db: *mut sqlite3,
+    op: c_int,
+    db_name: *const c_char,
+    table: *const c_char,
+    _old_rowid: i64,
+    _new_rowid: i64,
+) {
+    // SAFETY: `hooks` is the `Box<Hooks>` `start` registered, alive until `stop`; the names
+    // are NUL-terminated strings SQLite owns for the call.
+    let (hooks, db_name, table) = unsafe {
+        (
+            &*(hooks as *const Hooks),
+            CStr::from_ptr(db_name),
+            CStr::from_ptr(table),
+        )
+    };
+    let Some(capture) = &hooks.capture else {
+        return;
+    };
+    if db_name.to_bytes() != b"main" {
+        return;
+    }
+    if let Some(t) = SYNCED.iter().position(|s| s.as_bytes() == table.to_bytes()) {
+        // SAFETY: we are in the hook of `db`.
+        unsafe { capture.note(db, t, op) };
+    }
+}
+
+/// SQLite's commit hook: a transaction that changed synced rows must have recorded them;
+/// otherwise the commit becomes a rollback (an app's copy would silently miss the change).
+unsafe extern "C" fn before_commit(hooks: *mut c_void) -> c_int {
+    // SAFETY: as in `before_change`.
+    let hooks = unsafe { &*(hooks as *const Hooks) };
+    let Some(capture) = &hooks.capture else {
+        return 0;
+    };
+    let Ok(mut touched) = capture.touched.try_borrow_mut() else {
+        return 0;
+    };
+    if touched.is_empty() {
+        return 0;
+    }
+    let tables: Vec<&str> = touched.rows.iter().map(|r| SYNCED[r.table]).collect();
+    tracing::error!(?tables, broken = ?touched.broken, "a transaction changed synced rows without recording them: rolled back");
+    touched.clear();
+    1
+}
+
+/// SQLite's rollback hook: what the transaction touched is gone with it.
+unsafe extern "C" fn after_rollback(hooks: *mut c_void) {
+    // SAFETY: as in `before_change`.
+    let hooks = unsafe { &*(hooks as *const Hooks) };
+    if let Some(capture) = &hooks.capture
+        && let Ok(mut touched) = capture.touched.try_borrow_mut()
+    {
+        touched.clear();
     }
 }
 
 /// Runs after every commit (SQLite's WAL hook, called once the write lock is released):
 /// rings the tenant's bell and checkpoints like SQLite's own hook would.
 unsafe extern "C" fn after_commit(
-    bell: *mut c_void,
+    hooks: *mut c_void,
     db: *mut sqlite3,
     db_name: *const c_char,
     frames: c_int,
 ) -> c_int {
-    // SAFETY: `bell` is the `Box<Bell>` `start` registered, alive until `stop`.
-    let bell = unsafe { &*(bell as *const Bell) };
-    bell.send_modify(|n| *n = n.wrapping_add(1));
+    // SAFETY: as in `before_change`.
+    let hooks = unsafe { &*(hooks as *const Hooks) };
+    hooks.bell.send_modify(|n| *n = n.wrapping_add(1));
     if frames >= AUTOCHECKPOINT_FRAMES {
         // SAFETY: allowed from the WAL hook; a busy checkpoint is simply retried later.
         unsafe { sqlite3_wal_checkpoint(db, db_name) };
@@ -161,83 +399,98 @@ unsafe extern "C" fn after_commit(
 }
 
 /// Starts capturing on a connection (unless `capture` is off: then `record` records
-/// nothing) and rings `bell` after each of its commits. Once per connection; the pool calls
-/// it for every connection it hands out. `stop` must run before it closes.
+/// nothing) and rings `bell` after each of its commits. Once per connection, after its file
+/// is migrated; the pool calls it for every connection it hands out. `stop` must run before
+/// it closes.
 pub fn start(conn: &Connection, bell: Bell, capture: bool) -> rusqlite::Result<()> {
-    // SAFETY: only client data is read.
-    if !unsafe { sqlite3_get_clientdata(conn.handle(), BELL_KEY.as_ptr()) }.is_null() {
+    if !hooks_of(conn).is_null() {
         return Ok(());
     }
-    if capture {
-        // SAFETY: the connection is open and used by this thread.
-        let session = unsafe { new_session(conn.handle())? };
-        set_session(conn, session);
-    }
-    let bell = Box::into_raw(Box::new(bell)) as *mut c_void;
-    // SAFETY: the box lives until `stop` unregisters the hook and frees it.
+    let capture = match capture {
+        true => Some(Capture {
+            tables: read_tables(conn)?,
+            touched: RefCell::default(),
+        }),
+        false => None,
+    };
+    let hooks = Box::into_raw(Box::new(Hooks { bell, capture })) as *mut c_void;
+    // SAFETY: the handle is used only to register hooks, on the connection's own thread.
+    let db = unsafe { conn.handle() };
+    // SAFETY: the box lives until `stop` unregisters the hooks and frees it.
     unsafe {
-        sqlite3_set_clientdata(conn.handle(), BELL_KEY.as_ptr(), bell, None);
-        sqlite3_wal_hook(conn.handle(), Some(after_commit), bell);
+        sqlite3_set_clientdata(db, HOOKS_KEY.as_ptr(), hooks, None);
+        sqlite3_wal_hook(db, Some(after_commit), hooks);
+        sqlite3_preupdate_hook(db, Some(before_change), hooks);
+        sqlite3_commit_hook(db, Some(before_commit), hooks);
+        sqlite3_rollback_hook(db, Some(after_rollback), hooks);
     }
     Ok(())
 }
 
-/// Stops capturing, unhooks the bell and frees both (before the connection closes).
+/// Unhooks capture and the bell and frees them (before the connection closes).
 pub fn stop(conn: &Connection) {
-    let session = session_of(conn);
-    if !session.is_null() {
-        set_session(conn, std::ptr::null_mut());
-        // SAFETY: the session was created on this connection, which is still open.
-        unsafe { sqlite3session_delete(session) };
+    let hooks = hooks_of(conn);
+    if hooks.is_null() {
+        return;
     }
-    // SAFETY: the hook is removed before the box it points to is freed.
+    // SAFETY: as in `start`.
+    let db = unsafe { conn.handle() };
+    // SAFETY: the hooks are removed before the box they point to is freed.
     unsafe {
-        let bell = sqlite3_get_clientdata(conn.handle(), BELL_KEY.as_ptr());
-        if !bell.is_null() {
-            sqlite3_wal_hook(conn.handle(), None, std::ptr::null_mut());
-            sqlite3_set_clientdata(conn.handle(), BELL_KEY.as_ptr(), std::ptr::null_mut(), None);
-            drop(Box::from_raw(bell as *mut Bell));
+        sqlite3_wal_hook(db, None, std::ptr::null_mut());
+        sqlite3_preupdate_hook(db, None, std::ptr::null_mut());
+        sqlite3_commit_hook(db, None, std::ptr::null_mut());
+        sqlite3_rollback_hook(db, None, std::ptr::null_mut());
+        sqlite3_set_clientdata(db, HOOKS_KEY.as_ptr(), std::ptr::null_mut(), None);
+        drop(Box::from_raw(hooks as *mut Hooks));
+    }
+}
+
+/// What the open transaction changed in the synced tables, as a changeset (empty when
+/// nothing changed or the connection does not capture); what it touched is then forgotten.
+/// Like SQLite's session extension, it compares each touched row's values before the
+/// transaction with its values now, so changes undone since (a savepoint rolled back, a row
+/// inserted then deleted) leave nothing.
+fn take_changes(conn: &Connection) -> rusqlite::Result<Vec<u8>> {
+    // SAFETY: set by `start` on this connection, freed only by `stop`.
+    let Some(capture) = (unsafe { hooks_of(conn).as_ref() }).and_then(|h| h.capture.as_ref())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut rows = {
+        let mut touched = capture.touched.borrow_mut();
+        if let Some(why) = touched.broken.take() {
+            touched.clear();
+            return Err(failure(rusqlite::ffi::SQLITE_SCHEMA, &why));
+        }
+        touched.seen.clear();
+        std::mem::take(&mut touched.rows)
+    };
+    rows.sort_by_key(|r| r.table);
+    let mut out = changeset::Writer::default();
+    for (i, row) in rows.iter().enumerate() {
+        let table = capture.tables[row.table]
+            .as_ref()
+            .expect("rows are noted only for known tables");
+        if i == 0 || rows[i - 1].table != row.table {
+            out.table(SYNCED[row.table], &table.pk);
+        }
+        let now: Option<Vec<Val>> = conn
+            .prepare_cached(&table.select)?
+            .query_row(rusqlite::params_from_iter(&row.key), |r| {
+                (0..table.cols)
+                    .map(|c| r.get_ref(c).map(Val::from))
+                    .collect()
+            })
+            .optional()?;
+        match (row.first, now) {
+            (SQLITE_INSERT, Some(new)) => out.insert(&new),
+            (SQLITE_INSERT, None) => {}
+            (_, Some(new)) => out.update(&table.pk, &row.old, &new),
+            (_, None) => out.delete(&row.old),
         }
     }
-}
-
-/// Copies a buffer SQLite allocated and frees it.
-///
-/// # Safety
-/// `p` points to `n` bytes allocated by SQLite (or is null with `n == 0`).
-unsafe fn take_buffer(p: *mut c_void, n: c_int) -> Vec<u8> {
-    if p.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: per the contract above.
-    let out = unsafe { std::slice::from_raw_parts(p as *const u8, n.max(0) as usize).to_vec() };
-    // SAFETY: SQLite allocated it.
-    unsafe { sqlite3_free(p) };
-    out
-}
-
-/// What the current transaction has changed in the synced tables so far, as a changeset,
-/// and a fresh session for what comes after. Empty when nothing changed (or the connection
-/// does not capture).
-fn take_changes(conn: &Connection) -> rusqlite::Result<Vec<u8>> {
-    let session = session_of(conn);
-    // SAFETY: the session belongs to this open connection.
-    if session.is_null() || unsafe { sqlite3session_isempty(session) } != 0 {
-        // Nothing touched a synced table: no changeset to make, and the session can stay.
-        return Ok(Vec::new());
-    }
-    let (mut n, mut p) = (0, std::ptr::null_mut());
-    // SAFETY: the session belongs to this open connection.
-    let rc = unsafe { sqlite3session_changeset(session, &mut n, &mut p) };
-    // SAFETY: on success SQLite allocated `n` bytes at `p`; on failure `p` is null.
-    let bytes = unsafe { take_buffer(p, n) };
-    check(rc, "sqlite3session_changeset")?;
-    // SAFETY: as above; the old session is replaced before it is deleted.
-    let fresh = unsafe { new_session(conn.handle())? };
-    set_session(conn, fresh);
-    // SAFETY: no longer referenced.
-    unsafe { sqlite3session_delete(session) };
-    Ok(bytes)
+    Ok(out.finish())
 }
 
 /// Records what this transaction changed in the synced tables as the next `sync_log` row,
@@ -248,18 +501,16 @@ pub fn record(conn: &Connection, what: &str) -> rusqlite::Result<Option<i64>> {
     if changes.is_empty() {
         return Ok(None);
     }
-    let seq: i64 = conn.row(
-        "SELECT max(coalesce((SELECT max(seq) FROM sync_log), 0), pruned_through) + 1
-         FROM sync_state",
-        [],
-        |r| r.get(0),
-    )?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    conn.exec(
-        "INSERT INTO sync_log (seq, what, changeset, at_ms) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![seq, what, changes, now_ms],
+    let seq = conn.row(
+        "INSERT INTO sync_log (seq, what, changeset, at_ms)
+         SELECT max(coalesce((SELECT max(seq) FROM sync_log), 0), pruned_through) + 1, ?1, ?2, ?3
+         FROM sync_state
+         RETURNING seq",
+        rusqlite::params![what, changes, now_ms],
+        |r| r.get(0),
     )?;
     Ok(Some(seq))
 }
@@ -283,10 +534,38 @@ pub fn new_epoch(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Throws away what the session captured so far (after a rollback, or changes made on
-/// purpose outside the feed, such as a migration).
-pub fn forget(conn: &Connection) -> rusqlite::Result<()> {
-    take_changes(conn).map(|_| ())
+#[repr(C)]
+struct ChangeGroup {
+    _opaque: [u8; 0],
+}
+
+// The change-group entry points (sqlite3session.h). The bundled SQLite is built with
+// SQLITE_ENABLE_SESSION, but libsqlite3-sys's prebuilt bindings leave them out (its `session`
+// feature would need bindgen and libclang at build time), so the few used are declared here.
+unsafe extern "C" {
+    fn sqlite3changegroup_new(out: *mut *mut ChangeGroup) -> c_int;
+    fn sqlite3changegroup_add(group: *mut ChangeGroup, n: c_int, data: *mut c_void) -> c_int;
+    fn sqlite3changegroup_output(
+        group: *mut ChangeGroup,
+        n: *mut c_int,
+        out: *mut *mut c_void,
+    ) -> c_int;
+    fn sqlite3changegroup_delete(group: *mut ChangeGroup);
+}
+
+/// Copies a buffer SQLite allocated and frees it.
+///
+/// # Safety
+/// `p` points to `n` bytes allocated by SQLite (or is null with `n == 0`).
+unsafe fn take_buffer(p: *mut c_void, n: c_int) -> Vec<u8> {
+    if p.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: per the contract above.
+    let out = unsafe { std::slice::from_raw_parts(p as *const u8, n.max(0) as usize).to_vec() };
+    // SAFETY: SQLite allocated it.
+    unsafe { sqlite3_free(p) };
+    out
 }
 
 /// Combines consecutive changesets into one (`sqlite3changegroup`): a row changed many times
@@ -319,47 +598,309 @@ pub fn combine<'a>(changesets: impl IntoIterator<Item = &'a [u8]>) -> rusqlite::
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use rusqlite::params;
+
+    #[repr(C)]
+    struct Session {
+        _opaque: [u8; 0],
+    }
+
+    type Conflict = unsafe extern "C" fn(*mut c_void, c_int, *mut c_void) -> c_int;
+
+    // SQLite's own session extension (the reference the capture is checked against) and its
+    // changeset apply (what the phone runs).
+    unsafe extern "C" {
+        fn sqlite3session_create(
+            db: *mut sqlite3,
+            name: *const c_char,
+            out: *mut *mut Session,
+        ) -> c_int;
+        fn sqlite3session_attach(session: *mut Session, table: *const c_char) -> c_int;
+        fn sqlite3session_changeset(
+            session: *mut Session,
+            n: *mut c_int,
+            out: *mut *mut c_void,
+        ) -> c_int;
+        fn sqlite3session_delete(session: *mut Session);
+        fn sqlite3changeset_apply(
+            db: *mut sqlite3,
+            n: c_int,
+            data: *mut c_void,
+            filter: Option<unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int>,
+            conflict: Option<Conflict>,
+            ctx: *mut c_void,
+        ) -> c_int;
+    }
+
+    const SCHEMA: &str = "
+        CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, stock INTEGER, price REAL, pic BLOB);
+        CREATE TABLE settings (key TEXT PRIMARY KEY, value);
+        CREATE TABLE product_aliases (alias_key TEXT, product_id INTEGER, note TEXT,
+                                      PRIMARY KEY (product_id, alias_key));
+        CREATE TABLE inbox (id INTEGER PRIMARY KEY, payload TEXT);
+        CREATE TABLE sync_log (seq INTEGER PRIMARY KEY, what TEXT NOT NULL,
+                               changeset BLOB NOT NULL, at_ms INTEGER NOT NULL);
+        CREATE TABLE sync_state (id INTEGER PRIMARY KEY, epoch TEXT, pruned_through INTEGER);
+        INSERT INTO sync_state VALUES (1, 'e', 0);";
+    const TABLES: [&str; 3] = ["products", "settings", "product_aliases"];
 
     fn db() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, stock INTEGER);
-             CREATE TABLE inbox (id INTEGER PRIMARY KEY, payload TEXT);
-             CREATE TABLE sync_log (seq INTEGER PRIMARY KEY, what TEXT NOT NULL,
-                                    changeset BLOB NOT NULL, at_ms INTEGER NOT NULL);
-             CREATE TABLE sync_state (id INTEGER PRIMARY KEY, epoch TEXT, pruned_through INTEGER);
-             INSERT INTO sync_state VALUES (1, 'e', 0);",
-        )
-        .unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn
+    }
+
+    fn capturing() -> Connection {
+        let conn = db();
         start(&conn, Arc::new(tokio::sync::watch::channel(0).0), true).unwrap();
         conn
     }
 
-    #[test]
-    fn synced_changes_become_dense_log_rows_and_private_ones_do_not() {
-        let mut conn = db();
-        let tx = conn.transaction().unwrap();
-        tx.execute("INSERT INTO products VALUES (1, 'Rice', 5)", [])
-            .unwrap();
-        tx.execute("INSERT INTO inbox VALUES (1, 'secret')", [])
-            .unwrap();
-        assert_eq!(record(&tx, "product").unwrap(), Some(1));
-        tx.commit().unwrap();
-        // Only a private table: nothing to record.
-        let tx = conn.transaction().unwrap();
-        tx.execute("INSERT INTO inbox VALUES (2, 'secret')", [])
-            .unwrap();
-        assert_eq!(record(&tx, "inbox").unwrap(), None);
-        tx.commit().unwrap();
-        // A change rolled back to a savepoint is not in the changeset.
-        let mut tx = conn.transaction().unwrap();
-        {
-            let sp = tx.savepoint().unwrap();
-            sp.execute("UPDATE products SET stock = 99", []).unwrap();
+    /// Every row of the synced test tables.
+    fn dump(conn: &Connection) -> Vec<Vec<Val>> {
+        let mut rows = Vec::new();
+        for t in TABLES {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {t} ORDER BY 1, 2"))
+                .unwrap();
+            let n = stmt.column_count();
+            let mut q = stmt.query([]).unwrap();
+            while let Some(r) = q.next().unwrap() {
+                rows.push((0..n).map(|i| Val::from(r.get_ref(i).unwrap())).collect());
+            }
         }
-        tx.execute("UPDATE products SET stock = 4", []).unwrap();
-        assert_eq!(record(&tx, "sale").unwrap(), Some(2));
-        tx.commit().unwrap();
+        rows
+    }
+
+    /// Applies a changeset the strict way (any conflict aborts); returns the conflicts.
+    fn apply(conn: &Connection, cs: &[u8]) -> usize {
+        unsafe extern "C" fn count(ctx: *mut c_void, _kind: c_int, _it: *mut c_void) -> c_int {
+            // SAFETY: `ctx` is the counter below.
+            unsafe { *(ctx as *mut usize) += 1 };
+            2 // SQLITE_CHANGESET_ABORT
+        }
+        if cs.is_empty() {
+            return 0;
+        }
+        let mut conflicts = 0usize;
+        // SAFETY: the buffer is only read; the counter outlives the call.
+        let rc = unsafe {
+            sqlite3changeset_apply(
+                conn.handle(),
+                cs.len() as c_int,
+                cs.as_ptr() as *mut c_void,
+                None,
+                Some(count),
+                &mut conflicts as *mut usize as *mut c_void,
+            )
+        };
+        assert!(rc == SQLITE_OK || conflicts > 0, "apply failed: {rc}");
+        conflicts
+    }
+
+    /// What the session extension captures for `work` on `conn`.
+    fn session_changeset(conn: &Connection, work: impl FnOnce()) -> Vec<u8> {
+        let mut s = std::ptr::null_mut();
+        // SAFETY: a session on an open connection, deleted below.
+        unsafe {
+            assert_eq!(
+                sqlite3session_create(conn.handle(), c"main".as_ptr(), &mut s),
+                0
+            );
+            for t in TABLES {
+                let name = std::ffi::CString::new(t).unwrap();
+                assert_eq!(sqlite3session_attach(s, name.as_ptr()), 0);
+            }
+        }
+        work();
+        let (mut n, mut p) = (0, std::ptr::null_mut());
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(sqlite3session_changeset(s, &mut n, &mut p), 0);
+            sqlite3session_delete(s);
+            take_buffer(p, n)
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Product(i64, String, i64, f64, Vec<u8>),
+        Stock(i64, i64),
+        DropProduct(i64),
+        MoveProduct(i64, i64),
+        Setting(String, Option<i64>),
+        DropSetting(String),
+        Alias(i64, String, String),
+        DropAlias(i64, String),
+        Private(i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let id = 1..8i64;
+        let key = prop::sample::select(vec!["a", "b", "ç", "d\"e"]).prop_map(String::from);
+        prop_oneof![
+            (
+                id.clone(),
+                "[a-zé ]{0,6}",
+                -5..5i64,
+                -2.0..2.0f64,
+                prop::collection::vec(any::<u8>(), 0..4)
+            )
+                .prop_map(|(i, n, s, p, b)| Op::Product(i, n, s, p, b)),
+            (id.clone(), -3..3i64).prop_map(|(i, d)| Op::Stock(i, d)),
+            id.clone().prop_map(Op::DropProduct),
+            (id.clone(), id.clone()).prop_map(|(a, b)| Op::MoveProduct(a, b)),
+            (key.clone(), prop::option::of(0..3i64)).prop_map(|(k, v)| Op::Setting(k, v)),
+            key.clone().prop_map(Op::DropSetting),
+            (id.clone(), key.clone(), "[xy]{0,2}").prop_map(|(i, k, n)| Op::Alias(i, k, n)),
+            (id.clone(), key).prop_map(|(i, k)| Op::DropAlias(i, k)),
+            id.prop_map(Op::Private),
+        ]
+    }
+
+    fn run(conn: &Connection, op: &Op) {
+        let r = match op {
+            Op::Product(i, n, s, p, b) => conn.execute(
+                "INSERT OR REPLACE INTO products VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![i, n, s, p, b],
+            ),
+            Op::Stock(i, d) => conn.execute(
+                "UPDATE products SET stock = stock + ?2 WHERE id = ?1",
+                params![i, d],
+            ),
+            Op::DropProduct(i) => conn.execute("DELETE FROM products WHERE id = ?1", [i]),
+            Op::MoveProduct(a, b) => conn.execute(
+                "UPDATE OR IGNORE products SET id = ?2 WHERE id = ?1",
+                params![a, b],
+            ),
+            Op::Setting(k, v) => conn.execute(
+                "INSERT OR REPLACE INTO settings VALUES (?1, ?2)",
+                params![k, v],
+            ),
+            Op::DropSetting(k) => conn.execute("DELETE FROM settings WHERE key = ?1", [k]),
+            Op::Alias(i, k, n) => conn.execute(
+                "INSERT INTO product_aliases VALUES (?2, ?1, ?3)
+                 ON CONFLICT DO UPDATE SET note = excluded.note",
+                params![i, k, n],
+            ),
+            Op::DropAlias(i, k) => conn.execute(
+                "DELETE FROM product_aliases WHERE product_id = ?1 AND alias_key = ?2",
+                params![i, k],
+            ),
+            Op::Private(i) => {
+                conn.execute("INSERT OR REPLACE INTO inbox VALUES (?1, 'secret')", [i])
+            }
+        };
+        r.unwrap();
+    }
+
+    /// A transaction: some changes, some undone by a savepoint's rollback, more changes;
+    /// then commit or rollback.
+    #[derive(Debug, Clone)]
+    struct Tx {
+        before: Vec<Op>,
+        undone: Vec<Op>,
+        after: Vec<Op>,
+        commit: bool,
+    }
+
+    fn tx() -> impl Strategy<Value = Tx> {
+        let ops = || prop::collection::vec(op(), 0..5);
+        (ops(), ops(), ops(), prop::bool::weighted(0.85)).prop_map(
+            |(before, undone, after, commit)| Tx {
+                before,
+                undone,
+                after,
+                commit,
+            },
+        )
+    }
+
+    fn run_tx(conn: &Connection, tx: &Tx) {
+        tx.before.iter().for_each(|o| run(conn, o));
+        conn.execute_batch("SAVEPOINT undone").unwrap();
+        tx.undone.iter().for_each(|o| run(conn, o));
+        conn.execute_batch("ROLLBACK TO undone; RELEASE undone")
+            .unwrap();
+        tx.after.iter().for_each(|o| run(conn, o));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Each recorded changeset, applied strictly to a copy, keeps the copy equal to the
+        /// source, and is as long as what SQLite's session extension records for the same
+        /// transaction.
+        #[test]
+        fn capture_matches_sqlites_session_extension(txs in prop::collection::vec(tx(), 1..12)) {
+            let (ours, theirs) = (capturing(), db());
+            let (our_copy, their_copy) = (db(), db());
+            let mut seq = 0;
+            for tx in &txs {
+                ours.execute_batch("BEGIN").unwrap();
+                run_tx(&ours, tx);
+                theirs.execute_batch("BEGIN").unwrap();
+                let reference = session_changeset(&theirs, || run_tx(&theirs, tx));
+                if !tx.commit {
+                    ours.execute_batch("ROLLBACK").unwrap();
+                    theirs.execute_batch("ROLLBACK").unwrap();
+                    continue;
+                }
+                let recorded = record(&ours, "tx").unwrap();
+                ours.execute_batch("COMMIT").unwrap();
+                theirs.execute_batch("COMMIT").unwrap();
+                let cs: Vec<u8> = match recorded {
+                    Some(n) => {
+                        seq += 1;
+                        prop_assert_eq!(n, seq);
+                        ours.query_row("SELECT changeset FROM sync_log WHERE seq = ?1", [n], |r| r.get(0)).unwrap()
+                    }
+                    None => Vec::new(),
+                };
+                prop_assert_eq!(cs.len(), reference.len());
+                prop_assert_eq!(apply(&our_copy, &cs), 0);
+                prop_assert_eq!(apply(&their_copy, &reference), 0);
+                prop_assert!(!cs.windows(6).any(|w| w == b"secret"));
+                prop_assert_eq!(dump(&ours), dump(&theirs));
+                prop_assert_eq!(dump(&our_copy), dump(&ours));
+                prop_assert_eq!(dump(&their_copy), dump(&theirs));
+            }
+            stop(&ours);
+        }
+    }
+
+    #[test]
+    fn a_commit_that_skips_record_is_refused() {
+        let conn = capturing();
+        let err = conn
+            .execute("INSERT INTO products (id, name) VALUES (1, 'Rice')", [])
+            .unwrap_err();
+        assert!(err.to_string().contains("constraint failed"), "{err}");
+        assert_eq!(dump(&conn), Vec::<Vec<Val>>::new());
+        // Private tables need no record; and a refused commit leaves nothing behind.
+        conn.execute("INSERT INTO inbox VALUES (1, 'x')", [])
+            .unwrap();
+        conn.execute_batch("BEGIN; INSERT INTO products (id) VALUES (2);")
+            .unwrap();
+        assert_eq!(record(&conn, "product").unwrap(), Some(1));
+        conn.execute_batch("COMMIT").unwrap();
+        stop(&conn);
+        stop(&conn);
+    }
+
+    #[test]
+    fn combined_changesets_keep_a_row_once() {
+        let conn = capturing();
+        for stock in [1, 2, 3] {
+            conn.execute_batch("BEGIN").unwrap();
+            conn.execute(
+                "INSERT OR REPLACE INTO products (id, stock) VALUES (1, ?1)",
+                [stock],
+            )
+            .unwrap();
+            record(&conn, "p").unwrap();
+            conn.execute_batch("COMMIT").unwrap();
+        }
         let blobs: Vec<Vec<u8>> = conn
             .prepare("SELECT changeset FROM sync_log ORDER BY seq")
             .unwrap()
@@ -367,10 +908,11 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert!(blobs.iter().all(|b| !b.windows(6).any(|w| w == b"secret")));
         let one = combine(blobs.iter().map(Vec::as_slice)).unwrap();
-        assert!(!one.is_empty() && one.len() < blobs[0].len() + blobs[1].len());
-        stop(&conn);
+        let copy = db();
+        assert_eq!(apply(&copy, &one), 0);
+        assert_eq!(dump(&copy), dump(&conn));
+        assert!(one.len() < blobs.iter().map(Vec::len).sum());
         stop(&conn);
     }
 }

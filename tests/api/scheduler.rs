@@ -47,7 +47,12 @@ fn tenant(store: &Store, id: &str, tz: &str, chat: i64) -> TenantId {
 
 fn sql(store: &Store, id: &TenantId, sql: &str) {
     let h = store.pool().acquire(id).unwrap();
-    h.conn().unwrap().execute_batch(sql).unwrap();
+    let mut conn = h.conn().unwrap();
+    let tx = conn.transaction().unwrap();
+    tx.execute_batch(sql).unwrap();
+    // Like every writer, a test's direct write records itself in the sync feed.
+    tarn::tenant::session::record(&tx, "test").unwrap();
+    tx.commit().unwrap();
 }
 
 fn count(store: &Store, id: &TenantId, sql: &str) -> i64 {

@@ -20,7 +20,7 @@ pub fn repl(
 ) -> anyhow::Result<()> {
     store.get_tenant(tenant)?;
     let handle = store.pool().acquire(tenant)?;
-    let staff = executor::sender_staff(&*handle.conn()?, sender)?;
+    let staff = executor::sender_staff(&*handle.conn()?, sender, None)?;
     let sender = staff.name.as_str();
     if interactive {
         writeln!(
@@ -47,6 +47,7 @@ pub fn repl(
                 inbound_id: None,
                 channel: "cli".into(),
                 sender: Some(sender.to_owned()),
+                ceiling: None,
                 input: Input::Text(text.to_owned()),
                 parse_us: None,
                 reply_to: None,

@@ -36,6 +36,7 @@ pub fn ensure(store: &Store) -> Result<Option<Created>, ExecError> {
             inbound_id: Some(format!("demo-seed-{name}")),
             channel: "demo".into(),
             sender: None,
+            ceiling: None,
             input: Input::Action(json!({
                 "action": "add_product", "name": name, "price": price, "unit": unit, "stock": stock
             })),

@@ -559,6 +559,7 @@ impl Channels {
                     inbound_id: Some(row.update_key.clone()),
                     channel: channel.to_owned(),
                     sender: Some(staff.to_string()),
+                    ceiling: None,
                     input: Input::Text(row.text.clone()),
                     parse_us: None,
                     reply_to: Some(to.clone()),

@@ -14,7 +14,7 @@ pub use undo::UNDO_WINDOW_MS;
 
 pub use crate::shop::ExecError;
 
-use crate::action::Action;
+use crate::action::{Action, Role};
 use crate::parser::{self, Source};
 use crate::shop::{self, ShopSettings, Staff};
 use crate::tenant::session;
@@ -50,6 +50,9 @@ pub struct Request {
     pub channel: String,
     /// Staff name or id; the shop's owner (`shop::staff::default_owner`) when absent.
     pub sender: Option<String>,
+    /// The most trusted role the request may speak as: `Some(Manager)` from a manager's
+    /// device (it must name a sender who is not an owner); `None`: any.
+    pub ceiling: Option<Role>,
     pub input: Input,
     /// Time spent parsing before the request got here (the LLM's), if any.
     pub parse_us: Option<i64>,
@@ -185,13 +188,36 @@ fn refusal(action: &Action) -> String {
     format!("Sorry, only {} can {}.", action.who_may(), action.what())
 }
 
-/// The staff member a request speaks as: the one it names, else the shop's owner.
-pub fn sender_staff(conn: &Connection, sender: Option<&str>) -> Result<Staff, ExecError> {
-    let Some(sender) = sender else {
-        return shop::staff::default_owner(conn)?.ok_or_else(|| {
+/// The staff member a request speaks as: the one it names, else the shop's owner. Under a
+/// `ceiling` (a manager's device), the sender must be named and no more trusted than it.
+pub fn sender_staff(
+    conn: &Connection,
+    sender: Option<&str>,
+    ceiling: Option<Role>,
+) -> Result<Staff, ExecError> {
+    let rank = |r: Role| Role::ALL.iter().position(|x| *x == r);
+    let staff = match (sender, ceiling) {
+        (None, Some(c)) => Err(ExecError::Invalid(format!(
+            "a {} device must name its sender: a staff member who is not an owner",
+            c.as_str()
+        ))),
+        (None, None) => shop::staff::default_owner(conn)?.ok_or_else(|| {
             ExecError::UnknownSender("this shop has no active owner: name a sender".into())
-        });
-    };
+        }),
+        (Some(sender), _) => named_sender(conn, sender),
+    }?;
+    match ceiling {
+        Some(c) if rank(staff.role) < rank(c) => Err(ExecError::Forbidden(format!(
+            "a {} device cannot speak as {}, an {}",
+            c.as_str(),
+            staff.name,
+            staff.role.as_str()
+        ))),
+        _ => Ok(staff),
+    }
+}
+
+fn named_sender(conn: &Connection, sender: &str) -> Result<Staff, ExecError> {
     match shop::find_staff(conn, sender)? {
         Some(s) if s.active => Ok(s),
         Some(s) => Err(ExecError::UnknownSender(format!(
@@ -305,7 +331,7 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
         return Ok(dup);
     }
     let settings = shop::load_settings(&tx)?;
-    let staff = sender_staff(&tx, req.sender.as_deref())?;
+    let staff = sender_staff(&tx, req.sender.as_deref(), req.ceiling)?;
     let (mut action, source, text) = decode(&tx, &req.input)?;
     let (usage, mut tentative) = match &req.input {
         Input::Parsed {
@@ -498,7 +524,7 @@ pub fn dry_run(
 ) -> Result<DryRun, ExecError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let settings = shop::load_settings(&tx)?;
-    sender_staff(&tx, sender)?;
+    sender_staff(&tx, sender, None)?;
     let (mut action, source, _) = decode(&tx, input)?;
     let mut clarify = None;
     if action.check(settings.digits).is_ok()

@@ -3,6 +3,7 @@
 //! another tenant is refused with 403 before any handler runs, so it touches nothing.
 
 use super::{AppState, error::ApiError};
+use crate::action::Role;
 use crate::control::device::{DeviceRole, KeyOwner};
 use crate::store::sha256_hex;
 use crate::tenant::{TenantId, pool::blocking};
@@ -83,6 +84,14 @@ impl TenantAccess {
                 "a manager device cannot change the shop's keys, devices, staff, settings or channels",
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// The most trusted role this caller's actions may speak as (`executor::Request::ceiling`).
+    pub fn ceiling(&self) -> Option<Role> {
+        match self.device {
+            Some((_, DeviceRole::Manager)) => Some(Role::Manager),
+            _ => None,
         }
     }
 

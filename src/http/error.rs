@@ -189,6 +189,7 @@ impl From<crate::shop::ExecError> for ApiError {
             ExecError::UnknownSender(m) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "unknown_sender", m)
             }
+            ExecError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
             ExecError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
             ExecError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             ExecError::Store(e) => e.into(),

@@ -359,7 +359,7 @@ const ERRORS: &[(u16, &str)] = &[
     (401, "missing or unknown credentials"),
     (
         403,
-        "credentials of another tenant, or a tenant's key on an operator route",
+        "credentials of another tenant, a tenant's key on an operator route, or a manager's device doing what only an owner may (managing keys, devices, staff, settings or channels; speaking as an owner)",
     ),
     (404, "no such tenant, row or route"),
     (408, "the request took longer than the request timeout"),

@@ -241,6 +241,9 @@ pub enum ExecError {
     /// The sender is no active staff member.
     #[error("{0}")]
     UnknownSender(String),
+    /// The caller may not do this (answered 403).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

@@ -472,6 +472,44 @@ async fn device_keys_are_per_shop_revocable_at_once_and_managers_cannot_manage()
             200
         );
     }
+    // A manager's device speaks only as a named staff member who is not an owner.
+    let sale = |sender: Option<&str>| {
+        let mut a = json!({"action": "record_sale", "items": [{"product": "Rice", "qty": 1}]});
+        if let Some(s) = sender {
+            a["sender"] = json!(s);
+        }
+        Some(a)
+    };
+    let actions = "/v1/tenants/s/actions";
+    assert_eq!(
+        send(till.clone(), Method::POST, actions, sale(None)).await,
+        400
+    );
+    let owner = app.get("/v1/tenants/s/staff/1").await;
+    assert_eq!(owner.body["role"], "owner", "{}", owner.text);
+    assert_eq!(
+        send(till.clone(), Method::POST, actions, sale(Some("1"))).await,
+        403
+    );
+    let text = Some(json!({"text": "/sale 1 rice"}));
+    assert_eq!(
+        send(
+            till.clone(),
+            Method::POST,
+            "/v1/tenants/s/messages",
+            text.clone()
+        )
+        .await,
+        400
+    );
+    assert_eq!(
+        send(phone.clone(), Method::POST, actions, sale(None)).await,
+        200
+    );
+    assert_eq!(
+        send(phone.clone(), Method::POST, "/v1/tenants/s/messages", text).await,
+        200
+    );
     // Never on another shop, nor on operator routes.
     assert_eq!(
         send(

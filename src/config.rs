@@ -451,6 +451,9 @@ pub struct ServeConfig {
     /// Seconds before a request is answered 408 and dropped.
     #[arg(long, env = "TARN_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// Most sync long-polls and event streams open at once per tenant (more: 429).
+    #[arg(long, env = "TARN_SYNC_MAX_LISTENERS", default_value_t = 64)]
+    pub sync_max_listeners: usize,
     /// `/readyz` fails when the data dir has less free space than this, in MiB.
     #[arg(long, env = "TARN_MIN_FREE_MB", default_value_t = 256)]
     pub min_free_mb: u64,

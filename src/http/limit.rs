@@ -1,6 +1,7 @@
 //! Request limits: a per-tenant request rate for tenant API keys (governor, keyed by
-//! tenant), the disk guard that refuses writes while the data dir is nearly full, and the cap
-//! on JSON answer size. Invariant: a refused request has touched no tenant file.
+//! tenant), the disk guard that refuses writes while the data dir is nearly full, the cap
+//! on JSON answer size and the per-tenant cap on waiting sync listeners (long-polls and
+//! event streams). Invariant: a refused request has touched no tenant file.
 
 use super::AppState;
 use super::error::ApiError;
@@ -12,10 +13,11 @@ use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 type Keyed = RateLimiter<TenantId, DefaultKeyedStateStore<TenantId>, DefaultClock>;
@@ -30,6 +32,27 @@ pub struct Limits {
     disk: Mutex<(Option<Instant>, bool)>,
     /// Largest JSON answer.
     pub max_response_bytes: usize,
+    /// Open long-polls and event streams, per tenant (a tenant with none has no entry).
+    listeners: Arc<Mutex<HashMap<TenantId, usize>>>,
+    max_listeners: usize,
+}
+
+/// One open long-poll or event stream, counted against its tenant until dropped.
+pub struct Listener {
+    listeners: Arc<Mutex<HashMap<TenantId, usize>>>,
+    tenant: TenantId,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let mut map = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 /// How long a free-space reading is trusted.
@@ -49,7 +72,30 @@ impl Limits {
             min_free_bytes: config.min_free_mb * 1024 * 1024,
             disk: Mutex::new((None, true)),
             max_response_bytes: config.max_response_bytes,
+            listeners: Arc::default(),
+            max_listeners: config.sync_max_listeners,
         }
+    }
+
+    /// Counts a new long-poll or event stream of `id`, or answers 429 when the tenant already
+    /// has as many as allowed (each wakes on every commit and holds a socket).
+    pub fn listen(&self, id: &TenantId) -> Result<Listener, ApiError> {
+        let mut map = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(id.clone()).or_insert(0);
+        if *n >= self.max_listeners {
+            return Err(ApiError::too_many(
+                format!(
+                    "this shop already has {} open long-polls and event streams; close one or retry later",
+                    self.max_listeners
+                ),
+                1,
+            ));
+        }
+        *n += 1;
+        Ok(Listener {
+            listeners: self.listeners.clone(),
+            tenant: id.clone(),
+        })
     }
 
     /// Takes one request from the tenant's budget, or answers 429 with the wait.

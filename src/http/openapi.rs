@@ -373,7 +373,10 @@ const ERRORS: &[(u16, &str)] = &[
         422,
         "the answer would be over the answer size cap; ask for fewer rows",
     ),
-    (429, "too many requests for this tenant; see Retry-After"),
+    (
+        429,
+        "too many requests for this tenant, or too many of its long-polls and event streams open at once; see Retry-After",
+    ),
     (500, "internal error (logged)"),
     (502, "the chat provider refused or could not be reached"),
     (

@@ -1,7 +1,8 @@
 //! Sync routes under `/v1/tenants/{tenant}/sync/`: the snapshot an app bootstraps from,
 //! the changes after its position (long-polled), and the operator's reset to a new epoch.
 //! Invariants: a long-poll waits on the tenant's bell and holds no connection while it
-//! waits; a cursor the feed cannot serve in full is a 409 `resync_required`.
+//! waits; a tenant has at most `TARN_SYNC_MAX_LISTENERS` long-polls and event streams open;
+//! a cursor the feed cannot serve in full is a 409 `resync_required`.
 
 use super::AppState;
 use super::auth::TenantAccess;
@@ -147,6 +148,10 @@ pub async fn changes(
     // Answered before the server's request timeout would cut the wait short.
     let wait = wait.min(state.config.request_timeout_secs.saturating_sub(1));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let _listener = match wait {
+        0 => None,
+        _ => Some(state.limits.listen(&access.id)?),
+    };
     // Subscribed before the first look, so a commit in between still wakes us.
     let mut bell = state.store.pool().bell(&access.id).subscribe();
     loop {
@@ -214,6 +219,8 @@ struct Cursor {
     epoch: String,
     bell: tokio::sync::watch::Receiver<u64>,
     ready: std::collections::VecDeque<axum::response::sse::Event>,
+    /// Counts the stream against its tenant's cap while it lives.
+    _listener: super::limit::Listener,
 }
 
 impl Cursor {
@@ -295,6 +302,7 @@ pub async fn events(
     if resume.is_some_and(|n| n < 0) {
         return Err(ApiError::bad_request("after must be 0 or more"));
     }
+    let listener = state.limits.listen(&access.id)?;
     let bell = state.store.pool().bell(&access.id).subscribe();
     let id = access.id.clone();
     let at = state
@@ -309,6 +317,7 @@ pub async fn events(
         epoch: at.epoch,
         bell,
         ready: Default::default(),
+        _listener: listener,
     };
     let stream =
         futures_util::stream::unfold(cursor, Cursor::next).map(Ok::<_, std::convert::Infallible>);

@@ -607,3 +607,41 @@ async fn device_keys_are_per_shop_revocable_at_once_and_managers_cannot_manage()
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_shop_has_a_bounded_number_of_listeners_and_a_closed_one_frees_its_place() {
+    let app = spawn_app_with(|c| c.sync_max_listeners = 2).await;
+    app.shop("s").await;
+    app.shop("t").await;
+    let first = get(&app, "/v1/tenants/s/events", ADMIN).await;
+    let second = get(&app, "/v1/tenants/s/events", ADMIN).await;
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    let (epoch, at) = position(&app, "s").await;
+    let poll = format!("/v1/tenants/s/sync/changes?epoch={epoch}&after={at}&wait=5");
+    let r = get(&app, &poll, ADMIN).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let r = get(&app, "/v1/tenants/s/events", ADMIN).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // A poll that does not wait is no listener; another shop has its own places.
+    let r = get(&app, &poll.replace("wait=5", "wait=0"), ADMIN).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = get(&app, "/v1/tenants/t/events", ADMIN).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // A client that goes away frees its place.
+    drop(first);
+    let mut freed = false;
+    for _ in 0..50 {
+        let r = get(&app, "/v1/tenants/s/events", ADMIN).await;
+        if r.status() == StatusCode::OK {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "a dropped stream's place is given back");
+    drop(second);
+}

@@ -128,6 +128,22 @@ impl Store {
         self.pool.layout()
     }
 
+    /// Copies the tenant's schedules from the schedule index into its file (`schedules`, a
+    /// synced table) as one recorded change; call it after changing them, on a blocking
+    /// thread. The snapshot does it too, so a mirror a failure left behind is caught up.
+    pub fn mirror_schedules(
+        &self,
+        id: &TenantId,
+        conn: &mut rusqlite::Connection,
+    ) -> Result<(), StoreError> {
+        let rows = self.control.schedules(id)?;
+        let tx = conn.transaction()?;
+        crate::sync::mirror_schedules(&tx, &rows)?;
+        crate::tenant::session::record(&tx, "schedules")?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Registers a tenant and creates its file. Returns the record and its new API key.
     pub fn create_tenant(&self, new: NewTenant) -> Result<Created, StoreError> {
         let (name, currency, timezone) = validate(&new)?;

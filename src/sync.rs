@@ -4,6 +4,7 @@
 //! Invariants: a cursor is answered with every change after it, in order, or with
 //! `Resync` — never with a gap; nothing outside `session::SYNCED` leaves the tenant file.
 
+use crate::control::schedule::ScheduleRow;
 use crate::tenant::session::{self, RETIRED_COLUMNS, SYNCED};
 use crate::tenant::sqlite::Cached;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -225,4 +226,38 @@ pub fn prune(
         [last],
     )?;
     conn.execute("DELETE FROM sync_log WHERE seq <= ?1", [last])
+}
+
+/// Brings the tenant file's `schedules` table (synced) in line with the control db's
+/// schedule index (`rows`, the tenant's), inside the caller's transaction; the caller records
+/// it. A row that did not change is left alone, so it makes no change in the feed.
+pub fn mirror_schedules(conn: &Connection, rows: &[ScheduleRow]) -> rusqlite::Result<()> {
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    let kinds = serde_json::to_string(&kinds).expect("strings serialize");
+    conn.execute(
+        "DELETE FROM schedules WHERE kind NOT IN (SELECT value FROM json_each(?1))",
+        [kinds],
+    )?;
+    for r in rows {
+        let recipients = serde_json::to_string(&r.recipients).expect("strings serialize");
+        conn.exec(
+            "INSERT INTO schedules (kind, cron, timezone, enabled, recipients, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (kind) DO UPDATE SET cron = excluded.cron, timezone = excluded.timezone,
+               enabled = excluded.enabled, recipients = excluded.recipients,
+               updated_at = excluded.updated_at
+             WHERE (cron, timezone, enabled, recipients, updated_at) IS NOT
+                   (excluded.cron, excluded.timezone, excluded.enabled, excluded.recipients,
+                    excluded.updated_at)",
+            params![
+                r.kind,
+                r.cron,
+                r.timezone,
+                r.enabled,
+                recipients,
+                r.updated_at
+            ],
+        )?;
+    }
+    Ok(())
 }

@@ -83,14 +83,18 @@ pub async fn put_schedules(
             "schedules must list at least one schedule",
         ));
     }
-    let control = state.store.control().clone();
+    let store = state.store.clone();
     let id = access.id.clone();
     blocking(move || {
+        let control = store.control();
         control.get_active(&id)?;
         let current = control.schedules(&id)?;
         let rows = apply_changes(&current, &body.schedules, chrono::Utc::now())
             .map_err(ApiError::bad_request)?;
         control.put_schedules(&id, &rows)?;
+        let handle = store.pool().acquire(&id)?;
+        let mut conn = handle.conn()?;
+        store.mirror_schedules(&id, &mut conn)?;
         Ok::<_, ApiError>(())
     })
     .await?;

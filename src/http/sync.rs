@@ -77,10 +77,14 @@ pub async fn snapshot(
         crate::store::random_secret("")
     ));
     let id = access.id.clone();
+    let (store, tenant) = (state.store.clone(), access.id.clone());
     let (file, at) = state
         .store
         .pool()
         .with_conn(id.clone(), move |conn| {
+            // The schedules' mirror is brought up to date first, in case a change to the
+            // schedule index could not reach it.
+            store.mirror_schedules(&tenant, conn)?;
             if let Some(dir) = path.parent() {
                 crate::tenant::create_private_dir(dir)?;
             }

@@ -315,9 +315,15 @@ impl Scheduler {
                     _ => "schedule disabled: unknown kind".into(),
                 };
                 tracing::error!(tenant = %s.tenant, kind = %s.kind, detail = %report.detail, "bad schedule row");
-                let control = self.inner.store.control().clone();
-                let (id, detail) = (s.id, report.detail.clone());
-                if let Err(e) = blocking(move || control.disable_schedule(id, &detail)).await {
+                let store = self.inner.store.clone();
+                let (id, tenant, detail) = (s.id, s.tenant.clone(), report.detail.clone());
+                let disabled = blocking(move || {
+                    store.control().disable_schedule(id, &detail)?;
+                    let handle = store.pool().acquire(&tenant)?;
+                    let mut conn = handle.conn()?;
+                    store.mirror_schedules(&tenant, &mut conn)
+                });
+                if let Err(e) = disabled.await {
                     tracing::error!(error = %e, "cannot disable a bad schedule");
                 }
                 return report;

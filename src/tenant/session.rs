@@ -47,6 +47,7 @@ pub const SYNCED: &[&str] = &[
     "order_items",
     "stock_movements",
     "reports",
+    "schedules",
 ];
 
 /// Columns of synced tables that are always NULL (their values moved to private tables):

@@ -645,3 +645,50 @@ async fn a_shop_has_a_bounded_number_of_listeners_and_a_closed_one_frees_its_pla
     assert!(freed, "a dropped stream's place is given back");
     drop(second);
 }
+
+#[tokio::test]
+async fn schedules_are_in_the_snapshot_and_an_owners_change_is_in_the_feed() {
+    let app = spawn_app().await;
+    app.shop("s").await;
+    let r = get(&app, "/v1/tenants/s/sync/snapshot", ADMIN).await;
+    let (epoch, at): (String, i64) = (
+        r.headers()["tarn-sync-epoch"].to_str().unwrap().to_owned(),
+        r.headers()["tarn-sync-seq"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snap.db");
+    std::fs::write(&file, r.bytes().await.unwrap()).unwrap();
+    let kinds: Vec<(String, bool)> = rusqlite::Connection::open(&file)
+        .unwrap()
+        .prepare("SELECT kind, enabled FROM schedules ORDER BY kind")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert!(kinds.iter().all(|(_, on)| *on), "{kinds:?}");
+    let r = app
+        .request(
+            reqwest::Method::PUT,
+            "/v1/tenants/s/schedules",
+            Some(ADMIN),
+            Some(json!({"schedules": [{"kind": "daily_summary", "enabled": false}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = changes(&app, "s", &epoch, at).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["tarn-sync-seq"], (at + 1).to_string().as_str());
+    let body = r.bytes().await.unwrap();
+    let has = |s: &[u8]| body.windows(s.len()).any(|w| w == s);
+    assert!(has(b"schedules\0") && has(b"daily_summary"));
+    assert!(
+        !has(b"low_stock_alert"),
+        "an unchanged schedule is not in the change"
+    );
+}

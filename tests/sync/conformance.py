@@ -27,7 +27,7 @@ import apsw
 
 SYNCED = [
     "settings", "products", "product_aliases", "customers", "staff", "sales", "sale_items",
-    "payments", "expenses", "orders", "order_items", "stock_movements", "reports",
+    "payments", "expenses", "orders", "order_items", "stock_movements", "reports", "schedules",
 ]
 
 
@@ -282,6 +282,13 @@ def admin_step(api, rng, state, secrets):
         status, code = api.json("POST", f"/staff/{member['id']}/join-code")
         if status == 201:
             secrets.add(code["join_code"])
+    elif choice == 7 and rng.random() < 0.5:
+        # The owner changes a schedule: its mirror in the shop's file is a synced row.
+        kind = rng.choice(["daily_summary", "low_stock_alert"])
+        change = rng.choice([{"enabled": rng.random() < 0.5}, {"cron": f"0 {n % 24} * * *"}])
+        status, _ = api.json("PUT", "/schedules", {"schedules": [dict(change, kind=kind)]})
+        if status != 200:
+            raise Failure(f"schedule change: {status}")
     else:
         kind = rng.choice(["daily_summary", "low_stock_alert", "delivery_reminder",
                            "weekly_report"])

@@ -1,58 +1,12 @@
 //! SQLite's changeset format ("CHANGESET FORMAT" in sqlite3session.c), written from captured
-//! rows: per table a header, then one INSERT, UPDATE or DELETE record per row.
+//! rows: per table a header, then one INSERT, UPDATE or DELETE record per row. A record is
+//! its fields in order, each a type byte and its value, as `put` encodes them.
 //! Invariant: what it writes is what `sqlite3session_changeset` writes for the same changes,
 //! so SQLite's own `sqlite3changeset_apply` (on the phone) and `sqlite3changegroup` read it.
 
-use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
+use rusqlite::types::ValueRef;
 
-/// One column value, exactly as SQLite stored it (text as its bytes).
-#[derive(Debug, Clone)]
-pub enum Val {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(Vec<u8>),
-    Blob(Vec<u8>),
-}
-
-impl PartialEq for Val {
-    /// Equal when SQLite would write the same bytes (a real by its bits).
-    fn eq(&self, other: &Val) -> bool {
-        match (self, other) {
-            (Val::Null, Val::Null) => true,
-            (Val::Int(a), Val::Int(b)) => a == b,
-            (Val::Real(a), Val::Real(b)) => a.to_bits() == b.to_bits(),
-            (Val::Text(a), Val::Text(b)) | (Val::Blob(a), Val::Blob(b)) => a == b,
-            _ => false,
-        }
-    }
-}
-
-impl From<ValueRef<'_>> for Val {
-    fn from(v: ValueRef<'_>) -> Val {
-        match v {
-            ValueRef::Null => Val::Null,
-            ValueRef::Integer(i) => Val::Int(i),
-            ValueRef::Real(f) => Val::Real(f),
-            ValueRef::Text(t) => Val::Text(t.to_vec()),
-            ValueRef::Blob(b) => Val::Blob(b.to_vec()),
-        }
-    }
-}
-
-impl ToSql for Val {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(match self {
-            Val::Null => ValueRef::Null,
-            Val::Int(i) => ValueRef::Integer(*i),
-            Val::Real(f) => ValueRef::Real(*f),
-            Val::Text(t) => ValueRef::Text(t),
-            Val::Blob(b) => ValueRef::Blob(b),
-        }))
-    }
-}
-
-// Record field types, and the change operations (SQLITE_INSERT, _UPDATE, _DELETE).
+// Field types, and the change operations (SQLITE_INSERT, _UPDATE, _DELETE).
 const UNDEFINED: u8 = 0x00;
 const INTEGER: u8 = 0x01;
 const FLOAT: u8 = 0x02;
@@ -81,20 +35,32 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.extend(groups[..n].iter().rev());
 }
 
-/// Appends one record field.
-pub fn put(buf: &mut Vec<u8>, v: &Val) {
+/// Reads a varint written by `put_varint`: its value and length.
+fn get_varint(b: &[u8]) -> (usize, usize) {
+    let mut v = 0usize;
+    for (i, byte) in b.iter().enumerate().take(8) {
+        v = (v << 7) | (byte & 0x7f) as usize;
+        if byte & 0x80 == 0 {
+            return (v, i + 1);
+        }
+    }
+    (v, b.len())
+}
+
+/// Appends one field.
+pub fn put(buf: &mut Vec<u8>, v: ValueRef<'_>) {
     match v {
-        Val::Null => buf.push(NULL),
-        Val::Int(i) => {
+        ValueRef::Null => buf.push(NULL),
+        ValueRef::Integer(i) => {
             buf.push(INTEGER);
             buf.extend(i.to_be_bytes());
         }
-        Val::Real(f) => {
+        ValueRef::Real(f) => {
             buf.push(FLOAT);
             buf.extend(f.to_bits().to_be_bytes());
         }
-        Val::Text(b) | Val::Blob(b) => {
-            buf.push(if matches!(v, Val::Text(_)) {
+        ValueRef::Text(b) | ValueRef::Blob(b) => {
+            buf.push(if matches!(v, ValueRef::Text(_)) {
                 TEXT
             } else {
                 BLOB
@@ -102,6 +68,49 @@ pub fn put(buf: &mut Vec<u8>, v: &Val) {
             put_varint(buf, b.len() as u64);
             buf.extend(b);
         }
+    }
+}
+
+/// The length of the field at the start of `b`.
+fn field_len(b: &[u8]) -> usize {
+    match b[0] {
+        INTEGER | FLOAT => 9,
+        TEXT | BLOB => {
+            let (n, len) = get_varint(&b[1..]);
+            1 + len + n
+        }
+        _ => 1,
+    }
+}
+
+/// The fields of a record, in order.
+pub fn fields(mut record: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if record.is_empty() {
+            return None;
+        }
+        let (field, rest) = record.split_at(field_len(record));
+        record = rest;
+        Some(field)
+    })
+}
+
+/// A field's value.
+pub fn value(field: &[u8]) -> ValueRef<'_> {
+    let eight = || field[1..9].try_into().expect("eight bytes");
+    match field[0] {
+        INTEGER => ValueRef::Integer(i64::from_be_bytes(eight())),
+        FLOAT => ValueRef::Real(f64::from_bits(u64::from_be_bytes(eight()))),
+        TEXT | BLOB => {
+            let (_, len) = get_varint(&field[1..]);
+            let bytes = &field[1 + len..];
+            if field[0] == TEXT {
+                ValueRef::Text(bytes)
+            } else {
+                ValueRef::Blob(bytes)
+            }
+        }
+        _ => ValueRef::Null,
     }
 }
 
@@ -128,36 +137,36 @@ impl Writer {
         self.header = Some((start, self.buf.len()));
     }
 
-    /// A new row.
-    pub fn insert(&mut self, new: &[Val]) {
+    /// A new row: its record.
+    pub fn insert(&mut self, new: &[u8]) {
         self.buf.extend([INSERT, 0]);
-        new.iter().for_each(|v| put(&mut self.buf, v));
+        self.buf.extend(new);
     }
 
-    /// A removed row, with all its values.
-    pub fn delete(&mut self, old: &[Val]) {
+    /// A removed row: its record before.
+    pub fn delete(&mut self, old: &[u8]) {
         self.buf.extend([DELETE, 0]);
-        old.iter().for_each(|v| put(&mut self.buf, v));
+        self.buf.extend(old);
     }
 
-    /// A changed row: the key and the old values of changed columns, then their new values.
-    /// Writes nothing when no column changed.
-    pub fn update(&mut self, pk: &[u8], old: &[Val], new: &[Val]) {
-        let changed = |i: usize| pk[i] == 0 && old[i] != new[i];
-        if !(0..old.len()).any(changed) {
+    /// A changed row, from its records before and after: the key and the old values of
+    /// changed columns, then their new values. Writes nothing when no column changed.
+    pub fn update(&mut self, pk: &[u8], old: &[u8], new: &[u8]) {
+        let pairs = || pk.iter().zip(fields(old).zip(fields(new)));
+        if !pairs().any(|(k, (o, n))| *k == 0 && o != n) {
             return;
         }
         self.buf.extend([UPDATE, 0]);
-        for (i, v) in old.iter().enumerate() {
-            if pk[i] != 0 || changed(i) {
-                put(&mut self.buf, v);
+        for (k, (o, n)) in pairs() {
+            if *k != 0 || o != n {
+                self.buf.extend(o);
             } else {
                 self.buf.push(UNDEFINED);
             }
         }
-        for (i, v) in new.iter().enumerate() {
-            if changed(i) {
-                put(&mut self.buf, v);
+        for (k, (o, n)) in pairs() {
+            if *k == 0 && o != n {
+                self.buf.extend(n);
             } else {
                 self.buf.push(UNDEFINED);
             }
@@ -183,11 +192,18 @@ impl Writer {
 mod tests {
     use super::*;
 
+    fn record(values: &[ValueRef<'_>]) -> Vec<u8> {
+        let mut b = Vec::new();
+        values.iter().for_each(|v| put(&mut b, *v));
+        b
+    }
+
     #[test]
     fn varints_are_sqlites() {
         let enc = |v| {
             let mut b = Vec::new();
             put_varint(&mut b, v);
+            assert_eq!(get_varint(&b), (v as usize, b.len()));
             b
         };
         assert_eq!(enc(0), [0]);
@@ -198,16 +214,28 @@ mod tests {
     }
 
     #[test]
+    fn fields_read_back_what_was_put() {
+        let long = "x".repeat(300);
+        let values = [
+            ValueRef::Integer(-7),
+            ValueRef::Real(2.5),
+            ValueRef::Null,
+            ValueRef::Text(long.as_bytes()),
+            ValueRef::Blob(b"\0\x01"),
+        ];
+        let rec = record(&values);
+        let back: Vec<ValueRef<'_>> = fields(&rec).map(value).collect();
+        assert_eq!(back, values);
+    }
+
+    #[test]
     fn a_table_without_changes_leaves_no_header() {
+        let row = record(&[ValueRef::Integer(1), ValueRef::Integer(2)]);
         let mut w = Writer::default();
         w.table("a", &[1, 0]);
-        w.update(
-            &[1, 0],
-            &[Val::Int(1), Val::Int(2)],
-            &[Val::Int(1), Val::Int(2)],
-        );
+        w.update(&[1, 0], &row, &row);
         w.table("b", &[1]);
-        w.insert(&[Val::Text(b"x".to_vec())]);
+        w.insert(&record(&[ValueRef::Text(b"x")]));
         w.table("c", &[1]);
         let cs = w.finish();
         assert_eq!(cs, [b'T', 1, 1, b'b', 0, INSERT, 0, TEXT, 1, b'x']);

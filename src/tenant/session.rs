@@ -5,7 +5,7 @@
 //! Invariants: only `SYNCED` tables are captured; a `sync_log` row is never empty; a
 //! transaction that changed a synced row cannot commit without `record` (the commit fails).
 
-use super::changeset::{self, Val};
+use super::changeset;
 use super::sqlite::Cached;
 use rusqlite::ffi::{
     SQLITE_BLOB, SQLITE_DELETE, SQLITE_FLOAT, SQLITE_INSERT, SQLITE_INTEGER, SQLITE_OK,
@@ -15,6 +15,7 @@ use rusqlite::ffi::{
     sqlite3_value_bytes, sqlite3_value_double, sqlite3_value_int64, sqlite3_value_text,
     sqlite3_value_type, sqlite3_wal_checkpoint, sqlite3_wal_hook,
 };
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -89,7 +90,7 @@ struct Capture {
 #[derive(Default)]
 struct Touched {
     rows: Vec<Touch>,
-    /// (table, encoded key) of `rows`.
+    /// (table, key) of `rows`.
     seen: HashSet<(usize, Vec<u8>)>,
     /// Why this transaction's changes cannot be captured (its `record` fails).
     broken: Option<String>,
@@ -108,13 +109,15 @@ impl Touched {
 }
 
 /// A row's first change in the transaction: whatever happens to it after, the changeset
-/// compares its values before (`old`) with its values at `record`.
+/// compares its values before (`old`) with its values at `record`. Both are changeset
+/// records (`changeset::put`).
 struct Touch {
     table: usize,
     first: c_int,
-    key: Vec<Val>,
-    /// Its values before the transaction (none for a row it inserted).
-    old: Vec<Val>,
+    /// Its primary key's fields.
+    key: Vec<u8>,
+    /// Its fields before the transaction (empty for a row it inserted).
+    old: Vec<u8>,
 }
 
 fn failure(rc: c_int, what: &str) -> rusqlite::Error {
@@ -175,17 +178,17 @@ fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<Option<Table>>> {
         .collect()
 }
 
-/// A value SQLite handed to the preupdate hook, copied.
+/// A value SQLite handed to the preupdate hook, borrowed for the hook's duration.
 ///
 /// # Safety
-/// `v` is a valid value for the duration of the call.
-unsafe fn val(v: *mut sqlite3_value) -> Val {
+/// `v` is a valid value, and the result is dropped before the hook returns.
+unsafe fn value_ref<'a>(v: *mut sqlite3_value) -> ValueRef<'a> {
     // SAFETY: per the contract; text and blob pointers are read before their length, as
-    // SQLite asks, and copied before the hook returns.
+    // SQLite asks.
     unsafe {
         match sqlite3_value_type(v) {
-            SQLITE_INTEGER => Val::Int(sqlite3_value_int64(v)),
-            SQLITE_FLOAT => Val::Real(sqlite3_value_double(v)),
+            SQLITE_INTEGER => ValueRef::Integer(sqlite3_value_int64(v)),
+            SQLITE_FLOAT => ValueRef::Real(sqlite3_value_double(v)),
             t @ (SQLITE_TEXT | SQLITE_BLOB) => {
                 let p = if t == SQLITE_TEXT {
                     sqlite3_value_text(v)
@@ -194,36 +197,43 @@ unsafe fn val(v: *mut sqlite3_value) -> Val {
                 };
                 let n = sqlite3_value_bytes(v).max(0) as usize;
                 let bytes = if p.is_null() {
-                    Vec::new()
+                    &[][..]
                 } else {
-                    std::slice::from_raw_parts(p, n).to_vec()
+                    std::slice::from_raw_parts(p, n)
                 };
                 if t == SQLITE_TEXT {
-                    Val::Text(bytes)
+                    ValueRef::Text(bytes)
                 } else {
-                    Val::Blob(bytes)
+                    ValueRef::Blob(bytes)
                 }
             }
-            _ => Val::Null,
+            _ => ValueRef::Null,
         }
     }
 }
 
 type Accessor = unsafe extern "C" fn(*mut sqlite3, c_int, *mut *mut sqlite3_value) -> c_int;
 
-/// Column `i` of the row before (`sqlite3_preupdate_old`) or after (`_new`) the change.
+/// Appends column `i` of the row before (`sqlite3_preupdate_old`) or after (`_new`) the
+/// change to `buf`, as a changeset field.
 ///
 /// # Safety
 /// Called from the preupdate hook of `db`.
-unsafe fn column(db: *mut sqlite3, get: Accessor, i: usize) -> Result<Val, String> {
+unsafe fn put_column(
+    buf: &mut Vec<u8>,
+    db: *mut sqlite3,
+    get: Accessor,
+    i: usize,
+) -> Result<(), String> {
     let mut v = std::ptr::null_mut();
     // SAFETY: inside the hook, for a column the table has.
     let rc = unsafe { get(db, i as c_int, &mut v) };
     if rc != SQLITE_OK || v.is_null() {
         return Err(format!("reading a changed row failed (SQLite error {rc})"));
     }
-    // SAFETY: SQLite keeps `v` valid until the hook returns.
-    Ok(unsafe { val(v) })
+    // SAFETY: SQLite keeps `v` valid until the hook returns; the value is copied into `buf`.
+    changeset::put(buf, unsafe { value_ref(v) });
+    Ok(())
 }
 
 impl Capture {
@@ -261,25 +271,21 @@ impl Capture {
         if count as usize != table.cols {
             return Err("the table's columns changed after capture began".into());
         }
-        let key_of = |get: Accessor| -> Result<Vec<Val>, String> {
-            // SAFETY: in the hook, for the table's own columns.
-            table
-                .key
-                .iter()
-                .map(|&i| unsafe { column(db, get, i) })
-                .collect()
+        let record_of = |get: Accessor, cols: &mut dyn Iterator<Item = usize>| {
+            let mut buf = Vec::with_capacity(64);
+            for i in cols {
+                // SAFETY: in the hook, for the table's own columns.
+                unsafe { put_column(&mut buf, db, get, i)? };
+            }
+            Ok::<_, String>(buf)
         };
-        let row_of = |get: Accessor| -> Result<Vec<Val>, String> {
-            // SAFETY: as above.
-            (0..table.cols)
-                .map(|i| unsafe { column(db, get, i) })
-                .collect()
-        };
-        let mut touch = |first: c_int, key: Vec<Val>, get: Option<Accessor>| {
-            let mut encoded = Vec::new();
-            key.iter().for_each(|v| changeset::put(&mut encoded, v));
-            if touched.seen.insert((t, encoded)) {
-                let old = get.map(row_of).transpose()?.unwrap_or_default();
+        let key_of = |get: Accessor| record_of(get, &mut table.key.iter().copied());
+        let mut touch = |first: c_int, key: Vec<u8>, get: Option<Accessor>| {
+            if touched.seen.insert((t, key.clone())) {
+                let old = match get {
+                    Some(get) => record_of(get, &mut (0..table.cols))?,
+                    None => Vec::new(),
+                };
                 touched.rows.push(Touch {
                     table: t,
                     first,
@@ -476,12 +482,15 @@ fn take_changes(conn: &Connection) -> rusqlite::Result<Vec<u8>> {
         if i == 0 || rows[i - 1].table != row.table {
             out.table(SYNCED[row.table], &table.pk);
         }
-        let now: Option<Vec<Val>> = conn
+        let key = changeset::fields(&row.key).map(|f| ToSqlOutput::Borrowed(changeset::value(f)));
+        let now: Option<Vec<u8>> = conn
             .prepare_cached(&table.select)?
-            .query_row(rusqlite::params_from_iter(&row.key), |r| {
-                (0..table.cols)
-                    .map(|c| r.get_ref(c).map(Val::from))
-                    .collect()
+            .query_row(rusqlite::params_from_iter(key), |r| {
+                let mut buf = Vec::with_capacity(row.old.len().max(64));
+                for c in 0..table.cols {
+                    changeset::put(&mut buf, r.get_ref(c)?);
+                }
+                Ok(buf)
             })
             .optional()?;
         match (row.first, now) {
@@ -601,6 +610,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use rusqlite::params;
+    use rusqlite::types::Value;
 
     #[repr(C)]
     struct Session {
@@ -659,7 +669,7 @@ mod tests {
     }
 
     /// Every row of the synced test tables.
-    fn dump(conn: &Connection) -> Vec<Vec<Val>> {
+    fn dump(conn: &Connection) -> Vec<Vec<Value>> {
         let mut rows = Vec::new();
         for t in TABLES {
             let mut stmt = conn
@@ -668,7 +678,7 @@ mod tests {
             let n = stmt.column_count();
             let mut q = stmt.query([]).unwrap();
             while let Some(r) = q.next().unwrap() {
-                rows.push((0..n).map(|i| Val::from(r.get_ref(i).unwrap())).collect());
+                rows.push((0..n).map(|i| r.get::<_, Value>(i).unwrap()).collect());
             }
         }
         rows
@@ -877,7 +887,7 @@ mod tests {
             .execute("INSERT INTO products (id, name) VALUES (1, 'Rice')", [])
             .unwrap_err();
         assert!(err.to_string().contains("constraint failed"), "{err}");
-        assert_eq!(dump(&conn), Vec::<Vec<Val>>::new());
+        assert_eq!(dump(&conn), Vec::<Vec<Value>>::new());
         // Private tables need no record; and a refused commit leaves nothing behind.
         conn.execute("INSERT INTO inbox VALUES (1, 'x')", [])
             .unwrap();

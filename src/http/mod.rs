@@ -64,8 +64,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/trash/{tenant}", axum::routing::delete(trash::purge))
         .route("/v1/tenants/{tenant}/restore", post(tenants::restore))
         .route("/v1/tenants/{tenant}/backup", get(tenants::backup))
-        .route("/v1/tenants/{tenant}/sync/snapshot", get(sync::snapshot))
-        .route("/v1/tenants/{tenant}/sync/changes", get(sync::changes))
+        .route(
+            "/v1/tenants/{tenant}/sync/snapshot",
+            get(sync::snapshot).layer(sync::compression()),
+        )
+        .route(
+            "/v1/tenants/{tenant}/sync/changes",
+            get(sync::changes).layer(sync::compression()),
+        )
         .route("/v1/tenants/{tenant}/sync/reset", post(sync::reset))
         .route("/v1/tenants/{tenant}/events", get(sync::events))
         .route(

@@ -38,6 +38,15 @@ fn capturing(state: &AppState) -> Result<(), ApiError> {
     }
 }
 
+/// Snapshots and changesets are gzipped for clients that accept it (`Accept-Encoding:
+/// gzip`): a snapshot shrinks to about a fifth. The fastest level, since a phone's download
+/// is slower than the server's gzip either way.
+pub fn compression() -> tower_http::compression::CompressionLayer {
+    tower_http::compression::CompressionLayer::new()
+        .gzip(true)
+        .quality(tower_http::CompressionLevel::Fastest)
+}
+
 fn position_headers(at: &Position) -> HeaderMap {
     let mut h = HeaderMap::new();
     let value = |s: String| HeaderValue::from_str(&s).expect("ASCII");

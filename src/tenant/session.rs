@@ -420,6 +420,7 @@ pub fn start(conn: &Connection, bell: Bell, capture: bool) -> rusqlite::Result<(
         }),
         false => None,
     };
+    let capturing = capture.is_some();
     let hooks = Box::into_raw(Box::new(Hooks { bell, capture })) as *mut c_void;
     // SAFETY: the handle is used only to register hooks, on the connection's own thread.
     let db = unsafe { conn.handle() };
@@ -427,9 +428,11 @@ pub fn start(conn: &Connection, bell: Bell, capture: bool) -> rusqlite::Result<(
     unsafe {
         sqlite3_set_clientdata(db, HOOKS_KEY.as_ptr(), hooks, None);
         sqlite3_wal_hook(db, Some(after_commit), hooks);
-        sqlite3_preupdate_hook(db, Some(before_change), hooks);
-        sqlite3_commit_hook(db, Some(before_commit), hooks);
-        sqlite3_rollback_hook(db, Some(after_rollback), hooks);
+        if capturing {
+            sqlite3_preupdate_hook(db, Some(before_change), hooks);
+            sqlite3_commit_hook(db, Some(before_commit), hooks);
+            sqlite3_rollback_hook(db, Some(after_rollback), hooks);
+        }
     }
     Ok(())
 }

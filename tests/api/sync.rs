@@ -692,3 +692,65 @@ async fn schedules_are_in_the_snapshot_and_an_owners_change_is_in_the_feed() {
         "an unchanged schedule is not in the change"
     );
 }
+
+#[tokio::test]
+async fn snapshots_and_changes_are_gzipped_for_clients_that_ask() {
+    use std::io::Read;
+    let app = spawn_app().await;
+    app.shop("s").await;
+    let gzipped = |path: String| {
+        app.client
+            .get(format!("{}{path}", app.base))
+            .bearer_auth(ADMIN)
+            .header("accept-encoding", "gzip")
+            .send()
+    };
+    let plain = get(&app, "/v1/tenants/s/sync/snapshot", ADMIN).await;
+    assert!(plain.headers().get("content-encoding").is_none());
+    let (epoch, at) = (
+        plain.headers()["tarn-sync-epoch"]
+            .to_str()
+            .unwrap()
+            .to_owned(),
+        plain.headers()["tarn-sync-seq"]
+            .to_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let plain = plain.bytes().await.unwrap();
+    let r = gzipped("/v1/tenants/s/sync/snapshot".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(
+        r.headers()["tarn-sync-seq"],
+        at.as_str(),
+        "the position survives"
+    );
+    let packed = r.bytes().await.unwrap();
+    let mut file = Vec::new();
+    flate2::read::GzDecoder::new(&packed[..])
+        .read_to_end(&mut file)
+        .unwrap();
+    assert!(file.starts_with(b"SQLite format 3\0"));
+    assert_eq!(file.len(), plain.len());
+    assert!(
+        packed.len() * 3 < plain.len(),
+        "{} of {}",
+        packed.len(),
+        plain.len()
+    );
+
+    app.say("s", "Sam", "/sale 2 rice").await;
+    let r = gzipped(format!(
+        "/v1/tenants/s/sync/changes?epoch={epoch}&after={at}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let mut changes = Vec::new();
+    flate2::read::GzDecoder::new(&r.bytes().await.unwrap()[..])
+        .read_to_end(&mut changes)
+        .unwrap();
+    assert!(changes.windows(6).any(|w| w == b"sales\0"));
+}

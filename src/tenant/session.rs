@@ -517,13 +517,17 @@ pub fn record(conn: &Connection, what: &str) -> rusqlite::Result<Option<i64>> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let seq = conn.row(
-        "INSERT INTO sync_log (seq, what, changeset, at_ms)
-         SELECT max(coalesce((SELECT max(seq) FROM sync_log), 0), pruned_through) + 1, ?1, ?2, ?3
-         FROM sync_state
-         RETURNING seq",
-        rusqlite::params![what, changes, now_ms],
+    // Two statements, not one INSERT … SELECT: an INSERT from a SELECT may write many rows,
+    // so SQLite would copy every page it touches to a statement journal first.
+    let seq: i64 = conn.row(
+        "SELECT max(coalesce((SELECT max(seq) FROM sync_log), 0), pruned_through) + 1
+         FROM sync_state",
+        [],
         |r| r.get(0),
+    )?;
+    conn.exec(
+        "INSERT INTO sync_log (seq, what, changeset, at_ms) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![seq, what, changes, now_ms],
     )?;
     Ok(Some(seq))
 }

@@ -1524,48 +1524,7 @@ fn goods_moved(m: &Msg<'_>, lex: &Lexicon) -> Parsed {
         .find(|&i| items_from(i) && items_at(toks, i, lex, true).is_some_and(|p| p.known))
         .or_else(|| (0..n).find(|&i| items_from(i)))
     else {
-        // "restock sugar 20", "sold rice 3"
-        for i in 0..n {
-            if let Some((product, qty, _)) = product_qty_at(toks, i, lex) {
-                let item = Item {
-                    product,
-                    qty,
-                    unit_price: None,
-                    total: None,
-                };
-                if has(
-                    toks,
-                    &["restock", "restocked", "received", "add", "added", "got"],
-                ) {
-                    // "restock rice 10 bags @ 14": a price after the quantity.
-                    let after = i + product_qty_at(toks, i, lex).map_or(0, |(_, _, u)| u);
-                    let unit_cost = (after..n).find_map(|k| {
-                        let (u, _, used) = price_at(toks, k);
-                        (used > 0).then_some(u).flatten()
-                    });
-                    return sure(
-                        Action::Restock {
-                            product: item.product,
-                            qty: item.qty,
-                            unit_cost,
-                            supplier: None,
-                        },
-                        true,
-                    );
-                }
-                if has(toks, &["sold", "sell", "sale"]) {
-                    return sure(
-                        Action::RecordSale {
-                            items: vec![item],
-                            customer: None,
-                            paid: None,
-                        },
-                        true,
-                    );
-                }
-            }
-        }
-        return unknown("I could not tell what to do");
+        return one_product_moved(m, lex);
     };
     let parsed = items_at(toks, start, lex, true).expect("checked");
     let in_cue = has(
@@ -1672,108 +1631,166 @@ fn goods_moved(m: &Msg<'_>, lex: &Lexicon) -> Parsed {
         || (!in_cue && customer.is_some() && !shop_bought);
     let is_restock = !is_sale && (in_cue || for_shop || shop_bought);
     if is_restock {
-        let [item] = parsed.items.as_slice() else {
-            return unknown("restock one product at a time");
-        };
-        let supplier = find(toks, &["from"])
-            .and_then(|i| name_at(toks, i + 1))
-            .map(|(s, _)| s)
-            .filter(|s| {
-                !matches!(
-                    s.to_lowercase().as_str(),
-                    "supplier" | "the supplier" | "a supplier"
-                )
-            })
-            .or_else(|| {
-                // "Karim delivered 10 cooking oil": the one who brought it.
-                (start > 0)
-                    .then(|| name_at(toks, 0))
-                    .flatten()
-                    .map(|(s, _)| s)
-                    .filter(|s| {
-                        lex.product(s).is_none()
-                            && ![
-                                "we",
-                                "i",
-                                "received",
-                                "got",
-                                "restocked",
-                                "bought",
-                                "restock",
-                                "added",
-                                "new",
-                                "supplier",
-                                "the",
-                                "stock",
-                                "a",
-                                "an",
-                                "delivery",
-                            ]
-                            .contains(&s.to_lowercase().as_str())
-                    })
-            })
-            .map(|s| lex.staff_member(&s).unwrap_or_else(|| title(&s)));
-        let (mut up, mut tot) = (item.unit_price, item.total);
-        if up.is_none() && tot.is_none() {
-            for k in parsed.end..n {
-                let (u, t, used) = price_at(toks, k);
-                if used > 0 {
-                    (up, tot) = (u, t);
-                    break;
-                }
-            }
-        }
-        let unit_cost = match (up, tot) {
-            (Some(u), _) => Some(u),
-            (None, Some(t)) => t
-                .to_fixed(6)
-                .ok()
-                .zip(item.qty.to_fixed(3).ok())
-                .filter(|(_, q)| *q > 0)
-                .map(|(t, q)| Dec::from_fixed(t * 1000 / q, 6)),
-            _ => None,
-        };
-        return sure(
-            Action::Restock {
-                product: item.product.clone(),
-                qty: item.qty,
-                unit_cost,
-                supplier,
-            },
-            parsed.known,
-        );
+        return restock(m, lex, &parsed, start);
     }
     if is_sale || parsed.end == n {
-        let paid = if has(
-            toks,
-            &["credit", "owes", "later", "owing", "debt", "account", "tab"],
-        ) || has_seq(toks, &["not", "paid"])
-            || has_seq(toks, &["will", "pay"])
-        {
-            Some(false)
-        } else {
-            None
-        };
-        let mut items = parsed.items;
-        // A price said after the customer ("to Ahmed for 45") belongs to a single item.
-        if items.len() == 1 && items[0].unit_price.is_none() && items[0].total.is_none() {
-            for k in parsed.end..n {
-                let (u, t, used) = price_at(toks, k);
-                if used > 0 {
-                    items[0].unit_price = u;
-                    items[0].total = t;
-                    break;
-                }
-            }
-        }
-        return sure(
-            Action::RecordSale {
-                items,
-                customer,
-                paid,
-            },
-            parsed.known && is_sale,
-        );
+        return sale(m, parsed, customer, is_sale);
     }
     unknown("I could not tell what to do")
+}
+
+/// "restock sugar 20", "sold rice 3": one product and its quantity, no list of items.
+fn one_product_moved(m: &Msg<'_>, lex: &Lexicon) -> Parsed {
+    let Msg { toks, n, .. } = *m;
+    for i in 0..n {
+        if let Some((product, qty, _)) = product_qty_at(toks, i, lex) {
+            let item = Item {
+                product,
+                qty,
+                unit_price: None,
+                total: None,
+            };
+            if has(
+                toks,
+                &["restock", "restocked", "received", "add", "added", "got"],
+            ) {
+                // "restock rice 10 bags @ 14": a price after the quantity.
+                let after = i + product_qty_at(toks, i, lex).map_or(0, |(_, _, u)| u);
+                let unit_cost = (after..n).find_map(|k| {
+                    let (u, _, used) = price_at(toks, k);
+                    (used > 0).then_some(u).flatten()
+                });
+                return sure(
+                    Action::Restock {
+                        product: item.product,
+                        qty: item.qty,
+                        unit_cost,
+                        supplier: None,
+                    },
+                    true,
+                );
+            }
+            if has(toks, &["sold", "sell", "sale"]) {
+                return sure(
+                    Action::RecordSale {
+                        items: vec![item],
+                        customer: None,
+                        paid: None,
+                    },
+                    true,
+                );
+            }
+        }
+    }
+    unknown("I could not tell what to do")
+}
+
+/// Goods in: one product, its cost (a unit price or a total) and who supplied it.
+fn restock(m: &Msg<'_>, lex: &Lexicon, parsed: &Items, start: usize) -> Parsed {
+    let Msg { toks, n, .. } = *m;
+    let [item] = parsed.items.as_slice() else {
+        return unknown("restock one product at a time");
+    };
+    let supplier = find(toks, &["from"])
+        .and_then(|i| name_at(toks, i + 1))
+        .map(|(s, _)| s)
+        .filter(|s| {
+            !matches!(
+                s.to_lowercase().as_str(),
+                "supplier" | "the supplier" | "a supplier"
+            )
+        })
+        .or_else(|| {
+            // "Karim delivered 10 cooking oil": the one who brought it.
+            (start > 0)
+                .then(|| name_at(toks, 0))
+                .flatten()
+                .map(|(s, _)| s)
+                .filter(|s| {
+                    lex.product(s).is_none()
+                        && ![
+                            "we",
+                            "i",
+                            "received",
+                            "got",
+                            "restocked",
+                            "bought",
+                            "restock",
+                            "added",
+                            "new",
+                            "supplier",
+                            "the",
+                            "stock",
+                            "a",
+                            "an",
+                            "delivery",
+                        ]
+                        .contains(&s.to_lowercase().as_str())
+                })
+        })
+        .map(|s| lex.staff_member(&s).unwrap_or_else(|| title(&s)));
+    let (mut up, mut tot) = (item.unit_price, item.total);
+    if up.is_none() && tot.is_none() {
+        for k in parsed.end..n {
+            let (u, t, used) = price_at(toks, k);
+            if used > 0 {
+                (up, tot) = (u, t);
+                break;
+            }
+        }
+    }
+    let unit_cost = match (up, tot) {
+        (Some(u), _) => Some(u),
+        (None, Some(t)) => t
+            .to_fixed(6)
+            .ok()
+            .zip(item.qty.to_fixed(3).ok())
+            .filter(|(_, q)| *q > 0)
+            .map(|(t, q)| Dec::from_fixed(t * 1000 / q, 6)),
+        _ => None,
+    };
+    sure(
+        Action::Restock {
+            product: item.product.clone(),
+            qty: item.qty,
+            unit_cost,
+            supplier,
+        },
+        parsed.known,
+    )
+}
+
+/// Goods out: a sale of the items to `customer`, on credit when the message says so.
+fn sale(m: &Msg<'_>, parsed: Items, customer: Option<String>, is_sale: bool) -> Parsed {
+    let Msg { toks, n, .. } = *m;
+    let paid = if has(
+        toks,
+        &["credit", "owes", "later", "owing", "debt", "account", "tab"],
+    ) || has_seq(toks, &["not", "paid"])
+        || has_seq(toks, &["will", "pay"])
+    {
+        Some(false)
+    } else {
+        None
+    };
+    let mut items = parsed.items;
+    // A price said after the customer ("to Ahmed for 45") belongs to a single item.
+    if items.len() == 1 && items[0].unit_price.is_none() && items[0].total.is_none() {
+        for k in parsed.end..n {
+            let (u, t, used) = price_at(toks, k);
+            if used > 0 {
+                items[0].unit_price = u;
+                items[0].total = t;
+                break;
+            }
+        }
+    }
+    sure(
+        Action::RecordSale {
+            items,
+            customer,
+            paid,
+        },
+        parsed.known && is_sale,
+    )
 }

@@ -65,6 +65,18 @@ fn sale_tail(args: &str) -> (String, Option<String>, Option<bool>) {
     }
 }
 
+/// A product or customer name followed by a number ("rice 15"): both, when they are there.
+fn name_then_number(toks: &[&str]) -> Option<(String, Dec)> {
+    match toks {
+        [name @ .., n] if !name.is_empty() => Some((name.join(" "), num(n)?)),
+        _ => None,
+    }
+}
+
+fn usage<T>(u: &str) -> Result<T, String> {
+    Err(format!("usage: {u}"))
+}
+
 /// Parses a slash command. `None` if `text` is not one.
 pub fn parse_command(text: &str) -> Option<Result<Action, String>> {
     let text = text.trim();
@@ -74,153 +86,22 @@ pub fn parse_command(text: &str) -> Option<Result<Action, String>> {
     let cmd = cmd.split('@').next().unwrap_or(cmd).to_lowercase();
     let args = args.trim();
     let toks: Vec<&str> = args.split_whitespace().collect();
-    let usage = |u: &str| Err(format!("usage: {u}"));
     Some(match cmd.as_str() {
-        "sale" | "sell" | "sold" => {
-            let (body, customer, paid) = sale_tail(args);
-            match items(&body) {
-                Ok(items) if !items.is_empty() => Ok(Action::RecordSale {
-                    items,
-                    customer,
-                    paid,
-                }),
-                Ok(_) => usage(
-                    "/sale <qty> <product> [unit price], <qty> <product>… [to <customer>] [on credit]",
-                ),
-                Err(e) => Err(e),
-            }
+        "sale" | "sell" | "sold" => sale(args),
+        "restock" | "count" | "stocktake" | "stock" | "price" | "addproduct" => {
+            stock_command(&cmd, &toks)
         }
-        "restock" => match toks.as_slice() {
-            [name @ .., q, c] if !name.is_empty() && num(q).is_some() && num(c).is_some() => {
-                Ok(Action::Restock {
-                    product: name.join(" "),
-                    qty: num(q).expect("checked"),
-                    unit_cost: num(c),
-                    supplier: None,
-                })
-            }
-            [name @ .., q] if !name.is_empty() && num(q).is_some() => Ok(Action::Restock {
-                product: name.join(" "),
-                qty: num(q).expect("checked"),
-                unit_cost: None,
-                supplier: None,
-            }),
-            _ => usage("/restock <product> <qty> [unit cost]"),
-        },
-        "count" | "stocktake" => match toks.as_slice() {
-            [name @ .., q] if !name.is_empty() && num(q).is_some() => Ok(Action::StockCount {
-                product: name.join(" "),
-                qty: num(q).expect("checked"),
-            }),
-            _ => usage("/count <product> <qty counted>"),
-        },
-        "stock" => Ok(Action::CheckStock {
-            product: words(&toks),
-        }),
-        "price" => match toks.as_slice() {
-            [name @ .., p] if !name.is_empty() && num(p).is_some() => Ok(Action::SetPrice {
-                product: name.join(" "),
-                price: num(p).expect("checked"),
-            }),
-            _ => usage("/price <product> <price>"),
-        },
-        "addproduct" => match toks.as_slice() {
-            [name @ .., p] if !name.is_empty() && num(p).is_some() => Ok(Action::AddProduct {
-                name: name.join(" "),
-                price: num(p).expect("checked"),
-                unit: None,
-                stock: None,
-                low_stock_at: None,
-            }),
-            _ => usage("/addproduct <name> <price>"),
-        },
-        "expense" => match toks.as_slice() {
-            [a, rest @ ..] if num(a).is_some() => {
-                let (category, note) = match rest.split_first() {
-                    Some((c, n)) => (Some(c.to_string()), words(n)),
-                    None => (None, None),
-                };
-                Ok(Action::RecordExpense {
-                    amount: num(a).expect("checked"),
-                    category,
-                    note,
-                })
-            }
-            _ => usage("/expense <amount> [category] [note…]"),
-        },
-        "paid" | "payment" => match toks.as_slice() {
-            [name @ .., a] if !name.is_empty() && num(a).is_some() => Ok(Action::RecordPayment {
-                customer: name.join(" "),
-                amount: num(a).expect("checked"),
-            }),
-            _ => usage("/paid <customer> <amount>"),
+        "expense" => expense(&toks),
+        "paid" | "payment" => match name_then_number(&toks) {
+            Some((customer, amount)) => Ok(Action::RecordPayment { customer, amount }),
+            None => usage("/paid <customer> <amount>"),
         },
         "balance" => match words(&toks) {
             Some(customer) => Ok(Action::CustomerBalance { customer }),
             None => usage("/balance <customer>"),
         },
-        "order" => {
-            let first_num = toks.iter().position(|t| num(t).is_some());
-            match first_num {
-                Some(i) if i > 0 => {
-                    let customer = toks[..i].join(" ");
-                    items(&toks[i..].join(" ")).map(|items| Action::CreateOrder {
-                        customer,
-                        items,
-                        address: None,
-                    })
-                }
-                _ => usage("/order <customer> <qty> <product>, <qty> <product>…"),
-            }
-        }
-        "assign" => match toks.as_slice() {
-            [id, driver @ ..] if order_id(id).is_some() && !driver.is_empty() => {
-                Ok(Action::AssignDelivery {
-                    order_id: order_id(id).expect("checked"),
-                    driver: driver.join(" "),
-                })
-            }
-            _ => usage("/assign <order number> <driver>"),
-        },
-        "delivered" => match toks.as_slice() {
-            [id] if order_id(id).is_some() => Ok(Action::MarkDelivered {
-                order_id: order_id(id).expect("checked"),
-            }),
-            _ => usage("/delivered <order number>"),
-        },
-        "cancel" => match toks.as_slice() {
-            [id] if order_id(id).is_some() => Ok(Action::CancelOrder {
-                order_id: order_id(id).expect("checked"),
-            }),
-            _ => usage("/cancel <order number>"),
-        },
-        "orders" => match toks.as_slice() {
-            [] => Ok(Action::ListOrders { status: None }),
-            [s] => match s.to_lowercase().as_str() {
-                "pending" => Ok(Action::ListOrders {
-                    status: Some(OrderStatus::Pending),
-                }),
-                "assigned" => Ok(Action::ListOrders {
-                    status: Some(OrderStatus::Assigned),
-                }),
-                "delivered" => Ok(Action::ListOrders {
-                    status: Some(OrderStatus::Delivered),
-                }),
-                _ => usage("/orders [pending|assigned|delivered]"),
-            },
-            _ => usage("/orders [pending|assigned|delivered]"),
-        },
-        "report" => {
-            let period = match toks.as_slice() {
-                [] => Some(Period::Today),
-                [p] => Period::parse(p),
-                _ => None,
-            };
-            match period {
-                Some(period) => Ok(Action::SalesReport { period }),
-                None => usage("/report [today|yesterday|week|7d|month|lastmonth]"),
-            }
-        }
+        "order" | "assign" | "delivered" | "cancel" | "orders" => order_command(&cmd, &toks),
+        "report" => report(&toks),
         "undo" => Ok(Action::Undo {}),
         "help" | "start" => Ok(Action::Help {}),
         "join" => Err(
@@ -228,6 +109,153 @@ pub fn parse_command(text: &str) -> Option<Result<Action, String>> {
         ),
         other => Err(format!("unknown command /{other} (try /help)")),
     })
+}
+
+/// `/sale 3 rice 15, 2 sugar to Ahmed on credit`.
+fn sale(args: &str) -> Result<Action, String> {
+    let (body, customer, paid) = sale_tail(args);
+    match items(&body)? {
+        items if items.is_empty() => usage(
+            "/sale <qty> <product> [unit price], <qty> <product>… [to <customer>] [on credit]",
+        ),
+        items => Ok(Action::RecordSale {
+            items,
+            customer,
+            paid,
+        }),
+    }
+}
+
+/// The commands about one product: `/restock`, `/count`, `/stock`, `/price`, `/addproduct`.
+fn stock_command(cmd: &str, toks: &[&str]) -> Result<Action, String> {
+    match cmd {
+        "restock" => {
+            // A last number after the quantity is the unit cost.
+            let with_cost = match toks {
+                [head @ .., c] => name_then_number(head).zip(num(c)),
+                _ => None,
+            };
+            match (with_cost, name_then_number(toks)) {
+                (Some(((product, qty), cost)), _) => Ok(Action::Restock {
+                    product,
+                    qty,
+                    unit_cost: Some(cost),
+                    supplier: None,
+                }),
+                (None, Some((product, qty))) => Ok(Action::Restock {
+                    product,
+                    qty,
+                    unit_cost: None,
+                    supplier: None,
+                }),
+                _ => usage("/restock <product> <qty> [unit cost]"),
+            }
+        }
+        "count" | "stocktake" => match name_then_number(toks) {
+            Some((product, qty)) => Ok(Action::StockCount { product, qty }),
+            None => usage("/count <product> <qty counted>"),
+        },
+        "stock" => Ok(Action::CheckStock {
+            product: words(toks),
+        }),
+        "price" => match name_then_number(toks) {
+            Some((product, price)) => Ok(Action::SetPrice { product, price }),
+            None => usage("/price <product> <price>"),
+        },
+        _ => match name_then_number(toks) {
+            Some((name, price)) => Ok(Action::AddProduct {
+                name,
+                price,
+                unit: None,
+                stock: None,
+                low_stock_at: None,
+            }),
+            None => usage("/addproduct <name> <price>"),
+        },
+    }
+}
+
+/// `/expense 20 fuel [note…]`.
+fn expense(toks: &[&str]) -> Result<Action, String> {
+    let Some((amount, rest)) = toks
+        .split_first()
+        .and_then(|(a, rest)| Some((num(a)?, rest)))
+    else {
+        return usage("/expense <amount> [category] [note…]");
+    };
+    let (category, note) = match rest.split_first() {
+        Some((c, n)) => (Some(c.to_string()), words(n)),
+        None => (None, None),
+    };
+    Ok(Action::RecordExpense {
+        amount,
+        category,
+        note,
+    })
+}
+
+/// The commands about orders: `/order`, `/assign`, `/delivered`, `/cancel`, `/orders`.
+fn order_command(cmd: &str, toks: &[&str]) -> Result<Action, String> {
+    let one_id = match toks {
+        [id] => order_id(id),
+        _ => None,
+    };
+    match cmd {
+        "order" => match toks.iter().position(|t| num(t).is_some()) {
+            Some(i) if i > 0 => items(&toks[i..].join(" ")).map(|items| Action::CreateOrder {
+                customer: toks[..i].join(" "),
+                items,
+                address: None,
+            }),
+            _ => usage("/order <customer> <qty> <product>, <qty> <product>…"),
+        },
+        "assign" => match toks {
+            [id, driver @ ..] if !driver.is_empty() && order_id(id).is_some() => {
+                Ok(Action::AssignDelivery {
+                    order_id: order_id(id).expect("checked"),
+                    driver: driver.join(" "),
+                })
+            }
+            _ => usage("/assign <order number> <driver>"),
+        },
+        "delivered" => match one_id {
+            Some(order_id) => Ok(Action::MarkDelivered { order_id }),
+            None => usage("/delivered <order number>"),
+        },
+        "cancel" => match one_id {
+            Some(order_id) => Ok(Action::CancelOrder { order_id }),
+            None => usage("/cancel <order number>"),
+        },
+        _ => {
+            let status = match toks {
+                [] => Ok(None),
+                [s] => match s.to_lowercase().as_str() {
+                    "pending" => Ok(Some(OrderStatus::Pending)),
+                    "assigned" => Ok(Some(OrderStatus::Assigned)),
+                    "delivered" => Ok(Some(OrderStatus::Delivered)),
+                    _ => Err(()),
+                },
+                _ => Err(()),
+            };
+            match status {
+                Ok(status) => Ok(Action::ListOrders { status }),
+                Err(()) => usage("/orders [pending|assigned|delivered]"),
+            }
+        }
+    }
+}
+
+/// `/report [today|yesterday|week|7d|month|lastmonth]`.
+fn report(toks: &[&str]) -> Result<Action, String> {
+    let period = match toks {
+        [] => Some(Period::Today),
+        [p] => Period::parse(p),
+        _ => None,
+    };
+    match period {
+        Some(period) => Ok(Action::SalesReport { period }),
+        None => usage("/report [today|yesterday|week|7d|month|lastmonth]"),
+    }
 }
 
 #[cfg(test)]

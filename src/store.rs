@@ -2,6 +2,7 @@
 //! the admin API and the CLI. Invariants: a tenant row is active iff its file is in place;
 //! API keys are returned once and only their SHA-256 is kept; every call blocks.
 
+use crate::control::schedule::NewSchedule;
 use crate::control::{ControlDb, TenantRecord, Trashed};
 use crate::tenant::{Layout, StoreError, TenantId, TenantPool, db_files, migrate, sqlite};
 use rand::RngExt;
@@ -128,9 +129,33 @@ impl Store {
         self.pool.layout()
     }
 
+    /// Writes the tenant's schedules to the schedule index and their mirror in its file.
+    pub fn put_schedules(&self, id: &TenantId, rows: &[NewSchedule]) -> Result<(), StoreError> {
+        self.control.put_schedules(id, rows)?;
+        self.mirror_schedules_of(id)
+    }
+
+    /// Turns off a schedule that cannot run (`why` is kept as its last status), in the index
+    /// and in the tenant's mirror.
+    pub fn disable_schedule(
+        &self,
+        id: &TenantId,
+        schedule_id: i64,
+        why: &str,
+    ) -> Result<(), StoreError> {
+        self.control.disable_schedule(schedule_id, why)?;
+        self.mirror_schedules_of(id)
+    }
+
+    fn mirror_schedules_of(&self, id: &TenantId) -> Result<(), StoreError> {
+        let handle = self.pool.acquire(id)?;
+        let mut conn = handle.conn()?;
+        self.mirror_schedules(id, &mut conn)
+    }
+
     /// Copies the tenant's schedules from the schedule index into its file (`schedules`, a
-    /// synced table) as one recorded change; call it after changing them, on a blocking
-    /// thread. The snapshot does it too, so a mirror a failure left behind is caught up.
+    /// synced table) as one recorded change, on a blocking thread. The schedule writes above
+    /// and the snapshot call it, so a mirror a failure left behind is caught up.
     pub fn mirror_schedules(
         &self,
         id: &TenantId,

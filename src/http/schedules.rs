@@ -91,10 +91,7 @@ pub async fn put_schedules(
         let current = control.schedules(&id)?;
         let rows = apply_changes(&current, &body.schedules, chrono::Utc::now())
             .map_err(ApiError::bad_request)?;
-        control.put_schedules(&id, &rows)?;
-        let handle = store.pool().acquire(&id)?;
-        let mut conn = handle.conn()?;
-        store.mirror_schedules(&id, &mut conn)?;
+        store.put_schedules(&id, &rows)?;
         Ok::<_, ApiError>(())
     })
     .await?;

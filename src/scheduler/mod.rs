@@ -317,12 +317,7 @@ impl Scheduler {
                 tracing::error!(tenant = %s.tenant, kind = %s.kind, detail = %report.detail, "bad schedule row");
                 let store = self.inner.store.clone();
                 let (id, tenant, detail) = (s.id, s.tenant.clone(), report.detail.clone());
-                let disabled = blocking(move || {
-                    store.control().disable_schedule(id, &detail)?;
-                    let handle = store.pool().acquire(&tenant)?;
-                    let mut conn = handle.conn()?;
-                    store.mirror_schedules(&tenant, &mut conn)
-                });
+                let disabled = blocking(move || store.disable_schedule(&tenant, id, &detail));
                 if let Err(e) = disabled.await {
                     tracing::error!(error = %e, "cannot disable a bad schedule");
                 }

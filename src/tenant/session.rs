@@ -9,18 +9,20 @@ use super::changeset;
 use super::sqlite::Cached;
 use rusqlite::ffi::{
     SQLITE_BLOB, SQLITE_DELETE, SQLITE_FLOAT, SQLITE_INSERT, SQLITE_INTEGER, SQLITE_OK,
-    SQLITE_TEXT, SQLITE_UPDATE, sqlite3, sqlite3_commit_hook, sqlite3_free, sqlite3_get_clientdata,
-    sqlite3_preupdate_count, sqlite3_preupdate_hook, sqlite3_preupdate_new, sqlite3_preupdate_old,
-    sqlite3_rollback_hook, sqlite3_set_clientdata, sqlite3_value, sqlite3_value_blob,
+    SQLITE_TEXT, SQLITE_TRACE_STMT, SQLITE_UPDATE, sqlite3, sqlite3_commit_hook, sqlite3_db_handle,
+    sqlite3_free, sqlite3_get_clientdata, sqlite3_preupdate_count, sqlite3_preupdate_hook,
+    sqlite3_preupdate_new, sqlite3_preupdate_old, sqlite3_rollback_hook, sqlite3_set_clientdata,
+    sqlite3_total_changes64, sqlite3_trace_v2, sqlite3_value, sqlite3_value_blob,
     sqlite3_value_bytes, sqlite3_value_double, sqlite3_value_int64, sqlite3_value_text,
     sqlite3_value_type, sqlite3_wal_checkpoint, sqlite3_wal_hook,
 };
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension};
-use std::cell::RefCell;
-use std::collections::HashSet;
-use std::ffi::{CStr, c_char, c_int, c_void};
-use std::sync::Arc;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// A tenant's bell: its count goes up after every commit on the tenant's pooled connections,
 /// waking long-polls and event streams without holding a connection.
@@ -78,22 +80,32 @@ struct Table {
     select: String,
 }
 
-/// Per connection: the synced tables' shapes (read once, when capture starts) and the rows
-/// the open transaction has touched.
+/// The synced tables' shapes, by index in `SYNCED`; `None` for a table the file does not have.
+type Shapes = Arc<[Option<Table>]>;
+
+/// Per connection: the synced tables' shapes (known when capture starts) and the rows the
+/// open transaction has touched.
 struct Capture {
-    /// By index in `SYNCED`; `None` for a table the file does not have.
-    tables: Vec<Option<Table>>,
+    tables: Shapes,
     touched: RefCell<Touched>,
+    /// Row changes the preupdate hook saw (in any table) since the statement running now began.
+    hooked: Cell<i64>,
+    /// SQLite's count of changes made by finished statements, when that statement began.
+    counted: Cell<i64>,
 }
 
 /// The rows a transaction touched, each once, with how it was first touched.
 #[derive(Default)]
 struct Touched {
     rows: Vec<Touch>,
-    /// (table, key) of `rows`.
-    seen: HashSet<(usize, Vec<u8>)>,
+    /// (table, key) of `rows`, to its index there.
+    seen: HashMap<(usize, Vec<u8>), usize>,
     /// Why this transaction's changes cannot be captured (its `record` fails).
     broken: Option<String>,
+    /// Something was undone inside the transaction (a statement that failed midway, a
+    /// savepoint rolled back) without the hook seeing it, so the rows' `new` values may be
+    /// stale: `record` reads the rows back instead.
+    undone: bool,
 }
 
 impl Touched {
@@ -101,6 +113,7 @@ impl Touched {
         self.rows.clear();
         self.seen.clear();
         self.broken = None;
+        self.undone = false;
     }
 
     fn is_empty(&self) -> bool {
@@ -118,6 +131,8 @@ struct Touch {
     key: Vec<u8>,
     /// Its fields before the transaction (empty for a row it inserted).
     old: Vec<u8>,
+    /// Its fields after the last change the hook saw (`None` once deleted).
+    new: Option<Vec<u8>>,
 }
 
 fn failure(rc: c_int, what: &str) -> rusqlite::Error {
@@ -136,7 +151,36 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// The shapes of the synced tables in `conn`'s file.
+/// The shapes of the synced tables in `conn`'s file. Files whose synced tables have the same
+/// definitions share them: reading them afresh took about 150 µs, on every connection a pool
+/// opens, where comparing the definitions takes one query.
+fn tables_of(conn: &Connection) -> rusqlite::Result<Shapes> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let names: Vec<String> = SYNCED.iter().map(|t| format!("'{t}'")).collect();
+        format!(
+            "SELECT coalesce(group_concat(name || ' ' || sql, ';'), '') FROM (
+                 SELECT name, sql FROM main.sqlite_master
+                 WHERE type = 'table' AND name IN ({}) ORDER BY name)",
+            names.join(", ")
+        )
+    });
+    // A handful of schema versions at most; the bound only guards against surprises.
+    static KNOWN: LazyLock<Mutex<HashMap<String, Shapes>>> = LazyLock::new(Mutex::default);
+    const KNOWN_MAX: usize = 16;
+    let ddl: String = conn.query_row(&SQL, [], |r| r.get(0))?;
+    if let Some(shapes) = KNOWN.lock().expect("no panic holds it").get(&ddl) {
+        return Ok(shapes.clone());
+    }
+    let shapes: Shapes = read_tables(conn)?.into();
+    let mut known = KNOWN.lock().expect("no panic holds it");
+    if known.len() >= KNOWN_MAX {
+        known.clear();
+    }
+    known.insert(ddl, shapes.clone());
+    Ok(shapes)
+}
+
+/// The shapes of the synced tables in `conn`'s file, read from it.
 fn read_tables(conn: &Connection) -> rusqlite::Result<Vec<Option<Table>>> {
     let mut columns =
         conn.prepare("SELECT name, pk, hidden FROM pragma_table_xinfo(?1) ORDER BY cid")?;
@@ -280,43 +324,85 @@ impl Capture {
             Ok::<_, String>(buf)
         };
         let key_of = |get: Accessor| record_of(get, &mut table.key.iter().copied());
-        let mut touch = |first: c_int, key: Vec<u8>, get: Option<Accessor>| {
-            if touched.seen.insert((t, key.clone())) {
-                let old = match get {
-                    Some(get) => record_of(get, &mut (0..table.cols))?,
-                    None => Vec::new(),
-                };
-                touched.rows.push(Touch {
-                    table: t,
-                    first,
-                    key,
-                    old,
-                });
-            }
-            Ok::<(), String>(())
-        };
+        let all_of = |get: Accessor| record_of(get, &mut (0..table.cols));
+        let mut touch =
+            |first: c_int, key: Vec<u8>, old: Option<Accessor>, new: Option<Vec<u8>>| {
+                match touched.seen.entry((t, key)) {
+                    Entry::Occupied(at) => touched.rows[*at.get()].new = new,
+                    Entry::Vacant(slot) => {
+                        let old = match old {
+                            Some(get) => all_of(get)?,
+                            None => Vec::new(),
+                        };
+                        touched.rows.push(Touch {
+                            table: t,
+                            first,
+                            key: slot.key().1.clone(),
+                            old,
+                            new,
+                        });
+                        slot.insert(touched.rows.len() - 1);
+                    }
+                }
+                Ok::<(), String>(())
+            };
+        let old = sqlite3_preupdate_old as Accessor;
+        let new = sqlite3_preupdate_new as Accessor;
         match op {
-            SQLITE_INSERT => touch(op, key_of(sqlite3_preupdate_new)?, None),
-            SQLITE_DELETE => touch(
-                op,
-                key_of(sqlite3_preupdate_old)?,
-                Some(sqlite3_preupdate_old),
-            ),
+            SQLITE_INSERT => touch(op, key_of(new)?, None, Some(all_of(new)?)),
+            SQLITE_DELETE => touch(op, key_of(old)?, Some(old), None),
             SQLITE_UPDATE => {
-                let (before, after) = (
-                    key_of(sqlite3_preupdate_old)?,
-                    key_of(sqlite3_preupdate_new)?,
-                );
+                let (before, after) = (key_of(old)?, key_of(new)?);
+                let now = Some(all_of(new)?);
                 if before == after {
-                    touch(op, before, Some(sqlite3_preupdate_old))
+                    touch(op, before, Some(old), now)
                 } else {
                     // A changed key: the row under the old key went, one under the new came.
-                    touch(SQLITE_DELETE, before, Some(sqlite3_preupdate_old))?;
-                    touch(SQLITE_INSERT, after, None)
+                    touch(SQLITE_DELETE, before, Some(old), None)?;
+                    touch(SQLITE_INSERT, after, None, now)
                 }
             }
             _ => Ok(()),
         }
+    }
+
+    /// Called as each statement begins: whether the one before it was undone.
+    ///
+    /// SQLite counts the row changes of finished statements, but not those of a statement
+    /// that failed and was rolled back. So when the hook saw more changes since the last
+    /// statement began than SQLite counted, something was undone (or a change was not
+    /// counted, as REPLACE's deletes are not: reading back is then merely slower). A
+    /// savepoint's rollback undoes counted changes, so `sql` is checked for it.
+    ///
+    /// # Safety
+    /// `db` is this capture's connection.
+    unsafe fn statement_begins(&self, db: *mut sqlite3, sql: &[u8]) {
+        // SAFETY: per the contract.
+        let total = unsafe { sqlite3_total_changes64(db) };
+        let undone =
+            self.hooked.replace(0) > total - self.counted.replace(total) || rolls_back(sql);
+        if undone && let Ok(mut touched) = self.touched.try_borrow_mut() {
+            touched.undone = true;
+        }
+    }
+}
+
+/// Whether a statement's text may roll back (to) a savepoint.
+fn rolls_back(sql: &[u8]) -> bool {
+    const WORD: &[u8] = b"rollback";
+    let start = sql
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(sql.len());
+    let sql = &sql[start..];
+    match sql.first() {
+        Some(b) if b.is_ascii_alphabetic() => {
+            sql.len() >= WORD.len() && sql[..WORD.len()].eq_ignore_ascii_case(WORD)
+        }
+        // A leading comment could hide the keyword: look everywhere.
+        _ => sql
+            .windows(WORD.len())
+            .any(|w| w.eq_ignore_ascii_case(WORD)),
     }
 }
 
@@ -347,6 +433,7 @@ unsafe extern "C" fn before_change(
     let Some(capture) = &hooks.capture else {
         return;
     };
+    capture.hooked.set(capture.hooked.get() + 1);
     if db_name.to_bytes() != b"main" {
         return;
     }
@@ -354,6 +441,31 @@ unsafe extern "C" fn before_change(
         // SAFETY: we are in the hook of `db`.
         unsafe { capture.note(db, t, op) };
     }
+}
+
+/// SQLite's trace callback, for the start of each statement (`SQLITE_TRACE_STMT`).
+unsafe extern "C" fn statement_begins(
+    event: c_uint,
+    hooks: *mut c_void,
+    stmt: *mut c_void,
+    sql: *mut c_void,
+) -> c_int {
+    if event != SQLITE_TRACE_STMT as c_uint || sql.is_null() {
+        return 0;
+    }
+    // SAFETY: as in `before_change`; for this event `sql` is the statement's NUL-terminated
+    // text, valid during the call.
+    let (hooks, sql) = unsafe {
+        (
+            &*(hooks as *const Hooks),
+            CStr::from_ptr(sql as *const c_char),
+        )
+    };
+    if let Some(capture) = &hooks.capture {
+        // SAFETY: the statement belongs to the connection the hooks were registered on.
+        unsafe { capture.statement_begins(sqlite3_db_handle(stmt as *mut _), sql.to_bytes()) };
+    }
+    0
 }
 
 /// SQLite's commit hook: a transaction that changed synced rows must have recorded them;
@@ -415,8 +527,11 @@ pub fn start(conn: &Connection, bell: Bell, capture: bool) -> rusqlite::Result<(
     }
     let capture = match capture {
         true => Some(Capture {
-            tables: read_tables(conn)?,
+            tables: tables_of(conn)?,
             touched: RefCell::default(),
+            hooked: Cell::new(0),
+            // SAFETY: a valid handle, on the connection's own thread.
+            counted: Cell::new(unsafe { sqlite3_total_changes64(conn.handle()) }),
         }),
         false => None,
     };
@@ -432,6 +547,12 @@ pub fn start(conn: &Connection, bell: Bell, capture: bool) -> rusqlite::Result<(
             sqlite3_preupdate_hook(db, Some(before_change), hooks);
             sqlite3_commit_hook(db, Some(before_commit), hooks);
             sqlite3_rollback_hook(db, Some(after_rollback), hooks);
+            sqlite3_trace_v2(
+                db,
+                SQLITE_TRACE_STMT as c_uint,
+                Some(statement_begins),
+                hooks,
+            );
         }
     }
     Ok(())
@@ -451,6 +572,7 @@ pub fn stop(conn: &Connection) {
         sqlite3_preupdate_hook(db, None, std::ptr::null_mut());
         sqlite3_commit_hook(db, None, std::ptr::null_mut());
         sqlite3_rollback_hook(db, None, std::ptr::null_mut());
+        sqlite3_trace_v2(db, 0, None, std::ptr::null_mut());
         sqlite3_set_clientdata(db, HOOKS_KEY.as_ptr(), std::ptr::null_mut(), None);
         drop(Box::from_raw(hooks as *mut Hooks));
     }
@@ -460,21 +582,26 @@ pub fn stop(conn: &Connection) {
 /// nothing changed or the connection does not capture); what it touched is then forgotten.
 /// Like SQLite's session extension, it compares each touched row's values before the
 /// transaction with its values now, so changes undone since (a savepoint rolled back, a row
-/// inserted then deleted) leave nothing.
+/// inserted then deleted) leave nothing. The values now are those the hook last saw, unless
+/// something was undone without the hook seeing it: then they are read back from the file.
 fn take_changes(conn: &Connection) -> rusqlite::Result<Vec<u8>> {
     // SAFETY: set by `start` on this connection, freed only by `stop`.
     let Some(capture) = (unsafe { hooks_of(conn).as_ref() }).and_then(|h| h.capture.as_ref())
     else {
         return Ok(Vec::new());
     };
-    let mut rows = {
+    // The last statement has finished: was it undone?
+    // SAFETY: the connection's own handle, on its thread.
+    unsafe { capture.statement_begins(conn.handle(), b"") };
+    let (mut rows, undone) = {
         let mut touched = capture.touched.borrow_mut();
         if let Some(why) = touched.broken.take() {
             touched.clear();
             return Err(failure(rusqlite::ffi::SQLITE_SCHEMA, &why));
         }
+        let undone = std::mem::take(&mut touched.undone);
         touched.seen.clear();
-        std::mem::take(&mut touched.rows)
+        (std::mem::take(&mut touched.rows), undone)
     };
     rows.sort_by_key(|r| r.table);
     let mut out = changeset::Writer::default();
@@ -485,25 +612,38 @@ fn take_changes(conn: &Connection) -> rusqlite::Result<Vec<u8>> {
         if i == 0 || rows[i - 1].table != row.table {
             out.table(SYNCED[row.table], &table.pk);
         }
-        let key = changeset::fields(&row.key).map(|f| ToSqlOutput::Borrowed(changeset::value(f)));
-        let now: Option<Vec<u8>> = conn
-            .prepare_cached(&table.select)?
-            .query_row(rusqlite::params_from_iter(key), |r| {
-                let mut buf = Vec::with_capacity(row.old.len().max(64));
-                for c in 0..table.cols {
-                    changeset::put(&mut buf, r.get_ref(c)?);
-                }
-                Ok(buf)
-            })
-            .optional()?;
+        let read;
+        let now = match undone {
+            false => row.new.as_deref(),
+            true => {
+                read = read_back(conn, table, row)?;
+                read.as_deref()
+            }
+        };
         match (row.first, now) {
-            (SQLITE_INSERT, Some(new)) => out.insert(&new),
+            (SQLITE_INSERT, Some(new)) => out.insert(new),
             (SQLITE_INSERT, None) => {}
-            (_, Some(new)) => out.update(&table.pk, &row.old, &new),
+            (_, Some(new)) => out.update(&table.pk, &row.old, new),
             (_, None) => out.delete(&row.old),
         }
     }
     Ok(out.finish())
+}
+
+/// A touched row's fields as the file has them now (`None`: it is not there).
+fn read_back(conn: &Connection, table: &Table, row: &Touch) -> rusqlite::Result<Option<Vec<u8>>> {
+    #[cfg(test)]
+    tests::READ_BACKS.with(|n| n.set(n.get() + 1));
+    let key = changeset::fields(&row.key).map(|f| ToSqlOutput::Borrowed(changeset::value(f)));
+    conn.prepare_cached(&table.select)?
+        .query_row(rusqlite::params_from_iter(key), |r| {
+            let mut buf = Vec::with_capacity(row.old.len().max(64));
+            for c in 0..table.cols {
+                changeset::put(&mut buf, r.get_ref(c)?);
+            }
+            Ok(buf)
+        })
+        .optional()
 }
 
 /// Records what this transaction changed in the synced tables as the next `sync_log` row,
@@ -517,18 +657,16 @@ pub fn record(conn: &Connection, what: &str) -> rusqlite::Result<Option<i64>> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    // Two statements, not one INSERT … SELECT: an INSERT from a SELECT may write many rows,
-    // so SQLite would copy every page it touches to a statement journal first.
-    let seq: i64 = conn.row(
-        "SELECT max(coalesce((SELECT max(seq) FROM sync_log), 0), pruned_through) + 1
-         FROM sync_state",
-        [],
-        |r| r.get(0),
-    )?;
+    // The number comes from a scalar subquery in VALUES, not an INSERT … SELECT: an INSERT
+    // from a SELECT may write many rows, so SQLite would copy every page it touches to a
+    // statement journal first. `seq` is the rowid, so the insert's rowid is the number.
     conn.exec(
-        "INSERT INTO sync_log (seq, what, changeset, at_ms) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![seq, what, changes, now_ms],
+        "INSERT INTO sync_log (seq, what, changeset, at_ms) VALUES (
+             (SELECT max(coalesce((SELECT max(seq) FROM sync_log), 0), pruned_through) + 1
+              FROM sync_state), ?1, ?2, ?3)",
+        rusqlite::params![what, changes, now_ms],
     )?;
+    let seq = conn.last_insert_rowid();
     Ok(Some(seq))
 }
 
@@ -652,7 +790,8 @@ mod tests {
     }
 
     const SCHEMA: &str = "
-        CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, stock INTEGER, price REAL, pic BLOB);
+        CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT, stock INTEGER CHECK (stock < 1000),
+                               price REAL, pic BLOB);
         CREATE TABLE settings (key TEXT PRIMARY KEY, value);
         CREATE TABLE product_aliases (alias_key TEXT, product_id INTEGER, note TEXT,
                                       PRIMARY KEY (product_id, alias_key));
@@ -744,7 +883,10 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Product(i64, String, i64, f64, Vec<u8>),
+        UpsertProduct(i64, String, i64),
         Stock(i64, i64),
+        /// Raises every product's stock, but fails at the last one (after changing the others).
+        FailingRestock,
         DropProduct(i64),
         MoveProduct(i64, i64),
         Setting(String, Option<i64>),
@@ -766,7 +908,9 @@ mod tests {
                 prop::collection::vec(any::<u8>(), 0..4)
             )
                 .prop_map(|(i, n, s, p, b)| Op::Product(i, n, s, p, b)),
+            (id.clone(), "[a-z]{0,3}", -5..5i64).prop_map(|(i, n, s)| Op::UpsertProduct(i, n, s)),
             (id.clone(), -3..3i64).prop_map(|(i, d)| Op::Stock(i, d)),
+            Just(Op::FailingRestock),
             id.clone().prop_map(Op::DropProduct),
             (id.clone(), id.clone()).prop_map(|(a, b)| Op::MoveProduct(a, b)),
             (key.clone(), prop::option::of(0..3i64)).prop_map(|(k, v)| Op::Setting(k, v)),
@@ -783,10 +927,24 @@ mod tests {
                 "INSERT OR REPLACE INTO products VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![i, n, s, p, b],
             ),
+            Op::UpsertProduct(i, n, s) => conn.execute(
+                "INSERT INTO products (id, name, stock) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, stock = excluded.stock",
+                params![i, n, s],
+            ),
             Op::Stock(i, d) => conn.execute(
                 "UPDATE products SET stock = stock + ?2 WHERE id = ?1",
                 params![i, d],
             ),
+            Op::FailingRestock => {
+                // Fails whenever there is a product (an empty table has nothing to stop).
+                let _ = conn.execute(
+                    "UPDATE products SET stock = CASE WHEN id = (SELECT max(id) FROM products)
+                                                 THEN 5000 ELSE coalesce(stock, 0) + 1 END",
+                    [],
+                );
+                return;
+            }
             Op::DropProduct(i) => conn.execute("DELETE FROM products WHERE id = ?1", [i]),
             Op::MoveProduct(a, b) => conn.execute(
                 "UPDATE OR IGNORE products SET id = ?2 WHERE id = ?1",
@@ -813,19 +971,20 @@ mod tests {
         r.unwrap();
     }
 
-    /// A transaction: some changes, some undone by a savepoint's rollback, more changes;
-    /// then commit or rollback.
+    /// A transaction: some changes, perhaps some undone by a savepoint's rollback, more
+    /// changes; then commit or rollback.
     #[derive(Debug, Clone)]
     struct Tx {
         before: Vec<Op>,
-        undone: Vec<Op>,
+        undone: Option<Vec<Op>>,
         after: Vec<Op>,
         commit: bool,
     }
 
     fn tx() -> impl Strategy<Value = Tx> {
         let ops = || prop::collection::vec(op(), 0..5);
-        (ops(), ops(), ops(), prop::bool::weighted(0.85)).prop_map(
+        let undone = prop::option::weighted(0.3, ops());
+        (ops(), undone, ops(), prop::bool::weighted(0.85)).prop_map(
             |(before, undone, after, commit)| Tx {
                 before,
                 undone,
@@ -837,10 +996,12 @@ mod tests {
 
     fn run_tx(conn: &Connection, tx: &Tx) {
         tx.before.iter().for_each(|o| run(conn, o));
-        conn.execute_batch("SAVEPOINT undone").unwrap();
-        tx.undone.iter().for_each(|o| run(conn, o));
-        conn.execute_batch("ROLLBACK TO undone; RELEASE undone")
-            .unwrap();
+        if let Some(undone) = &tx.undone {
+            conn.execute_batch("SAVEPOINT undone").unwrap();
+            undone.iter().for_each(|o| run(conn, o));
+            conn.execute_batch("ROLLBACK TO undone; RELEASE undone")
+                .unwrap();
+        }
         tx.after.iter().for_each(|o| run(conn, o));
     }
 
@@ -885,6 +1046,73 @@ mod tests {
             }
             stop(&ours);
         }
+    }
+
+    thread_local! {
+        /// Rows `record` read back from the file on this thread.
+        pub(super) static READ_BACKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Runs `sql` in a transaction on `conn` and records it: what was read back, and the
+    /// changeset applied to a fresh copy leaves it equal to `conn`.
+    fn recorded_reads(conn: &Connection, sql: &str) -> usize {
+        let before = READ_BACKS.with(|n| n.get());
+        conn.execute_batch("BEGIN").unwrap();
+        let _ = conn.execute_batch(sql);
+        record(conn, "t").unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        READ_BACKS.with(|n| n.get()) - before
+    }
+
+    #[test]
+    fn rows_are_read_back_only_after_something_was_undone() {
+        let conn = capturing();
+        let plain = "INSERT INTO products (id, stock) VALUES (1, 1), (2, 2);
+                     UPDATE products SET stock = stock + 1 WHERE id = 1;
+                     INSERT INTO product_aliases VALUES ('a', 1, 'x')
+                         ON CONFLICT DO UPDATE SET note = excluded.note;
+                     DELETE FROM products WHERE id = 2;";
+        assert_eq!(recorded_reads(&conn, plain), 0);
+        let savepoint = "UPDATE products SET stock = 7 WHERE id = 1;
+                         SAVEPOINT s; UPDATE products SET stock = 8 WHERE id = 1; ROLLBACK TO s;";
+        assert_eq!(recorded_reads(&conn, savepoint), 1);
+        // The failing statement's first row change is undone with it.
+        conn.execute_batch("BEGIN; INSERT INTO products (id, stock) VALUES (3, 3);")
+            .unwrap();
+        record(&conn, "t").unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        let failing = "UPDATE products SET stock = CASE id WHEN 3 THEN 5000 ELSE 9 END;";
+        assert_eq!(recorded_reads(&conn, failing), 1);
+        let copy = db();
+        let all: Vec<Vec<u8>> = conn
+            .prepare("SELECT changeset FROM sync_log ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        all.iter().for_each(|cs| assert_eq!(apply(&copy, cs), 0));
+        assert_eq!(dump(&copy), dump(&conn));
+        assert_eq!(
+            dump(&conn)[0..2],
+            [
+                vec![
+                    Value::Integer(1),
+                    Value::Null,
+                    Value::Integer(7),
+                    Value::Null,
+                    Value::Null
+                ],
+                vec![
+                    Value::Integer(3),
+                    Value::Null,
+                    Value::Integer(3),
+                    Value::Null,
+                    Value::Null
+                ],
+            ]
+        );
+        stop(&conn);
     }
 
     #[test]

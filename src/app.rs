@@ -149,6 +149,13 @@ impl App {
         let metrics = Metrics::new(&pool_metrics);
         let args = config.store.clone();
         let store = blocking(move || open_store(&args, pool_metrics)).await?;
+        // Before anything opens a tenant, so every open is replicated.
+        let replica = config.replica.config().map(|c| {
+            tracing::info!(url = %c.url, litestream = %c.litestream.display(), "replication on");
+            let replicator = crate::replica::Replicator::start(c, store.pool().layout().clone());
+            store.pool().watch(replicator.clone());
+            replicator
+        });
         if config.demo {
             let s = store.clone();
             let listen = listener.local_addr().unwrap_or(config.listen);
@@ -204,6 +211,7 @@ impl App {
             metrics,
             admin_token: Arc::new(admin_token),
             config: Arc::new(config),
+            replica,
         };
         Ok(App {
             listener,
@@ -233,6 +241,7 @@ impl App {
         let addr = self.local_addr();
         let pool = self.state.store.pool().clone();
         let channels = self.state.channels.clone();
+        let replica = self.state.replica.clone();
         let sched = &self.state.config.scheduler;
         let mut housekeeping = crate::scheduler::housekeeping::start(
             self.state.store.clone(),
@@ -264,6 +273,10 @@ impl App {
         let closed = tokio::task::spawn_blocking(move || pool.close_all())
             .await
             .unwrap_or(0);
+        if let Some(replica) = replica {
+            // The closed tenants' and the registry's final syncs, then Litestream stops.
+            replica.shutdown().await;
+        }
         tracing::info!(closed, "tarn stopped; tenants checkpointed and closed");
         served
     }

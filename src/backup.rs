@@ -201,6 +201,7 @@ fn restore_one(
     let bytes = snapshot(&src, &staged)?;
     // The restored copy is another history than what apps synced: they start again.
     crate::tenant::session::new_epoch(&crate::tenant::sqlite::open_existing(&staged)?)?;
+    crate::tenant::forget_replica_state(&dest).map_err(|e| StoreError::io(&dest, e))?;
     for f in db_files(&dest) {
         match std::fs::remove_file(&f) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

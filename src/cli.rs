@@ -388,7 +388,7 @@ pub fn restore(
     use crate::tenant::Layout;
     let _lock = lock_data_dir(&args.data_dir)?;
     let store = open_store(args, PoolMetrics::default())?;
-    let (live, src) = (Layout::new(&args.data_dir), Layout::new(from));
+    let src = Layout::new(from);
     let ids: Vec<TenantId> = if all {
         crate::backup::ids_in(&src)
     } else {
@@ -399,11 +399,24 @@ pub fn restore(
     if ids.is_empty() {
         bail!("no tenant files under {}", from.display());
     }
+    restore_ids(args, &store, &src, &ids, force)
+}
+
+/// Puts `ids` back from the data-dir-shaped folder `src` (a backup, or files restored from
+/// the bucket), reporting each.
+fn restore_ids(
+    args: &StoreArgs,
+    store: &crate::store::Store,
+    src: &crate::tenant::Layout,
+    ids: &[TenantId],
+    force: bool,
+) -> anyhow::Result<()> {
+    let live = crate::tenant::Layout::new(&args.data_dir);
     let bar = progress_bar(ids.len(), "tenants");
     let reports = crate::backup::for_each(
-        &ids,
+        ids,
         1,
-        |id| crate::backup::restore_tenant(&src, &live, store.control(), id, force),
+        |id| crate::backup::restore_tenant(src, &live, store.control(), id, force),
         |r| {
             if !r.ok {
                 bar.println(format!("{}: FAILED: {}", r.id, r.detail));
@@ -413,6 +426,99 @@ pub fn restore(
     );
     bar.finish_and_clear();
     summarize("restored", &reports)
+}
+
+/// Runs `tarn restore --from-replica`: copies the files out of the bucket into a staging
+/// folder, then puts them in place like a backup (checked, `--force` to replace a live file,
+/// a new sync epoch). With `--all`, the tenants are those of the bucket's registry, which
+/// also becomes the live registry when the data dir has none (a lost disk).
+pub fn restore_from_replica(
+    args: &StoreArgs,
+    replica: &crate::config::ReplicaArgs,
+    timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    all: bool,
+    ids: &[String],
+    force: bool,
+) -> anyhow::Result<()> {
+    use crate::replica::restore::restore_file;
+    use crate::tenant::Layout;
+    let Some(config) = replica.config() else {
+        bail!("--from-replica needs TARN_REPLICA_URL (or --replica-url)");
+    };
+    let _lock = lock_data_dir(&args.data_dir)?;
+    let live = Layout::new(&args.data_dir);
+    let staging = Layout::new(live.tmp_dir().join("replica"));
+    let _ = std::fs::remove_dir_all(staging.root());
+    crate::tenant::create_private_dir(staging.root())?;
+    let fetch = |url: &str, out: &std::path::Path| {
+        if let Some(dir) = out.parent() {
+            crate::tenant::create_private_dir(dir)?;
+        }
+        restore_file(
+            &config.litestream,
+            config.credentials.as_ref(),
+            url,
+            out,
+            timestamp,
+        )
+        .map_err(anyhow::Error::from)
+    };
+    let registry = staging.control_db();
+    // The registry is needed to know every tenant, or when the data dir has none.
+    let need_registry = all || !live.control_db().exists();
+    let have_registry = need_registry && fetch(&config.url.control(), &registry)?;
+    if !live.control_db().exists() {
+        if !have_registry {
+            bail!(
+                "the bucket has no registry at {} to restore",
+                config.url.control()
+            );
+        }
+        std::fs::copy(&registry, live.control_db())?;
+        eprintln!("registry restored from {}", config.url.control());
+    }
+    let store = open_store(args, PoolMetrics::default())?;
+    let ids: Vec<TenantId> = if all {
+        if !have_registry {
+            bail!(
+                "the bucket has no registry at {}: name the tenants",
+                config.url.control()
+            );
+        }
+        let conn = rusqlite::Connection::open_with_flags(
+            &registry,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        let mut stmt =
+            conn.prepare("SELECT id FROM tenants WHERE status = 'active' ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|id| parse_id(&id?))
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        ids.iter()
+            .map(|s| parse_id(s))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut missing = Vec::new();
+    for id in &ids {
+        if !fetch(&config.url.tenant(id), &staging.tenant_db(id))? {
+            missing.push(id.to_string());
+        }
+    }
+    let found: Vec<TenantId> = ids
+        .into_iter()
+        .filter(|id| staging.tenant_db(id).exists())
+        .collect();
+    let result = if found.is_empty() {
+        Err(anyhow::anyhow!("the bucket holds none of these tenants"))
+    } else {
+        restore_ids(args, &store, &staging, &found, force)
+    };
+    let _ = std::fs::remove_dir_all(staging.root());
+    if !missing.is_empty() {
+        bail!("no replica in the bucket for: {}", missing.join(", "));
+    }
+    result
 }
 
 /// Runs `tarn eval FILE [--lexicon FILE] [--llm] [--misses]`.

@@ -104,13 +104,28 @@ pub enum Command {
         #[arg(long, env = "TARN_BACKUP_WORKERS", default_value_t = 4)]
         workers: usize,
     },
-    /// Put tenant files back from a backup made by `tarn backup` (refused while a server runs).
+    /// Put tenant files back from a backup made by `tarn backup`, or from the replicas in
+    /// the bucket (refused while a server runs).
     Restore {
         #[command(flatten)]
         store: StoreArgs,
         /// The backup directory.
+        #[arg(
+            long,
+            required_unless_present = "from_replica",
+            conflicts_with = "from_replica"
+        )]
+        from: Option<PathBuf>,
+        /// Restore from `TARN_REPLICA_URL` instead (with --all, the registry too when the
+        /// data dir has none).
         #[arg(long)]
-        from: PathBuf,
+        from_replica: bool,
+        /// With --from-replica: as the files were at this moment (RFC 3339, like
+        /// 2026-11-26T10:15:00Z), not at their latest.
+        #[arg(long, requires = "from_replica")]
+        timestamp: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        replica: ReplicaArgs,
         /// Restore every tenant in the backup.
         #[arg(long, conflicts_with = "ids")]
         all: bool,
@@ -357,6 +372,47 @@ pub struct StoreArgs {
     pub statement_timeout_ms: u64,
 }
 
+/// Continuous replication to S3-compatible storage with Litestream (off unless a URL is set).
+#[derive(Debug, Clone, Args)]
+pub struct ReplicaArgs {
+    /// Where the replicas go: `s3://BUCKET/PREFIX`, plus `?endpoint=URL&region=R` for
+    /// S3-compatible storage (Tigris, R2, MinIO). Unset: no replication.
+    #[arg(long, env = "TARN_REPLICA_URL")]
+    pub replica_url: Option<crate::replica::ReplicaUrl>,
+    /// The bucket's access key id (else Litestream reads `AWS_ACCESS_KEY_ID`).
+    #[arg(long, env = "TARN_REPLICA_ACCESS_KEY_ID", hide_env_values = true)]
+    pub replica_access_key_id: Option<Secret>,
+    /// The bucket's secret key (else Litestream reads `AWS_SECRET_ACCESS_KEY`).
+    #[arg(long, env = "TARN_REPLICA_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub replica_secret_access_key: Option<Secret>,
+    /// The `litestream` binary, 0.5.7 or newer.
+    #[arg(long, env = "TARN_LITESTREAM", default_value = "litestream")]
+    pub litestream: PathBuf,
+    /// `/readyz` fails when replication has been failing for longer than this, in seconds.
+    #[arg(long, env = "TARN_REPLICA_MAX_FAILING_SECS", default_value_t = 60)]
+    pub replica_max_failing_secs: u64,
+}
+
+impl ReplicaArgs {
+    /// The replication settings, when a URL is set.
+    pub fn config(&self) -> Option<crate::replica::ReplicaConfig> {
+        let url = self.replica_url.clone()?;
+        let credentials = match (&self.replica_access_key_id, &self.replica_secret_access_key) {
+            (Some(id), Some(secret)) => Some(crate::replica::Credentials {
+                access_key_id: id.expose().to_owned(),
+                secret_access_key: secret.expose().to_owned(),
+            }),
+            _ => None,
+        };
+        Some(crate::replica::ReplicaConfig {
+            url,
+            litestream: self.litestream.clone(),
+            credentials,
+            max_failing: std::time::Duration::from_secs(self.replica_max_failing_secs.max(1)),
+        })
+    }
+}
+
 /// The LLM parser (off unless an API key is set).
 #[derive(Debug, Clone, Args)]
 pub struct LlmArgs {
@@ -462,6 +518,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub llm: LlmArgs,
+    #[command(flatten)]
+    pub replica: ReplicaArgs,
     /// Public base URL of this server (for webhooks), like `https://tarn.fly.dev`.
     #[arg(long, env = "TARN_PUBLIC_URL")]
     pub public_url: Option<String>,

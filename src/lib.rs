@@ -41,6 +41,7 @@
 //! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown |
 //! | [`cli`] | offline `tarn tenant …` / `tarn migrate …` / `tarn backup`, `restore`, `check` |
 //! | [`backup`] | consistent snapshots (online backup API), restore, integrity checks |
+//! | [`replica`] | continuous replication: the supervised `litestream` child, its control socket (register on open, final sync and unregister on close, via the pool's `Watcher`), health, restore of files out of the bucket |
 //! | [`bench`] | `tarn bench`: the load harness against a `tarn serve` child (HTTP or Telegram webhooks with a Bot API stand-in), raw baseline |
 //! | [`config`], [`token`], [`telemetry`], [`system`] | flags/env, the operator token, logs/metrics, OS readings |
 //!
@@ -58,6 +59,8 @@
 //!   file and folder under the data dir is created private (0600 / 0700).
 //! - Every figure written to the books is within `action::MAX_MONEY` / `MAX_STOCK`, checked
 //!   before the write; beyond is a refusal, never a wrapped or rounded number.
+//! - `replica` imports only `tenant` (the pool tells it of opens and closes through
+//!   `tenant::pool::Watcher`); `app` wires them, `cli` restores through it.
 //! - `action`, `parser`, `scheduler::cron` and `scheduler::chart` do no IO; a job's effects
 //!   commit with its `job_runs` marker, so no slot sends twice.
 
@@ -77,6 +80,7 @@ pub mod http;
 pub mod llm;
 pub mod message;
 pub mod parser;
+pub mod replica;
 pub mod scheduler;
 pub mod shop;
 pub mod store;

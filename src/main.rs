@@ -55,12 +55,21 @@ fn main() -> anyhow::Result<()> {
         Command::Restore {
             store,
             from,
+            from_replica,
+            timestamp,
+            replica,
             all,
             ids,
             force,
         } => {
             telemetry::init_tracing(LogFormat::Human);
-            cli::restore(&store, &from, all, &ids, force)
+            match from {
+                Some(from) => cli::restore(&store, &from, all, &ids, force),
+                None => {
+                    debug_assert!(from_replica, "clap requires one of the two");
+                    cli::restore_from_replica(&store, &replica, timestamp, all, &ids, force)
+                }
+            }
         }
         Command::Check {
             store,

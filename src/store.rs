@@ -67,6 +67,7 @@ fn each_db_file(
     db: &Path,
     mut op: impl FnMut(&Path, &std::ffi::OsStr) -> std::io::Result<()>,
 ) -> Result<(), StoreError> {
+    crate::tenant::forget_replica_state(db).map_err(|e| StoreError::io(db, e))?;
     for f in db_files(db) {
         let name = f.file_name().expect("database files have names");
         match op(&f, name) {

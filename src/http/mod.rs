@@ -48,6 +48,8 @@ pub struct AppState {
     pub scheduler: crate::scheduler::Scheduler,
     /// Request rate, disk guard and answer size limits.
     pub limits: Arc<limit::Limits>,
+    /// Continuous replication, when `TARN_REPLICA_URL` is set.
+    pub replica: Option<Arc<crate::replica::Replicator>>,
 }
 
 /// The full router with its layers.
@@ -59,6 +61,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/tenants/{tenant}",
             get(tenants::show).delete(tenants::delete),
         )
+        .route("/v1/tenants/{tenant}/replica", get(tenants::replica))
         .route("/v1/tenants/{tenant}/rotate-key", post(tenants::rotate_key))
         .route("/v1/trash", get(trash::list))
         .route("/v1/trash/{tenant}", axum::routing::delete(trash::purge))

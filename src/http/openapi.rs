@@ -489,6 +489,15 @@ fn tenants(s: &mut Spec) {
             record.clone(),
         ),
     );
+    let replica = s.res::<super::tenants::ReplicaView>();
+    s.add(
+        Op::new(
+            "get",
+            "/v1/tenants/{tenant}/replica",
+            "The tenant's continuous replica: its address, last sync and error",
+        )
+        .json(200, "the replica", replica),
+    );
     // Operator-only routes under a tenant's path still read a tenant's key first (429, 404).
     s.add(
         Op::new(

@@ -70,6 +70,42 @@ pub async fn show(
     Ok(Json(blocking(move || store.get_tenant(&access.id)).await?))
 }
 
+/// A tenant's replica: where it goes and how far it is (`off` without `TARN_REPLICA_URL`;
+/// `closed` while the tenant is not open: its replica then holds everything).
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct ReplicaView {
+    /// `off`, `replicating` or `closed`.
+    pub state: &'static str,
+    /// The replica's address in the bucket.
+    pub url: Option<String>,
+    /// The last sync Litestream reported, while the tenant is open.
+    #[serde(flatten)]
+    pub last: Option<crate::replica::FileReplica>,
+}
+
+pub async fn replica(
+    State(state): State<AppState>,
+    access: TenantAccess,
+) -> Result<Json<ReplicaView>, ApiError> {
+    let Some(replicator) = &state.replica else {
+        return Ok(Json(ReplicaView {
+            state: "off",
+            url: None,
+            last: None,
+        }));
+    };
+    let last = replicator.tenant(&access.id);
+    Ok(Json(ReplicaView {
+        state: if last.is_some() {
+            "replicating"
+        } else {
+            "closed"
+        },
+        url: Some(replicator.tenant_url(&access.id)),
+        last,
+    }))
+}
+
 pub async fn delete(
     State(state): State<AppState>,
     access: TenantAccess,

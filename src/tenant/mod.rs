@@ -140,6 +140,21 @@ pub fn create_private_file(path: &Path) -> Result<(), StoreError> {
 }
 
 /// The `-wal` and `-shm` companions of a SQLite file, with the file itself first.
+/// Litestream's state for a database it replicates (its folder beside the file): stale once
+/// the file is moved away or replaced, so it goes with it.
+pub fn forget_replica_state(db: &Path) -> std::io::Result<()> {
+    let (Some(dir), Some(name)) = (db.parent(), db.file_name()) else {
+        return Ok(());
+    };
+    let mut meta = std::ffi::OsString::from(".");
+    meta.push(name);
+    meta.push("-litestream");
+    match std::fs::remove_dir_all(dir.join(meta)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 pub fn db_files(db: &Path) -> [PathBuf; 3] {
     let with = |suffix: &str| {
         let mut s = db.as_os_str().to_owned();

@@ -10,8 +10,9 @@ use r2d2::{ManageConnection, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 /// File descriptors kept free for sockets, logs and the control database.
@@ -87,6 +88,18 @@ pub struct PoolStats {
     pub evictions: u64,
 }
 
+/// Told when the pool opens a tenant file and after it closes one (replication follows the
+/// open tenants). Called from blocking code; must not block, except `settle`.
+pub trait Watcher: Send + Sync {
+    /// A tenant file was opened.
+    fn opened(&self, id: &TenantId, path: &Path);
+    /// A tenant file was closed.
+    fn closed(&self, id: &TenantId, path: &Path);
+    /// Returns once what was reported before is handled (before a closed file is moved or
+    /// replaced).
+    fn settle(&self);
+}
+
 /// The LRU of open tenants. Cheap to clone.
 #[derive(Clone)]
 pub struct TenantPool {
@@ -103,11 +116,22 @@ struct Inner {
     metrics: PoolMetrics,
     /// Bells of tenants that are open or listened to (see `bell`).
     bells: Mutex<HashMap<TenantId, session::Bell>>,
+    watcher: OnceLock<Arc<dyn Watcher>>,
 }
 
 struct Entry {
     pool: r2d2::Pool<Manager>,
     last_used_ms: AtomicU64,
+    /// Told when this entry goes (however the tenant is closed).
+    watched: Option<(Arc<dyn Watcher>, TenantId, PathBuf)>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some((watcher, id, path)) = &self.watched {
+            watcher.closed(id, path);
+        }
+    }
 }
 
 /// A reference to an open tenant; while it lives, the tenant stays open.
@@ -219,7 +243,22 @@ impl TenantPool {
                 epoch: Instant::now(),
                 metrics,
                 bells: Mutex::new(HashMap::new()),
+                watcher: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Reports every open and close from now on to `watcher` (set once; tenants open now
+    /// are reported at once).
+    pub fn watch(&self, watcher: Arc<dyn Watcher>) {
+        if self.inner.watcher.set(watcher.clone()).is_ok() {
+            let open: Vec<TenantId> = lock(&self.inner.open)
+                .iter()
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in open {
+                watcher.opened(&id, &self.inner.layout.tenant_db(&id));
+            }
         }
     }
 
@@ -304,6 +343,12 @@ impl TenantPool {
                     }
                     std::thread::sleep(Duration::from_millis(2));
                 }
+                drop(entry);
+            }
+            // Also a close reported just before (an eviction) is handled before `then`
+            // moves or replaces the file.
+            if let Some(w) = self.inner.watcher.get() {
+                w.settle();
             }
             then()
         })
@@ -445,9 +490,14 @@ impl TenantPool {
             .build_unchecked(manager);
         // Take the first connection into the pool now, so the open is complete when we return.
         drop(pool.get()?);
+        let watched = self.inner.watcher.get().map(|w| {
+            w.opened(id, &path);
+            (w.clone(), id.clone(), path.clone())
+        });
         let entry = Arc::new(Entry {
             pool,
             last_used_ms: AtomicU64::new(self.now_ms()),
+            watched,
         });
         self.insert(id, entry.clone());
         self.inner.metrics.opens.inc();

@@ -100,11 +100,20 @@ impl Server {
         self.spawn().await;
     }
 
+    /// SIGKILL, and no restart.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
     /// SIGTERM and wait: a clean stop.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(20);
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(20);
             while child.try_wait().unwrap().is_none() {
                 assert!(Instant::now() < deadline, "no clean stop");
                 std::thread::sleep(Duration::from_millis(20));

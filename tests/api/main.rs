@@ -14,6 +14,7 @@ mod ops;
 mod parser;
 mod pool;
 mod props;
+mod replica;
 mod scheduler;
 mod shop;
 mod staff;

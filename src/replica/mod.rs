@@ -1,0 +1,512 @@
+//! Continuous replication to S3-compatible storage with Litestream 0.5: tarn runs one
+//! `litestream replicate` child, registers the control db and each tenant file while the
+//! pool holds it open, and stops (a final sync) and unregisters it when the pool closes it.
+//! Invariants: a closed tenant costs Litestream nothing; the child is restarted when it
+//! dies, and what is open is registered again; commands for one file run in order.
+
+pub mod control;
+pub mod restore;
+mod url;
+
+pub use url::ReplicaUrl;
+
+use crate::tenant::pool::Watcher;
+use crate::tenant::{Layout, TenantId};
+use control::Control;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Access keys for the bucket, handed to Litestream through its environment.
+#[derive(Clone)]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(***)")
+    }
+}
+
+/// How replication runs.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// Where replicas go.
+    pub url: ReplicaUrl,
+    /// The `litestream` binary (0.5.7 or newer: the control socket).
+    pub litestream: PathBuf,
+    /// The bucket's keys; `None`: Litestream reads `AWS_*` from tarn's environment.
+    pub credentials: Option<Credentials>,
+    /// Replication failing longer than this makes `/readyz` degraded.
+    pub max_failing: Duration,
+}
+
+/// The child's environment: the keys, and never `AWS_CA_BUNDLE` (Litestream's S3 client
+/// fails to start with it set).
+fn child_env(cmd: &mut tokio::process::Command, credentials: Option<&Credentials>) {
+    cmd.env_remove("AWS_CA_BUNDLE");
+    if let Some(c) = credentials {
+        cmd.env("AWS_ACCESS_KEY_ID", &c.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &c.secret_access_key);
+    }
+}
+
+/// One replicated file as Litestream last reported it.
+#[derive(Debug, Clone, Default, serde::Serialize, schemars::JsonSchema)]
+pub struct FileReplica {
+    /// Litestream's position in the file's history (its last transaction id).
+    pub txid: u64,
+    /// When the replica last took changes.
+    pub last_sync_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Why the last sync failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Replication as a whole, for `/readyz` and `/metrics`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    /// The Litestream child answers on its control socket.
+    pub up: bool,
+    /// Files registered now (the control db and the open tenants).
+    pub files: usize,
+    /// Files whose last sync failed.
+    pub failing_files: usize,
+    /// Seconds replication has been failing (child down or a file failing), if it is.
+    pub failing_secs: Option<f64>,
+    /// Whether it has failed for longer than allowed.
+    pub degraded: bool,
+    /// Times the child was (re)started.
+    pub starts: u64,
+}
+
+enum Cmd {
+    Open(PathBuf, String),
+    Close(PathBuf),
+    /// Answers once every command sent before it is done.
+    Flush(std::sync::mpsc::SyncSender<()>),
+    Shutdown(tokio::sync::oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct Shared {
+    up: AtomicBool,
+    starts: AtomicU64,
+    failing_since: Mutex<Option<Instant>>,
+    files: Mutex<HashMap<PathBuf, FileReplica>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn failing(&self, yes: bool) {
+        let mut since = lock(&self.failing_since);
+        match (yes, since.is_some()) {
+            (true, false) => *since = Some(Instant::now()),
+            (false, true) => *since = None,
+            _ => {}
+        }
+    }
+}
+
+/// The handle of the replication task. Cheap to share.
+pub struct Replicator {
+    tx: mpsc::UnboundedSender<Cmd>,
+    shared: Arc<Shared>,
+    layout: Layout,
+    url: ReplicaUrl,
+    max_failing: Duration,
+}
+
+impl Replicator {
+    /// Starts the Litestream child and the task that drives it; the control db is
+    /// registered at once. Call within a tokio runtime.
+    pub fn start(config: ReplicaConfig, layout: Layout) -> Arc<Replicator> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let replicator = Arc::new(Replicator {
+            tx,
+            shared: shared.clone(),
+            layout: layout.clone(),
+            url: config.url.clone(),
+            max_failing: config.max_failing,
+        });
+        let mut wanted = HashMap::new();
+        wanted.insert(layout.control_db(), config.url.control());
+        tokio::spawn(supervise(config, layout, rx, shared, wanted));
+        replicator
+    }
+
+    /// The replica of a tenant's file, while it is open and registered.
+    pub fn tenant(&self, id: &TenantId) -> Option<FileReplica> {
+        lock(&self.shared.files)
+            .get(&self.layout.tenant_db(id))
+            .cloned()
+    }
+
+    /// Where a tenant's replica is.
+    pub fn tenant_url(&self, id: &TenantId) -> String {
+        self.url.tenant(id)
+    }
+
+    /// Replication as a whole.
+    pub fn health(&self) -> Health {
+        let files = lock(&self.shared.files);
+        let failing_secs = lock(&self.shared.failing_since).map(|t| t.elapsed().as_secs_f64());
+        Health {
+            up: self.shared.up.load(Ordering::Relaxed),
+            files: files.len(),
+            failing_files: files.values().filter(|f| f.error.is_some()).count(),
+            failing_secs,
+            degraded: failing_secs.is_some_and(|s| s > self.max_failing.as_secs_f64()),
+            starts: self.shared.starts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Final syncs of every registered file, then stops the child.
+    pub async fn shutdown(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.tx.send(Cmd::Shutdown(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+impl Watcher for Replicator {
+    fn opened(&self, id: &TenantId, path: &Path) {
+        let _ = self
+            .tx
+            .send(Cmd::Open(path.to_path_buf(), self.url.tenant(id)));
+    }
+
+    fn closed(&self, _id: &TenantId, path: &Path) {
+        let _ = self.tx.send(Cmd::Close(path.to_path_buf()));
+    }
+
+    fn settle(&self) {
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        if self.tx.send(Cmd::Flush(done)).is_ok() {
+            // A final sync has Litestream's own 30 s timeout per file.
+            let _ = wait.recv_timeout(Duration::from_secs(120));
+        }
+    }
+}
+
+/// Where the child's config and control socket live.
+fn paths(layout: &Layout) -> (PathBuf, PathBuf) {
+    let dir = layout.root().join("_replica");
+    (dir.join("litestream.yml"), dir.join("litestream.sock"))
+}
+
+fn write_config(layout: &Layout) -> std::io::Result<PathBuf> {
+    let (config, socket) = paths(layout);
+    let dir = config.parent().expect("a file in a folder");
+    crate::tenant::create_private_dir(dir).map_err(std::io::Error::other)?;
+    let yaml = format!(
+        "# Written by tarn at each start: the databases are registered over the socket.\n\
+         socket:\n  enabled: true\n  path: {}\n  permissions: 0600\n\
+         logging:\n  level: warn\n\
+         dbs: []\n",
+        serde_json::to_string(&socket.to_string_lossy()).expect("a string serializes")
+    );
+    std::fs::write(&config, yaml)?;
+    Ok(config)
+}
+
+/// Starts `litestream replicate`, its output forwarded to tarn's log.
+fn spawn(config: &ReplicaConfig, layout: &Layout) -> std::io::Result<tokio::process::Child> {
+    let file = write_config(layout)?;
+    let mut cmd = tokio::process::Command::new(&config.litestream);
+    cmd.arg("replicate")
+        .arg("-config")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    child_env(&mut cmd, config.credentials.as_ref());
+    // If tarn dies without stopping it, Litestream dies too: a restarted tarn starts its
+    // own, and two processes must never write one replica.
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    for out in [
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        child
+            .stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        tokio::spawn(forward_log(out));
+    }
+    Ok(child)
+}
+
+async fn forward_log(out: Box<dyn tokio::io::AsyncRead + Send + Unpin>) {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(out).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.contains("level=ERROR") {
+            tracing::error!(target: "litestream", "{line}");
+        } else {
+            tracing::warn!(target: "litestream", "{line}");
+        }
+    }
+}
+
+/// The supervising task: (re)starts the child, applies open/close commands, polls health.
+async fn supervise(
+    config: ReplicaConfig,
+    layout: Layout,
+    mut rx: mpsc::UnboundedReceiver<Cmd>,
+    shared: Arc<Shared>,
+    mut wanted: HashMap<PathBuf, String>,
+) {
+    let control = Control::new(&paths(&layout).1);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match run_child(&config, &layout, &control, &mut rx, &shared, &mut wanted).await {
+            Ran::ShutDown => return,
+            Ran::Healthy => backoff = Duration::from_secs(1),
+            Ran::Failed => backoff = (backoff * 2).min(Duration::from_secs(30)),
+        }
+        shared.up.store(false, Ordering::Relaxed);
+        shared.failing(true);
+        lock(&shared.files).clear();
+        // Wait before restarting, still taking commands (a closed file is simply no
+        // longer wanted; its final sync happens when it is next opened).
+        let until = tokio::time::Instant::now() + backoff;
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None => return,
+                    Some(Cmd::Shutdown(done)) => { let _ = done.send(()); return; }
+                    Some(cmd) => apply_offline(cmd, &mut wanted),
+                },
+                () = tokio::time::sleep_until(until) => break,
+            }
+        }
+    }
+}
+
+fn apply_offline(cmd: Cmd, wanted: &mut HashMap<PathBuf, String>) {
+    match cmd {
+        Cmd::Open(path, url) => {
+            wanted.insert(path, url);
+        }
+        Cmd::Close(path) => {
+            wanted.remove(&path);
+        }
+        Cmd::Flush(done) => {
+            let _ = done.try_send(());
+        }
+        Cmd::Shutdown(done) => {
+            let _ = done.send(());
+        }
+    }
+}
+
+enum Ran {
+    ShutDown,
+    /// It ran a while, then died.
+    Healthy,
+    /// It did not come up, or died at once.
+    Failed,
+}
+
+async fn run_child(
+    config: &ReplicaConfig,
+    layout: &Layout,
+    control: &Control,
+    rx: &mut mpsc::UnboundedReceiver<Cmd>,
+    shared: &Arc<Shared>,
+    wanted: &mut HashMap<PathBuf, String>,
+) -> Ran {
+    shared.starts.fetch_add(1, Ordering::Relaxed);
+    let mut child = match spawn(config, layout) {
+        Ok(child) => child,
+        Err(e) => {
+            tracing::error!(litestream = %config.litestream.display(), error = %e, "replication: cannot start litestream");
+            return Ran::Failed;
+        }
+    };
+    let started = Instant::now();
+    let mut up = false;
+    for _ in 0..100 {
+        if control.alive().await {
+            up = true;
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            tracing::error!(%status, "replication: litestream exited at start");
+            return Ran::Failed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !up {
+        tracing::error!("replication: litestream's control socket did not answer within 10 s");
+        return Ran::Failed;
+    }
+    tracing::info!(files = wanted.len(), "replication: litestream is up");
+    shared.up.store(true, Ordering::Relaxed);
+    for (path, url) in wanted.iter() {
+        register(control, shared, path, url).await;
+    }
+    refresh(control, shared).await;
+    let mut poll = tokio::time::interval(Duration::from_secs(2));
+    // Final syncs run side by side (a shutdown closes every tenant at once); a file is
+    // registered again only once its own has finished.
+    let mut releasing: HashMap<PathBuf, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                tracing::error!(status = ?status.ok(), "replication: litestream exited; restarting it");
+                return if started.elapsed() > Duration::from_secs(30) { Ran::Healthy } else { Ran::Failed };
+            }
+            cmd = rx.recv() => match cmd {
+                Some(Cmd::Open(path, url)) => {
+                    if let Some(pending) = releasing.remove(&path) {
+                        let _ = pending.await;
+                    }
+                    register(control, shared, &path, &url).await;
+                    wanted.insert(path, url);
+                }
+                Some(Cmd::Close(path)) => {
+                    wanted.remove(&path);
+                    let (control, shared) = (control.clone(), shared.clone());
+                    let task = tokio::spawn({
+                        let path = path.clone();
+                        async move { release(&control, &shared, &path).await }
+                    });
+                    if let Some(earlier) = releasing.insert(path, task) {
+                        let _ = earlier.await;
+                    }
+                }
+                Some(Cmd::Flush(done)) => {
+                    for (_, pending) in releasing.drain() {
+                        let _ = pending.await;
+                    }
+                    let _ = done.try_send(());
+                }
+                Some(Cmd::Shutdown(done)) => {
+                    for path in wanted.keys() {
+                        let (control, shared, path) = (control.clone(), shared.clone(), path.clone());
+                        releasing.insert(path.clone(), tokio::spawn(async move {
+                            release(&control, &shared, &path).await
+                        }));
+                    }
+                    for (_, pending) in releasing.drain() {
+                        let _ = pending.await;
+                    }
+                    terminate(&mut child).await;
+                    let _ = done.send(());
+                    return Ran::ShutDown;
+                }
+                None => {
+                    terminate(&mut child).await;
+                    return Ran::ShutDown;
+                }
+            },
+            _ = poll.tick() => refresh(control, shared).await,
+        }
+    }
+}
+
+async fn register(control: &Control, shared: &Shared, path: &Path, url: &str) {
+    match control.register(path, url).await {
+        Ok(()) => {
+            lock(&shared.files).entry(path.to_path_buf()).or_default();
+        }
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "replication: cannot register");
+            lock(&shared.files).insert(
+                path.to_path_buf(),
+                FileReplica {
+                    error: Some(e.to_string()),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+}
+
+/// A final sync, then forget the file.
+async fn release(control: &Control, shared: &Shared, path: &Path) {
+    match control.stop(path).await {
+        Ok(txid) => tracing::debug!(file = %path.display(), txid, "replication: final sync"),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "replication: final sync failed")
+        }
+    }
+    if let Err(e) = control.unregister(path).await {
+        tracing::warn!(file = %path.display(), error = %e, "replication: cannot unregister");
+    }
+    lock(&shared.files).remove(path);
+}
+
+/// Reads each registered file's last sync from Litestream.
+async fn refresh(control: &Control, shared: &Shared) {
+    let (listed, states) = match tokio::join!(control.list(), control.sync_states()) {
+        (Ok(l), Ok(s)) => (l, s),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "replication: cannot read litestream's status");
+            shared.failing(true);
+            return;
+        }
+    };
+    let errors: HashMap<String, SyncFacts> = states
+        .into_iter()
+        .map(|s| (s.path, (s.txid, s.error.filter(|e| !e.is_empty()))))
+        .collect();
+    let mut files = lock(&shared.files);
+    for l in listed {
+        if let Some(f) = files.get_mut(Path::new(&l.path)) {
+            let (txid, error) = errors.get(&l.path).cloned().unwrap_or_default();
+            *f = FileReplica {
+                txid,
+                last_sync_at: l.last_sync_at,
+                error,
+            };
+        }
+    }
+    let failing = files.values().any(|f| f.error.is_some());
+    drop(files);
+    shared.failing(failing);
+}
+
+type SyncFacts = (u64, Option<String>);
+
+/// SIGTERM (Litestream then syncs what it holds), a kill after 30 s.
+async fn terminate(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        if tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}

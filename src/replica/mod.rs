@@ -179,6 +179,54 @@ impl Replicator {
     }
 }
 
+impl std::fmt::Debug for Replicator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Replicator({})", self.url)
+    }
+}
+
+/// Replication's gauges, read from `health` at each scrape.
+impl prometheus_client::collector::Collector for Replicator {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        let h = self.health();
+        for (name, help, value) in [
+            (
+                "replica_up",
+                "Litestream answers on its control socket",
+                f64::from(u8::from(h.up)),
+            ),
+            (
+                "replica_files",
+                "Files replicated now (the registry and the open tenants)",
+                h.files as f64,
+            ),
+            (
+                "replica_failing_files",
+                "Replicated files whose last sync failed",
+                h.failing_files as f64,
+            ),
+            (
+                "replica_failing_seconds",
+                "How long replication has been failing (0: it is not)",
+                h.failing_secs.unwrap_or(0.0),
+            ),
+            (
+                "replica_starts",
+                "Times the Litestream child was started",
+                h.starts as f64,
+            ),
+        ] {
+            let gauge = prometheus_client::metrics::gauge::ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 impl Watcher for Replicator {
     fn opened(&self, id: &TenantId, path: &Path) {
         let _ = self
@@ -298,18 +346,19 @@ async fn supervise(
         let until = tokio::time::Instant::now() + backoff;
         loop {
             tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    None => return,
-                    Some(Cmd::Shutdown(done)) => { let _ = done.send(()); return; }
-                    Some(cmd) => apply_offline(cmd, &mut wanted),
-                },
+                cmd = rx.recv() => {
+                    if !cmd.is_some_and(|cmd| apply_offline(cmd, &mut wanted)) {
+                        return;
+                    }
+                }
                 () = tokio::time::sleep_until(until) => break,
             }
         }
     }
 }
 
-fn apply_offline(cmd: Cmd, wanted: &mut HashMap<PathBuf, String>) {
+/// Applies a command while Litestream is down; false once it says to shut down.
+fn apply_offline(cmd: Cmd, wanted: &mut HashMap<PathBuf, String>) -> bool {
     match cmd {
         Cmd::Open(path, url) => {
             wanted.insert(path, url);
@@ -322,8 +371,10 @@ fn apply_offline(cmd: Cmd, wanted: &mut HashMap<PathBuf, String>) {
         }
         Cmd::Shutdown(done) => {
             let _ = done.send(());
+            return false;
         }
     }
+    true
 }
 
 enum Ran {
@@ -393,11 +444,7 @@ async fn run_child(
                 }
                 Some(Cmd::Close(path)) => {
                     wanted.remove(&path);
-                    let (control, shared) = (control.clone(), shared.clone());
-                    let task = tokio::spawn({
-                        let path = path.clone();
-                        async move { release(&control, &shared, &path).await }
-                    });
+                    let task = spawn_release(control, shared, &path);
                     if let Some(earlier) = releasing.insert(path, task) {
                         let _ = earlier.await;
                     }
@@ -409,13 +456,8 @@ async fn run_child(
                     let _ = done.try_send(());
                 }
                 Some(Cmd::Shutdown(done)) => {
-                    for path in wanted.keys() {
-                        let (control, shared, path) = (control.clone(), shared.clone(), path.clone());
-                        releasing.insert(path.clone(), tokio::spawn(async move {
-                            release(&control, &shared, &path).await
-                        }));
-                    }
-                    for (_, pending) in releasing.drain() {
+                    let rest: Vec<_> = wanted.keys().map(|p| spawn_release(control, shared, p)).collect();
+                    for pending in releasing.into_values().chain(rest) {
                         let _ = pending.await;
                     }
                     terminate(&mut child).await;
@@ -448,6 +490,16 @@ async fn register(control: &Control, shared: &Shared, path: &Path, url: &str) {
             );
         }
     }
+}
+
+/// `release` as a task of its own.
+fn spawn_release(
+    control: &Control,
+    shared: &Arc<Shared>,
+    path: &Path,
+) -> tokio::task::JoinHandle<()> {
+    let (control, shared, path) = (control.clone(), shared.clone(), path.to_path_buf());
+    tokio::spawn(async move { release(&control, &shared, &path).await })
 }
 
 /// A final sync, then forget the file.

@@ -139,7 +139,6 @@ pub fn create_private_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// The `-wal` and `-shm` companions of a SQLite file, with the file itself first.
 /// Litestream's state for a database it replicates (its folder beside the file): stale once
 /// the file is moved away or replaced, so it goes with it.
 pub fn forget_replica_state(db: &Path) -> std::io::Result<()> {
@@ -155,6 +154,7 @@ pub fn forget_replica_state(db: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The `-wal` and `-shm` companions of a SQLite file, with the file itself first.
 pub fn db_files(db: &Path) -> [PathBuf; 3] {
     let with = |suffix: &str| {
         let mut s = db.as_os_str().to_owned();

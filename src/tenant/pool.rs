@@ -248,18 +248,11 @@ impl TenantPool {
         }
     }
 
-    /// Reports every open and close from now on to `watcher` (set once; tenants open now
-    /// are reported at once).
+    /// Reports every open and close from now on to `watcher`. Call it once, before any
+    /// tenant opens: a tenant open already would never be reported closed.
     pub fn watch(&self, watcher: Arc<dyn Watcher>) {
-        if self.inner.watcher.set(watcher.clone()).is_ok() {
-            let open: Vec<TenantId> = lock(&self.inner.open)
-                .iter()
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in open {
-                watcher.opened(&id, &self.inner.layout.tenant_db(&id));
-            }
-        }
+        debug_assert!(lock(&self.inner.open).is_empty(), "watch before any open");
+        let _ = self.inner.watcher.set(watcher);
     }
 
     /// The data dir layout.

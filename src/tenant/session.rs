@@ -1053,8 +1053,18 @@ mod tests {
         pub(super) static READ_BACKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
-    /// Runs `sql` in a transaction on `conn` and records it: what was read back, and the
-    /// changeset applied to a fresh copy leaves it equal to `conn`.
+    /// Every changeset in the sync log, in order.
+    fn logged(conn: &Connection) -> Vec<Vec<u8>> {
+        conn.prepare("SELECT changeset FROM sync_log ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Runs `sql` (its failure is part of some cases) in a transaction on `conn`, records
+    /// it and commits; returns how many rows `record` read back from the file.
     fn recorded_reads(conn: &Connection, sql: &str) -> usize {
         let before = READ_BACKS.with(|n| n.get());
         conn.execute_batch("BEGIN").unwrap();
@@ -1084,13 +1094,7 @@ mod tests {
         let failing = "UPDATE products SET stock = CASE id WHEN 3 THEN 5000 ELSE 9 END;";
         assert_eq!(recorded_reads(&conn, failing), 1);
         let copy = db();
-        let all: Vec<Vec<u8>> = conn
-            .prepare("SELECT changeset FROM sync_log ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let all = logged(&conn);
         all.iter().for_each(|cs| assert_eq!(apply(&copy, cs), 0));
         assert_eq!(dump(&copy), dump(&conn));
         assert_eq!(
@@ -1147,13 +1151,7 @@ mod tests {
             record(&conn, "p").unwrap();
             conn.execute_batch("COMMIT").unwrap();
         }
-        let blobs: Vec<Vec<u8>> = conn
-            .prepare("SELECT changeset FROM sync_log ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let blobs = logged(&conn);
         let one = combine(blobs.iter().map(Vec::as_slice)).unwrap();
         let copy = db();
         assert_eq!(apply(&copy, &one), 0);

@@ -102,6 +102,13 @@ fn replica_env(bucket: &Bucket) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `tarn serve` on `dir`, replicating to `bucket`.
+async fn replicated_server(dir: &Path, bucket: &Bucket) -> Server {
+    let env = replica_env(bucket);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start(dir, &env).await
+}
+
 /// `tarn restore --from-replica ARGS` on `data`; its output when it fails.
 fn restore(data: &Path, bucket: &Bucket, args: &[&str]) -> Result<String, String> {
     let out = Command::new(env!("CARGO_BIN_EXE_tarn"))
@@ -218,9 +225,7 @@ async fn disaster_drill_restores_every_message_acknowledged_before_the_last_sync
     let bucket = bucket("tarn-drill").await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = replica_env(&bucket);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut server = Server::start(dir.path(), &env).await;
+    let mut server = replicated_server(dir.path(), &bucket).await;
     for j in 0..TENANTS {
         setup_tenant(&server.base, &format!("d{j:02}")).await;
     }
@@ -300,7 +305,7 @@ async fn disaster_drill_restores_every_message_acknowledged_before_the_last_sync
     );
 
     // The clients send everything again: nothing doubles.
-    let mut server = Server::start(dir.path(), &env).await;
+    let mut server = replicated_server(dir.path(), &bucket).await;
     let client = reqwest::Client::new();
     let mut sent: Vec<usize> = acked.keys().copied().collect();
     sent.sort();
@@ -349,9 +354,7 @@ async fn a_tenant_restored_to_a_moment_has_that_moments_prices() {
     let bucket = bucket("tarn-pitr").await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = replica_env(&bucket);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut server = Server::start(dir.path(), &env).await;
+    let mut server = replicated_server(dir.path(), &bucket).await;
     setup_tenant(&server.base, "pitr").await;
     let client = reqwest::Client::new();
     let price = |p: i64| {

@@ -11,11 +11,15 @@ COPY prompts ./prompts
 COPY benches ./benches
 RUN cargo build --release --locked --bin tarn
 
+# Litestream, which tarn runs for continuous replication when TARN_REPLICA_URL is set.
+FROM litestream/litestream:0.5.17 AS litestream
+
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates tini \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/tarn /usr/local/bin/tarn
+COPY --from=litestream /usr/local/bin/litestream /usr/local/bin/litestream
 COPY prompts /app/prompts
 # Runs as root: a Fly volume is mounted root-owned at /data, and the Fly VM is the boundary.
 ENV TARN_LISTEN=0.0.0.0:8080 \

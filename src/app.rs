@@ -38,6 +38,8 @@ pub enum StartError {
     OldSqlite(&'static str),
     #[error(transparent)]
     Token(#[from] crate::token::TokenError),
+    #[error(transparent)]
+    Replica(#[from] crate::replica::BucketError),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
@@ -146,13 +148,19 @@ impl App {
         let admin_token =
             crate::token::OperatorToken::load(config.admin_token.as_ref(), &config.store.data_dir)?;
         let pool_metrics = PoolMetrics::default();
-        let replica = config.replica.config().map(|c| {
-            tracing::info!(url = %c.url, litestream = %c.litestream.display(), "replication on");
-            crate::replica::Replicator::start(c, Layout::new(&config.store.data_dir))
-        });
-        let metrics = Metrics::new(&pool_metrics, replica.clone());
         let args = config.store.clone();
-        let store = blocking(move || open_store(&args, pool_metrics)).await?;
+        let metrics_of_pool = pool_metrics.clone();
+        let store = blocking(move || open_store(&args, metrics_of_pool)).await?;
+        let replica = match config.replica.config() {
+            Some(c) => {
+                tracing::info!(url = %c.url, litestream = %c.litestream.display(), "replication on");
+                let layout = Layout::new(&config.store.data_dir);
+                let r = crate::replica::Replicator::start(c, layout, store.control().clone())?;
+                Some(r)
+            }
+            None => None,
+        };
+        let metrics = Metrics::new(&pool_metrics, replica.clone());
         if let Some(r) = &replica {
             // Before anything opens a tenant, so every open is replicated.
             store.pool().watch(r.clone());
@@ -253,6 +261,8 @@ impl App {
                     sync_rows: sched.sync_retention_rows,
                 },
                 run_retention_days: sched.run_retention_days,
+                trash_retention_days: sched.trash_retention_days,
+                replica: replica.clone(),
                 checkpoint_every: Duration::from_secs(sched.checkpoint_secs.max(1)),
             },
         )

@@ -74,28 +74,30 @@ pub fn check_file(path: &Path, full: bool) -> Result<Vec<String>, StoreError> {
 }
 
 /// Runs `op` on every id with `workers` threads, calling `progress` after each.
-pub fn for_each(
+pub fn for_each<R: Send>(
     ids: &[TenantId],
     workers: usize,
-    op: impl Fn(&TenantId) -> FileReport + Sync,
-    progress: impl Fn(&FileReport) + Sync,
-) -> Vec<FileReport> {
+    op: impl Fn(&TenantId) -> R + Sync,
+    progress: impl Fn(&R) + Sync,
+) -> Vec<R> {
     let next = AtomicUsize::new(0);
     let out = Mutex::new(Vec::with_capacity(ids.len()));
     std::thread::scope(|s| {
         for _ in 0..workers.max(1) {
             s.spawn(|| {
-                while let Some(id) = ids.get(next.fetch_add(1, Ordering::Relaxed)) {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(id) = ids.get(i) else { break };
                     let r = op(id);
                     progress(&r);
-                    out.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+                    out.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
                 }
             });
         }
     });
     let mut out = out.into_inner().unwrap_or_else(|p| p.into_inner());
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    out
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 fn report(id: &TenantId, r: Result<String, StoreError>) -> FileReport {
@@ -233,6 +235,8 @@ fn restore_one(
             &crate::scheduler::default_schedules(&timezone, chrono::Utc::now()),
         )?;
     }
+    // Another history of the file: it must not continue the replica of the one it replaced.
+    control.begin_replica_lineage(id)?;
     Ok(format!("{bytes} bytes"))
 }
 

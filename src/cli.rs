@@ -93,7 +93,11 @@ pub fn tenant(args: &StoreArgs, command: TenantCommand) -> anyhow::Result<()> {
 }
 
 /// Runs `tarn trash list|purge`.
-pub fn trash(args: &StoreArgs, command: TrashCommand) -> anyhow::Result<()> {
+pub fn trash(
+    args: &StoreArgs,
+    replica: &crate::config::ReplicaArgs,
+    command: TrashCommand,
+) -> anyhow::Result<()> {
     match command {
         TrashCommand::List { limit } => {
             let store = open_existing_store(args)?;
@@ -119,16 +123,24 @@ pub fn trash(args: &StoreArgs, command: TrashCommand) -> anyhow::Result<()> {
                     .map(|s| parse_id(s))
                     .collect::<anyhow::Result<_>>()?
             };
-            let mut purged = Vec::new();
+            let mut copies = Vec::new();
             for id in &ids {
-                match store.purge_trash(id, deleted_at.as_deref()) {
-                    Ok(p) => purged.extend(p),
+                match store.trashed_copies(id, deleted_at.as_deref()) {
+                    Ok(p) => copies.extend(p),
                     Err(crate::tenant::StoreError::NotFound(_)) => {
                         bail!("{id} has nothing in the trash")
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
+            let runtime = tokio::runtime::Runtime::new()?;
+            let purged = runtime.block_on(async {
+                let bucket = replica
+                    .config()
+                    .map(|c| crate::replica::Bucket::new(&c.url, c.credentials.as_ref()))
+                    .transpose()?;
+                anyhow::Ok(crate::trash::purge(&store, bucket.as_ref(), copies).await?)
+            })?;
             print_json(&purged)?;
             eprintln!(
                 "purged {} trashed cop{}",
@@ -377,9 +389,11 @@ pub fn check(
     summarize("checked", &reports)
 }
 
-/// Runs `tarn restore --from DIR [--all | ID…] [--force]` (takes the data dir lock).
+/// Runs `tarn restore --from DIR [--all | ID…] [--force]` (takes the data dir lock). With
+/// replication configured, each restored file is then uploaded into its new lineage.
 pub fn restore(
     args: &StoreArgs,
+    replica: &crate::config::ReplicaArgs,
     from: &std::path::Path,
     all: bool,
     ids: &[String],
@@ -399,17 +413,23 @@ pub fn restore(
     if ids.is_empty() {
         bail!("no tenant files under {}", from.display());
     }
-    restore_ids(args, &store, &src, &ids, force)
+    let bucket = replica
+        .config()
+        .map(crate::replica::restore::FromBucket::new)
+        .transpose()?;
+    restore_ids(args, &store, &src, &ids, force, bucket.as_ref())
 }
 
 /// Puts `ids` back from the data-dir-shaped folder `src` (a backup, or files restored from
-/// the bucket), reporting each.
+/// the bucket), reporting each; then, when there is a `bucket`, uploads what was restored
+/// into its new lineage, and the registry that now names those lineages.
 fn restore_ids(
     args: &StoreArgs,
     store: &crate::store::Store,
     src: &crate::tenant::Layout,
     ids: &[TenantId],
     force: bool,
+    bucket: Option<&crate::replica::restore::FromBucket>,
 ) -> anyhow::Result<()> {
     let live = crate::tenant::Layout::new(&args.data_dir);
     let bar = progress_bar(ids.len(), "tenants");
@@ -425,13 +445,25 @@ fn restore_ids(
         },
     );
     bar.finish_and_clear();
+    if let Some(bucket) = bucket {
+        let lineage = store.control().own_lineage()?;
+        let mut files = vec![(live.control_db(), bucket.url().control(&lineage))];
+        for r in reports.iter().filter(|r| r.ok) {
+            let id = parse_id(&r.id)?;
+            let lineage = store.control().replica_lineage(&id)?;
+            files.push((live.tenant_db(&id), bucket.url().tenant(&id, &lineage)));
+        }
+        bucket.upload(&files, &live.tmp_dir())?;
+        eprintln!("{} files uploaded to the bucket", files.len());
+    }
     summarize("restored", &reports)
 }
 
 /// Runs `tarn restore --from-replica`: copies the files out of the bucket into a staging
-/// folder, then puts them in place like a backup (checked, `--force` to replace a live file,
-/// a new sync epoch). With `--all`, the tenants are those of the bucket's registry, which
-/// also becomes the live registry when the data dir has none (a lost disk).
+/// folder, each from the lineage that was current at the moment asked, then puts them in
+/// place like a backup (checked, `--force` to replace a live file, a new sync epoch and a
+/// new lineage, uploaded at once). With `--all`, the tenants are those of the bucket's
+/// registry, which also becomes the live registry when the data dir has none (a lost disk).
 pub fn restore_from_replica(
     args: &StoreArgs,
     replica: &crate::config::ReplicaArgs,
@@ -440,52 +472,79 @@ pub fn restore_from_replica(
     ids: &[String],
     force: bool,
 ) -> anyhow::Result<()> {
-    use crate::replica::restore::restore_file;
     use crate::tenant::Layout;
     let Some(config) = replica.config() else {
         bail!("--from-replica needs TARN_REPLICA_URL (or --replica-url)");
     };
     let _lock = lock_data_dir(&args.data_dir)?;
+    let bucket = crate::replica::restore::FromBucket::new(config)?;
     let live = Layout::new(&args.data_dir);
     let staging = Layout::new(live.tmp_dir().join("replica"));
     let _ = std::fs::remove_dir_all(staging.root());
     crate::tenant::create_private_dir(staging.root())?;
-    let fetch = |url: &str, out: &std::path::Path| {
-        if let Some(dir) = out.parent() {
-            crate::tenant::create_private_dir(dir)?;
-        }
-        restore_file(
-            &config.litestream,
-            config.credentials.as_ref(),
-            url,
-            out,
-            timestamp,
-        )
-        .map_err(anyhow::Error::from)
+    let asked = Asked {
+        timestamp,
+        all,
+        ids,
+        force,
     };
-    let registry = staging.control_db();
+    let result = restore_staged(args, &bucket, &live, &staging, &asked);
+    let _ = std::fs::remove_dir_all(staging.root());
+    result
+}
+
+/// Files fetched out of the bucket at once (each a `litestream restore`, mostly waiting on
+/// the network).
+const FETCHES: usize = 8;
+
+/// What `tarn restore --from-replica` was asked for.
+struct Asked<'a> {
+    timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    all: bool,
+    ids: &'a [String],
+    force: bool,
+}
+
+fn restore_staged(
+    args: &StoreArgs,
+    bucket: &crate::replica::restore::FromBucket,
+    live: &crate::tenant::Layout,
+    staging: &crate::tenant::Layout,
+    asked: &Asked<'_>,
+) -> anyhow::Result<()> {
+    let Asked {
+        timestamp,
+        all,
+        ids,
+        force,
+    } = *asked;
+    let no_registry = || anyhow::anyhow!("the bucket has no registry to restore");
     // The registry is needed to know every tenant, or when the data dir has none.
-    let need_registry = all || !live.control_db().exists();
-    let have_registry = need_registry && fetch(&config.url.control(), &registry)?;
-    if !live.control_db().exists() {
-        if !have_registry {
-            bail!(
-                "the bucket has no registry at {} to restore",
-                config.url.control()
-            );
-        }
-        std::fs::copy(&registry, live.control_db())?;
-        eprintln!("registry restored from {}", config.url.control());
+    let had_registry = live.control_db().exists();
+    let staged = if all || !had_registry {
+        bucket.registry(&staging.control_db(), timestamp)?
+    } else {
+        None
+    };
+    if !had_registry {
+        let lineage = staged.as_ref().ok_or_else(no_registry)?;
+        std::fs::copy(staging.control_db(), live.control_db())?;
+        eprintln!("registry restored from lineage {lineage}");
     }
     let store = open_store(args, PoolMetrics::default())?;
+    if !had_registry {
+        store.control().begin_own_lineage()?;
+    }
+    // Each tenant's lineages as the registry of that moment knew them.
+    let registry = match staged {
+        Some(_) => crate::control::ControlDb::open(staging)?,
+        None => store.control().clone(),
+    };
     let ids: Vec<TenantId> = if all {
-        if !have_registry {
-            bail!(
-                "the bucket has no registry at {}: name the tenants",
-                config.url.control()
-            );
+        if staged.is_none() {
+            return Err(no_registry());
         }
-        crate::control::ControlDb::open(&staging)?
+        registry
             .list("active", None, usize::MAX >> 1)?
             .into_iter()
             .map(|t| t.id)
@@ -495,9 +554,24 @@ pub fn restore_from_replica(
             .map(|s| parse_id(s))
             .collect::<anyhow::Result<_>>()?
     };
+    let bar = progress_bar(ids.len(), "fetched");
+    let fetched = crate::backup::for_each(
+        &ids,
+        FETCHES,
+        |id| {
+            let lineages = match registry.replica_lineages(id) {
+                Err(crate::tenant::StoreError::NotFound(_)) => Vec::new(),
+                other => other?,
+            };
+            let out = staging.tenant_db(id);
+            anyhow::Ok(bucket.tenant(id, &lineages, &out, timestamp)?)
+        },
+        |_| bar.inc(1),
+    );
+    bar.finish_and_clear();
     let (mut found, mut missing) = (Vec::new(), Vec::new());
-    for id in ids {
-        match fetch(&config.url.tenant(&id), &staging.tenant_db(&id))? {
+    for (id, got) in ids.into_iter().zip(fetched) {
+        match got? {
             true => found.push(id),
             false => missing.push(id.to_string()),
         }
@@ -505,9 +579,8 @@ pub fn restore_from_replica(
     let result = if found.is_empty() {
         Err(anyhow::anyhow!("the bucket holds none of these tenants"))
     } else {
-        restore_ids(args, &store, &staging, &found, force)
+        restore_ids(args, &store, staging, &found, force, Some(bucket))
     };
-    let _ = std::fs::remove_dir_all(staging.root());
     if !missing.is_empty() {
         bail!("no replica in the bucket for: {}", missing.join(", "));
     }

@@ -65,6 +65,9 @@ pub enum Command {
     Trash {
         #[command(flatten)]
         store: StoreArgs,
+        /// Where purged copies' replicas are removed from.
+        #[command(flatten)]
+        replica: ReplicaArgs,
         #[command(subcommand)]
         command: TrashCommand,
     },
@@ -600,6 +603,10 @@ pub struct SchedulerArgs {
     /// Days the schedule run ledger is kept.
     #[arg(long, env = "TARN_RUN_RETENTION_DAYS", default_value_t = 14)]
     pub run_retention_days: u64,
+    /// Days a deleted tenant's files (and replicas) wait in the trash before they are purged
+    /// (0: kept until purged by hand).
+    #[arg(long, env = "TARN_TRASH_RETENTION_DAYS", default_value_t = 30)]
+    pub trash_retention_days: u64,
     /// Days the sync log keeps a change; an app offline for longer downloads a new snapshot.
     #[arg(long, env = "TARN_SYNC_RETENTION_DAYS", default_value_t = 30)]
     pub sync_retention_days: u64,

@@ -24,8 +24,9 @@
 //! | module | owns |
 //! |---|---|
 //! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool, change capture for sync (`session`: the synced tables, the preupdate and commit hooks, the per-tenant bell; `changeset`: SQLite's changeset format) |
-//! | [`control`] | `_control.db`: tenant registry, the trash list, device keys, channel bindings, pending work, schedule index and run ledger |
+//! | [`control`] | `_control.db`: tenant registry, the trash list, device keys, channel bindings, pending work, schedule index and run ledger, replica lineages (`lineage`) |
 //! | [`store`] | tenant lifecycle: create, delete to trash, restore, purge, keys, migrate-all |
+//! | [`trash`] | purging trashed copies for good: their replicas in the bucket, then their files (by hand or past retention) |
 //! | [`sync`] | the owner's-app sync feed: snapshot, changes by `(epoch, seq)`, retention (capture itself is `tenant::session`) |
 //! | [`action`] | `enum Action` (the contract), exact decimals, the books' bounds, roles, name matching — no IO |
 //! | [`parser`] | text -> `Action` with a confidence (`text`: tokens and numbers, `phrase`: who did what, `guard`: a write with a word or number it cannot place is not sure) — no IO |
@@ -41,7 +42,7 @@
 //! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown |
 //! | [`cli`] | offline `tarn tenant …` / `tarn migrate …` / `tarn backup`, `restore`, `check` |
 //! | [`backup`] | consistent snapshots (online backup API), restore, integrity checks |
-//! | [`replica`] | continuous replication: the supervised `litestream` child, its control socket (register on open, final sync and unregister on close, via the pool's `Watcher`), health, restore of files out of the bucket |
+//! | [`replica`] | continuous replication: the supervised `litestream` child, its control socket (register on open, final sync and unregister on close, via the pool's `Watcher`), each file under its current lineage, health, tarn's own bucket reads and deletes (`bucket`), restore out of the bucket and upload of restored files (`restore`) |
 //! | [`bench`] | `tarn bench`: the load harness against a `tarn serve` child (HTTP or Telegram webhooks with a Bot API stand-in), raw baseline |
 //! | [`config`], [`token`], [`telemetry`], [`system`] | flags/env, the operator token, logs/metrics, OS readings |
 //!
@@ -59,8 +60,9 @@
 //!   file and folder under the data dir is created private (0600 / 0700).
 //! - Every figure written to the books is within `action::MAX_MONEY` / `MAX_STOCK`, checked
 //!   before the write; beyond is a refusal, never a wrapped or rounded number.
-//! - `replica` imports only `tenant` (the pool tells it of opens and closes through
-//!   `tenant::pool::Watcher`); `app` wires them, `cli` restores through it.
+//! - `replica` imports only `tenant` and `control` (the pool tells it of opens and closes
+//!   through `tenant::pool::Watcher`; the registry tells it each file's lineage); `app`
+//!   wires them, `cli` restores through it, `trash` removes a purged copy's replicas.
 //! - `action`, `parser`, `scheduler::cron` and `scheduler::chart` do no IO; a job's effects
 //!   commit with its `job_runs` marker, so no slot sends twice.
 
@@ -89,3 +91,4 @@ pub mod system;
 pub mod telemetry;
 pub mod tenant;
 pub mod token;
+pub mod trash;

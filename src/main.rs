@@ -22,9 +22,13 @@ fn main() -> anyhow::Result<()> {
             telemetry::init_tracing(LogFormat::Human);
             cli::tenant(&store, command)
         }
-        Command::Trash { store, command } => {
+        Command::Trash {
+            store,
+            replica,
+            command,
+        } => {
             telemetry::init_tracing(LogFormat::Human);
-            cli::trash(&store, command)
+            cli::trash(&store, &replica, command)
         }
         Command::Token { store, command } => {
             telemetry::init_tracing(LogFormat::Human);
@@ -64,7 +68,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             telemetry::init_tracing(LogFormat::Human);
             match from {
-                Some(from) => cli::restore(&store, &from, all, &ids, force),
+                Some(from) => cli::restore(&store, &replica, &from, all, &ids, force),
                 None => {
                     debug_assert!(from_replica, "clap requires one of the two");
                     cli::restore_from_replica(&store, &replica, timestamp, all, &ids, force)

@@ -292,32 +292,40 @@ impl Store {
         self.control.trash_list(after, limit)
     }
 
-    /// Removes trashed copies for good (their files, then their entries): every copy of
-    /// `id`, or only the one deleted at `deleted_at`. Returns what was purged; `NotFound`
-    /// when nothing matched.
-    pub fn purge_trash(
+    /// The tenant's trashed copies (only the one deleted at `deleted_at`, if given);
+    /// `NotFound` when there is none.
+    pub fn trashed_copies(
         &self,
         id: &TenantId,
         deleted_at: Option<&str>,
     ) -> Result<Vec<Trashed>, StoreError> {
-        let mut purged = Vec::new();
-        for t in self.control.trashed(id)? {
-            if deleted_at.is_some_and(|d| d != t.deleted_at) {
-                continue;
-            }
-            match std::fs::remove_dir_all(&t.path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(StoreError::io(&t.path, e));
-                }
-                _ => {}
-            }
-            self.control.forget_trashed(&t)?;
-            purged.push(t);
-        }
-        if purged.is_empty() {
+        let copies: Vec<Trashed> = self
+            .control
+            .trashed(id)?
+            .into_iter()
+            .filter(|t| deleted_at.is_none_or(|d| d == t.deleted_at))
+            .collect();
+        if copies.is_empty() {
             return Err(StoreError::NotFound(id.clone()));
         }
-        Ok(purged)
+        Ok(copies)
+    }
+
+    /// Every trashed copy deleted before `cutoff` (RFC 3339, UTC).
+    pub fn trash_deleted_before(&self, cutoff: &str) -> Result<Vec<Trashed>, StoreError> {
+        self.control.trash_deleted_before(cutoff)
+    }
+
+    /// Removes a trashed copy's files, then its entry (its replicas are the caller's: see
+    /// `trash::purge`).
+    pub fn purge_copy(&self, t: &Trashed) -> Result<(), StoreError> {
+        match std::fs::remove_dir_all(&t.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::io(&t.path, e));
+            }
+            _ => {}
+        }
+        self.control.forget_trashed(t)
     }
 
     /// Replaces the tenant's API key; the old one stops working at once.

@@ -4,6 +4,7 @@
 //! API keys, and every call blocks (run it on the blocking pool).
 
 pub mod device;
+pub mod lineage;
 pub mod schedule;
 
 use crate::tenant::sqlite::Cached;
@@ -37,9 +38,13 @@ pub struct Trashed {
     /// Where its files are (not shown: a server path).
     #[serde(skip)]
     pub path: String,
+    /// Its file's histories in the bucket, removed with it when purged.
+    #[serde(skip)]
+    pub replica_lineages: Vec<lineage::Lineage>,
 }
 
-const TRASH_COLS: &str = "id, deleted_at, name, created_at, currency, timezone, path";
+const TRASH_COLS: &str =
+    "id, deleted_at, name, created_at, currency, timezone, path, replica_lineages";
 
 fn trashed_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Trashed> {
     let id: String = row.get(0)?;
@@ -53,6 +58,7 @@ fn trashed_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Trashed> {
         currency: row.get(4)?,
         timezone: row.get(5)?,
         path: row.get(6)?,
+        replica_lineages: lineage::decode(&row.get::<_, String>(7)?),
     })
 }
 
@@ -200,7 +206,7 @@ impl ControlDb {
         path: &str,
     ) -> Result<TenantRecord, StoreError> {
         let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut rec = tx
             .row(
                 &format!("SELECT {COLUMNS} FROM tenants WHERE id = ?1 AND status = 'active'"),
@@ -210,17 +216,10 @@ impl ControlDb {
             .optional()?
             .ok_or_else(|| StoreError::NotFound(id.clone()))?;
         tx.exec(
-            "INSERT INTO trash (id, deleted_at, name, created_at, currency, timezone, path)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                id.as_str(),
-                at,
-                rec.name,
-                rec.created_at,
-                rec.currency,
-                rec.timezone,
-                path
-            ],
+            "INSERT INTO trash (id, deleted_at, name, created_at, currency, timezone, path, replica_lineages)
+             SELECT id, ?2, name, created_at, currency, timezone, ?3, replica_lineages
+             FROM tenants WHERE id = ?1",
+            params![id.as_str(), at, path],
         )?;
         tx.exec("DELETE FROM tenants WHERE id = ?1", [id.as_str()])?;
         tx.commit()?;
@@ -255,14 +254,32 @@ impl ControlDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Every trashed copy deleted before `cutoff`.
+    pub fn trash_deleted_before(&self, cutoff: &str) -> Result<Vec<Trashed>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {TRASH_COLS} FROM trash WHERE deleted_at < ?1 ORDER BY deleted_at"
+        ))?;
+        let rows = stmt.query_map([cutoff], trashed_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Makes a trashed copy the active tenant again, with a new key hash.
     pub fn restore_from_trash(&self, t: &Trashed, key_hash: &str) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         let n = tx.exec(
-            "INSERT OR IGNORE INTO tenants (id, name, status, created_at, currency, timezone, api_key_hash)
-             VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6)",
-            params![t.id.as_str(), t.name, t.created_at, t.currency, t.timezone, key_hash],
+            "INSERT OR IGNORE INTO tenants (id, name, status, created_at, currency, timezone, api_key_hash, replica_lineages)
+             VALUES (?1, ?2, 'active', ?3, ?4, ?5, ?6, ?7)",
+            params![
+                t.id.as_str(),
+                t.name,
+                t.created_at,
+                t.currency,
+                t.timezone,
+                key_hash,
+                lineage::encode(&t.replica_lineages)
+            ],
         )?;
         if n == 0 {
             return Err(StoreError::AlreadyExists(t.id.clone()));

@@ -614,7 +614,7 @@ fn trash(s: &mut Spec, after: Value) {
         Op::new(
             "delete",
             "/v1/trash/{tenant}",
-            "Purge a tenant's trashed copies for good",
+            "Purge a tenant's trashed copies for good, with their replicas",
         )
         .auth(Auth::Operator)
         .param(query(

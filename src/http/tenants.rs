@@ -75,7 +75,8 @@ pub async fn show(
 #[derive(Debug, serde::Serialize, schemars::JsonSchema)]
 pub struct ReplicaView {
     pub state: ReplicaState,
-    /// The replica's address in the bucket.
+    /// The replica's address in the bucket (its current lineage); none before the tenant is
+    /// first replicated.
     pub url: Option<String>,
     /// The last sync Litestream reported, while the tenant is open.
     #[serde(flatten)]
@@ -106,12 +107,14 @@ pub async fn replica(
         }));
     };
     let last = replicator.tenant(&access.id);
+    let r = replicator.clone();
+    let url = blocking(move || r.tenant_url(&access.id)).await?;
     Ok(Json(ReplicaView {
         state: match last {
             Some(_) => ReplicaState::Replicating,
             None => ReplicaState::Closed,
         },
-        url: Some(replicator.tenant_url(&access.id)),
+        url,
         last,
     }))
 }

@@ -61,7 +61,7 @@ pub struct PurgeQuery {
 }
 
 /// `DELETE /v1/trash/{tenant}?deleted_at=`: removes every trashed copy of the tenant (or the
-/// one deleted then) for good.
+/// one deleted then) for good, with its replicas in the bucket.
 pub async fn purge(
     State(state): State<AppState>,
     _: Operator,
@@ -70,7 +70,7 @@ pub async fn purge(
 ) -> Result<Json<Value>, ApiError> {
     let id = TenantId::parse(&raw)?;
     let store = state.store.clone();
-    let purged = blocking(move || store.purge_trash(&id, q.deleted_at.as_deref()))
+    let copies = blocking(move || store.trashed_copies(&id, q.deleted_at.as_deref()))
         .await
         .map_err(|e| match e {
             crate::tenant::StoreError::NotFound(id) => ApiError::new(
@@ -79,6 +79,19 @@ pub async fn purge(
                 format!("tenant {id} has nothing in the trash"),
             ),
             e => e.into(),
+        })?;
+    let purged = crate::trash::purge(&state.store, state.replica.as_ref().map(|r| r.bucket()), copies)
+        .await
+        .map_err(|e| match e {
+            crate::trash::PurgeError::Store(e) => e.into(),
+            e @ crate::trash::PurgeError::Bucket { .. } => {
+                tracing::error!(error = %e, "trash purge stopped");
+                ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "replica_unavailable",
+                    "the replica bucket could not be reached; the copy stays in the trash, try again later",
+                )
+            }
         })?;
     tracing::info!(tenant = %raw, copies = purged.len(), "trash purged");
     Ok(Json(json!({ "purged": purged })))

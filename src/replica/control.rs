@@ -57,6 +57,12 @@ struct Stopped {
 }
 
 #[derive(Deserialize)]
+struct Synced {
+    #[serde(default)]
+    replicated_txid: u64,
+}
+
+#[derive(Deserialize)]
 struct ErrorBody {
     error: String,
 }
@@ -115,6 +121,17 @@ impl Control {
             .call("stop", self.http.post("http://litestream/stop").json(&body))
             .await?;
         Ok(stopped.txid)
+    }
+
+    /// Syncs `db` to the bucket now and waits for the upload; returns the replicated
+    /// position. (Litestream's own final sync at `stop` skips a database its monitor has
+    /// not looked at yet — one opened and closed within a second.)
+    pub async fn sync(&self, db: &Path) -> Result<u64, ControlError> {
+        let body = json!({"path": db, "wait": true, "timeout": 30});
+        let synced: Synced = self
+            .call("sync", self.http.post("http://litestream/sync").json(&body))
+            .await?;
+        Ok(synced.replicated_txid)
     }
 
     /// Forgets `db` (after `stop`).

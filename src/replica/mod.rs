@@ -2,16 +2,20 @@
 //! `litestream replicate` child, registers the control db and each tenant file while the
 //! pool holds it open, and stops (a final sync) and unregisters it when the pool closes it.
 //! Invariants: a closed tenant costs Litestream nothing; the child is restarted when it
-//! dies, and what is open is registered again; commands for one file run in order.
+//! dies, and what is open is registered again; commands for one file run in order; a file
+//! replicates under its current lineage (the registry's), never a path another history used.
 
+pub mod bucket;
 pub mod control;
 pub mod restore;
 mod url;
 
+pub use bucket::{Bucket, BucketError};
 pub use url::ReplicaUrl;
 
+use crate::control::ControlDb;
 use crate::tenant::pool::Watcher;
-use crate::tenant::{Layout, TenantId};
+use crate::tenant::{Layout, StoreError, TenantId};
 use control::Control;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -123,12 +127,19 @@ pub struct Replicator {
     layout: Layout,
     url: ReplicaUrl,
     max_failing: Duration,
+    /// Where each file's current lineage is kept.
+    registry: ControlDb,
+    bucket: Bucket,
 }
 
 impl Replicator {
     /// Starts the Litestream child and the task that drives it; the control db is
     /// registered at once. Call within a tokio runtime.
-    pub fn start(config: ReplicaConfig, layout: Layout) -> Arc<Replicator> {
+    pub fn start(
+        config: ReplicaConfig,
+        layout: Layout,
+        registry: ControlDb,
+    ) -> Result<Arc<Replicator>, BucketError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::default());
         let replicator = Arc::new(Replicator {
@@ -137,11 +148,22 @@ impl Replicator {
             layout: layout.clone(),
             url: config.url.clone(),
             max_failing: config.max_failing,
+            bucket: Bucket::new(&config.url, config.credentials.as_ref())?,
+            registry: registry.clone(),
         });
-        let mut wanted = HashMap::new();
-        wanted.insert(layout.control_db(), config.url.control());
-        tokio::spawn(supervise(config, layout, rx, shared, wanted));
-        replicator
+        tokio::spawn(async move {
+            let mut wanted = HashMap::new();
+            match crate::tenant::pool::blocking(move || registry.own_lineage()).await {
+                Ok(lineage) => {
+                    wanted.insert(layout.control_db(), config.url.control(&lineage));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "replication: the registry's lineage is unknown; it is not replicated")
+                }
+            }
+            supervise(config, layout, rx, shared, wanted).await
+        });
+        Ok(replicator)
     }
 
     /// The replica of a tenant's file, while it is open and registered.
@@ -151,9 +173,18 @@ impl Replicator {
             .cloned()
     }
 
-    /// Where a tenant's replica is.
-    pub fn tenant_url(&self, id: &TenantId) -> String {
-        self.url.tenant(id)
+    /// Where a tenant's replica is now (`None` before its first replication). Blocking.
+    pub fn tenant_url(&self, id: &TenantId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .registry
+            .replica_lineages(id)?
+            .last()
+            .map(|l| self.url.tenant(id, l)))
+    }
+
+    /// The replica bucket, for tarn's own reads and deletes.
+    pub fn bucket(&self) -> &Bucket {
+        &self.bucket
     }
 
     /// Replication as a whole.
@@ -229,9 +260,18 @@ impl prometheus_client::collector::Collector for Replicator {
 
 impl Watcher for Replicator {
     fn opened(&self, id: &TenantId, path: &Path) {
-        let _ = self
-            .tx
-            .send(Cmd::Open(path.to_path_buf(), self.url.tenant(id)));
+        match self.registry.replica_lineage(id) {
+            Ok(lineage) => {
+                let _ = self
+                    .tx
+                    .send(Cmd::Open(path.to_path_buf(), self.url.tenant(id, &lineage)));
+            }
+            // Not in the registry (a file being restored or purged): nothing to replicate.
+            Err(StoreError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::error!(tenant = %id, error = %e, "replication: the tenant's lineage is unknown; it is not replicated")
+            }
+        }
     }
 
     fn closed(&self, _id: &TenantId, path: &Path) {
@@ -314,7 +354,10 @@ async fn forward_log(out: Box<dyn tokio::io::AsyncRead + Send + Unpin>) {
     use tokio::io::AsyncBufReadExt;
     let mut lines = tokio::io::BufReader::new(out).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        if line.contains("level=ERROR") {
+        // Said at every start: the databases come over the socket, not in the config.
+        if line.contains("no databases specified in configuration") {
+            tracing::debug!(target: "litestream", "{line}");
+        } else if line.contains("level=ERROR") {
             tracing::error!(target: "litestream", "{line}");
         } else {
             tracing::warn!(target: "litestream", "{line}");
@@ -377,6 +420,41 @@ fn apply_offline(cmd: Cmd, wanted: &mut HashMap<PathBuf, String>) -> bool {
     true
 }
 
+/// Socket calls (registrations and final syncs) run at once, at most: Litestream never
+/// holds more than the open files and this many more.
+const MAX_IN_FLIGHT: usize = 32;
+
+/// The socket calls under way: in order for one file, side by side across files (a
+/// shutdown closes every tenant at once), and no more than `MAX_IN_FLIGHT`.
+#[derive(Default)]
+struct InFlight(HashMap<PathBuf, tokio::task::JoinHandle<()>>);
+
+impl InFlight {
+    /// Starts `call` for `path` once the file's earlier call is done and a place is free.
+    async fn run(&mut self, path: PathBuf, call: impl Future<Output = ()> + Send + 'static) {
+        if let Some(earlier) = self.0.remove(&path) {
+            let _ = earlier.await;
+        }
+        self.0.retain(|_, task| !task.is_finished());
+        while self.0.len() >= MAX_IN_FLIGHT {
+            let Some(any) = self.0.keys().next().cloned() else {
+                break;
+            };
+            if let Some(task) = self.0.remove(&any) {
+                let _ = task.await;
+            }
+        }
+        self.0.insert(path, tokio::spawn(call));
+    }
+
+    /// Waits for every call under way.
+    async fn drain(&mut self) {
+        for (_, task) in self.0.drain() {
+            let _ = task.await;
+        }
+    }
+}
+
 enum Ran {
     ShutDown,
     /// It ran a while, then died.
@@ -425,9 +503,7 @@ async fn run_child(
     }
     refresh(control, shared).await;
     let mut poll = tokio::time::interval(Duration::from_secs(2));
-    // Final syncs run side by side (a shutdown closes every tenant at once); a file is
-    // registered again only once its own has finished.
-    let mut releasing: HashMap<PathBuf, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut calls = InFlight::default();
     loop {
         tokio::select! {
             status = child.wait() => {
@@ -436,30 +512,25 @@ async fn run_child(
             }
             cmd = rx.recv() => match cmd {
                 Some(Cmd::Open(path, url)) => {
-                    if let Some(pending) = releasing.remove(&path) {
-                        let _ = pending.await;
-                    }
-                    register(control, shared, &path, &url).await;
-                    wanted.insert(path, url);
+                    wanted.insert(path.clone(), url.clone());
+                    let (c, s) = (control.clone(), shared.clone());
+                    calls.run(path.clone(), async move { register(&c, &s, &path, &url).await }).await;
                 }
                 Some(Cmd::Close(path)) => {
                     wanted.remove(&path);
-                    let task = spawn_release(control, shared, &path);
-                    if let Some(earlier) = releasing.insert(path, task) {
-                        let _ = earlier.await;
-                    }
+                    let (c, s) = (control.clone(), shared.clone());
+                    calls.run(path.clone(), async move { release(&c, &s, &path).await }).await;
                 }
                 Some(Cmd::Flush(done)) => {
-                    for (_, pending) in releasing.drain() {
-                        let _ = pending.await;
-                    }
+                    calls.drain().await;
                     let _ = done.try_send(());
                 }
                 Some(Cmd::Shutdown(done)) => {
-                    let rest: Vec<_> = wanted.keys().map(|p| spawn_release(control, shared, p)).collect();
-                    for pending in releasing.into_values().chain(rest) {
-                        let _ = pending.await;
+                    for path in wanted.keys() {
+                        let (c, s, path) = (control.clone(), shared.clone(), path.clone());
+                        calls.run(path.clone(), async move { release(&c, &s, &path).await }).await;
                     }
+                    calls.drain().await;
                     terminate(&mut child).await;
                     let _ = done.send(());
                     return Ran::ShutDown;
@@ -492,23 +563,29 @@ async fn register(control: &Control, shared: &Shared, path: &Path, url: &str) {
     }
 }
 
-/// `release` as a task of its own.
-fn spawn_release(
-    control: &Control,
-    shared: &Arc<Shared>,
-    path: &Path,
-) -> tokio::task::JoinHandle<()> {
-    let (control, shared, path) = (control.clone(), shared.clone(), path.to_path_buf());
-    tokio::spawn(async move { release(&control, &shared, &path).await })
-}
-
-/// A final sync, then forget the file.
+/// A final sync (tried a few times), then forget the file.
 async fn release(control: &Control, shared: &Shared, path: &Path) {
-    match control.stop(path).await {
-        Ok(txid) => tracing::debug!(file = %path.display(), txid, "replication: final sync"),
-        Err(e) => {
-            tracing::error!(file = %path.display(), error = %e, "replication: final sync failed")
+    let mut wait = Duration::from_secs(1);
+    for attempt in 1..=4 {
+        match control.sync(path).await {
+            Ok(txid) => {
+                tracing::debug!(file = %path.display(), txid, "replication: final sync");
+                break;
+            }
+            Err(e) if attempt < 4 => {
+                tracing::warn!(file = %path.display(), error = %e, attempt, "replication: final sync failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => {
+                shared.failing(true);
+                tracing::error!(file = %path.display(), error = %e, "replication: final sync failed; the replica may miss the last writes");
+            }
         }
+    }
+    // Litestream's own last sync of what it holds, and it lets go of the file.
+    if let Err(e) = control.stop(path).await {
+        tracing::error!(file = %path.display(), error = %e, "replication: stop failed");
     }
     if let Err(e) = control.unregister(path).await {
         tracing::warn!(file = %path.display(), error = %e, "replication: cannot unregister");

@@ -1,7 +1,9 @@
 //! The replica URL (`TARN_REPLICA_URL`): where Litestream ships each database, and the one
 //! place a database's replica address is built. Invariant: it is an `s3://` URL with a
-//! bucket and no credentials in it; a database's address is the base plus a fixed suffix.
+//! bucket and no credentials in it; a database's address is the base plus its key prefix,
+//! `tenants/<id>/<lineage>` or `control/<lineage>`.
 
+use crate::control::lineage::Lineage;
 use crate::tenant::TenantId;
 
 /// A validated `s3://bucket[/prefix][?endpoint=…&region=…]` URL.
@@ -59,19 +61,73 @@ impl std::str::FromStr for ReplicaUrl {
     }
 }
 
+/// The bucket and how to reach it, as Litestream reads them from the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Key prefix of everything tarn writes (no leading or trailing slash; may be empty).
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Path-style requests (the default with a custom endpoint, as in Litestream).
+    pub path_style: bool,
+}
+
 impl ReplicaUrl {
     fn at(&self, suffix: &str) -> String {
         format!("{}/{suffix}{}", self.base, self.query)
     }
 
-    /// Where a tenant's file is replicated.
-    pub fn tenant(&self, id: &TenantId) -> String {
-        self.at(&format!("tenants/{id}"))
+    /// Key prefix (under the URL's own) of a tenant's lineages.
+    pub fn tenant_dir(id: &TenantId) -> String {
+        format!("tenants/{id}")
     }
 
-    /// Where the control database (the registry) is replicated.
-    pub fn control(&self) -> String {
-        self.at("control")
+    /// Key prefix (under the URL's own) of the registry's lineages.
+    pub const CONTROL_DIR: &str = "control";
+
+    /// Where one lineage of a tenant's file is replicated.
+    pub fn tenant(&self, id: &TenantId, lineage: &Lineage) -> String {
+        self.at(&format!("{}/{lineage}", Self::tenant_dir(id)))
+    }
+
+    /// Where one lineage of the control database (the registry) is replicated.
+    pub fn control(&self, lineage: &Lineage) -> String {
+        self.at(&format!("{}/{lineage}", Self::CONTROL_DIR))
+    }
+
+    /// The bucket, prefix and connection options.
+    pub fn location(&self) -> S3Location {
+        let rest = self.base.strip_prefix("s3://").unwrap_or(&self.base);
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let query: Vec<(String, String)> =
+            url::form_urlencoded::parse(self.query.trim_start_matches('?').as_bytes())
+                .into_owned()
+                .collect();
+        let get = |keys: &[&str]| {
+            query
+                .iter()
+                .find(|(k, _)| keys.contains(&k.as_str()))
+                .map(|(_, v)| v.clone())
+        };
+        let endpoint = get(&["endpoint"]).map(|e| {
+            if e.contains("://") {
+                e
+            } else {
+                format!("https://{e}")
+            }
+        });
+        let path_style = match get(&["forcePathStyle", "force-path-style"]).as_deref() {
+            Some(v) => v == "true",
+            None => endpoint.is_some(),
+        };
+        S3Location {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+            endpoint,
+            region: get(&["region"]),
+            path_style,
+        }
     }
 }
 
@@ -85,16 +141,40 @@ mod tests {
             .parse()
             .unwrap();
         let id = TenantId::parse("acme").unwrap();
+        let l = Lineage::parse("20261127T013000123Z-5f3a").unwrap();
         assert_eq!(
-            url.tenant(&id),
-            "s3://shops/prod/tenants/acme?endpoint=http://127.0.0.1:9000&region=auto"
+            url.tenant(&id, &l),
+            "s3://shops/prod/tenants/acme/20261127T013000123Z-5f3a?endpoint=http://127.0.0.1:9000&region=auto"
         );
         assert_eq!(
-            url.control(),
-            "s3://shops/prod/control?endpoint=http://127.0.0.1:9000&region=auto"
+            url.control(&l),
+            "s3://shops/prod/control/20261127T013000123Z-5f3a?endpoint=http://127.0.0.1:9000&region=auto"
+        );
+        assert_eq!(
+            url.location(),
+            S3Location {
+                bucket: "shops".into(),
+                prefix: "prod".into(),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                region: Some("auto".into()),
+                path_style: true,
+            }
         );
         let bare: ReplicaUrl = "s3://shops".parse().unwrap();
-        assert_eq!(bare.control(), "s3://shops/control");
+        assert_eq!(
+            bare.control(&l),
+            "s3://shops/control/20261127T013000123Z-5f3a"
+        );
+        let loc = bare.location();
+        assert_eq!((loc.prefix.as_str(), loc.path_style), ("", false));
+        let hosted: ReplicaUrl = "s3://b/p?endpoint=fly.storage.tigris.dev&forcePathStyle=false"
+            .parse()
+            .unwrap();
+        let loc = hosted.location();
+        assert_eq!(
+            (loc.endpoint.as_deref(), loc.path_style),
+            (Some("https://fly.storage.tigris.dev"), false)
+        );
     }
 
     #[test]

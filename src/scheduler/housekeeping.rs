@@ -1,6 +1,6 @@
 //! The server's own housekeeping on tokio-cron-scheduler: closing idle tenants, WAL
-//! checkpoints of the open ones with pruning of old inbox/outbox rows, and pruning of the
-//! run ledger. Invariant: it only touches tenants already open (never opens one from disk)
+//! checkpoints of the open ones with pruning of old inbox/outbox rows, pruning of the run
+//! ledger, and purging trashed copies (and their replicas) past retention. Invariant: it only touches tenants already open (never opens one from disk)
 //! and never counts as a use of a tenant, so it cannot keep one from idling out.
 
 use crate::store::Store;
@@ -37,6 +37,10 @@ pub struct HousekeepingConfig {
     pub retention: Retention,
     /// Days the run ledger is kept.
     pub run_retention_days: u64,
+    /// Days a deleted tenant waits in the trash (0: until purged by hand).
+    pub trash_retention_days: u64,
+    /// Replication, whose replicas of a purged copy go with it.
+    pub replica: Option<std::sync::Arc<crate::replica::Replicator>>,
     /// Time between checkpoint passes.
     pub checkpoint_every: Duration,
 }
@@ -158,11 +162,17 @@ pub async fn start(
         .await?;
     let s = store;
     let days = config.run_retention_days;
+    let (trash_days, replica) = (config.trash_retention_days, config.replica);
     // Minute 17 of every hour: away from the top of the hour, when most jobs are due.
     sched
         .add(Job::new_async("0 17 * * * *", move |_, _| {
-            let s = s.clone();
+            let (s, replica) = (s.clone(), replica.clone());
             Box::pin(async move {
+                match crate::trash::purge_expired(&s, replica.as_ref().map(|r| r.bucket()), trash_days).await {
+                    Ok(p) if !p.is_empty() => tracing::info!(copies = p.len(), "expired trash purged"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "housekeeping: trash purge failed; retried next hour"),
+                }
                 let cutoff = (chrono::Utc::now() - chrono::Duration::days(days as i64))
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
                 let control = s.control().clone();

@@ -385,9 +385,15 @@ impl TenantPool {
         let closed = self.take_unused(|_| true);
         let n = closed.len();
         self.inner.metrics.open_tenants.dec_by(n as i64);
+        // A watcher (Litestream) holds a read on each file until it is told of the close: a
+        // TRUNCATE would wait out the busy timeout on every file, so only copy what it can.
+        let checkpoint = match self.inner.watcher.get() {
+            Some(_) => "PRAGMA wal_checkpoint(PASSIVE)",
+            None => "PRAGMA wal_checkpoint(TRUNCATE)",
+        };
         for entry in &closed {
             if let Ok(conn) = entry.pool.get() {
-                let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+                let _ = conn.execute_batch(checkpoint);
             }
         }
         drop(closed);

@@ -115,7 +115,14 @@ impl Server {
             let started = Instant::now();
             let deadline = started + Duration::from_secs(20);
             while child.try_wait().unwrap().is_none() {
-                assert!(Instant::now() < deadline, "no clean stop");
+                if Instant::now() >= deadline {
+                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                    panic!(
+                        "no clean stop within 20 s; the log ends:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }

@@ -5,6 +5,7 @@
 
 use crate::crash::{Server, integrity_all};
 use crate::helpers::*;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,10 +48,15 @@ fn tools() -> PathBuf {
     .clone()
 }
 
-/// moto's S3 server on a free port with one bucket; killed on drop.
+/// moto's S3 server on a free port with one bucket; killed on drop. Its access log (one
+/// line per S3 request) is kept.
 struct Bucket {
     child: Child,
     url: String,
+    endpoint: String,
+    name: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Drop for Bucket {
@@ -66,10 +72,12 @@ async fn bucket(name: &str) -> Bucket {
         .local_addr()
         .unwrap()
         .port();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("moto.log");
     let child = Command::new(tools().join("moto_server"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("moto_server starts");
     let endpoint = format!("http://127.0.0.1:{port}");
@@ -87,6 +95,40 @@ async fn bucket(name: &str) -> Bucket {
     Bucket {
         child,
         url: format!("s3://{name}/shops?endpoint={endpoint}&region=us-east-1"),
+        endpoint,
+        name: name.to_owned(),
+        log,
+        _dir: dir,
+    }
+}
+
+impl Bucket {
+    /// How many objects the bucket holds under `prefix`.
+    async fn objects(&self, prefix: &str) -> usize {
+        let listed = reqwest::Client::new()
+            .get(format!(
+                "{}/{}?list-type=2&max-keys=1000&prefix={}",
+                self.endpoint,
+                self.name,
+                prefix.replace('/', "%2F")
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        listed.matches("<Key>").count()
+    }
+
+    /// The S3 requests served so far, as moto logged them (`METHOD /path?query`).
+    fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split('"').nth(1))
+            .map(|r| r.trim_end_matches(" HTTP/1.1").to_owned())
+            .collect()
     }
 }
 
@@ -129,6 +171,19 @@ fn restore(data: &Path, bucket: &Bucket, args: &[&str]) -> Result<String, String
     } else {
         Err(text)
     }
+}
+
+/// `GET` of `path` with the operator token, as JSON.
+async fn get_json(base: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// SIGKILL to the server and to its Litestream (a machine that dies takes both).
@@ -229,21 +284,10 @@ async fn disaster_drill_restores_every_message_acknowledged_before_the_last_sync
     for j in 0..TENANTS {
         setup_tenant(&server.base, &format!("d{j:02}")).await;
     }
-    let r: Value = reqwest::Client::new()
-        .get(format!("{}/v1/tenants/d00/replica", server.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = get_json(&server.base, "/v1/tenants/d00/replica").await;
     assert_eq!(r["state"], "replicating", "{r}");
     assert!(
-        r["url"]
-            .as_str()
-            .unwrap()
-            .contains("/shops/tenants/d00?endpoint="),
+        r["url"].as_str().unwrap().contains("/shops/tenants/d00/"),
         "{r}"
     );
 
@@ -329,24 +373,16 @@ async fn disaster_drill_restores_every_message_acknowledged_before_the_last_sync
         };
         assert_eq!(status, expected, "{id}: {r}");
     }
-    let products: Value = client
-        .get(format!("{}/v1/tenants/d00/products", server.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let products: Value = get_json(&server.base, "/v1/tenants/d00/products").await;
     let sales = acked.keys().filter(|i| *i % TENANTS == 0).count();
     assert_eq!(
         products["products"][0]["stock"].as_f64(),
         Some((100_000 - sales) as f64),
         "{sales} sales, each once: {products}"
     );
-    // Not a clean stop: after a restore, Litestream's final syncs of the restored files
-    // currently hang (their replica path still holds the old history; see the closing note).
-    server.kill();
+    // A clean stop: the restored files replicate under new lineages, and their final
+    // syncs finish.
+    server.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,13 +408,13 @@ async fn a_tenant_restored_to_a_moment_has_that_moments_prices() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Stopped cleanly: the tenant's final sync is in the bucket.
     server.stop();
+    let stopped = chrono::Utc::now();
 
     // Refused over a live file without --force.
-    let at = t1.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let refused = restore(&data, &bucket, &["--timestamp", &at, "pitr"]).unwrap_err();
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let refused = restore(&data, &bucket, &["--timestamp", &at(t1), "pitr"]).unwrap_err();
     assert!(refused.contains("--force"), "{refused}");
-    restore(&data, &bucket, &["--timestamp", &at, "--force", "pitr"])
-        .unwrap_or_else(|e| panic!("{e}"));
     let price_now = |file: &Path| -> i64 {
         rusqlite::Connection::open(file)
             .unwrap()
@@ -390,13 +426,252 @@ async fn a_tenant_restored_to_a_moment_has_that_moments_prices() {
             .unwrap()
     };
     let file = tenant_file(&data, "pitr");
-    let at_t1 = price_now(&file);
-    // Latest again: the broken price.
-    restore(&data, &bucket, &["--force", "pitr"]).unwrap_or_else(|e| panic!("{e}"));
-    let latest = price_now(&file);
+    assert_eq!(price_now(&file), 99_900, "minor units before the restore");
+    restore(&data, &bucket, &["--timestamp", &at(t1), "--force", "pitr"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(price_now(&file), 300, "T1's price is back");
+
+    // The restored file is a history of its own, uploaded at once: the disk lost right
+    // after, the latest from the bucket is the restored one, not the broken one before it.
+    std::fs::remove_dir_all(&data).unwrap();
+    restore(&data, &bucket, &["--all"]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(price_now(&file), 300, "latest after the restore");
+
+    // A moment before that restore still comes from the earlier history.
+    restore(
+        &data,
+        &bucket,
+        &["--timestamp", &at(stopped), "--force", "pitr"],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(price_now(&file), 99_900, "the broken price, as it was then");
+
+    // And the server takes it from there, replicating it under yet another lineage.
+    let mut server = replicated_server(dir.path(), &bucket).await;
+    let r: Value = get_json(&server.base, "/v1/tenants/pitr/products").await;
+    assert_eq!(r["products"][0]["price"].as_f64(), Some(999.0), "{r}");
+    server.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_a_deleted_tenant_removes_its_replicas_and_only_its() {
+    let bucket = bucket("tarn-purge").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = replicated_server(dir.path(), &bucket).await;
+    setup_tenant(&server.base, "gone").await;
+    setup_tenant(&server.base, "kept").await;
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("{}{path}", server.base))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    let r = call(reqwest::Method::DELETE, "/v1/tenants/gone")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Deleted: replication stopped after a final sync, the replica kept with the trash.
+    let gone = bucket.objects("shops/tenants/gone/").await;
+    let kept = bucket.objects("shops/tenants/kept/").await;
+    assert!(gone > 0 && kept > 0, "gone {gone}, kept {kept}");
+    let r: Value = call(reqwest::Method::GET, "/v1/tenants/gone/replica")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["error"]["code"], "not_found", "{r}");
+
+    let r = call(reqwest::Method::DELETE, "/v1/trash/gone")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let purged: Value = r.json().await.unwrap();
     assert_eq!(
-        (at_t1, latest),
-        (300, 99_900),
-        "minor units at T1 and at the latest"
+        purged["purged"].as_array().map(Vec::len),
+        Some(1),
+        "{purged}"
     );
+    assert_eq!(bucket.objects("shops/tenants/gone/").await, 0);
+    assert_eq!(bucket.objects("shops/tenants/kept/").await, kept);
+    server.stop();
+}
+
+/// The pid of the Litestream child replicating `data`.
+fn litestream_pid(data: &Path) -> Option<u32> {
+    let out = Command::new("pgrep")
+        .arg("-f")
+        .arg(data.join("_replica/litestream.yml"))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A process's resident memory in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// How many databases Litestream holds, asked on its control socket.
+fn registered(data: &Path) -> Option<usize> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::os::unix::net::UnixStream::connect(data.join("_replica/litestream.sock")).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /list HTTP/1.0\r\nHost: litestream\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body.matches("\"path\"").count())
+}
+
+const CHURN_TENANTS: usize = 2000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_churn_every_replica_is_complete_and_closed_tenants_cost_nothing() {
+    let bucket = bucket("tarn-churn").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut env = replica_env(&bucket);
+    env.push(("TARN_MAX_OPEN_TENANTS", "200".into()));
+    env.push(("TARN_TENANT_IDLE_SECS", "4".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut server = Server::start(dir.path(), &env).await;
+
+    // Litestream's memory and the databases it holds, sampled all along.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (data, sampling) = (data.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            let (mut rss, mut held) = (Vec::new(), Vec::new());
+            while sampling.load(Ordering::SeqCst) {
+                if let Some(pid) = litestream_pid(&data) {
+                    rss.extend(rss_kib(pid));
+                    held.extend(registered(&data));
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            (rss, held)
+        })
+    };
+
+    // Every tenant set up, then sales spread over all of them: constant evictions.
+    let started = Instant::now();
+    let ids: Vec<String> = (0..CHURN_TENANTS).map(|i| format!("c{i:04}")).collect();
+    futures::stream::iter(ids.clone())
+        .for_each_concurrent(8, |t| {
+            let base = server.base.clone();
+            async move { setup_tenant(&base, &t).await }
+        })
+        .await;
+    let set_up = started.elapsed();
+    let sales: HashMap<String, usize> = {
+        let acked = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+        futures::stream::iter(0..3 * CHURN_TENANTS)
+            .for_each_concurrent(8, |i| {
+                let (base, acked) = (server.base.clone(), acked.clone());
+                // A stride that visits every tenant three times, far apart.
+                let t = format!("c{:04}", (i * 7919) % CHURN_TENANTS);
+                async move {
+                    let r = reqwest::Client::new()
+                        .post(format!("{base}/v1/tenants/{t}/messages"))
+                        .bearer_auth(ADMIN)
+                        .json(&json!({"text": "/sale 1 rice", "sender": "Sam", "id": format!("s{i}")}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success(), "{t}: {}", r.status());
+                    *acked.lock().unwrap().entry(t).or_default() += 1;
+                }
+            })
+            .await;
+        Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
+    };
+    let loaded = started.elapsed();
+
+    // Idle: the pool closes every tenant, and Litestream lets go of each (after the final
+    // syncs still queued: moto serves only a few hundred requests a second here).
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while registered(&data) != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "Litestream still holds {:?} databases",
+            registered(&data)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let drained = started.elapsed();
+    sampling.store(false, Ordering::SeqCst);
+    let (rss, held) = sampler.join().unwrap();
+    // What closed tenants cost in S3 requests: nothing, over a quiet spell.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = bucket.requests().len();
+    let quiet = Duration::from_secs(20);
+    tokio::time::sleep(quiet).await;
+    let during: Vec<String> = bucket.requests()[before..].to_vec();
+    let to_tenants = during.iter().filter(|r| r.contains("tenants")).count();
+    let max_rss = rss.iter().max().copied().unwrap_or(0);
+    let max_held = held.iter().max().copied().unwrap_or(0);
+    let half = rss.len() / 2;
+    let (first, second) = (
+        rss[..half].iter().max().copied().unwrap_or(0),
+        rss[half..].iter().max().copied().unwrap_or(0),
+    );
+    eprintln!(
+        "churn: {CHURN_TENANTS} tenants set up in {set_up:?}, {} sales by {loaded:?}, every \
+         tenant closed and released by {drained:?}; \
+         Litestream held at most {max_held} databases, RSS max {max_rss} KiB \
+         (first half {first}, second half {second}, {} samples); \
+         S3 requests in {quiet:?} with every tenant closed: {} in all, {to_tenants} for tenants",
+        3 * CHURN_TENANTS,
+        rss.len(),
+        during.len()
+    );
+    assert_eq!(to_tenants, 0, "closed tenants cost requests: {during:?}");
+    // The open tenants, the final syncs in flight (32 at most) and the registry.
+    assert!(
+        max_held <= 200 + 32 + 8,
+        "Litestream held {max_held} databases"
+    );
+    assert!(
+        max_rss > 0 && max_rss < 512 * 1024,
+        "Litestream RSS {max_rss} KiB"
+    );
+    server.stop();
+
+    // Every tenant's replica restores to its final state.
+    std::fs::remove_dir_all(&data).unwrap();
+    let said = restore(&data, &bucket, &["--all"]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        said.contains(&format!(
+            "restored {CHURN_TENANTS} tenants: {CHURN_TENANTS} ok"
+        )),
+        "{said}"
+    );
+    for t in &ids {
+        let n = sales.get(t).copied().unwrap_or(0);
+        let conn = rusqlite::Connection::open(tenant_file(&data, t)).unwrap();
+        let (stock, logged): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT stock FROM products WHERE name_key = 'rice'),
+                        (SELECT count(*) FROM message_log WHERE inbound_id IS NOT NULL)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (stock, logged),
+            (100_000_000 - 1000 * n as i64, n as i64),
+            "{t}"
+        );
+    }
 }

@@ -227,6 +227,7 @@ async fn send_all(base: String, ids: Vec<usize>, acked: Arc<AtomicUsize>) -> (us
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_under_load_applies_every_message_exactly_once() {
+    let _alone = crate::helpers::MACHINE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &[]).await;
     let client = reqwest::Client::new();
@@ -341,6 +342,7 @@ async fn kill_9_under_load_applies_every_message_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_telegram_webhooks_answers_every_update() {
+    let _alone = crate::helpers::MACHINE.lock().await;
     use crate::telegram::{TOKEN, fake_bot, text_update};
     const CHATS: i64 = 20;
     const PER_CHAT: i64 = 15;

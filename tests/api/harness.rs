@@ -3,6 +3,7 @@
 //! webhook mode every update's reply reaches its Bot API stand-in.
 
 fn bench(args: &[&str]) -> serde_json::Value {
+    let _alone = crate::helpers::MACHINE.blocking_lock();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tarn"))
         .arg("bench")
         .args(args)

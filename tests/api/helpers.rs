@@ -407,3 +407,8 @@ pub fn tarn_ok(args: &[&str], data: &Path) -> String {
     assert!(ok, "tarn {args:?}: {err}");
     out
 }
+
+/// Held by the tests that load the whole machine (replication with its bucket stand-in,
+/// the kill -9 runs, the bench harness) so they never run beside one another: on two cores
+/// one of them starves another's timeouts.
+pub static MACHINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

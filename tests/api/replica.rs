@@ -277,6 +277,7 @@ fn logged(file: &Path) -> HashMap<String, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn disaster_drill_restores_every_message_acknowledged_before_the_last_sync() {
+    let _alone = crate::helpers::MACHINE.lock().await;
     let bucket = bucket("tarn-drill").await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -387,6 +388,7 @@ async fn disaster_drill_restores_every_message_acknowledged_before_the_last_sync
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_restored_to_a_moment_has_that_moments_prices() {
+    let _alone = crate::helpers::MACHINE.lock().await;
     let bucket = bucket("tarn-pitr").await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -455,6 +457,7 @@ async fn a_tenant_restored_to_a_moment_has_that_moments_prices() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purging_a_deleted_tenant_removes_its_replicas_and_only_its() {
+    let _alone = crate::helpers::MACHINE.lock().await;
     let bucket = bucket("tarn-purge").await;
     let dir = tempfile::tempdir().unwrap();
     let mut server = replicated_server(dir.path(), &bucket).await;
@@ -538,6 +541,7 @@ const CHURN_TENANTS: usize = 2000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_churn_every_replica_is_complete_and_closed_tenants_cost_nothing() {
+    let _alone = crate::helpers::MACHINE.lock().await;
     let bucket = bucket("tarn-churn").await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -146,9 +146,23 @@ fn replica_env(bucket: &Bucket) -> Vec<(&'static str, String)> {
 
 /// `tarn serve` on `dir`, replicating to `bucket`.
 async fn replicated_server(dir: &Path, bucket: &Bucket) -> Server {
+    replicated_server_with(dir, bucket, &[]).await
+}
+
+/// The same, with more settings.
+async fn replicated_server_with(dir: &Path, bucket: &Bucket, extra: &[(&str, &str)]) -> Server {
     let env = replica_env(bucket);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend_from_slice(extra);
     Server::start(dir, &env).await
+}
+
+/// The request for one `/sale 1 rice` by Sam with idempotency key `id`.
+fn sell(client: &reqwest::Client, base: &str, t: &str, id: &str) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{base}/v1/tenants/{t}/messages"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"text": "/sale 1 rice", "sender": "Sam", "id": id}))
 }
 
 /// `tarn restore --from-replica ARGS` on `data`; its output when it fails.
@@ -241,12 +255,7 @@ async fn load(base: String, stop: Arc<AtomicBool>) -> HashMap<usize, Instant> {
             while !stop.load(Ordering::SeqCst) {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let (t, id) = drill_message(i);
-                let sent = client
-                    .post(format!("{base}/v1/tenants/{t}/messages"))
-                    .bearer_auth(ADMIN)
-                    .json(&json!({"text": "/sale 1 rice", "sender": "Sam", "id": id}))
-                    .send()
-                    .await;
+                let sent = sell(&client, &base, &t, &id).send().await;
                 if let Ok(r) = sent
                     && r.status().is_success()
                 {
@@ -356,10 +365,7 @@ async fn disaster_drill_restores_every_message_acknowledged_before_the_last_sync
     sent.sort();
     for i in sent {
         let (t, id) = drill_message(i);
-        let r: Value = client
-            .post(format!("{}/v1/tenants/{t}/messages", server.base))
-            .bearer_auth(ADMIN)
-            .json(&json!({"text": "/sale 1 rice", "sender": "Sam", "id": id}))
+        let r: Value = sell(&client, &server.base, &t, &id)
             .send()
             .await
             .unwrap()
@@ -545,11 +551,11 @@ async fn under_churn_every_replica_is_complete_and_closed_tenants_cost_nothing()
     let bucket = bucket("tarn-churn").await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut env = replica_env(&bucket);
-    env.push(("TARN_MAX_OPEN_TENANTS", "200".into()));
-    env.push(("TARN_TENANT_IDLE_SECS", "4".into()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut server = Server::start(dir.path(), &env).await;
+    let extra = [
+        ("TARN_MAX_OPEN_TENANTS", "200"),
+        ("TARN_TENANT_IDLE_SECS", "4"),
+    ];
+    let mut server = replicated_server_with(dir.path(), &bucket, &extra).await;
 
     // Litestream's memory and the databases it holds, sampled all along.
     let sampling = Arc::new(AtomicBool::new(true));
@@ -586,10 +592,7 @@ async fn under_churn_every_replica_is_complete_and_closed_tenants_cost_nothing()
                 // A stride that visits every tenant three times, far apart.
                 let t = format!("c{:04}", (i * 7919) % CHURN_TENANTS);
                 async move {
-                    let r = reqwest::Client::new()
-                        .post(format!("{base}/v1/tenants/{t}/messages"))
-                        .bearer_auth(ADMIN)
-                        .json(&json!({"text": "/sale 1 rice", "sender": "Sam", "id": format!("s{i}")}))
+                    let r = sell(&reqwest::Client::new(), &base, &t, &format!("s{i}"))
                         .send()
                         .await
                         .unwrap();

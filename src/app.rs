@@ -5,6 +5,7 @@
 use crate::config::{ServeConfig, StoreArgs};
 use crate::control::ControlDb;
 use crate::http::{self, AppState};
+use crate::replica::ReplicaConfig;
 use crate::store::Store;
 use crate::system;
 use crate::telemetry::Metrics;
@@ -40,6 +41,8 @@ pub enum StartError {
     Token(#[from] crate::token::TokenError),
     #[error(transparent)]
     Replica(#[from] crate::replica::BucketError),
+    #[error("TARN_REPLICA_URL: {0}")]
+    ReplicaUrl(String),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
@@ -151,7 +154,9 @@ impl App {
         let args = config.store.clone();
         let metrics_of_pool = pool_metrics.clone();
         let store = blocking(move || open_store(&args, metrics_of_pool)).await?;
-        let replica = match config.replica.config() {
+        let replica = match ReplicaConfig::from_args(&config.replica)
+            .map_err(StartError::ReplicaUrl)?
+        {
             Some(c) => {
                 tracing::info!(url = %c.url, litestream = %c.litestream.display(), "replication on");
                 let layout = Layout::new(&config.store.data_dir);
@@ -178,7 +183,7 @@ impl App {
                 &config.store.data_dir,
             );
         }
-        let llm = match config.llm.config() {
+        let llm = match crate::llm::LlmConfig::from_args(&config.llm) {
             Some(c) => {
                 tracing::info!(base_url = %c.base_url, model = %c.model, "LLM parser on");
                 Some(

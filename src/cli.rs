@@ -5,6 +5,7 @@
 
 use crate::app::{lock_data_dir, open_store};
 use crate::config::{StaffCommand, StoreArgs, TenantCommand, TokenCommand, TrashCommand};
+use crate::replica::ReplicaConfig;
 use crate::store::NewTenant;
 use crate::tenant::TenantId;
 use crate::tenant::pool::PoolMetrics;
@@ -135,8 +136,8 @@ pub fn trash(
             }
             let runtime = tokio::runtime::Runtime::new()?;
             let purged = runtime.block_on(async {
-                let bucket = replica
-                    .config()
+                let bucket = ReplicaConfig::from_args(replica)
+                    .map_err(anyhow::Error::msg)?
                     .map(|c| crate::replica::Bucket::new(&c.url, c.credentials.as_ref()))
                     .transpose()?;
                 anyhow::Ok(crate::trash::purge(&store, bucket.as_ref(), copies).await?)
@@ -413,8 +414,8 @@ pub fn restore(
     if ids.is_empty() {
         bail!("no tenant files under {}", from.display());
     }
-    let bucket = replica
-        .config()
+    let bucket = ReplicaConfig::from_args(replica)
+        .map_err(anyhow::Error::msg)?
         .map(crate::replica::restore::FromBucket::new)
         .transpose()?;
     restore_ids(args, &store, &src, &ids, force, bucket.as_ref())
@@ -473,7 +474,7 @@ pub fn restore_from_replica(
     force: bool,
 ) -> anyhow::Result<()> {
     use crate::tenant::Layout;
-    let Some(config) = replica.config() else {
+    let Some(config) = ReplicaConfig::from_args(replica).map_err(anyhow::Error::msg)? else {
         bail!("--from-replica needs TARN_REPLICA_URL (or --replica-url)");
     };
     let _lock = lock_data_dir(&args.data_dir)?;
@@ -601,7 +602,7 @@ pub fn eval(args: &crate::config::EvalArgs) -> anyhow::Result<()> {
     let lex = crate::eval::lexicon(&lexicon_path)?;
     let runtime = tokio::runtime::Runtime::new()?;
     let llm = if args.llm {
-        let Some(config) = args.llm_args.config() else {
+        let Some(config) = crate::llm::LlmConfig::from_args(&args.llm_args) else {
             bail!(
                 "--llm needs TARN_LLM_API_KEY (any value for a local server) and TARN_LLM_BASE_URL"
             );

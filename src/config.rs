@@ -381,7 +381,7 @@ pub struct ReplicaArgs {
     /// Where the replicas go: `s3://BUCKET/PREFIX`, plus `?endpoint=URL&region=R` for
     /// S3-compatible storage (Tigris, R2, MinIO). Unset: no replication.
     #[arg(long, env = "TARN_REPLICA_URL")]
-    pub replica_url: Option<crate::replica::ReplicaUrl>,
+    pub replica_url: Option<String>,
     /// The bucket's access key id (else Litestream reads `AWS_ACCESS_KEY_ID`).
     #[arg(long, env = "TARN_REPLICA_ACCESS_KEY_ID", hide_env_values = true)]
     pub replica_access_key_id: Option<Secret>,
@@ -394,26 +394,6 @@ pub struct ReplicaArgs {
     /// `/readyz` fails when replication has been failing for longer than this, in seconds.
     #[arg(long, env = "TARN_REPLICA_MAX_FAILING_SECS", default_value_t = 60)]
     pub replica_max_failing_secs: u64,
-}
-
-impl ReplicaArgs {
-    /// The replication settings, when a URL is set.
-    pub fn config(&self) -> Option<crate::replica::ReplicaConfig> {
-        let url = self.replica_url.clone()?;
-        let credentials = match (&self.replica_access_key_id, &self.replica_secret_access_key) {
-            (Some(id), Some(secret)) => Some(crate::replica::Credentials {
-                access_key_id: id.expose().to_owned(),
-                secret_access_key: secret.expose().to_owned(),
-            }),
-            _ => None,
-        };
-        Some(crate::replica::ReplicaConfig {
-            url,
-            litestream: self.litestream.clone(),
-            credentials,
-            max_failing: std::time::Duration::from_secs(self.replica_max_failing_secs.max(1)),
-        })
-    }
 }
 
 /// The LLM parser (off unless an API key is set).
@@ -463,27 +443,6 @@ pub struct LlmArgs {
         default_value_t = 30
     )]
     pub per_tenant_per_minute: u32,
-}
-
-impl LlmArgs {
-    /// The client settings, or `None` when the LLM is off.
-    pub fn config(&self) -> Option<crate::llm::LlmConfig> {
-        let key = self.api_key.clone().filter(|k| !k.expose().is_empty())?;
-        if self.base_url.is_empty() {
-            return None;
-        }
-        Some(crate::llm::LlmConfig {
-            base_url: self.base_url.clone(),
-            model: self.model.clone(),
-            api_key: key,
-            timeout: std::time::Duration::from_secs_f64(self.timeout_secs.clamp(0.1, 120.0)),
-            json_object: self.json_object,
-            strict: self.strict,
-            max_concurrency: self.concurrency,
-            per_tenant_per_minute: self.per_tenant_per_minute,
-            max_retries: 2,
-        })
-    }
 }
 
 /// Log output format.

@@ -5,7 +5,7 @@
 //! or slow LLM costs a bounded wait, then nothing (circuit breaker).
 
 use crate::action::Action;
-use crate::config::Secret;
+use crate::config::{LlmArgs, Secret};
 use crate::parser::Lexicon;
 use dashmap::DashMap;
 use serde_json::{Value, json};
@@ -36,6 +36,27 @@ pub struct LlmConfig {
     pub per_tenant_per_minute: u32,
     /// Retries of a 429 or 5xx.
     pub max_retries: u32,
+}
+
+impl LlmConfig {
+    /// The client settings from the flags, or `None` when the LLM is off (no key or no URL).
+    pub fn from_args(args: &LlmArgs) -> Option<LlmConfig> {
+        let key = args.api_key.clone().filter(|k| !k.expose().is_empty())?;
+        if args.base_url.is_empty() {
+            return None;
+        }
+        Some(LlmConfig {
+            base_url: args.base_url.clone(),
+            model: args.model.clone(),
+            api_key: key,
+            timeout: Duration::from_secs_f64(args.timeout_secs.clamp(0.1, 120.0)),
+            json_object: args.json_object,
+            strict: args.strict,
+            max_concurrency: args.concurrency,
+            per_tenant_per_minute: args.per_tenant_per_minute,
+            max_retries: 2,
+        })
+    }
 }
 
 /// Why the LLM gave no action.

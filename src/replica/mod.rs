@@ -13,6 +13,7 @@ mod url;
 pub use bucket::{Bucket, BucketError};
 pub use url::ReplicaUrl;
 
+use crate::config::ReplicaArgs;
 use crate::control::ControlDb;
 use crate::tenant::pool::Watcher;
 use crate::tenant::{Layout, StoreError, TenantId};
@@ -49,6 +50,30 @@ pub struct ReplicaConfig {
     pub credentials: Option<Credentials>,
     /// Replication failing longer than this makes `/readyz` degraded.
     pub max_failing: Duration,
+}
+
+impl ReplicaConfig {
+    /// The replication settings from the flags: `None` when no URL is set, an error when
+    /// the URL is not a usable `s3://` address.
+    pub fn from_args(args: &ReplicaArgs) -> Result<Option<ReplicaConfig>, String> {
+        let Some(url) = args.replica_url.as_deref() else {
+            return Ok(None);
+        };
+        let url: ReplicaUrl = url.parse()?;
+        let credentials = match (&args.replica_access_key_id, &args.replica_secret_access_key) {
+            (Some(id), Some(secret)) => Some(Credentials {
+                access_key_id: id.expose().to_owned(),
+                secret_access_key: secret.expose().to_owned(),
+            }),
+            _ => None,
+        };
+        Ok(Some(ReplicaConfig {
+            url,
+            litestream: args.litestream.clone(),
+            credentials,
+            max_failing: Duration::from_secs(args.replica_max_failing_secs.max(1)),
+        }))
+    }
 }
 
 /// The child's environment: the keys, and never `AWS_CA_BUNDLE` (Litestream's S3 client

@@ -232,7 +232,7 @@ fn restore_one(
         control.insert(&rec, &key_hash)?;
         control.add_missing_schedules(
             id,
-            &crate::scheduler::default_schedules(&timezone, chrono::Utc::now()),
+            &crate::schedule::default_schedules(&timezone, chrono::Utc::now()),
         )?;
     }
     // Another history of the file: it must not continue the replica of the one it replaced.

@@ -83,6 +83,7 @@ pub mod llm;
 pub mod message;
 pub mod parser;
 pub mod replica;
+pub mod schedule;
 pub mod scheduler;
 pub mod shop;
 pub mod store;

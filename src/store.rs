@@ -201,7 +201,7 @@ impl Store {
             let _ = self.remove_files(&new.id);
             return Err(e);
         }
-        let defaults = crate::scheduler::default_schedules(&tenant.timezone, chrono::Utc::now());
+        let defaults = crate::schedule::default_schedules(&tenant.timezone, chrono::Utc::now());
         if let Err(e) = self.control.add_missing_schedules(&tenant.id, &defaults) {
             let _ = self.control.remove(&new.id);
             let _ = self.remove_files(&new.id);
@@ -278,7 +278,7 @@ impl Store {
                 .restore_from_trash(&trashed, &sha256_hex(&api_key))
         })?;
         let tenant = self.control.get_active(id)?;
-        let defaults = crate::scheduler::default_schedules(&tenant.timezone, chrono::Utc::now());
+        let defaults = crate::schedule::default_schedules(&tenant.timezone, chrono::Utc::now());
         self.control.add_missing_schedules(id, &defaults)?;
         Ok(Created { tenant, api_key })
     }

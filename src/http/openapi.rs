@@ -960,7 +960,7 @@ fn devices(s: &mut Spec) {
 }
 
 fn schedules(s: &mut Spec) {
-    let kinds: Vec<&str> = crate::scheduler::job::JobKind::ALL
+    let kinds: Vec<&str> = crate::schedule::JobKind::ALL
         .iter()
         .map(|k| k.as_str())
         .collect();
@@ -1025,7 +1025,7 @@ fn schedules(s: &mut Spec) {
         )
         .errors(&[422]),
     );
-    let report = s.res::<crate::scheduler::job::ReportView>();
+    let report = s.res::<crate::shop::report::ReportView>();
     let report = json!({"allOf": [report, {"type": "object", "required": ["chart_url"],
                         "properties": {"chart_url": {"type": "string"}}}]});
     s.add(

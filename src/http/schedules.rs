@@ -7,8 +7,9 @@ use super::AppState;
 use super::auth::TenantAccess;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::control::schedule::ScheduleRow;
-use crate::scheduler::cron::Spec;
-use crate::scheduler::{ScheduleChange, ScheduleError, apply_changes, job};
+use crate::schedule::cron::Spec;
+use crate::schedule::{JobKind, ScheduleChange, apply_changes};
+use crate::scheduler::ScheduleError;
 use crate::tenant::pool::blocking;
 use axum::Json;
 use axum::extract::State;
@@ -125,7 +126,7 @@ pub async fn runs(
 ) -> Result<Json<Value>, ApiError> {
     let limit = super::page_limit(q.limit, 50)?;
     if let Some(k) = &q.kind
-        && job::JobKind::parse(k).is_none()
+        && JobKind::parse(k).is_none()
     {
         return Err(ApiError::bad_request(format!(
             "unknown schedule kind {k:?}"
@@ -164,7 +165,7 @@ pub async fn reports(
         .store
         .pool()
         .with_conn(access.id, move |conn| {
-            Ok::<_, ApiError>(job::reports(conn, q.before, limit)?)
+            Ok::<_, ApiError>(crate::shop::report::reports(conn, q.before, limit)?)
         })
         .await?;
     let next_before = (list.len() == limit)
@@ -192,7 +193,7 @@ pub async fn report_chart(
         .store
         .pool()
         .with_conn(access.id, move |conn| {
-            Ok::<_, ApiError>(job::report_chart(conn, id)?)
+            Ok::<_, ApiError>(crate::shop::report::report_chart(conn, id)?)
         })
         .await?
         .ok_or_else(|| {

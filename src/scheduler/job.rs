@@ -4,70 +4,12 @@
 //! with its `job_runs` marker, so running a slot again never sends twice.
 
 use crate::action::{Dec, Role, fmt_money, fmt_qty, fmt_units};
+use crate::schedule::JobKind;
 use crate::shop::{self, ShopSettings, report};
 use crate::tenant::session;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
-
-/// The kinds of scheduled job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    DailySummary,
-    LowStockAlert,
-    DeliveryReminder,
-    WeeklyReport,
-}
-
-impl JobKind {
-    /// Every kind, as created with each tenant.
-    pub const ALL: [JobKind; 4] = [
-        JobKind::DailySummary,
-        JobKind::LowStockAlert,
-        JobKind::DeliveryReminder,
-        JobKind::WeeklyReport,
-    ];
-
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::DailySummary => "daily_summary",
-            JobKind::LowStockAlert => "low_stock_alert",
-            JobKind::DeliveryReminder => "delivery_reminder",
-            JobKind::WeeklyReport => "weekly_report",
-        }
-    }
-
-    /// The kind a name means.
-    pub fn parse(s: &str) -> Option<JobKind> {
-        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// When it runs unless the owner changes it (local time of the tenant).
-    pub fn default_cron(self) -> &'static str {
-        match self {
-            JobKind::DailySummary => "0 20 * * *",
-            JobKind::LowStockAlert => "0 * * * *",
-            JobKind::DeliveryReminder => "0 9,15 * * *",
-            JobKind::WeeklyReport => "0 8 * * 1",
-        }
-    }
-
-    /// Who gets it unless the owner changes it. For delivery reminders, `driver` means
-    /// "each driver gets their own list"; every other role gets the whole list.
-    pub fn default_recipients(self) -> Vec<Role> {
-        match self {
-            JobKind::DeliveryReminder => vec![Role::Owner, Role::Manager, Role::Driver],
-            _ => vec![Role::Owner, Role::Manager],
-        }
-    }
-
-    /// A run that had nothing to send leaves no ledger row (hourly checks would flood it).
-    pub fn quiet(self) -> bool {
-        self == JobKind::LowStockAlert
-    }
-}
 
 /// What a run did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -661,55 +603,4 @@ pub fn weekly_report(
         sent,
         detail: format!("{what} to {} chat(s)", to.len()),
     })
-}
-
-/// A stored report as the API lists it.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct ReportView {
-    pub id: i64,
-    pub kind: String,
-    /// First local day of the report.
-    pub period_start: String,
-    /// Last local day of the report (included).
-    pub period_end: String,
-    pub data: serde_json::Value,
-    pub narrative: Option<String>,
-    pub chart_bytes: i64,
-    pub created_at: String,
-}
-
-/// Stored reports, newest first, with id below `before`.
-pub fn reports(
-    conn: &Connection,
-    before: Option<i64>,
-    limit: usize,
-) -> rusqlite::Result<Vec<ReportView>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, kind, period_start, period_end, data, narrative, length(chart_png), created_at
-         FROM reports WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit as i64], |r| {
-        let data: String = r.get(4)?;
-        Ok(ReportView {
-            id: r.get(0)?,
-            kind: r.get(1)?,
-            period_start: r.get(2)?,
-            period_end: r.get(3)?,
-            data: serde_json::from_str(&data).unwrap_or_default(),
-            narrative: r.get(5)?,
-            chart_bytes: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
-            created_at: r.get(7)?,
-        })
-    })?;
-    rows.collect()
-}
-
-/// A report's chart.
-pub fn report_chart(conn: &Connection, id: i64) -> rusqlite::Result<Option<Vec<u8>>> {
-    Ok(conn
-        .query_row("SELECT chart_png FROM reports WHERE id = ?1", [id], |r| {
-            r.get::<_, Option<Vec<u8>>>(0)
-        })
-        .optional()?
-        .flatten())
 }

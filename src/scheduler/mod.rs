@@ -6,21 +6,21 @@
 //! at once (the lease); cost per tick follows the due rows, not the tenants on disk.
 
 pub mod chart;
-pub mod cron;
 pub mod housekeeping;
 pub mod job;
 
 use crate::action::Role;
 use crate::channel::Channels;
-use crate::control::schedule::{NewSchedule, RunEnd, RunRow, ScheduleRow, Start};
+use crate::control::schedule::{RunEnd, RunRow, ScheduleRow, Start};
 use crate::llm::LlmClient;
+use crate::schedule::cron::Spec;
+use crate::schedule::{JobKind, default_schedules};
 use crate::store::Store;
 use crate::tenant::pool::blocking;
 use crate::tenant::{StoreError, TenantId};
 use chrono::{DateTime, Utc};
-use cron::Spec;
 use dashmap::DashSet;
-use job::{JobError, JobKind, Outcome};
+use job::{JobError, Outcome};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,105 +87,6 @@ pub struct RunReport {
     pub detail: String,
     /// Slots recorded missed by this claim.
     pub missed: usize,
-}
-
-/// The schedules a new tenant starts with, in its time zone, from `now`.
-pub fn default_schedules(timezone: &str, now: DateTime<Utc>) -> Vec<NewSchedule> {
-    JobKind::ALL
-        .into_iter()
-        .map(|k| {
-            let next = Spec::parse(k.default_cron(), timezone)
-                .ok()
-                .and_then(|s| s.next_after(now))
-                .map(|t| t.timestamp_millis());
-            NewSchedule {
-                kind: k.as_str().into(),
-                cron: k.default_cron().into(),
-                timezone: timezone.into(),
-                enabled: next.is_some(),
-                recipients: k
-                    .default_recipients()
-                    .into_iter()
-                    .map(|r| r.as_str().to_owned())
-                    .collect(),
-                next_run_ms: next,
-            }
-        })
-        .collect()
-}
-
-/// A change to one schedule (fields left out keep their value).
-#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleChange {
-    pub kind: String,
-    pub cron: Option<String>,
-    pub timezone: Option<String>,
-    pub enabled: Option<bool>,
-    pub recipients: Option<Vec<String>>,
-}
-
-/// Applies `changes` to `current`, checking every field; the rows to write, with next runs
-/// recomputed from `now`. Pure.
-pub fn apply_changes(
-    current: &[ScheduleRow],
-    changes: &[ScheduleChange],
-    now: DateTime<Utc>,
-) -> Result<Vec<NewSchedule>, String> {
-    let mut out: Vec<NewSchedule> = Vec::new();
-    for c in changes {
-        let Some(cur) = current.iter().find(|s| s.kind == c.kind) else {
-            let kinds: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
-            return Err(format!(
-                "unknown schedule kind {:?}; the kinds are {}",
-                c.kind,
-                kinds.join(", ")
-            ));
-        };
-        if out.iter().any(|o| o.kind == c.kind) {
-            return Err(format!("schedule {:?} is listed twice", c.kind));
-        }
-        let cron = c.cron.clone().unwrap_or_else(|| cur.cron.clone());
-        let timezone = c.timezone.clone().unwrap_or_else(|| cur.timezone.clone());
-        let spec = Spec::parse(&cron, &timezone).map_err(|e| format!("{}: {e}", c.kind))?;
-        let recipients = c
-            .recipients
-            .clone()
-            .unwrap_or_else(|| cur.recipients.clone());
-        for r in &recipients {
-            if Role::parse(r).is_none() {
-                return Err(format!(
-                    "{}: recipient {r:?} is not a role (owner, manager, staff, driver, vendor)",
-                    c.kind
-                ));
-            }
-        }
-        let enabled = c.enabled.unwrap_or(cur.enabled);
-        if enabled && recipients.is_empty() {
-            return Err(format!(
-                "{}: an enabled schedule needs at least one recipient role (or set enabled: false)",
-                c.kind
-            ));
-        }
-        if recipients
-            .iter()
-            .enumerate()
-            .any(|(i, r)| recipients[..i].contains(r))
-        {
-            return Err(format!("{}: a recipient role is listed twice", c.kind));
-        }
-        out.push(NewSchedule {
-            kind: c.kind.clone(),
-            cron,
-            timezone,
-            enabled,
-            recipients,
-            next_run_ms: enabled
-                .then(|| spec.next_after(now).map(|t| t.timestamp_millis()))
-                .flatten(),
-        });
-    }
-    Ok(out)
 }
 
 fn iso(t: DateTime<Utc>) -> String {

@@ -6,7 +6,7 @@ use super::ShopSettings;
 use crate::action::{Dec, MAX_MONEY, MAX_STOCK, Period, fmt_money, fmt_qty};
 use crate::tenant::sqlite::Cached;
 use chrono::{NaiveDate, TimeZone};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 /// UTC instant (stored form) of local midnight starting `date` in `tz`.
@@ -603,6 +603,57 @@ pub fn messages(
         },
     )?;
     rows.collect()
+}
+
+/// A stored report as the API lists it.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ReportView {
+    pub id: i64,
+    pub kind: String,
+    /// First local day of the report.
+    pub period_start: String,
+    /// Last local day of the report (included).
+    pub period_end: String,
+    pub data: serde_json::Value,
+    pub narrative: Option<String>,
+    pub chart_bytes: i64,
+    pub created_at: String,
+}
+
+/// Stored reports, newest first, with id below `before`.
+pub fn reports(
+    conn: &Connection,
+    before: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Vec<ReportView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, period_start, period_end, data, narrative, length(chart_png), created_at
+         FROM reports WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![before.unwrap_or(i64::MAX), limit as i64], |r| {
+        let data: String = r.get(4)?;
+        Ok(ReportView {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            period_start: r.get(2)?,
+            period_end: r.get(3)?,
+            data: serde_json::from_str(&data).unwrap_or_default(),
+            narrative: r.get(5)?,
+            chart_bytes: r.get::<_, Option<i64>>(6)?.unwrap_or(0),
+            created_at: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// A report's chart.
+pub fn report_chart(conn: &Connection, id: i64) -> rusqlite::Result<Option<Vec<u8>>> {
+    Ok(conn
+        .query_row("SELECT chart_png FROM reports WHERE id = ?1", [id], |r| {
+            r.get::<_, Option<Vec<u8>>>(0)
+        })
+        .optional()?
+        .flatten())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
 use tarn::control::schedule::NewSchedule;
-use tarn::scheduler::cron::Spec;
+use tarn::schedule::cron::Spec;
 use tarn::scheduler::{RunReport, Scheduler, SchedulerConfig};
 use tarn::store::{NewTenant, Store};
 use tarn::tenant::TenantId;
@@ -303,7 +303,7 @@ async fn a_restart_during_a_run_does_not_send_twice() {
         let out = sched
             .execute(
                 &id,
-                tarn::scheduler::job::JobKind::DailySummary,
+                tarn::schedule::JobKind::DailySummary,
                 slot,
                 &claimed[0].recipients,
             )

@@ -109,7 +109,7 @@ async fn main() {
     );
     store.pool().close_all();
 
-    let sched = Scheduler::new(store.clone(), None, None, SchedulerConfig::default());
+    let sched = Scheduler::new(store.clone(), None, SchedulerConfig::default());
     sched.recover().await.unwrap();
     let control = rusqlite::Connection::open(data.join("_control.db")).unwrap();
     control

@@ -170,6 +170,8 @@ impl App {
             // Before anything opens a tenant, so every open is replicated.
             store.pool().watch(r.clone());
         }
+        // Before anything opens a tenant too: every commit with outbox rows is posted.
+        let mail = crate::mail::Mail::new(store.pool(), store.control().clone());
         if config.demo {
             let s = store.clone();
             let listen = listener.local_addr().unwrap_or(config.listen);
@@ -195,6 +197,7 @@ impl App {
         };
         let channels = crate::channel::Channels::start(
             store.clone(),
+            mail,
             llm.clone(),
             crate::channel::ChannelConfig {
                 telegram_api: config.telegram_api_url.clone(),
@@ -208,7 +211,6 @@ impl App {
         let scheduler = crate::scheduler::Scheduler::new(
             store.clone(),
             llm.clone(),
-            Some(channels.clone()),
             crate::scheduler::SchedulerConfig {
                 tick: Duration::from_millis(sched.tick_ms.max(10)),
                 grace: Duration::from_secs(sched.grace_secs),
@@ -285,7 +287,7 @@ impl App {
         if let Err(e) = housekeeping.shutdown().await {
             tracing::warn!(error = %e, "housekeeping did not stop cleanly");
         }
-        channels.stop();
+        channels.stop().await;
         let closed = tokio::task::spawn_blocking(move || pool.close_all())
             .await
             .unwrap_or(0);

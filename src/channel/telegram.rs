@@ -2,12 +2,12 @@
 //! setMyCommands) and sending (sendMessage). Invariant: a bot token is only ever sent to the
 //! Bot API, never logged or returned.
 
-use super::{ChannelError, Inbound, SendError};
+use super::ChannelError;
+use crate::mail::Provider;
+use crate::mail::inbox::Inbound;
+use crate::mail::outbox::SendError;
 use teloxide::prelude::Requester;
 use teloxide::types::{BotCommand, ChatId, Update, UpdateKind};
-
-/// The channel name.
-pub const CHANNEL: &str = "telegram";
 
 /// Telegram's longest message.
 pub const MAX_TEXT: usize = 4096;
@@ -39,7 +39,7 @@ pub fn decode(bot_id: &str, body: &[u8]) -> Result<Inbound, ChannelError> {
         .as_i64()
         .ok_or_else(|| ChannelError::BadRequest("update_id missing".into()))?;
     let mut inbound = Inbound {
-        channel: CHANNEL,
+        provider: Provider::Telegram,
         update_key: format!("tg:{bot_id}:{update_id}"),
         chat_id: None,
         sender_id: None,

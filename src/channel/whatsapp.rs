@@ -3,14 +3,17 @@
 //! Invariants: the signature is checked on the exact bytes received, in constant time,
 //! before anything is parsed; an access token is only ever sent to the Graph API.
 
-use super::{ChannelError, Inbound, SendError};
+use super::ChannelError;
+use crate::mail::Provider;
+use crate::mail::inbox::Inbound;
+use crate::mail::outbox::SendError;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use std::time::Duration;
 
-/// The channel name.
-pub const CHANNEL: &str = "whatsapp";
+/// Messages per second per WhatsApp number.
+pub const PER_SECOND: u32 = 80;
 /// WhatsApp's longest text message.
 pub const MAX_TEXT: usize = 4096;
 
@@ -104,7 +107,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<Batch>, ChannelError> {
                 let actionable =
                     text.as_deref().is_some_and(|t| !t.trim().is_empty()) && who.is_some();
                 batch.messages.push(Inbound {
-                    channel: CHANNEL,
+                    provider: Provider::WhatsApp,
                     update_key: format!("wa:{wamid}"),
                     chat_id: who.clone(),
                     sender_id: who,

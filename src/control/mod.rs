@@ -9,9 +9,11 @@ pub mod schedule;
 
 use crate::tenant::sqlite::Cached;
 use crate::tenant::{Layout, StoreError, TenantId, migrate, sqlite};
+use dashmap::DashMap;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
+use std::sync::{Arc, RwLock};
 
 /// A tenant as the registry knows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -66,6 +68,14 @@ fn trashed_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Trashed> {
 #[derive(Clone)]
 pub struct ControlDb {
     pool: r2d2::Pool<SqliteConnectionManager>,
+    /// Bindings read so far, by (tenant, channel): a webhook and a send pass find theirs
+    /// without a query. Every binding write goes through this handle and empties it.
+    bindings: Arc<DashMap<(TenantId, String), Binding>>,
+    /// The same, by (channel, key).
+    bindings_by_key: Arc<DashMap<(String, String), Binding>>,
+    /// Held for reading around a query and its caching, for writing around a binding write
+    /// and the emptying, so no read from before a write is cached after it.
+    binding_writes: Arc<RwLock<()>>,
 }
 
 const COLUMNS: &str = "id, name, status, created_at, currency, timezone, deleted_at";
@@ -101,7 +111,12 @@ impl ControlDb {
             .max_size(8)
             .min_idle(Some(1))
             .build(manager)?;
-        Ok(ControlDb { pool })
+        Ok(ControlDb {
+            pool,
+            bindings: Arc::default(),
+            bindings_by_key: Arc::default(),
+            binding_writes: Arc::default(),
+        })
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
@@ -355,6 +370,12 @@ impl ControlDb {
                 b.channel
             )));
         }
+        let _writing = self
+            .binding_writes
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        self.bindings.clear();
+        self.bindings_by_key.clear();
         conn.exec(
             "INSERT INTO channel_bindings (tenant_id, channel, key, token, secret, username, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -368,19 +389,47 @@ impl ControlDb {
 
     /// The tenant's binding of `channel`.
     pub fn binding(&self, tenant: &TenantId, channel: &str) -> Result<Option<Binding>, StoreError> {
-        Ok(self
+        if let Some(b) = self.cached_binding(tenant, channel) {
+            return Ok(Some(b));
+        }
+        let _reading = self
+            .binding_writes
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let found = self
             .conn()?
             .row(
                 &format!("SELECT {BINDING_COLS} FROM channel_bindings WHERE tenant_id = ?1 AND channel = ?2"),
                 params![tenant.as_str(), channel],
                 binding_row,
             )
-            .optional()?)
+            .optional()?;
+        if let Some(b) = &found {
+            self.bindings
+                .insert((tenant.clone(), channel.to_owned()), b.clone());
+        }
+        Ok(found)
+    }
+
+    /// The tenant's binding of `channel` if it was read before (no IO: callable on the async
+    /// runtime); `None` says nothing about the database.
+    pub fn cached_binding(&self, tenant: &TenantId, channel: &str) -> Option<Binding> {
+        self.bindings
+            .get(&(tenant.clone(), channel.to_owned()))
+            .map(|b| b.clone())
     }
 
     /// The binding that owns a channel key (a WhatsApp phone_number_id).
     pub fn binding_by_key(&self, channel: &str, key: &str) -> Result<Option<Binding>, StoreError> {
-        Ok(self
+        let cache_key = (channel.to_owned(), key.to_owned());
+        if let Some(b) = self.bindings_by_key.get(&cache_key) {
+            return Ok(Some(b.clone()));
+        }
+        let _reading = self
+            .binding_writes
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let found = self
             .conn()?
             .row(
                 &format!(
@@ -389,12 +438,30 @@ impl ControlDb {
                 params![channel, key],
                 binding_row,
             )
-            .optional()?)
+            .optional()?;
+        if let Some(b) = &found {
+            self.bindings_by_key.insert(cache_key, b.clone());
+        }
+        Ok(found)
+    }
+
+    /// The binding that owns a channel key if it was read before (no IO).
+    pub fn cached_binding_by_key(&self, channel: &str, key: &str) -> Option<Binding> {
+        self.bindings_by_key
+            .get(&(channel.to_owned(), key.to_owned()))
+            .map(|b| b.clone())
     }
 
     /// Removes a binding; whether there was one.
     pub fn delete_binding(&self, tenant: &TenantId, channel: &str) -> Result<bool, StoreError> {
-        Ok(self.conn()?.exec(
+        let conn = self.conn()?;
+        let _writing = self
+            .binding_writes
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        self.bindings.clear();
+        self.bindings_by_key.clear();
+        Ok(conn.exec(
             "DELETE FROM channel_bindings WHERE tenant_id = ?1 AND channel = ?2",
             params![tenant.as_str(), channel],
         )? > 0)

@@ -15,6 +15,7 @@ pub use undo::UNDO_WINDOW_MS;
 pub use crate::shop::ExecError;
 
 use crate::action::{Action, Role};
+use crate::mail::inbox::{self, ReplyTo};
 use crate::parser::{self, Source};
 use crate::shop::{self, ShopSettings, Staff};
 use crate::tenant::session;
@@ -59,35 +60,6 @@ pub struct Request {
     /// For chat channels: the inbox row to mark done and where to send the reply, in the
     /// same transaction as the action.
     pub reply_to: Option<ReplyTo>,
-}
-
-/// Where a channel message's reply goes.
-#[derive(Debug, Clone)]
-pub struct ReplyTo {
-    pub channel: String,
-    pub chat_id: String,
-    pub inbox_id: i64,
-}
-
-/// Marks an inbox row done and queues `reply` for its chat (part of the caller's
-/// transaction).
-pub fn finish_inbox(
-    conn: &Connection,
-    to: &ReplyTo,
-    reply: &str,
-    note: Option<&str>,
-) -> rusqlite::Result<()> {
-    let now = shop::now_utc();
-    conn.exec(
-        "UPDATE inbox SET status = 'done', processed_at = ?2, note = ?3 WHERE id = ?1",
-        params![to.inbox_id, now, note],
-    )?;
-    conn.exec(
-        "INSERT INTO outbox (channel, chat_id, text, status, next_attempt_at, inbox_id, created_at)
-         VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?4)",
-        params![to.channel, to.chat_id, reply, now, to.inbox_id],
-    )?;
-    Ok(())
 }
 
 /// How a request ended.
@@ -504,7 +476,7 @@ fn finish(
         proposal::keep(&tx, tx.last_insert_rowid(), log.action, now_ms())?;
     }
     if let Some(to) = &req.reply_to {
-        finish_inbox(&tx, to, &reply, None)?;
+        inbox::finish(&tx, to, &reply, None)?;
     }
     tx.commit()?;
     Ok(Outcome {

@@ -7,6 +7,7 @@ use super::auth::TenantAccess;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::channel::{ChannelError, telegram, whatsapp};
 use crate::control::Binding;
+use crate::mail::Provider;
 use crate::store::random_secret;
 use crate::tenant::{TenantId, pool::blocking};
 use axum::Json;
@@ -72,7 +73,7 @@ pub async fn put_telegram(
     );
     let binding = Binding {
         tenant: access.id.clone(),
-        channel: telegram::CHANNEL.into(),
+        channel: Provider::Telegram.as_str().into(),
         key: bot_id.clone(),
         token,
         secret: Some(secret.clone()),
@@ -84,7 +85,7 @@ pub async fn put_telegram(
     if let Err(e) = telegram::set_webhook(&bot, &url, &secret).await {
         let control = state.store.control().clone();
         let t = access.id.clone();
-        let _ = blocking(move || control.delete_binding(&t, telegram::CHANNEL)).await;
+        let _ = blocking(move || control.delete_binding(&t, Provider::Telegram.as_str())).await;
         return Err(e.into());
     }
     tracing::info!(tenant = %access.id, bot = %username, "telegram bot bound");
@@ -96,9 +97,9 @@ pub async fn put_telegram(
 async fn telegram_binding(state: &AppState, tenant: &TenantId) -> Result<Binding, ApiError> {
     let control = state.store.control().clone();
     let t = tenant.clone();
-    blocking(move || control.binding(&t, telegram::CHANNEL))
+    blocking(move || control.binding(&t, Provider::Telegram.as_str()))
         .await?
-        .ok_or_else(|| ChannelError::NotBound("telegram").into())
+        .ok_or_else(|| ChannelError::NotBound(Provider::Telegram).into())
 }
 
 /// `GET /v1/tenants/{t}/channels/telegram`: the binding and Telegram's view of the webhook.
@@ -126,8 +127,8 @@ pub async fn get_channels(
     let (tg, wa) = blocking(move || {
         control.get_active(&t)?;
         Ok::<_, crate::tenant::StoreError>((
-            control.binding(&t, telegram::CHANNEL)?,
-            control.binding(&t, whatsapp::CHANNEL)?,
+            control.binding(&t, Provider::Telegram.as_str())?,
+            control.binding(&t, Provider::WhatsApp.as_str())?,
         ))
     })
     .await?;
@@ -162,7 +163,7 @@ pub async fn delete_telegram(
     }
     let control = state.store.control().clone();
     let t = access.id.clone();
-    blocking(move || control.delete_binding(&t, telegram::CHANNEL)).await?;
+    blocking(move || control.delete_binding(&t, Provider::Telegram.as_str())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -178,9 +179,7 @@ pub async fn telegram_webhook(
         .get("x-telegram-bot-api-secret-token")
         .map(|v| v.as_bytes().to_vec())
         .unwrap_or_default();
-    let control = state.store.control().clone();
-    let t = tenant.clone();
-    let binding = blocking(move || control.binding(&t, telegram::CHANNEL)).await?;
+    let binding = state.channels.binding(&tenant, Provider::Telegram).await?;
     let Some(binding) = binding else {
         return Err(ApiError::unauthorized("wrong or missing webhook secret"));
     };
@@ -242,7 +241,7 @@ pub async fn put_whatsapp(
     .await?;
     let binding = Binding {
         tenant: access.id.clone(),
-        channel: whatsapp::CHANNEL.into(),
+        channel: Provider::WhatsApp.as_str().into(),
         key: phone.clone(),
         token,
         secret: None,
@@ -266,9 +265,9 @@ pub async fn get_whatsapp(
 ) -> Result<Json<Value>, ApiError> {
     let control = state.store.control().clone();
     let t = access.id.clone();
-    let b = blocking(move || control.binding(&t, whatsapp::CHANNEL))
+    let b = blocking(move || control.binding(&t, Provider::WhatsApp.as_str()))
         .await?
-        .ok_or(ChannelError::NotBound("whatsapp"))?;
+        .ok_or(ChannelError::NotBound(Provider::WhatsApp))?;
     Ok(Json(
         json!({"channel": "whatsapp", "phone_number_id": b.key,
         "display_phone_number": b.username, "bound_at": b.created_at}),
@@ -283,8 +282,8 @@ pub async fn delete_whatsapp(
     access.require_owner()?;
     let control = state.store.control().clone();
     let t = access.id.clone();
-    if !blocking(move || control.delete_binding(&t, whatsapp::CHANNEL)).await? {
-        return Err(ChannelError::NotBound("whatsapp").into());
+    if !blocking(move || control.delete_binding(&t, Provider::WhatsApp.as_str())).await? {
+        return Err(ChannelError::NotBound(Provider::WhatsApp).into());
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -339,9 +338,15 @@ pub async fn whatsapp_webhook(
     for batch in whatsapp::decode(&body)? {
         let control = state.store.control().clone();
         let phone = batch.phone_number_id.clone();
-        let Some(binding) =
-            blocking(move || control.binding_by_key(whatsapp::CHANNEL, &phone)).await?
-        else {
+        let cached = control.cached_binding_by_key(Provider::WhatsApp.as_str(), &phone);
+        let binding = match cached {
+            Some(b) => Some(b),
+            None => {
+                blocking(move || control.binding_by_key(Provider::WhatsApp.as_str(), &phone))
+                    .await?
+            }
+        };
+        let Some(binding) = binding else {
             tracing::warn!(phone_number_id = %batch.phone_number_id, "WhatsApp delivery for a number bound to no tenant; dropped");
             continue;
         };

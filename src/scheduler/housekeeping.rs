@@ -63,22 +63,7 @@ pub fn checkpoint_and_prune(store: &Store, retention: Retention) -> Pass {
     let mut pass = Pass::default();
     pass.tenants = store.pool().each_open(|id, conn| {
         let pruned = (|| {
-            // Outbox first: its rows point at inbox rows.
-            // Ids grow with time: the first row at or after the cutoff bounds the old ones,
-            // and finding it reads only the rows that are about to go.
-            let outbox = conn.execute(
-                "DELETE FROM outbox WHERE status != 'pending' AND id < coalesce(
-                   (SELECT id FROM outbox WHERE created_at >= ?1 ORDER BY id LIMIT 1),
-                   (SELECT max(id) + 1 FROM outbox))",
-                [&cutoff],
-            )?;
-            let inbox = conn.execute(
-                "DELETE FROM inbox WHERE status != 'pending' AND id < coalesce(
-                   (SELECT id FROM inbox WHERE received_at >= ?1 ORDER BY id LIMIT 1),
-                   (SELECT max(id) + 1 FROM inbox))
-                   AND id NOT IN (SELECT inbox_id FROM outbox WHERE inbox_id IS NOT NULL)",
-                [&cutoff],
-            )?;
+            let (inbox, outbox) = crate::mail::prune(conn, &cutoff)?;
             let synced = crate::sync::prune(
                 conn,
                 now.timestamp_millis(),

@@ -4,7 +4,10 @@
 //! with its `job_runs` marker, so running a slot again never sends twice.
 
 use crate::action::{Dec, Role, fmt_money, fmt_qty, fmt_units};
+use crate::mail::Provider;
+use crate::mail::outbox::{Out, enqueue};
 use crate::schedule::JobKind;
+use crate::shop::staff::{Recipient, recipients};
 use crate::shop::{self, ShopSettings, report};
 use crate::tenant::session;
 use chrono::{DateTime, Days, NaiveDate, Utc};
@@ -30,75 +33,6 @@ pub enum JobError {
     Chart(String),
     #[error(transparent)]
     Report(#[from] report::ReportError),
-}
-
-/// A chat of a staff member who should get a job's message.
-#[derive(Debug, Clone)]
-pub struct Recipient {
-    pub staff_id: i64,
-    pub role: Role,
-    pub channel: String,
-    pub chat_id: String,
-}
-
-/// The chats of active staff with one of `roles` (every channel they joined on).
-pub fn recipients(conn: &Connection, roles: &[Role]) -> rusqlite::Result<Vec<Recipient>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT s.id, s.role, i.channel, i.chat_id FROM staff s
-         JOIN identities i ON i.staff_id = s.id
-         WHERE s.active = 1 AND i.chat_id IS NOT NULL ORDER BY s.id, i.id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        let role: String = r.get(1)?;
-        Ok(Recipient {
-            staff_id: r.get(0)?,
-            role: Role::parse(&role).unwrap_or(Role::Staff),
-            channel: r.get(2)?,
-            chat_id: r.get(3)?,
-        })
-    })?;
-    let mut out: Vec<Recipient> = Vec::new();
-    for r in rows {
-        let r = r?;
-        // One message per chat, even if two staff share one (a group).
-        if roles.contains(&r.role)
-            && !out
-                .iter()
-                .any(|o| o.channel == r.channel && o.chat_id == r.chat_id)
-        {
-            out.push(r);
-        }
-    }
-    Ok(out)
-}
-
-/// A message to queue.
-#[derive(Debug, Clone)]
-pub struct Out {
-    pub channel: String,
-    pub chat_id: String,
-    pub text: String,
-    pub image: Option<Vec<u8>>,
-}
-
-/// Queues messages in the outbox; how many.
-pub fn enqueue(tx: &Transaction<'_>, kind: JobKind, outs: &[Out]) -> rusqlite::Result<i64> {
-    let now = shop::now_utc();
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO outbox (channel, chat_id, text, image, origin, status, next_attempt_at, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
-    )?;
-    for o in outs {
-        stmt.execute(params![
-            o.channel,
-            o.chat_id,
-            o.text,
-            o.image,
-            kind.as_str(),
-            now
-        ])?;
-    }
-    Ok(outs.len() as i64)
 }
 
 /// Runs `body` for the slot in one IMMEDIATE transaction, unless the slot's marker says it
@@ -166,11 +100,13 @@ fn sales(n: i64) -> String {
 fn to_each(recipients: &[Recipient], text: &str) -> Vec<Out> {
     recipients
         .iter()
-        .map(|r| Out {
-            channel: r.channel.clone(),
-            chat_id: r.chat_id.clone(),
-            text: text.to_owned(),
-            image: None,
+        .filter_map(|r| {
+            Some(Out {
+                provider: Provider::parse(&r.channel)?,
+                chat_id: r.chat_id.clone(),
+                text: text.to_owned(),
+                image: None,
+            })
         })
         .collect()
 }
@@ -227,7 +163,7 @@ pub fn daily_summary(
         return Ok(nobody("summary made"));
     }
     let text = daily_summary_text(tx, settings, day)?;
-    let sent = enqueue(tx, JobKind::DailySummary, &to_each(&to, &text))?;
+    let sent = enqueue(tx, JobKind::DailySummary.as_str(), &to_each(&to, &text))?;
     Ok(Outcome {
         sent,
         detail: format!("summary of {day} to {sent} chat(s)"),
@@ -283,7 +219,7 @@ pub fn low_stock_alert(
         ));
     }
     text.push_str("\nRestock with /restock <product> <qty>.");
-    let sent = enqueue(tx, JobKind::LowStockAlert, &to_each(&to, &text))?;
+    let sent = enqueue(tx, JobKind::LowStockAlert.as_str(), &to_each(&to, &text))?;
     for (id, ..) in &low {
         tx.execute("UPDATE products SET low_alerted = 1 WHERE id = ?1", [id])?;
     }
@@ -362,8 +298,11 @@ pub fn delivery_reminder(
                 all.join("\n")
             )
         };
+        let Some(provider) = Provider::parse(&r.channel) else {
+            continue;
+        };
         outs.push(Out {
-            channel: r.channel,
+            provider,
             chat_id: r.chat_id,
             text,
             image: None,
@@ -372,7 +311,7 @@ pub fn delivery_reminder(
     if outs.is_empty() {
         return Ok(nobody(&format!("{} open order(s)", open.len())));
     }
-    let sent = enqueue(tx, JobKind::DeliveryReminder, &outs)?;
+    let sent = enqueue(tx, JobKind::DeliveryReminder.as_str(), &outs)?;
     Ok(Outcome {
         sent,
         detail: format!("{} open order(s), to {sent} chat(s)", open.len()),
@@ -585,20 +524,23 @@ pub fn weekly_report(
     );
     let mut outs = Vec::new();
     for r in &to {
+        let Some(provider) = Provider::parse(&r.channel) else {
+            continue;
+        };
         outs.push(Out {
-            channel: r.channel.clone(),
+            provider,
             chat_id: r.chat_id.clone(),
             text: caption.clone(),
             image: Some(chart.to_vec()),
         });
         outs.push(Out {
-            channel: r.channel.clone(),
+            provider,
             chat_id: r.chat_id.clone(),
             text: text.clone(),
             image: None,
         });
     }
-    let sent = enqueue(tx, JobKind::WeeklyReport, &outs)?;
+    let sent = enqueue(tx, JobKind::WeeklyReport.as_str(), &outs)?;
     Ok(Outcome {
         sent,
         detail: format!("{what} to {} chat(s)", to.len()),

@@ -10,7 +10,6 @@ pub mod housekeeping;
 pub mod job;
 
 use crate::action::Role;
-use crate::channel::Channels;
 use crate::control::schedule::{RunEnd, RunRow, ScheduleRow, Start};
 use crate::llm::LlmClient;
 use crate::schedule::cron::Spec;
@@ -100,7 +99,6 @@ fn from_ms(ms: i64) -> DateTime<Utc> {
 struct Inner {
     store: Store,
     llm: Option<LlmClient>,
-    channels: Option<Channels>,
     config: SchedulerConfig,
     permits: Arc<Semaphore>,
     /// Schedules with a run in flight in this process.
@@ -116,18 +114,12 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler over `store`; job messages are handed to `channels` when given (else
     /// they stay queued in the outbox), narratives come from `llm` when configured.
-    pub fn new(
-        store: Store,
-        llm: Option<LlmClient>,
-        channels: Option<Channels>,
-        config: SchedulerConfig,
-    ) -> Scheduler {
+    pub fn new(store: Store, llm: Option<LlmClient>, config: SchedulerConfig) -> Scheduler {
         Scheduler {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
                 store,
                 llm,
-                channels,
                 config,
                 running: DashSet::new(),
             }),
@@ -338,12 +330,6 @@ impl Scheduler {
                 };
                 tracing::error!(tenant = %s.tenant, kind = %s.kind, slot = %slot_s, error = %e, "job failed");
             }
-        }
-        if report.sent > 0
-            && let Some(ch) = &self.inner.channels
-            && let Err(e) = ch.queued(&s.tenant).await
-        {
-            tracing::error!(tenant = %s.tenant, error = %e, "cannot hand job messages to the sender");
         }
         let keep =
             !(kind.quiet() && report.sent == 0 && report.status == "done" && trigger != "manual");

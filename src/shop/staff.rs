@@ -364,3 +364,53 @@ pub fn update_staff(
     }
     staff_one(conn, id)
 }
+/// A chat of a staff member who should get a job's message.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    pub staff_id: i64,
+    pub role: Role,
+    pub channel: String,
+    pub chat_id: String,
+}
+
+/// The chats of active staff with one of `roles` (every channel they joined on), one per
+/// chat even when two staff share one (a group).
+pub fn recipients(conn: &Connection, roles: &[Role]) -> rusqlite::Result<Vec<Recipient>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.role, i.channel, i.chat_id FROM staff s
+         JOIN identities i ON i.staff_id = s.id
+         WHERE s.active = 1 AND i.chat_id IS NOT NULL ORDER BY s.id, i.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let role: String = r.get(1)?;
+        Ok(Recipient {
+            staff_id: r.get(0)?,
+            role: Role::parse(&role).unwrap_or(Role::Staff),
+            channel: r.get(2)?,
+            chat_id: r.get(3)?,
+        })
+    })?;
+    let mut out: Vec<Recipient> = Vec::new();
+    for r in rows {
+        let r = r?;
+        if roles.contains(&r.role)
+            && !out
+                .iter()
+                .any(|o| o.channel == r.channel && o.chat_id == r.chat_id)
+        {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// The active staff member a chat identity belongs to, if any.
+pub fn identify(conn: &Connection, channel: &str, sender: &str) -> rusqlite::Result<Option<i64>> {
+    conn.row(
+        "SELECT s.id FROM identities i JOIN staff s ON s.id = i.staff_id
+         WHERE i.channel = ?1 AND i.external_id = ?2 AND s.active = 1",
+        params![channel, sender],
+        |r| r.get(0),
+    )
+    .optional()
+}

@@ -117,6 +117,7 @@ struct Inner {
     /// Bells of tenants that are open or listened to (see `bell`).
     bells: Mutex<HashMap<TenantId, session::Bell>>,
     watcher: OnceLock<Arc<dyn Watcher>>,
+    listener: OnceLock<session::CommitListener>,
 }
 
 struct Entry {
@@ -162,8 +163,13 @@ impl TenantHandle {
 pub struct TenantConn(Connection);
 
 impl TenantConn {
-    fn new(conn: Connection, bell: session::Bell, capture: bool) -> rusqlite::Result<TenantConn> {
-        session::start(&conn, bell, capture)?;
+    fn new(
+        conn: Connection,
+        bell: session::Bell,
+        capture: bool,
+        listener: Option<(session::CommitListener, TenantId)>,
+    ) -> rusqlite::Result<TenantConn> {
+        session::start(&conn, bell, capture, listener)?;
         Ok(TenantConn(conn))
     }
 }
@@ -195,6 +201,7 @@ pub struct Manager {
     more: SqliteConnectionManager,
     bell: session::Bell,
     capture: bool,
+    listener: Option<(session::CommitListener, TenantId)>,
 }
 
 impl ManageConnection for Manager {
@@ -206,7 +213,7 @@ impl ManageConnection for Manager {
             Some(conn) => conn,
             None => self.more.connect()?,
         };
-        TenantConn::new(conn, self.bell.clone(), self.capture)
+        TenantConn::new(conn, self.bell.clone(), self.capture, self.listener.clone())
     }
 
     fn is_valid(&self, conn: &mut TenantConn) -> Result<(), rusqlite::Error> {
@@ -244,6 +251,7 @@ impl TenantPool {
                 metrics,
                 bells: Mutex::new(HashMap::new()),
                 watcher: OnceLock::new(),
+                listener: OnceLock::new(),
             }),
         }
     }
@@ -253,6 +261,13 @@ impl TenantPool {
     pub fn watch(&self, watcher: Arc<dyn Watcher>) {
         debug_assert!(lock(&self.inner.open).is_empty(), "watch before any open");
         let _ = self.inner.watcher.set(watcher);
+    }
+
+    /// Tells `listener` of every commit flagged with `session::notify_on_commit` from now
+    /// on. Call it once, before any tenant opens (connections open already are not told).
+    pub fn listen(&self, listener: session::CommitListener) {
+        debug_assert!(lock(&self.inner.open).is_empty(), "listen before any open");
+        let _ = self.inner.listener.set(listener);
     }
 
     /// The data dir layout.
@@ -473,6 +488,7 @@ impl TenantPool {
         let manager = Manager {
             bell: self.bell(id),
             capture: self.inner.config.capture,
+            listener: self.inner.listener.get().map(|l| (l.clone(), id.clone())),
             first: Mutex::new(Some(conn)),
             more: SqliteConnectionManager::file(&path)
                 .with_flags(sqlite::open_flags_existing())

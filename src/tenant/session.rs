@@ -5,6 +5,7 @@
 //! Invariants: only `SYNCED` tables are captured; a `sync_log` row is never empty; a
 //! transaction that changed a synced row cannot commit without `record` (the commit fails).
 
+use super::TenantId;
 use super::changeset;
 use super::sqlite::Cached;
 use rusqlite::ffi::{
@@ -27,6 +28,10 @@ use std::sync::{Arc, LazyLock, Mutex};
 /// A tenant's bell: its count goes up after every commit on the tenant's pooled connections,
 /// waking long-polls and event streams without holding a connection.
 pub type Bell = Arc<tokio::sync::watch::Sender<u64>>;
+
+/// Told, with the tenant, after a transaction that called `notify_on_commit` commits (on
+/// the committing thread, once the write lock is released).
+pub type CommitListener = Arc<dyn Fn(&TenantId) + Send + Sync>;
 
 /// SQLite's default: checkpoint the WAL once it holds this many frames (a WAL hook of our
 /// own replaces the built-in one, so it does this itself).
@@ -66,6 +71,10 @@ const HOOKS_KEY: &CStr = c"tarn.sync.hooks";
 struct Hooks {
     bell: Bell,
     capture: Option<Capture>,
+    /// Who to tell after a flagged commit, about which tenant.
+    listener: Option<(CommitListener, TenantId)>,
+    /// The open transaction asked for its commit to be told (`notify_on_commit`).
+    flagged: Cell<bool>,
 }
 
 /// A synced table as the capture sees it.
@@ -510,6 +519,11 @@ unsafe extern "C" fn after_commit(
     // SAFETY: as in `before_change`.
     let hooks = unsafe { &*(hooks as *const Hooks) };
     hooks.bell.send_modify(|n| *n = n.wrapping_add(1));
+    if hooks.flagged.replace(false)
+        && let Some((listener, id)) = &hooks.listener
+    {
+        listener(id);
+    }
     if frames >= AUTOCHECKPOINT_FRAMES {
         // SAFETY: allowed from the WAL hook; a busy checkpoint is simply retried later.
         unsafe { sqlite3_wal_checkpoint(db, db_name) };
@@ -518,10 +532,15 @@ unsafe extern "C" fn after_commit(
 }
 
 /// Starts capturing on a connection (unless `capture` is off: then `record` records
-/// nothing) and rings `bell` after each of its commits. Once per connection, after its file
-/// is migrated; the pool calls it for every connection it hands out. `stop` must run before
-/// it closes.
-pub fn start(conn: &Connection, bell: Bell, capture: bool) -> rusqlite::Result<()> {
+/// nothing), rings `bell` after each of its commits and tells `listener` of the flagged
+/// ones. Once per connection, after its file is migrated; the pool calls it for every
+/// connection it hands out. `stop` must run before it closes.
+pub fn start(
+    conn: &Connection,
+    bell: Bell,
+    capture: bool,
+    listener: Option<(CommitListener, TenantId)>,
+) -> rusqlite::Result<()> {
     if !hooks_of(conn).is_null() {
         return Ok(());
     }
@@ -536,7 +555,12 @@ pub fn start(conn: &Connection, bell: Bell, capture: bool) -> rusqlite::Result<(
         false => None,
     };
     let capturing = capture.is_some();
-    let hooks = Box::into_raw(Box::new(Hooks { bell, capture })) as *mut c_void;
+    let hooks = Box::into_raw(Box::new(Hooks {
+        bell,
+        capture,
+        listener,
+        flagged: Cell::new(false),
+    })) as *mut c_void;
     // SAFETY: the handle is used only to register hooks, on the connection's own thread.
     let db = unsafe { conn.handle() };
     // SAFETY: the box lives until `stop` unregisters the hooks and frees it.
@@ -556,6 +580,18 @@ pub fn start(conn: &Connection, bell: Bell, capture: bool) -> rusqlite::Result<(
         }
     }
     Ok(())
+}
+
+/// Asks for the pool's `CommitListener` to be told once the open transaction (or, outside
+/// one, the next statement) commits: a rolled-back flag is told with the next commit, which
+/// costs the listener one look that finds nothing. A connection outside the pool has no
+/// listener: nothing happens.
+pub fn notify_on_commit(conn: &Connection) {
+    let hooks = hooks_of(conn);
+    if !hooks.is_null() {
+        // SAFETY: the hooks live until `stop`, and are used on the connection's own thread.
+        unsafe { (*hooks).flagged.set(true) };
+    }
 }
 
 /// Unhooks capture and the bell and frees them (before the connection closes).
@@ -810,7 +846,13 @@ mod tests {
 
     fn capturing() -> Connection {
         let conn = db();
-        start(&conn, Arc::new(tokio::sync::watch::channel(0).0), true).unwrap();
+        start(
+            &conn,
+            Arc::new(tokio::sync::watch::channel(0).0),
+            true,
+            None,
+        )
+        .unwrap();
         conn
     }
 

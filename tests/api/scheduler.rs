@@ -93,7 +93,6 @@ fn scheduler(store: &Store, grace: Duration) -> Scheduler {
     Scheduler::new(
         store.clone(),
         None,
-        None,
         SchedulerConfig {
             grace,
             ..SchedulerConfig::default()

@@ -131,16 +131,19 @@ pub async fn ask_llm(
     }
 }
 
-/// Where the first (blocking) step of a message ended.
-enum FirstStep {
+/// Where the first (blocking) step of a chat message ended.
+pub enum FirstStep {
     /// Done: a duplicate, or a built-in answer already executed.
     Done(Outcome),
     /// The LLM should be asked; the built-in answer stands if it fails.
-    AskLlm {
-        built_in: Box<Parsed>,
-        lexicon: Lexicon,
-        digits: u32,
-    },
+    AskLlm(Box<AskLlm>),
+}
+
+/// What the LLM is asked about a message, with the built-in answer to fall back on.
+pub struct AskLlm {
+    built_in: Parsed,
+    lexicon: Lexicon,
+    digits: u32,
 }
 
 fn parsed_input(text: String, choice: Choice) -> Input {
@@ -153,7 +156,68 @@ fn parsed_input(text: String, choice: Choice) -> Input {
     }
 }
 
-/// Runs one chat message end to end. Without an LLM, or when the built-in parser is
+/// The blocking first step of a chat message (`req.input` is text), on the tenant's
+/// connection: a duplicate's answer, or the built-in parser's answer executed — unless an
+/// LLM is configured (`with_llm`) and the built-in parser is not confident.
+pub fn first_step(
+    conn: &mut rusqlite::Connection,
+    req: &Request,
+    with_llm: bool,
+    started: Instant,
+) -> Result<FirstStep, ExecError> {
+    if let Some(dup) = req
+        .inbound_id
+        .as_deref()
+        .map(|k| executor::seen(conn, k, &req.input.request_sha()))
+        .transpose()?
+        .flatten()
+    {
+        return Ok(FirstStep::Done(dup));
+    }
+    let Input::Text(text) = &req.input else {
+        return executor::execute(conn, req).map(FirstStep::Done);
+    };
+    let (parsed, lexicon) = executor::parse_builtin(conn, text)?;
+    if !with_llm || !wants_llm(&parsed) {
+        let mut req = req.clone();
+        req.parse_us = Some(started.elapsed().as_micros() as i64);
+        req.input = parsed_input(text.clone(), Choice::built_in(parsed));
+        return executor::execute(conn, &req).map(FirstStep::Done);
+    }
+    let digits = crate::shop::load_settings(conn)?.digits;
+    Ok(FirstStep::AskLlm(Box::new(AskLlm {
+        built_in: parsed,
+        lexicon,
+        digits,
+    })))
+}
+
+/// The rest of a chat message the built-in parser was not sure of: asks the LLM, then
+/// runs its answer (or the built-in one).
+pub async fn with_llm(
+    store: &Store,
+    llm: &LlmClient,
+    tenant: &TenantId,
+    mut req: Request,
+    ask: AskLlm,
+    started: Instant,
+) -> Result<Outcome, ExecError> {
+    let Input::Text(text) = &req.input else {
+        return run(store, tenant, req).await;
+    };
+    let text = text.clone();
+    let AskLlm {
+        built_in,
+        lexicon,
+        digits,
+    } = ask;
+    let choice = ask_llm(llm, tenant.as_str(), &text, built_in, &lexicon, digits).await;
+    req.parse_us = Some(started.elapsed().as_micros() as i64);
+    req.input = parsed_input(text, choice);
+    run(store, tenant, req).await
+}
+
+/// Runs one message end to end. Without an LLM, or when the built-in parser is
 /// confident, this is one trip to the blocking pool.
 pub async fn handle(
     store: &Store,
@@ -161,56 +225,25 @@ pub async fn handle(
     tenant: &TenantId,
     req: Request,
 ) -> Result<Outcome, ExecError> {
-    let Input::Text(text) = &req.input else {
+    if !matches!(req.input, Input::Text(_)) {
         return run(store, tenant, req).await;
-    };
-    let text = text.clone();
+    }
     let started = Instant::now();
-    let with_llm = llm.is_some();
-    let mut first = req.clone();
+    let with = llm.is_some();
+    let first = req.clone();
     let step = store
         .pool()
         .with_conn(tenant.clone(), move |conn| {
-            if let Some(dup) = first
-                .inbound_id
-                .as_deref()
-                .map(|k| executor::seen(conn, k, &first.input.request_sha()))
-                .transpose()?
-                .flatten()
-            {
-                return Ok(FirstStep::Done(dup));
-            }
-            let Input::Text(text) = &first.input else {
-                unreachable!("checked above")
-            };
-            let (parsed, lexicon) = executor::parse_builtin(conn, text)?;
-            if !with_llm || !wants_llm(&parsed) {
-                first.parse_us = Some(started.elapsed().as_micros() as i64);
-                first.input = parsed_input(text.clone(), Choice::built_in(parsed));
-                return executor::execute(conn, &first).map(FirstStep::Done);
-            }
-            let digits = crate::shop::load_settings(conn)?.digits;
-            Ok(FirstStep::AskLlm {
-                built_in: Box::new(parsed),
-                lexicon,
-                digits,
-            })
+            first_step(conn, &first, with, started)
         })
         .await?;
-    let (built_in, lexicon, digits) = match step {
-        FirstStep::Done(outcome) => return Ok(outcome),
-        FirstStep::AskLlm {
-            built_in,
-            lexicon,
-            digits,
-        } => (*built_in, lexicon, digits),
-    };
-    let llm = llm.expect("asked only when configured");
-    let choice = ask_llm(llm, tenant.as_str(), &text, built_in, &lexicon, digits).await;
-    let mut req = req;
-    req.parse_us = Some(started.elapsed().as_micros() as i64);
-    req.input = parsed_input(text, choice);
-    run(store, tenant, req).await
+    match (step, llm) {
+        (FirstStep::Done(outcome), _) => Ok(outcome),
+        (FirstStep::AskLlm(ask), Some(llm)) => {
+            with_llm(store, llm, tenant, req, *ask, started).await
+        }
+        (FirstStep::AskLlm(_), None) => unreachable!("asked only when configured"),
+    }
 }
 
 async fn run(store: &Store, tenant: &TenantId, req: Request) -> Result<Outcome, ExecError> {

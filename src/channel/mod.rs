@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
+
 use tokio_util::task::TaskTracker;
 
 /// Errors of the channel layer.
@@ -289,24 +290,56 @@ impl Channels {
     }
 
     /// Stores an inbound update durably; returns whether it needs processing. Call before
-    /// answering the provider.
+    /// answering the provider. When its chat is not busy, the update is also run in the same
+    /// trip to the tenant's file (the rest of the chat's rows, or an LLM question, carry on
+    /// in the background); otherwise a worker takes it.
     pub async fn accept(&self, tenant: &TenantId, inbound: Inbound) -> Result<bool, ChannelError> {
-        let store = self.inner.store.clone();
-        let mail = self.inner.mail.clone();
-        let t = tenant.clone();
-        let chat = inbound.chat_id.clone();
-        let fresh = blocking(move || {
+        let chat = inbound.chat_id.clone().filter(|_| inbound.actionable);
+        let held = chat
+            .as_ref()
+            .and_then(|c| self.chat_lock(tenant, c).try_lock_owned().ok());
+        let (store, mail) = (self.inner.store.clone(), self.inner.mail.clone());
+        let (t, c) = (tenant.clone(), chat.clone());
+        let run_now = held.is_some();
+        let with_llm = self.inner.llm.is_some();
+        let (fresh, step) = blocking(move || {
             let handle = store.pool().acquire(&t)?;
-            let conn = handle.conn()?;
+            let mut conn = handle.conn()?;
             let fresh = inbox::store(&conn, &inbound)?;
-            if fresh {
-                mail.keep(&t)?;
+            if !fresh {
+                return Ok((false, None));
             }
-            Ok::<_, ChannelError>(fresh)
+            mail.keep(&t)?;
+            // A failure here leaves the row pending: the update is stored, so it is still
+            // acknowledged.
+            let step = match (run_now, c) {
+                (true, Some(c)) => Some(worker::next_row(&mut conn, &c, with_llm)),
+                _ => None,
+            };
+            Ok::<_, ChannelError>((true, step))
         })
         .await?;
-        if fresh {
-            self.wake(tenant.clone(), chat);
+        match (fresh, chat, held, step) {
+            (true, Some(chat), Some(held), Some(step)) => {
+                if matches!(step, Ok(worker::Step::Done { more: false })) {
+                    drop(held);
+                    self.forget_chat_lock(tenant.clone(), chat);
+                } else {
+                    let (me, t) = (self.clone(), tenant.clone());
+                    self.inner
+                        .work
+                        .spawn(async move { me.run_chat(t, chat, held, Some(step)).await });
+                }
+            }
+            (true, chat, held, _) => {
+                drop(held);
+                self.wake(tenant.clone(), chat);
+            }
+            (false, Some(chat), Some(held), _) => {
+                drop(held);
+                self.forget_chat_lock(tenant.clone(), chat);
+            }
+            (false, ..) => {}
         }
         Ok(fresh)
     }

@@ -26,6 +26,8 @@ struct Pass {
     sent_any: bool,
     /// Rows wait (not due, or paced): look again after this long.
     wait: Option<Duration>,
+    /// The pending rows, read in the trip that recorded this pass (when something was sent).
+    next: Option<Vec<OutRow>>,
 }
 
 /// What became of one row in a pass: its id, parts sent in all, and the last outcome.
@@ -52,9 +54,17 @@ impl Channels {
 
     /// Sends the tenant's due rows pass after pass until nothing more goes now.
     async fn send_tenant(&self, tenant: TenantId) {
+        let mut rows = None;
         loop {
-            let wait = match self.send_pass(&tenant).await {
-                Ok(Pass { sent_any: true, .. }) => continue,
+            let wait = match self.send_pass(&tenant, rows.take()).await {
+                Ok(Pass {
+                    sent_any: true,
+                    next,
+                    ..
+                }) => {
+                    rows = next;
+                    continue;
+                }
                 Ok(Pass { wait, .. }) => wait,
                 Err(ChannelError::Store(StoreError::NotFound(_))) => None,
                 Err(e) => {
@@ -84,17 +94,26 @@ impl Channels {
         }
     }
 
-    /// One pass: sends the oldest due row of each chat that its pace allows, then records
-    /// the outcomes in one transaction.
-    async fn send_pass(&self, tenant: &TenantId) -> Result<Pass, ChannelError> {
-        let rows = self
-            .inner
-            .store
-            .pool()
-            .with_conn(tenant.clone(), |conn| {
-                Ok::<_, ChannelError>(outbox::pending(conn)?)
-            })
-            .await?;
+    /// One pass over `rows` (read now when not given): sends the oldest due row of each
+    /// chat that its pace allows, then records the outcomes in one transaction (and, when
+    /// something went, reads the rows for the next pass in the same trip).
+    async fn send_pass(
+        &self,
+        tenant: &TenantId,
+        rows: Option<Vec<OutRow>>,
+    ) -> Result<Pass, ChannelError> {
+        let rows = match rows {
+            Some(rows) => rows,
+            None => {
+                self.inner
+                    .store
+                    .pool()
+                    .with_conn(tenant.clone(), |conn| {
+                        Ok::<_, ChannelError>(outbox::pending(conn)?)
+                    })
+                    .await?
+            }
+        };
         let mut accounts: HashMap<Provider, Option<Arc<Account>>> = HashMap::new();
         let mut chats_done = std::collections::HashSet::new();
         let mut wait: Option<Duration> = None;
@@ -173,8 +192,12 @@ impl Channels {
             // A retry or a moved chat: the row is pending again, due later or now.
             later(RECHECK);
         }
-        self.record(tenant, outcomes).await?;
-        Ok(Pass { sent_any, wait })
+        let next = self.record(tenant, outcomes, sent_any).await?;
+        Ok(Pass {
+            sent_any,
+            wait,
+            next,
+        })
     }
 
     /// The tenant's account of `provider`, if one is bound.
@@ -245,21 +268,30 @@ impl Channels {
             .await
     }
 
-    /// Records a pass's outcomes in one transaction.
-    async fn record(&self, tenant: &TenantId, outcomes: Vec<Sent>) -> Result<(), ChannelError> {
-        if outcomes.is_empty() {
-            return Ok(());
+    /// Records a pass's outcomes in one transaction; with `then_read`, returns the pending
+    /// rows read right after, in the same trip.
+    async fn record(
+        &self,
+        tenant: &TenantId,
+        outcomes: Vec<Sent>,
+        then_read: bool,
+    ) -> Result<Option<Vec<OutRow>>, ChannelError> {
+        if outcomes.is_empty() && !then_read {
+            return Ok(None);
         }
         self.inner
             .store
             .pool()
             .with_conn(tenant.clone(), move |conn| {
-                let tx = conn.transaction()?;
-                for (row, parts, result) in outcomes {
-                    outbox::record(&tx, &row, parts, result)?;
+                if !outcomes.is_empty() {
+                    let tx = conn.transaction()?;
+                    for (row, parts, result) in outcomes {
+                        outbox::record(&tx, &row, parts, result)?;
+                    }
+                    tx.commit()?;
                 }
-                tx.commit()?;
-                Ok::<_, ChannelError>(())
+                let next = then_read.then(|| outbox::pending(conn)).transpose()?;
+                Ok::<_, ChannelError>(next)
             })
             .await
     }

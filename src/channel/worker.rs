@@ -5,12 +5,17 @@
 
 use super::{ChannelError, Channels};
 use crate::executor::{ExecError, Input, Request};
+use crate::mail::inbox::ReplyTo;
 use crate::mail::inbox::{self, Pending};
+use crate::message::{self, FirstStep};
 use crate::shop;
 use crate::shop::staff::Redeemed;
 use crate::tenant::TenantId;
 use rusqlite::Connection;
+use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 /// The polite line for a stranger.
 pub const STRANGER: &str = "Hi! This is a shop's bot for its staff. Ask the owner for your join code, then send: /join CODE";
@@ -58,100 +63,157 @@ impl Channels {
         while tasks.join_next().await.is_some() {}
     }
 
-    /// Processes a chat's pending rows one at a time, oldest first.
+    /// Processes a chat's pending rows one at a time, oldest first (once its lock is free).
     async fn process_chat(&self, tenant: TenantId, chat: String) {
-        let key = (tenant.clone(), chat.clone());
-        let lock = self
-            .inner
+        let held = self.chat_lock(&tenant, &chat).lock_owned().await;
+        self.run_chat(tenant, chat, held, None).await;
+    }
+
+    /// The lock that keeps one chat's rows in order.
+    pub(super) fn chat_lock(&self, tenant: &TenantId, chat: &str) -> Arc<AsyncMutex<()>> {
+        self.inner
             .chat_locks
-            .entry(key.clone())
+            .entry((tenant.clone(), chat.to_owned()))
             .or_default()
-            .clone();
-        let held = lock.lock().await;
+            .clone()
+    }
+
+    /// Runs the chat's pending rows while holding its lock, each in one trip to the tenant's
+    /// file (read, identify, run, and look for the next) unless the LLM is asked; `first`:
+    /// the outcome of a trip already made.
+    pub(super) async fn run_chat(
+        &self,
+        tenant: TenantId,
+        chat: String,
+        held: OwnedMutexGuard<()>,
+        mut first: Option<Result<Step, ChannelError>>,
+    ) {
+        let with_llm = self.inner.llm.is_some();
         while !self.stopping() {
-            let c = chat.clone();
-            let next = self
-                .inner
-                .store
-                .pool()
-                .with_conn(tenant.clone(), move |conn| {
-                    let Some(row) = inbox::next_pending(conn, &c)? else {
-                        return Ok(None);
-                    };
-                    let staff = shop::staff::identify(conn, row.provider.as_str(), &row.sender_id)?;
-                    Ok::<_, ChannelError>(Some((row, staff)))
-                })
-                .await;
-            let (row, staff) = match next {
-                Ok(Some(n)) => n,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(tenant = %tenant, error = %e, "cannot read the inbox");
-                    break;
+            let step = match first.take() {
+                Some(step) => step,
+                None => {
+                    let c = chat.clone();
+                    self.inner
+                        .store
+                        .pool()
+                        .with_conn(tenant.clone(), move |conn| next_row(conn, &c, with_llm))
+                        .await
                 }
             };
-            let done = match staff {
-                Some(staff) => self.run_staff_message(&tenant, row, staff).await,
-                None => self.answer_a_stranger(&tenant, row).await,
+            let more = match step {
+                Ok(Step::Done { more }) => more,
+                Ok(Step::AskLlm(req, ask, started)) => {
+                    match self.ask_llm(&tenant, *req, *ask, started).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            // The row stays pending and is retried on the next wake or restart.
+                            tracing::error!(tenant = %tenant, error = %e, "processing an inbox row failed");
+                            false
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %tenant, error = %e, "processing an inbox row failed");
+                    false
+                }
             };
-            if let Err(e) = done {
-                // The row stays pending and is retried on the next wake or restart.
-                tracing::error!(tenant = %tenant, error = %e, "processing an inbox row failed");
+            if !more {
                 break;
             }
         }
         drop(held);
-        // The map keeps a chat's lock only while someone holds or waits for it.
-        self.inner
-            .chat_locks
-            .remove_if(&key, |_, l| std::sync::Arc::strong_count(l) <= 2);
+        self.forget_chat_lock(tenant, chat);
     }
 
-    /// A staff member's message, through the pipeline; a refusal is the reply.
-    async fn run_staff_message(
+    /// Drops a chat's lock from the map unless someone holds or waits for it.
+    pub(super) fn forget_chat_lock(&self, tenant: TenantId, chat: String) {
+        self.inner
+            .chat_locks
+            .remove_if(&(tenant, chat), |_, l| Arc::strong_count(l) == 1);
+    }
+
+    /// The rest of a row the built-in parser was not sure of: the LLM, then the run; a
+    /// refusal is the reply.
+    async fn ask_llm(
         &self,
         tenant: &TenantId,
-        row: Pending,
-        staff: i64,
+        req: Request,
+        ask: message::AskLlm,
+        started: Instant,
     ) -> Result<(), ChannelError> {
-        let to = row.reply_to();
-        let req = Request {
-            inbound_id: Some(row.update_key.clone()),
-            channel: row.provider.as_str().to_owned(),
-            sender: Some(staff.to_string()),
-            ceiling: None,
-            input: Input::Text(row.text.clone()),
-            parse_us: None,
-            reply_to: Some(to.clone()),
-        };
-        match crate::message::handle(&self.inner.store, self.inner.llm.as_ref(), tenant, req).await
-        {
+        let llm = self.inner.llm.as_ref().expect("asked only when configured");
+        let to = req
+            .reply_to
+            .clone()
+            .expect("chat requests carry their inbox row");
+        match message::with_llm(&self.inner.store, llm, tenant, req, ask, started).await {
             Ok(_) => Ok(()),
             Err(ExecError::Invalid(m) | ExecError::UnknownSender(m)) => {
                 self.inner
                     .store
                     .pool()
-                    .with_conn(tenant.clone(), move |conn| {
-                        let tx = conn.transaction()?;
-                        inbox::finish(&tx, &to, &format!("Sorry: {m}"), Some("refused"))?;
-                        tx.commit()?;
-                        Ok::<_, ChannelError>(())
-                    })
+                    .with_conn(tenant.clone(), move |conn| refuse(conn, &to, &m))
                     .await
             }
             Err(e) => Err(e.into()),
         }
     }
+}
 
-    async fn answer_a_stranger(&self, tenant: &TenantId, row: Pending) -> Result<(), ChannelError> {
-        self.inner
-            .store
-            .pool()
-            .with_conn(tenant.clone(), move |conn| {
-                Ok::<_, ChannelError>(answer_stranger(conn, &row)?)
-            })
-            .await
+/// What one trip to a chat's inbox did.
+pub(super) enum Step {
+    /// The oldest row was answered (or there was none); `more`: another row waits.
+    Done { more: bool },
+    /// The oldest row needs the LLM: the request, what to ask, when it started.
+    AskLlm(Box<Request>, Box<message::AskLlm>, Instant),
+}
+
+/// Takes the chat's oldest pending row: a stranger's gets the stranger's answer, a staff
+/// member's goes through the message pipeline's first step (a refusal is the reply).
+pub(super) fn next_row(
+    conn: &mut Connection,
+    chat: &str,
+    with_llm: bool,
+) -> Result<Step, ChannelError> {
+    let started = Instant::now();
+    let Some(row) = inbox::next_pending(conn, chat)? else {
+        return Ok(Step::Done { more: false });
+    };
+    match shop::staff::identify(conn, row.provider.as_str(), &row.sender_id)? {
+        None => answer_stranger(conn, &row)?,
+        Some(staff) => {
+            let to = row.reply_to();
+            let req = Request {
+                inbound_id: Some(row.update_key.clone()),
+                channel: row.provider.as_str().to_owned(),
+                sender: Some(staff.to_string()),
+                ceiling: None,
+                input: Input::Text(row.text.clone()),
+                parse_us: None,
+                reply_to: Some(to.clone()),
+            };
+            match message::first_step(conn, &req, with_llm, started) {
+                Ok(FirstStep::Done(_)) => {}
+                Ok(FirstStep::AskLlm(ask)) => {
+                    return Ok(Step::AskLlm(Box::new(req), ask, started));
+                }
+                Err(ExecError::Invalid(m) | ExecError::UnknownSender(m)) => refuse(conn, &to, &m)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
+    Ok(Step::Done {
+        more: inbox::next_pending(conn, chat)?.is_some(),
+    })
+}
+
+/// A request the executor refused as bad input: the refusal is the reply.
+fn refuse(conn: &mut Connection, to: &ReplyTo, why: &str) -> Result<(), ChannelError> {
+    let tx = conn.transaction()?;
+    inbox::finish(&tx, to, &format!("Sorry: {why}"), Some("refused"))?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// A stranger's message: `/join CODE` links them to the staff member with that code;

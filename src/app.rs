@@ -165,7 +165,7 @@ impl App {
             }
             None => None,
         };
-        let metrics = Metrics::new(&pool_metrics, replica.clone());
+        let metrics = Metrics::new(&pool_metrics, store.control(), replica.clone());
         if let Some(r) = &replica {
             // Before anything opens a tenant, so every open is replicated.
             store.pool().watch(r.clone());

@@ -42,9 +42,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// A registry with the HTTP counters, the given pool metrics and, when replicating,
-    /// replication's gauges.
-    pub fn new(pool: &PoolMetrics, replica: Option<Arc<crate::replica::Replicator>>) -> Self {
+    /// A registry with the HTTP counters, the given pool metrics, the control db's uses and,
+    /// when replicating, replication's gauges.
+    pub fn new(
+        pool: &PoolMetrics,
+        control: &crate::control::ControlDb,
+        replica: Option<Arc<crate::replica::Replicator>>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("tarn");
         registry.register(
             "build",
@@ -84,6 +88,16 @@ impl Metrics {
             "tenant_open_seconds",
             "Time to open a tenant from disk",
             pool.open_seconds.clone(),
+        );
+        registry.register(
+            "tenant_commits",
+            "Commits on tenant files",
+            pool.commits.clone(),
+        );
+        registry.register(
+            "control_db_uses",
+            "Uses of the control database (connections taken from its pool)",
+            control.uses(),
         );
         if let Some(replica) = replica {
             registry.register_collector(Box::new(replica));

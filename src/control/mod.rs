@@ -10,6 +10,7 @@ pub mod schedule;
 use crate::tenant::sqlite::Cached;
 use crate::tenant::{Layout, StoreError, TenantId, migrate, sqlite};
 use dashmap::DashMap;
+use prometheus_client::metrics::counter::Counter;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -76,6 +77,8 @@ pub struct ControlDb {
     /// Held for reading around a query and its caching, for writing around a binding write
     /// and the emptying, so no read from before a write is cached after it.
     binding_writes: Arc<RwLock<()>>,
+    /// Connections taken from the pool (the `control_db_uses` metric).
+    uses: Counter,
 }
 
 const COLUMNS: &str = "id, name, status, created_at, currency, timezone, deleted_at";
@@ -116,11 +119,18 @@ impl ControlDb {
             bindings: Arc::default(),
             bindings_by_key: Arc::default(),
             binding_writes: Arc::default(),
+            uses: Counter::default(),
         })
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
+        self.uses.inc();
         Ok(self.pool.get()?)
+    }
+
+    /// Counts every use of the control db (a connection taken from its pool).
+    pub fn uses(&self) -> Counter {
+        self.uses.clone()
     }
 
     /// Adds an active tenant; an active one of the same id makes this fail with

@@ -62,6 +62,8 @@ pub struct PoolMetrics {
     pub open_tenants: Gauge,
     /// Seconds a cold open took (stat, open, migrate check, first connection).
     pub open_seconds: Histogram,
+    /// Commits on tenant files (write transactions, and writes outside one).
+    pub commits: Counter,
 }
 
 impl Default for PoolMetrics {
@@ -71,6 +73,7 @@ impl Default for PoolMetrics {
         ];
         PoolMetrics {
             opens: Counter::default(),
+            commits: Counter::default(),
             evictions_capacity: Counter::default(),
             evictions_idle: Counter::default(),
             open_tenants: Gauge::default(),
@@ -163,13 +166,8 @@ impl TenantHandle {
 pub struct TenantConn(Connection);
 
 impl TenantConn {
-    fn new(
-        conn: Connection,
-        bell: session::Bell,
-        capture: bool,
-        listener: Option<(session::CommitListener, TenantId)>,
-    ) -> rusqlite::Result<TenantConn> {
-        session::start(&conn, bell, capture, listener)?;
+    fn new(conn: Connection, notices: session::Notices) -> rusqlite::Result<TenantConn> {
+        session::start(&conn, notices)?;
         Ok(TenantConn(conn))
     }
 }
@@ -199,9 +197,7 @@ impl Drop for TenantConn {
 pub struct Manager {
     first: Mutex<Option<Connection>>,
     more: SqliteConnectionManager,
-    bell: session::Bell,
-    capture: bool,
-    listener: Option<(session::CommitListener, TenantId)>,
+    notices: session::Notices,
 }
 
 impl ManageConnection for Manager {
@@ -213,7 +209,7 @@ impl ManageConnection for Manager {
             Some(conn) => conn,
             None => self.more.connect()?,
         };
-        TenantConn::new(conn, self.bell.clone(), self.capture, self.listener.clone())
+        TenantConn::new(conn, self.notices.clone())
     }
 
     fn is_valid(&self, conn: &mut TenantConn) -> Result<(), rusqlite::Error> {
@@ -486,9 +482,12 @@ impl TenantPool {
         };
         migrate::apply(&mut conn, migrate::TENANT, &path)?;
         let manager = Manager {
-            bell: self.bell(id),
-            capture: self.inner.config.capture,
-            listener: self.inner.listener.get().map(|l| (l.clone(), id.clone())),
+            notices: session::Notices {
+                bell: self.bell(id),
+                capture: self.inner.config.capture,
+                listener: self.inner.listener.get().map(|l| (l.clone(), id.clone())),
+                commits: self.inner.metrics.commits.clone(),
+            },
             first: Mutex::new(Some(conn)),
             more: SqliteConnectionManager::file(&path)
                 .with_flags(sqlite::open_flags_existing())

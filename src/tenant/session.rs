@@ -8,6 +8,7 @@
 use super::TenantId;
 use super::changeset;
 use super::sqlite::Cached;
+use prometheus_client::metrics::counter::Counter;
 use rusqlite::ffi::{
     SQLITE_BLOB, SQLITE_DELETE, SQLITE_FLOAT, SQLITE_INSERT, SQLITE_INTEGER, SQLITE_OK,
     SQLITE_TEXT, SQLITE_TRACE_STMT, SQLITE_UPDATE, sqlite3, sqlite3_commit_hook, sqlite3_db_handle,
@@ -75,6 +76,8 @@ struct Hooks {
     listener: Option<(CommitListener, TenantId)>,
     /// The open transaction asked for its commit to be told (`notify_on_commit`).
     flagged: Cell<bool>,
+    /// Counts the commits (the pool's `tenant_commits` metric).
+    commits: Counter,
 }
 
 /// A synced table as the capture sees it.
@@ -519,6 +522,7 @@ unsafe extern "C" fn after_commit(
     // SAFETY: as in `before_change`.
     let hooks = unsafe { &*(hooks as *const Hooks) };
     hooks.bell.send_modify(|n| *n = n.wrapping_add(1));
+    hooks.commits.inc();
     if hooks.flagged.replace(false)
         && let Some((listener, id)) = &hooks.listener
     {
@@ -531,16 +535,30 @@ unsafe extern "C" fn after_commit(
     SQLITE_OK
 }
 
+/// What a connection's hooks tell, and to whom.
+#[derive(Clone)]
+pub struct Notices {
+    /// Rung after every commit.
+    pub bell: Bell,
+    /// Capture changes to the synced tables (else `record` records nothing).
+    pub capture: bool,
+    /// Told of commits flagged with `notify_on_commit`.
+    pub listener: Option<(CommitListener, TenantId)>,
+    /// Counts every commit.
+    pub commits: Counter,
+}
+
 /// Starts capturing on a connection (unless `capture` is off: then `record` records
 /// nothing), rings `bell` after each of its commits and tells `listener` of the flagged
 /// ones. Once per connection, after its file is migrated; the pool calls it for every
 /// connection it hands out. `stop` must run before it closes.
-pub fn start(
-    conn: &Connection,
-    bell: Bell,
-    capture: bool,
-    listener: Option<(CommitListener, TenantId)>,
-) -> rusqlite::Result<()> {
+pub fn start(conn: &Connection, notices: Notices) -> rusqlite::Result<()> {
+    let Notices {
+        bell,
+        capture,
+        listener,
+        commits,
+    } = notices;
     if !hooks_of(conn).is_null() {
         return Ok(());
     }
@@ -560,6 +578,7 @@ pub fn start(
         capture,
         listener,
         flagged: Cell::new(false),
+        commits,
     })) as *mut c_void;
     // SAFETY: the handle is used only to register hooks, on the connection's own thread.
     let db = unsafe { conn.handle() };
@@ -848,9 +867,12 @@ mod tests {
         let conn = db();
         start(
             &conn,
-            Arc::new(tokio::sync::watch::channel(0).0),
-            true,
-            None,
+            Notices {
+                bell: Arc::new(tokio::sync::watch::channel(0).0),
+                capture: true,
+                listener: None,
+                commits: Counter::default(),
+            },
         )
         .unwrap();
         conn

@@ -299,6 +299,14 @@ impl Tg {
 }
 
 async fn telegram_app(dir: Option<tempfile::TempDir>, fake: Option<FakeBot>) -> Tg {
+    telegram_app_with(dir, fake, |_| {}).await
+}
+
+async fn telegram_app_with(
+    dir: Option<tempfile::TempDir>,
+    fake: Option<FakeBot>,
+    more: impl Fn(&mut tarn::config::ServeConfig),
+) -> Tg {
     let fake = match fake {
         Some(f) => f,
         None => fake_bot().await,
@@ -308,6 +316,7 @@ async fn telegram_app(dir: Option<tempfile::TempDir>, fake: Option<FakeBot>) -> 
         c.public_url = Some("https://tarn.example".into());
         c.telegram_api_url = base.clone();
         c.chat_gap_ms = 20;
+        more(c);
     };
     let app = match dir {
         Some(d) => spawn_app_in(d, tweak).await,
@@ -956,4 +965,54 @@ async fn bot_tokens_must_look_like_botfathers() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
         assert!(r.text.contains("@BotFather"), "{}", r.text);
     }
+}
+
+/// The server's tenant commits and control db uses, once they have stopped moving.
+async fn settled_counts(app: &TestApp) -> (f64, f64) {
+    let mut last = (-1.0, -1.0);
+    loop {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let m = app
+            .client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .unwrap();
+        let text = m.text().await.unwrap();
+        let now = (
+            metric_value(&text, "tenant_commits"),
+            metric_value(&text, "control_db_uses"),
+        );
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_message_costs_three_commits_and_no_control_db_use() {
+    // No ticker: it reads the control db every second on its own.
+    let tg = telegram_app_with(None, None, |c| c.scheduler.enabled = false).await;
+    tg.join(1, 501, "Amina").await;
+    // The first message warms the caches (the binding, the tenant's mail mark).
+    assert!(answer(&tg, 2, 501, "/sale 1 rice").await.contains("Rice"));
+    let (commits, uses) = settled_counts(&tg.app).await;
+    let n = 10;
+    for i in 0..n {
+        let reply = answer(&tg, 10 + i, 501, &format!("sold {} sugar", i + 1)).await;
+        assert!(reply.contains("Sugar"), "{reply}");
+    }
+    let (commits_after, uses_after) = settled_counts(&tg.app).await;
+    let per_message = (commits_after - commits) / n as f64;
+    println!(
+        "{n} webhook messages: {} tenant commits ({per_message} each), {} control db uses",
+        commits_after - commits,
+        uses_after - uses
+    );
+    assert!(per_message <= 3.0, "{per_message} commits per message");
+    assert_eq!(
+        uses_after, uses,
+        "steady state never touches the control db"
+    );
 }

@@ -157,7 +157,7 @@ async fn main() {
         let mut sent = 0;
         for h in handles {
             let r = h.await.unwrap();
-            assert_eq!(r.status, "done", "{r:?}");
+            assert_eq!(r.status, tarn::schedule::RunStatus::Done, "{r:?}");
             sent += r.sent;
         }
         let done = t.elapsed();

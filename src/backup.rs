@@ -224,7 +224,7 @@ fn restore_one(
             id: id.clone(),
             name,
             status: "active".into(),
-            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            created_at: crate::clock::now(),
             currency,
             timezone: timezone.clone(),
             deleted_at: None,

@@ -1,8 +1,11 @@
 //! `tarn chat <tenant> [--as <staff>]`: a terminal REPL over the same pipeline as a chat
-//! app, so anyone can try a shop. Invariant: each line is one message through the executor;
-//! it works beside a running server (SQLite serializes the writes).
+//! app (`message::handle`: the built-in parser, the LLM when configured and unsure, the
+//! executor), so anyone can try a shop. Invariant: each line is one message with its own
+//! id (`cli:<session>:<n>`), so a line is never applied twice; it works beside a running
+//! server (SQLite serializes the writes).
 
 use crate::executor::{self, Input, Request, Status};
+use crate::llm::LlmClient;
 use crate::store::Store;
 use crate::tenant::TenantId;
 use std::io::{BufRead, Write};
@@ -12,6 +15,7 @@ use std::io::{BufRead, Write};
 /// before anything is read.
 pub fn repl(
     store: &Store,
+    llm: Option<&LlmClient>,
     tenant: &TenantId,
     sender: Option<&str>,
     input: impl BufRead,
@@ -35,8 +39,12 @@ pub fn repl(
         }
         Ok(())
     };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let session = format!("{:x}", chrono::Utc::now().timestamp_millis());
     prompt(&mut out)?;
-    for line in input.lines() {
+    for (n, line) in input.lines().enumerate() {
         let line = line?;
         let text = line.trim();
         if text == "/quit" || text == "/exit" {
@@ -44,7 +52,7 @@ pub fn repl(
         }
         if !text.is_empty() {
             let req = Request {
-                inbound_id: None,
+                inbound_id: Some(format!("cli:{session}:{n}")),
                 channel: "cli".into(),
                 sender: Some(sender.to_owned()),
                 ceiling: None,
@@ -52,8 +60,7 @@ pub fn repl(
                 parse_us: None,
                 reply_to: None,
             };
-            let mut conn = handle.conn()?;
-            match executor::execute(&mut conn, &req) {
+            match runtime.block_on(crate::message::handle(store, llm, tenant, req)) {
                 Ok(o) => {
                     let mark = match o.status {
                         Status::Applied | Status::Duplicate => "",

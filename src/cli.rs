@@ -210,14 +210,24 @@ pub fn staff(args: &StoreArgs, command: StaffCommand) -> anyhow::Result<()> {
 }
 
 /// Runs `tarn chat <tenant> --as <staff>` on stdin/stdout.
-pub fn chat(args: &StoreArgs, tenant: &str, sender: Option<&str>) -> anyhow::Result<()> {
+pub fn chat(
+    args: &StoreArgs,
+    tenant: &str,
+    sender: Option<&str>,
+    llm: &crate::config::LlmArgs,
+    prompts_dir: &std::path::Path,
+) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let store = open_existing_store(args)?;
     let tenant = registered(&store, tenant)?;
+    let llm = crate::llm::LlmConfig::from_args(llm)
+        .map(|c| crate::llm::LlmClient::new(c, prompts_dir))
+        .transpose()?;
     let stdin = std::io::stdin();
     let interactive = stdin.is_terminal();
     crate::chat::repl(
         &store,
+        llm.as_ref(),
         &tenant,
         sender,
         stdin.lock(),

@@ -88,6 +88,12 @@ pub enum Command {
         /// Staff name or id to speak as (default: the shop's owner).
         #[arg(long = "as")]
         sender: Option<String>,
+        /// The LLM, for messages the built-in parser is not sure of (as for `serve`).
+        #[command(flatten)]
+        llm: LlmArgs,
+        /// Folder of the prompt files.
+        #[arg(long, env = "TARN_PROMPTS_DIR", default_value = "./prompts")]
+        prompts_dir: PathBuf,
     },
     /// Copy tenant files (and the control db) to DIR as consistent snapshots; safe while a
     /// server runs on the data dir.

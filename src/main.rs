@@ -42,9 +42,11 @@ fn main() -> anyhow::Result<()> {
             store,
             tenant,
             sender,
+            llm,
+            prompts_dir,
         } => {
             telemetry::init_tracing(LogFormat::Human);
-            cli::chat(&store, &tenant, sender.as_deref())
+            cli::chat(&store, &tenant, sender.as_deref(), &llm, &prompts_dir)
         }
         Command::Backup {
             store,

@@ -81,7 +81,7 @@ fn each_db_file(
 }
 
 fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    crate::clock::now()
 }
 
 fn validate(new: &NewTenant) -> Result<(String, String, String), StoreError> {
@@ -434,7 +434,7 @@ impl Store {
                     tx.execute(
                         "INSERT INTO settings (key, value) VALUES (?1, ?2)
                          ON CONFLICT (key) DO UPDATE SET value = excluded.value,
-                           updated_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
+                           updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
                         [k, &v.to_string()],
                     )?;
                 }

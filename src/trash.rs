@@ -52,8 +52,7 @@ pub async fn purge_expired(
     if days == 0 {
         return Ok(Vec::new());
     }
-    let cutoff = (chrono::Utc::now() - chrono::Duration::days(days as i64))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let cutoff = crate::clock::stamp(chrono::Utc::now() - chrono::Duration::days(days as i64));
     let s = store.clone();
     let copies = blocking(move || s.trash_deleted_before(&cutoff)).await?;
     purge(store, bucket, copies).await

@@ -25,7 +25,7 @@ use crate::store::Store;
 use crate::tenant::{StoreError, TenantId, pool::blocking};
 use dashmap::DashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex as AsyncMutex, mpsc};
 
@@ -81,6 +81,10 @@ struct Inner {
     http: reqwest::Client,
     /// Tenants (and the chat, when known) with inbox rows to process.
     inbox_tx: mpsc::UnboundedSender<(TenantId, Option<String>)>,
+    /// Wakes sent and not taken by the inbox loop yet.
+    woken: AtomicUsize,
+    /// Tenants waiting for a timer to post them again (paced or retried rows).
+    timers: AtomicUsize,
     chat_locks: DashMap<(TenantId, String), Arc<AsyncMutex<()>>>,
     /// Tenants being sent for; `true`: posted again meanwhile, look once more.
     sending: DashMap<TenantId, bool>,
@@ -121,6 +125,8 @@ impl Channels {
                     .build()
                     .expect("an HTTP client with a timeout builds"),
                 inbox_tx,
+                woken: AtomicUsize::new(0),
+                timers: AtomicUsize::new(0),
                 chat_locks: DashMap::new(),
                 sending: DashMap::new(),
                 pacing: pacing::Pacing::default(),
@@ -176,9 +182,9 @@ impl Channels {
         }
     }
 
-    /// Stops on shutdown: waits (up to 10 s) until no inbox row is being processed and
-    /// nothing due is being sent, then ends the loops. Rows left pending (a send waiting
-    /// for a retry, say) resume at the next start.
+    /// Stops on shutdown: waits (up to 10 s) until no inbox row is being processed, nothing
+    /// is being sent and no row waits for its pace or retry, then ends the loops. Rows left
+    /// pending (a retry far off, say) resume at the next start.
     pub async fn stop(&self) {
         let deadline = tokio::time::Instant::now() + DRAIN;
         while !self.idle() && tokio::time::Instant::now() < deadline {
@@ -200,7 +206,11 @@ impl Channels {
 
     /// No worker or send task is running and no tenant waits for one.
     fn idle(&self) -> bool {
-        self.inner.work.is_empty() && self.inner.sending.is_empty()
+        self.inner.woken.load(Ordering::SeqCst) == 0
+            && self.inner.timers.load(Ordering::SeqCst) == 0
+            && self.inner.mail.queued() == 0
+            && self.inner.work.is_empty()
+            && self.inner.sending.is_empty()
     }
 
     fn stopping(&self) -> bool {
@@ -346,6 +356,9 @@ impl Channels {
 
     /// Asks a worker to process the tenant's pending inbox rows (of `chat`, when known).
     fn wake(&self, tenant: TenantId, chat: Option<String>) {
-        let _ = self.inner.inbox_tx.send((tenant, chat));
+        self.inner.woken.fetch_add(1, Ordering::SeqCst);
+        if self.inner.inbox_tx.send((tenant, chat)).is_err() {
+            self.inner.woken.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }

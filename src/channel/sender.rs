@@ -12,6 +12,7 @@ use crate::mail::outbox::{self, OutRow, SendError, split_text};
 use crate::tenant::{StoreError, TenantId};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Rows sent at once for one tenant.
@@ -49,6 +50,7 @@ impl Channels {
                         .spawn(async move { me.send_tenant(tenant).await });
                 }
             }
+            posted.taken();
         }
     }
 
@@ -82,11 +84,12 @@ impl Channels {
                 if let Some(wait) = wait
                     && !self.stopping()
                 {
-                    let mail = self.inner.mail.clone();
-                    let t = tenant.clone();
+                    let (me, t) = (self.clone(), tenant.clone());
+                    self.inner.timers.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(async move {
                         tokio::time::sleep(wait).await;
-                        mail.post(t);
+                        me.inner.mail.post(t);
+                        me.inner.timers.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
                 return;

@@ -170,7 +170,7 @@ pub async fn webhook_info(bot: &teloxide::Bot) -> Result<serde_json::Value, Chan
     Ok(serde_json::json!({
         "url": info.url.map(|u| u.to_string()),
         "pending_update_count": info.pending_update_count,
-        "last_error_date": info.last_error_date.map(|d| d.to_rfc3339()),
+        "last_error_date": info.last_error_date.map(crate::clock::stamp),
         "last_error_message": info.last_error_message,
     }))
 }

@@ -13,6 +13,7 @@ use crate::shop::staff::Redeemed;
 use crate::tenant::TenantId;
 use rusqlite::Connection;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
@@ -34,6 +35,8 @@ impl Channels {
                     None => c.process_tenant(tenant).await,
                 }
             });
+            // Counted out once tracked, so a stop never sees neither.
+            self.inner.woken.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

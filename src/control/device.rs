@@ -63,7 +63,7 @@ pub enum KeyOwner {
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::clock::now()
 }
 
 fn device(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {

@@ -118,7 +118,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::clock::now()
 }
 
 /// Writes `rows` with one statement, `INSERT … {conflict}`; how many rows it changed.

@@ -38,7 +38,7 @@ fn view(s: &ScheduleRow) -> Value {
     let next = s
         .next_run_ms
         .and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        .map(crate::clock::stamp);
     v["next_run"] = json!(next);
     v["description"] = json!(Spec::parse(&s.cron, &s.timezone).ok().map(|p| p.describe()));
     v

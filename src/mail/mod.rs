@@ -57,11 +57,15 @@ pub struct Posted {
 }
 
 impl Posted {
-    /// The next posted tenant (`None` once every `Mail` is gone).
+    /// The next posted tenant (`None` once every `Mail` is gone). It counts as queued
+    /// until `taken` is called (once the sender holds it where a stop can see it).
     pub async fn recv(&mut self) -> Option<TenantId> {
-        let t = self.rx.recv().await?;
+        self.rx.recv().await
+    }
+
+    /// Counts a received tenant out of the queue.
+    pub fn taken(&self) {
         self.mail.inner.queued.fetch_sub(1, Ordering::SeqCst);
-        Some(t)
     }
 }
 

@@ -142,7 +142,7 @@ impl FromBucket {
         args.push(out.display().to_string());
         if let Some(t) = at {
             args.push("-timestamp".into());
-            args.push(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            args.push(crate::clock::stamp(t));
         }
         args.push(url.to_owned());
         self.litestream("restore", url, &args)?;

@@ -70,6 +70,53 @@ impl JobKind {
     }
 }
 
+/// How a claimed slot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Done,
+    Failed,
+    /// Passed while the server was down, beyond the grace window.
+    Missed,
+    /// The slot had finished before (a restart mid-run).
+    Skipped,
+}
+
+impl RunStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Done => "done",
+            RunStatus::Failed => "failed",
+            RunStatus::Missed => "missed",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// Why a slot ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// On time.
+    Schedule,
+    /// Late, after downtime (within the grace window).
+    CatchUp,
+    /// By hand (`run_now`).
+    Manual,
+}
+
+impl Trigger {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::CatchUp => "catch_up",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
 /// The schedules a new tenant starts with, in its time zone, from `now`.
 pub fn default_schedules(timezone: &str, now: DateTime<Utc>) -> Vec<NewSchedule> {
     JobKind::ALL

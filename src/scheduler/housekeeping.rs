@@ -58,8 +58,7 @@ pub struct Pass {
 /// older than `retention.days`, and sync log rows beyond the sync retention. Blocking.
 pub fn checkpoint_and_prune(store: &Store, retention: Retention) -> Pass {
     let now = chrono::Utc::now();
-    let cutoff = (now - chrono::Duration::days(retention.days as i64))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let cutoff = crate::clock::stamp(now - chrono::Duration::days(retention.days as i64));
     let mut pass = Pass::default();
     pass.tenants = store.pool().each_open(|id, conn| {
         let pruned = (|| {
@@ -158,8 +157,9 @@ pub async fn start(
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "housekeeping: trash purge failed; retried next hour"),
                 }
-                let cutoff = (chrono::Utc::now() - chrono::Duration::days(days as i64))
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let cutoff = crate::clock::stamp(
+                    chrono::Utc::now() - chrono::Duration::days(days as i64),
+                );
                 let control = s.control().clone();
                 if let Some(n) =
                     run_blocking("ledger pruning", move || control.prune_runs(&cutoff)).await

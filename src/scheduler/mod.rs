@@ -13,7 +13,7 @@ use crate::action::Role;
 use crate::control::schedule::{RunEnd, RunRow, ScheduleRow, Start};
 use crate::llm::LlmClient;
 use crate::schedule::cron::Spec;
-use crate::schedule::{JobKind, default_schedules};
+use crate::schedule::{JobKind, RunStatus, Trigger, default_schedules};
 use crate::store::Store;
 use crate::tenant::pool::blocking;
 use crate::tenant::{StoreError, TenantId};
@@ -79,9 +79,9 @@ pub struct RunReport {
     pub kind: String,
     /// The slot run, if one was.
     pub slot: Option<String>,
-    pub trigger: Option<String>,
+    pub trigger: Option<Trigger>,
     /// `done`, `failed`, `missed`, or `skipped` (the slot had already finished).
-    pub status: String,
+    pub status: RunStatus,
     pub sent: i64,
     pub detail: String,
     /// Slots recorded missed by this claim.
@@ -89,7 +89,7 @@ pub struct RunReport {
 }
 
 fn iso(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::clock::stamp(t)
 }
 
 fn from_ms(ms: i64) -> DateTime<Utc> {
@@ -241,7 +241,7 @@ impl Scheduler {
             }
         }
         if !run {
-            report.status = "missed".into();
+            report.status = RunStatus::Missed;
             report.detail = format!(
                 "{} slot(s) passed while the server was down (grace {}s)",
                 skipped.len(),
@@ -251,9 +251,9 @@ impl Scheduler {
             return report;
         }
         let trigger = if late > PUNCTUAL {
-            "catch_up"
+            Trigger::CatchUp
         } else {
-            "schedule"
+            Trigger::Schedule
         };
         self.run_slot(&s, kind, latest, trigger, next, report).await
     }
@@ -292,20 +292,20 @@ impl Scheduler {
         s: &ScheduleRow,
         kind: JobKind,
         slot: DateTime<Utc>,
-        trigger: &str,
+        trigger: Trigger,
         next: Option<i64>,
         mut report: RunReport,
     ) -> RunReport {
         let slot_s = iso(slot);
         report.slot = Some(slot_s.clone());
-        report.trigger = Some(trigger.into());
+        report.trigger = Some(trigger);
         let control = self.inner.store.control().clone();
-        let (row, t, tr) = (s.clone(), slot_s.clone(), trigger.to_owned());
-        let start = blocking(move || control.start_run(&row, &t, &tr)).await;
+        let (row, t, tr) = (s.clone(), slot_s.clone(), trigger.as_str());
+        let start = blocking(move || control.start_run(&row, &t, tr)).await;
         let run_id = match start {
             Ok(Start::New(id) | Start::Unfinished(id)) => id,
             Ok(Start::Finished(status)) => {
-                report.status = "skipped".into();
+                report.status = RunStatus::Skipped;
                 report.detail = format!("slot already {status}");
                 self.end(s, None, &report, true, next).await;
                 return report;
@@ -319,7 +319,7 @@ impl Scheduler {
         };
         match self.execute(&s.tenant, kind, slot, &s.recipients).await {
             Ok(Outcome { sent, detail }) => {
-                report.status = "done".into();
+                report.status = RunStatus::Done;
                 report.sent = sent;
                 report.detail = detail;
             }
@@ -331,8 +331,10 @@ impl Scheduler {
                 tracing::error!(tenant = %s.tenant, kind = %s.kind, slot = %slot_s, error = %e, "job failed");
             }
         }
-        let keep =
-            !(kind.quiet() && report.sent == 0 && report.status == "done" && trigger != "manual");
+        let keep = !(kind.quiet()
+            && report.sent == 0
+            && report.status == RunStatus::Done
+            && trigger != Trigger::Manual);
         self.end(s, Some(run_id), &report, keep, next).await;
         report
     }
@@ -349,7 +351,7 @@ impl Scheduler {
         let control = self.inner.store.control().clone();
         let (id, status, detail, version) = (
             s.id,
-            report.status.clone(),
+            report.status.as_str(),
             report.detail.clone(),
             s.updated_at.clone(),
         );
@@ -359,7 +361,7 @@ impl Scheduler {
                 id,
                 &RunEnd {
                     run,
-                    status: &status,
+                    status,
                     sent,
                     detail: &detail,
                     keep,
@@ -477,7 +479,7 @@ impl Scheduler {
             }
         };
         let report = self
-            .run_slot(&s, k, slot, "manual", None, self.blank(&s))
+            .run_slot(&s, k, slot, Trigger::Manual, None, self.blank(&s))
             .await;
         let control = self.inner.store.control().clone();
         let (t, kd, slot) = (tenant.clone(), kind.to_owned(), report.slot.clone());
@@ -502,7 +504,7 @@ impl Scheduler {
             kind: s.kind.clone(),
             slot: None,
             trigger: None,
-            status: "failed".into(),
+            status: RunStatus::Failed,
             sent: 0,
             detail: String::new(),
             missed: 0,

@@ -33,7 +33,7 @@ pub const JOIN_CODE_TTL_HOURS: i64 = 72;
 
 /// Now, as stored.
 pub fn now_utc() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::clock::now()
 }
 
 fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {

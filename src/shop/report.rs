@@ -21,9 +21,7 @@ pub fn local_midnight_utc(tz: chrono_tz::Tz, date: NaiveDate) -> String {
                 .earliest()
         })
         .expect("a local time exists within an hour of midnight");
-    local
-        .with_timezone(&chrono::Utc)
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::clock::stamp(local.with_timezone(&chrono::Utc))
 }
 
 /// The `sales_hourly` key of a stored UTC instant on a whole hour (`…T09:00:00.000Z` ->

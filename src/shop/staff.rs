@@ -151,8 +151,7 @@ pub fn issue_join_code(
     settings: &ShopSettings,
     staff_id: i64,
 ) -> Result<JoinCode, ExecError> {
-    let expires_at = (chrono::Utc::now() + settings.join_code_ttl)
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let expires_at = crate::clock::stamp(chrono::Utc::now() + settings.join_code_ttl);
     let code = new_code();
     let n = conn.exec(
         "INSERT INTO join_codes (staff_id, code, expires_at)

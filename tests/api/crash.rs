@@ -533,3 +533,135 @@ async fn kill_9_during_telegram_webhooks_answers_every_update() {
         "telegram crash test: {total} updates, {kills} kills, {duplicates} replies sent twice"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_during_a_burst_of_webhooks_drains_every_reply() {
+    let _alone = crate::helpers::MACHINE.lock().await;
+    use crate::telegram::{TOKEN, fake_bot, text_update};
+    const CHATS: i64 = 10;
+    const PER_CHAT: i64 = 40;
+    let fake = fake_bot().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(
+        dir.path(),
+        &[
+            ("TARN_TELEGRAM_API_URL", fake.base.as_str()),
+            ("TARN_PUBLIC_URL", "https://tarn.example"),
+            ("TARN_CHAT_GAP_MS", "0"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        let req = client
+            .post(format!("{}{path}", server.base))
+            .bearer_auth(ADMIN)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.status());
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    post("/v1/tenants", json!({"id": "tg", "name": "tg"})).await;
+    post(
+        "/v1/tenants/tg/products",
+        json!({"name": "Rice", "price": 2, "stock": 100_000}),
+    )
+    .await;
+    let r = client
+        .put(format!("{}/v1/tenants/tg/channels/telegram", server.base))
+        .bearer_auth(ADMIN)
+        .json(&json!({"bot_token": TOKEN}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let secret = fake.call("setwebhook").unwrap()["secret_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("{}/webhooks/telegram/tg", server.base);
+    let send = {
+        let client = client.clone();
+        move |u: Value| {
+            let req = client
+                .post(&url)
+                .header("X-Telegram-Bot-Api-Secret-Token", &secret)
+                .json(&u)
+                .timeout(Duration::from_secs(5));
+            async move { req.send().await.is_ok_and(|r| r.status().is_success()) }
+        }
+    };
+    for c in 0..CHATS {
+        let staff = post(
+            "/v1/tenants/tg/staff",
+            json!({"name": format!("Clerk{c}"), "role": "staff"}),
+        )
+        .await;
+        let code = staff["join_code"].as_str().unwrap();
+        assert!(
+            send(text_update(
+                c + 1,
+                7000 + c,
+                7000 + c,
+                &format!("/join {code}")
+            ))
+            .await
+        );
+    }
+    // Every chat sends its sales in order, as fast as they are acknowledged, until the
+    // server stops answering.
+    let acked = Arc::new(AtomicUsize::new(0));
+    let mut chats = tokio::task::JoinSet::new();
+    for c in 0..CHATS {
+        let (acked, send) = (acked.clone(), send.clone());
+        let updates: Vec<Value> = (0..PER_CHAT)
+            .map(|n| text_update(1000 + n * CHATS + c, 7000 + c, 7000 + c, "/sale 1 rice"))
+            .collect();
+        chats.spawn(async move {
+            for u in updates {
+                if !send(u).await {
+                    return;
+                }
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    while acked.load(Ordering::SeqCst) < (CHATS * PER_CHAT / 3) as usize {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    server.stop();
+    while chats.join_next().await.is_some() {}
+    let acked = acked.load(Ordering::SeqCst) as i64;
+    assert!(acked < CHATS * PER_CHAT, "the stop came during the burst");
+
+    // Every update stored was answered before the process ended (the bot's 30 a second
+    // makes the sender the slow part): nothing left pending.
+    let data = dir.path().join("data");
+    let conn = rusqlite::Connection::open(tenant_file(&data, "tg")).unwrap();
+    let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+    assert_eq!(
+        one("SELECT count(*) FROM inbox WHERE status = 'pending'"),
+        0,
+        "{log}"
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM outbox WHERE status != 'sent'"),
+        0,
+        "{log}"
+    );
+    let stored_sales = one("SELECT count(*) FROM inbox") - CHATS;
+    assert!(
+        stored_sales >= acked,
+        "{stored_sales} stored, {acked} acknowledged"
+    );
+    assert_eq!(one("SELECT count(*) FROM sales"), stored_sales);
+    let replies: usize = (0..CHATS).map(|c| fake.sent_to(7000 + c).len()).sum();
+    assert_eq!(
+        replies as i64,
+        CHATS + stored_sales,
+        "one reply per stored update, each sent before the stop"
+    );
+}

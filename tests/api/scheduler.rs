@@ -9,6 +9,7 @@ use serde_json::json;
 use std::time::Duration;
 use tarn::control::schedule::NewSchedule;
 use tarn::schedule::cron::Spec;
+use tarn::schedule::{RunStatus, Trigger};
 use tarn::scheduler::{RunReport, Scheduler, SchedulerConfig};
 use tarn::store::{NewTenant, Store};
 use tarn::tenant::TenantId;
@@ -147,8 +148,8 @@ async fn daily_job_fires_once_per_local_day_across_both_dst_changes() {
         let mut now = start;
         while now < end {
             for r in tick(&sched, now).await {
-                assert_eq!(r.status, "done", "{r:?}");
-                assert_eq!(r.trigger.as_deref(), Some("schedule"));
+                assert_eq!(r.status, RunStatus::Done, "{r:?}");
+                assert_eq!(r.trigger, Some(Trigger::Schedule));
             }
             now += chrono::Duration::minutes(10);
         }
@@ -255,8 +256,8 @@ async fn downtime_catches_up_once_inside_grace_and_records_missed_outside() {
         .filter(|r| r.tenant == "daily")
         .collect();
     assert_eq!(reports.len(), 1);
-    assert_eq!(reports[0].status, "done");
-    assert_eq!(reports[0].trigger.as_deref(), Some("catch_up"));
+    assert_eq!(reports[0].status, RunStatus::Done);
+    assert_eq!(reports[0].trigger, Some(Trigger::CatchUp));
     assert_eq!(count(&store, &daily, "SELECT count(*) FROM outbox"), 1);
     let text: String = {
         let h = store.pool().acquire(&daily).unwrap();
@@ -317,7 +318,7 @@ async fn a_restart_during_a_run_does_not_send_twice() {
     sched.recover().await.unwrap();
     let reports = tick(&sched, slot + chrono::Duration::seconds(5)).await;
     assert_eq!(reports.len(), 1, "the unfinished slot is picked up again");
-    assert_eq!(reports[0].status, "done");
+    assert_eq!(reports[0].status, RunStatus::Done);
     assert_eq!(reports[0].sent, 2);
     assert!(
         reports[0].detail.contains("already done"),
@@ -354,7 +355,7 @@ async fn a_long_outage_records_missed_slots_without_a_burst() {
     )
     .await;
     assert_eq!(reports.len(), 1);
-    assert_eq!(reports[0].status, "missed");
+    assert_eq!(reports[0].status, RunStatus::Missed);
     assert_eq!(reports[0].missed, 20);
     let runs = ledger(&store, &id, "delivery_reminder");
     assert_eq!(runs.len(), 20, "each missed slot is on record");

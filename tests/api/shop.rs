@@ -746,6 +746,9 @@ async fn demo_tenant_is_created_once_and_chat_talks_to_it() {
     );
     let log = app.get("/v1/tenants/demo/messages?limit=1").await;
     assert_eq!(log.body["messages"][0]["channel"], "cli");
+    // Each line carries its own id, as a chat message does (a line never applies twice).
+    let id = log.body["messages"][0]["inbound_id"].as_str().unwrap();
+    assert!(id.starts_with("cli:") && id.ends_with(":1"), "{id}");
 }
 
 /// Sales report numbers computed from the sales themselves, as the report defines them.

@@ -6,11 +6,9 @@
 //! clients share this machine's 2 cores; the per-chat send gap is set to 0, the per-bot cap of
 //! 30 messages a second stays (it paces the replies).
 
-use axum::extract::{Path, State};
-use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tarn::app::App;
 use tarn::config::{Secret, ServeConfig};
@@ -18,33 +16,18 @@ use tarn::config::{Secret, ServeConfig};
 const ADMIN: &str = "bench";
 const TOKEN: &str = "7000001:bench";
 
-type Sent = Arc<Mutex<HashMap<i64, Vec<Instant>>>>;
+// The stand-in `tarn bench` and the tests use; this bench needs only its sent messages.
+#[allow(dead_code)]
+#[path = "../src/bench/bot_api.rs"]
+mod bot_api;
 
-async fn bot_api(
-    State(sent): State<Sent>,
-    Path((_bot, method)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> axum::response::Response {
-    let ok = |r: Value| axum::Json(json!({"ok": true, "result": r})).into_response();
-    match method.to_lowercase().as_str() {
-        "getme" => ok(
-            json!({"id": 7000001, "is_bot": true, "first_name": "B", "username": "b_bot",
-            "can_join_groups": true, "can_read_all_group_messages": false, "supports_inline_queries": false, "has_main_web_app": false}),
-        ),
-        "sendmessage" => {
-            let v: Value = serde_json::from_slice(&body).unwrap();
-            let chat = v["chat_id"].as_i64().unwrap();
-            sent.lock()
-                .unwrap()
-                .entry(chat)
-                .or_default()
-                .push(Instant::now());
-            ok(
-                json!({"message_id": 1, "date": 1763800000, "chat": {"id": chat, "type": "private", "first_name": "x"}, "text": "ok"}),
-            )
-        }
-        _ => ok(json!(true)),
+/// When each chat got its replies, oldest first.
+fn replies_by_chat(fake: &bot_api::BotApi) -> HashMap<i64, Vec<Instant>> {
+    let mut out: HashMap<i64, Vec<Instant>> = HashMap::new();
+    for s in fake.sent() {
+        out.entry(s.chat).or_default().push(s.at);
     }
+    out
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -67,11 +50,8 @@ fn main() {
     let concurrency = env_usize("TARN_BENCH_CONCURRENCY", 32);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let sent: Sent = Arc::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let fake_base = format!("http://{}", listener.local_addr().unwrap());
-        let fake = axum::Router::new().route("/{bot}/{method}", axum::routing::post(bot_api)).with_state(sent.clone());
-        tokio::spawn(async move { axum::serve(listener, fake).await.unwrap() });
+        let fake = bot_api::BotApi::start().await.unwrap();
+        let fake_base = fake.base.clone();
 
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServeConfig::with_data_dir(dir.path());
@@ -132,7 +112,7 @@ fn main() {
         let posted = started.elapsed();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let n: usize = sent.lock().unwrap().values().map(Vec::len).sum();
+            let n = fake.sent().len();
             if n >= updates || Instant::now() > deadline {
                 break;
             }
@@ -144,7 +124,7 @@ fn main() {
         for (user, t, _) in &acks {
             by_chat.entry(*user).or_default().push(*t);
         }
-        let replies = sent.lock().unwrap().clone();
+        let replies = replies_by_chat(&fake);
         let mut e2e: Vec<Duration> = Vec::new();
         for (chat, mut posts) in by_chat {
             posts.sort();
@@ -165,13 +145,13 @@ fn main() {
         let mut single = Vec::new();
         for k in 0..50 {
             let user = 1_000_000 + (k % chats) as i64;
-            let before = sent.lock().unwrap().get(&user).map_or(0, Vec::len);
+            let before = fake.sent_to(user).len();
             let update = json!({"update_id": 900_000 + k, "message": {"message_id": k, "date": 1763800000,
                 "from": {"id": user, "is_bot": false, "first_name": "U"}, "chat": {"id": user, "type": "private", "first_name": "U"},
                 "text": "/sale 1 rice"}});
             let t = Instant::now();
             client.post(format!("{base}/webhooks/telegram/s")).header("X-Telegram-Bot-Api-Secret-Token", &secret).json(&update).send().await.unwrap();
-            while sent.lock().unwrap().get(&user).map_or(0, Vec::len) <= before {
+            while fake.sent_to(user).len() <= before {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             single.push(t.elapsed());

@@ -69,7 +69,6 @@
 pub mod action;
 pub mod app;
 pub mod backup;
-pub mod bench;
 pub mod channel;
 pub mod chat;
 pub mod cli;

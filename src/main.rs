@@ -1,5 +1,7 @@
 //! The `tarn` binary: parses the command line and runs the server or a CLI command.
 
+mod bench;
+
 use clap::Parser;
 use tarn::app::{App, shutdown_signal};
 use tarn::config::{Cli, Command, LogFormat};
@@ -89,7 +91,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             telemetry::init_tracing(LogFormat::Human);
-            tarn::bench::run(&args)
+            bench::run(&args)
         }
         Command::Eval(args) => {
             telemetry::init_tracing(LogFormat::Human);

@@ -3,49 +3,30 @@
 //! restart with work in flight.
 
 use crate::helpers::*;
-use axum::extract::{Path as AxPath, State};
-use axum::response::{IntoResponse, Response};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "7000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
 
-#[derive(Clone, Default)]
-pub struct FakeBot {
-    pub base: String,
-    calls: Arc<Mutex<Vec<(String, Value)>>>,
-    pub sent: Arc<Mutex<Vec<(i64, String, Instant)>>>,
-    send_script: Arc<Mutex<VecDeque<(u16, Value)>>>,
-    /// Photos sent: chat, caption, file bytes.
-    photos: Arc<Mutex<Vec<Photo>>>,
-    /// Sends answered from the script (errors): chat and when.
-    refused: Arc<Mutex<Vec<(i64, Instant)>>>,
+// Shared with `tarn bench`, which uses the parts these tests do not.
+#[allow(dead_code)]
+#[path = "../../src/bench/bot_api.rs"]
+mod bot_api;
+pub use bot_api::{BotApi as FakeBot, multipart_parts};
+
+/// The Bot API stand-in `tarn bench` uses too.
+pub async fn fake_bot() -> FakeBot {
+    FakeBot::start().await.unwrap()
 }
 
-type Photo = (i64, String, Vec<u8>);
+/// Waiting for replies on the stand-in.
+pub trait WaitSent {
+    /// The texts sent to `chat` once there are `n` (or after 15 s, what there is).
+    async fn wait_sent(&self, chat: i64, n: usize) -> Vec<String>;
+}
 
-impl FakeBot {
-    pub fn sent_to(&self, chat: i64) -> Vec<String> {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(c, _, _)| *c == chat)
-            .map(|(_, t, _)| t.clone())
-            .collect()
-    }
-    pub fn call(&self, method: &str) -> Option<Value> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .rev()
-            .find(|(m, _)| m == method)
-            .map(|(_, v)| v.clone())
-    }
+impl WaitSent for FakeBot {
     async fn wait_sent(&self, chat: i64, n: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -56,170 +37,6 @@ impl FakeBot {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-/// The parts of a multipart/form-data body by field name, as raw bytes.
-pub fn multipart_parts(headers: &axum::http::HeaderMap, body: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let ct = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let Some(boundary) = ct.split("boundary=").nth(1) else {
-        return Vec::new();
-    };
-    let delim = format!("--{}", boundary.trim_matches('"')).into_bytes();
-    let find = |hay: &[u8], needle: &[u8], from: usize| {
-        hay[from..]
-            .windows(needle.len())
-            .position(|w| w == needle)
-            .map(|p| p + from)
-    };
-    let mut out = Vec::new();
-    let mut at = 0;
-    while let Some(start) = find(body, &delim, at) {
-        let part_start = start + delim.len();
-        let Some(end) = find(body, &delim, part_start) else {
-            break;
-        };
-        let part = &body[part_start..end];
-        if let Some(h) = find(part, b"\r\n\r\n", 0) {
-            let head = String::from_utf8_lossy(&part[..h]);
-            if let Some(n) = head
-                .split("name=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-            {
-                let data = part[h + 4..]
-                    .strip_suffix(b"\r\n")
-                    .unwrap_or(&part[h + 4..]);
-                out.push((n.to_owned(), data.to_vec()));
-            }
-        }
-        at = end;
-    }
-    out
-}
-
-/// The text fields of a multipart/form-data body (teloxide sends setWebhook that way), with
-/// JSON-looking values parsed.
-fn multipart_fields(body: &[u8]) -> Value {
-    let text = String::from_utf8_lossy(body);
-    let mut out = serde_json::Map::new();
-    for part in text.split("\r\n--") {
-        let Some(start) = part.find("name=\"") else {
-            continue;
-        };
-        let rest = &part[start + 6..];
-        let Some(end) = rest.find('"') else { continue };
-        let name = rest[..end].to_owned();
-        let Some(v) = rest.find("\r\n\r\n") else {
-            continue;
-        };
-        let value = rest[v + 4..].trim_end_matches("\r\n").to_owned();
-        let parsed = serde_json::from_str(&value).unwrap_or(Value::String(value));
-        out.insert(name, parsed);
-    }
-    Value::Object(out)
-}
-
-fn ok(result: Value) -> Response {
-    axum::Json(json!({"ok": true, "result": result})).into_response()
-}
-
-async fn bot_api(
-    State(fake): State<FakeBot>,
-    AxPath((bot, method)): AxPath<(String, String)>,
-    headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    let raw = body.clone();
-    assert_eq!(bot, format!("bot{TOKEN}"), "the token goes in the path");
-    let body: Value = serde_json::from_slice(&body).unwrap_or_else(|_| multipart_fields(&body));
-    // Bot API method names are case-insensitive (teloxide sends "GetMe").
-    let method = method.to_lowercase();
-    fake.calls
-        .lock()
-        .unwrap()
-        .push((method.clone(), body.clone()));
-    match method.as_str() {
-        "getme" => ok(
-            json!({"id": 7000001, "is_bot": true, "first_name": "Shop", "username": "tarn_bot",
-            "can_join_groups": true, "can_read_all_group_messages": false, "supports_inline_queries": false,
-            "can_connect_to_business": false, "has_main_web_app": false}),
-        ),
-        "setwebhook" | "setmycommands" | "deletewebhook" => ok(json!(true)),
-        "getwebhookinfo" => ok(
-            json!({"url": "https://tarn.example/webhooks/telegram/s", "has_custom_certificate": false,
-            "pending_update_count": 3, "last_error_date": 1763800000, "last_error_message": "Connection refused"}),
-        ),
-        "sendmessage" => {
-            if let Some((status, err)) = fake.send_script.lock().unwrap().pop_front() {
-                let chat = body["chat_id"].as_i64().unwrap();
-                fake.refused.lock().unwrap().push((chat, Instant::now()));
-                return (
-                    axum::http::StatusCode::from_u16(status).unwrap(),
-                    axum::Json(err),
-                )
-                    .into_response();
-            }
-            let chat = body["chat_id"].as_i64().unwrap();
-            let text = body["text"].as_str().unwrap().to_owned();
-            let mut sent = fake.sent.lock().unwrap();
-            sent.push((chat, text.clone(), Instant::now()));
-            ok(json!({"message_id": sent.len(), "date": 1763800000,
-                "chat": {"id": chat, "type": "private", "first_name": "X"}, "text": text}))
-        }
-        "sendphoto" => {
-            let parts = multipart_parts(&headers, &raw);
-            let field = |n: &str| {
-                parts
-                    .iter()
-                    .find(|(k, _)| k == n)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            let chat: i64 = String::from_utf8(field("chat_id"))
-                .unwrap()
-                .trim_matches('"')
-                .parse()
-                .unwrap();
-            let caption = String::from_utf8(field("caption")).unwrap();
-            let mut photos = fake.photos.lock().unwrap();
-            // The Bot API's `attach://<name>`: the file is the part of that name.
-            let photo = field("photo");
-            let photo = match std::str::from_utf8(&photo)
-                .ok()
-                .and_then(|p| p.strip_prefix("attach://"))
-            {
-                Some(name) => field(name),
-                None => photo,
-            };
-            photos.push((chat, caption.trim_matches('"').to_owned(), photo));
-            ok(
-                json!({"message_id": 9000 + photos.len(), "date": 1763800000,
-                "chat": {"id": chat, "type": "private", "first_name": "X"},
-                "photo": [{"file_id": "AgAD", "file_unique_id": "AQAD", "width": 800, "height": 450}]}),
-            )
-        }
-        other => (
-            axum::http::StatusCode::NOT_FOUND,
-            format!("no method {other}"),
-        )
-            .into_response(),
-    }
-}
-
-pub async fn fake_bot() -> FakeBot {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let fake = FakeBot {
-        base: format!("http://{}", listener.local_addr().unwrap()),
-        ..FakeBot::default()
-    };
-    let app = axum::Router::new()
-        .route("/{bot}/{method}", axum::routing::post(bot_api))
-        .with_state(fake.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    fake
 }
 
 fn fixture(name: &str) -> Value {
@@ -463,11 +280,11 @@ async fn one_chat_in_order_while_other_chats_proceed_and_429_is_honoured() {
     let (a, b) = (1001, 1002);
     tg.join(1, a, "Sam").await;
     tg.join(2, b, "Mary").await;
-    tg.fake.send_script.lock().unwrap().push_back((
+    tg.fake.script(
         429,
         json!({"ok": false, "error_code": 429,
         "description": "Too Many Requests: retry after 1", "parameters": {"retry_after": 1}}),
-    ));
+    );
     for i in 1..=20 {
         tg.deliver(&text_update(100 + i, a, a, &format!("/expense {i} fuel")))
             .await;
@@ -483,15 +300,13 @@ async fn one_chat_in_order_while_other_chats_proceed_and_429_is_honoured() {
     assert_eq!(expenses, want, "one chat's replies in order");
     assert_eq!(tg.fake.wait_sent(b, 6).await.len(), 6);
     // Whichever chat's reply met the 429 waited the second it was told to.
-    let (chat, refused_at) = tg.fake.refused.lock().unwrap()[0];
+    let (chat, refused_at) = tg.fake.refused()[0];
     let first_reply = tg
         .fake
-        .sent
-        .lock()
-        .unwrap()
+        .sent()
         .iter()
-        .find(|(c, _, at)| *c == chat && *at > refused_at)
-        .map(|(_, _, at)| *at)
+        .find(|s| s.chat == chat && s.at > refused_at)
+        .map(|s| s.at)
         .unwrap();
     assert!(
         first_reply.duration_since(refused_at) >= Duration::from_millis(950),
@@ -603,7 +418,7 @@ async fn a_blocked_bot_marks_the_chat_unreachable_and_long_replies_split() {
     assert!(parts >= 2, "{parts}");
     assert_eq!(tg.fake.sent_to(user).len() as i64, 1 + parts);
     // The person blocks the bot: the next reply is marked unreachable, not retried forever.
-    tg.fake.send_script.lock().unwrap().push_back((403, json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"})));
+    tg.fake.script(403, json!({"ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}));
     tg.deliver(&text_update(3, user, user, "/stock rice")).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -732,10 +547,10 @@ async fn scheduled_jobs_reach_the_right_chats_with_their_content() {
         "a photo and a text to the owner and the manager: {r}"
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while tg.fake.photos.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+    while tg.fake.photos().len() < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut photos = tg.fake.photos.lock().unwrap().clone();
+    let mut photos = tg.fake.photos();
     photos.sort_by_key(|p| p.0);
     assert_eq!(
         photos.iter().map(|p| p.0).collect::<Vec<_>>(),

@@ -5,12 +5,12 @@
 //! and checks every tenant's stock against its movements. Invariant: it only ever works in
 //! its own scratch directory.
 
-use crate::config::{BenchArgs, StoreArgs};
-use crate::store::NewTenant;
-use crate::tenant::pool::PoolMetrics;
-use crate::tenant::sqlite::{self, Cached};
-use crate::tenant::{Layout, TenantId};
+// Shared with the tests, which use the parts the bench does not.
+#[allow(dead_code)]
+mod bot_api;
+
 use anyhow::{Context, bail};
+use bot_api::BotApi;
 use rand::{RngExt, SeedableRng};
 use rusqlite::{Connection, params};
 use serde::Serialize;
@@ -20,6 +20,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tarn::config::{BenchArgs, StoreArgs};
+use tarn::store::NewTenant;
+use tarn::tenant::pool::PoolMetrics;
+use tarn::tenant::sqlite::{self, Cached};
+use tarn::tenant::{Layout, TenantId};
 
 const PRODUCTS: [&str; 6] = ["rice", "sugar", "oil", "eggs", "milk", "bread"];
 const OPENING_STOCK: i64 = 10_000_000;
@@ -126,7 +131,7 @@ fn build(data: &Path, tenants: usize) -> anyhow::Result<()> {
         statement_timeout_ms: 60_000,
         sync_capture: true,
     };
-    let store = crate::app::open_store(&args, PoolMetrics::default())?;
+    let store = tarn::app::open_store(&args, PoolMetrics::default())?;
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..8)
@@ -165,7 +170,7 @@ fn build(data: &Path, tenants: usize) -> anyhow::Result<()> {
 
 fn seed(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let now = crate::shop::now_utc();
+    let now = tarn::shop::now_utc();
     for (i, p) in PRODUCTS.iter().enumerate() {
         tx.execute(
             "INSERT INTO products (name, name_key, unit, price, stock, low_stock_at, created_at)
@@ -195,7 +200,7 @@ fn seed(conn: &mut Connection) -> rusqlite::Result<()> {
             )?;
         }
     }
-    crate::tenant::session::record(&tx, "seed")?;
+    tarn::tenant::session::record(&tx, "seed")?;
     tx.commit()
 }
 
@@ -236,7 +241,7 @@ impl Server {
     }
 
     fn rss(&self) -> u64 {
-        crate::system::rss_bytes(self.child.id()).unwrap_or(0)
+        tarn::system::rss_bytes(self.child.id()).unwrap_or(0)
     }
 
     fn stop(mut self) -> anyhow::Result<()> {
@@ -356,7 +361,7 @@ async fn post_message(client: &reqwest::Client, base: &str, m: &Msg, i: usize) -
 async fn post_update(
     client: &reqwest::Client,
     base: &str,
-    fake: &FakeBot,
+    fake: &BotApi,
     m: &Msg,
     i: usize,
     ack_us: &mut Vec<u64>,
@@ -364,7 +369,7 @@ async fn post_update(
     let (text, _) = m.text();
     let bot = BOT_BASE + m.tenant as u64;
     let chat = m.chat(i);
-    let secret = fake.secrets.get(&bot)?.clone();
+    let secret = fake.secret(bot)?;
     // Telegram's update ids fit in a u32; this run's nonce keeps a reused data dir's inbox
     // from taking them for redeliveries.
     let update_id = (nonce() % 4_000) * 1_000_000 + (i % 1_000_000) as i64;
@@ -373,12 +378,8 @@ async fn post_update(
         "from": {"id": chat, "is_bot": false, "first_name": "Staff"},
         "chat": {"id": chat, "type": "private", "first_name": "Staff"},
         "text": text}});
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let rx = fake.expect_reply(bot, chat);
     let sent = Instant::now();
-    fake.waiting
-        .entry((bot, chat))
-        .or_default()
-        .push_back((sent, tx));
     let ok = client
         .post(format!("{base}/webhooks/telegram/{}", tenant_id(m.tenant)))
         .header("x-telegram-bot-api-secret-token", secret)
@@ -389,7 +390,7 @@ async fn post_update(
     ack_us.push(sent.elapsed().as_micros() as u64);
     if !ok {
         // No reply will come for it.
-        fake.waiting.get_mut(&(bot, chat))?.pop_back();
+        fake.forget_expected(bot, chat);
         return None;
     }
     match tokio::time::timeout(REPLY_WAIT, rx).await {
@@ -401,105 +402,11 @@ async fn post_update(
 /// How long a webhook client waits for a reply before counting it missing.
 const REPLY_WAIT: Duration = Duration::from_secs(30);
 
-/// An update waiting for its reply: when it was posted, and whom to tell.
-type Asked = (Instant, tokio::sync::oneshot::Sender<()>);
-
-/// A local stand-in for the Telegram Bot API: answers getMe and setWebhook for any bench
-/// bot, keeps each bot's webhook secret, and times each sendMessage against the update
-/// that asked for it.
-#[derive(Default)]
-struct FakeBot {
-    base: String,
-    secrets: dashmap::DashMap<u64, String>,
-    waiting: dashmap::DashMap<(u64, i64), std::collections::VecDeque<Asked>>,
-    e2e_us: std::sync::Mutex<Vec<u64>>,
-    replies: AtomicU64,
-    unexpected: AtomicU64,
-    last_reply: std::sync::Mutex<Option<Instant>>,
-}
-
-impl FakeBot {
-    async fn start() -> anyhow::Result<Arc<FakeBot>> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let fake = Arc::new(FakeBot {
-            base: format!("http://{}", listener.local_addr()?),
-            ..FakeBot::default()
-        });
-        let app = axum::Router::new()
-            .route("/{bot}/{method}", axum::routing::post(bot_api))
-            .with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Ok(fake)
-    }
-}
-
-async fn bot_api(
-    axum::extract::State(fake): axum::extract::State<Arc<FakeBot>>,
-    axum::extract::Path((bot, method)): axum::extract::Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> axum::Json<serde_json::Value> {
-    use serde_json::json;
-    let id: u64 = bot
-        .strip_prefix("bot")
-        .and_then(|t| t.split(':').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let result = match method.to_lowercase().as_str() {
-        "getme" => {
-            json!({"id": id, "is_bot": true, "first_name": "Bench", "username": format!("bench{id}_bot"),
-            "can_join_groups": true, "can_read_all_group_messages": false, "supports_inline_queries": false,
-            "can_connect_to_business": false, "has_main_web_app": false})
-        }
-        "setwebhook" => {
-            if let Some(secret) = form_field(&body, "secret_token") {
-                fake.secrets.insert(id, secret);
-            }
-            json!(true)
-        }
-        "sendmessage" => {
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let chat = v["chat_id"].as_i64().unwrap_or(0);
-            let asked = fake
-                .waiting
-                .get_mut(&(id, chat))
-                .and_then(|mut q| q.pop_front());
-            match asked {
-                Some((at, done)) => {
-                    fake.e2e_us
-                        .lock()
-                        .expect("no panic")
-                        .push(at.elapsed().as_micros() as u64);
-                    let _ = done.send(());
-                    fake.replies.fetch_add(1, Ordering::Relaxed);
-                    *fake.last_reply.lock().expect("no panic") = Some(Instant::now());
-                }
-                None => {
-                    fake.unexpected.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            json!({"message_id": 1, "date": 1763800000,
-                "chat": {"id": chat, "type": "private", "first_name": "Staff"}, "text": v["text"]})
-        }
-        _ => json!(true),
-    };
-    axum::Json(json!({"ok": true, "result": result}))
-}
-
-/// A text field of a multipart/form-data body (teloxide sends setWebhook that way).
-fn form_field(body: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(body);
-    let at = text.find(&format!("name=\"{name}\""))?;
-    let rest = &text[at..];
-    let value = &rest[rest.find("\r\n\r\n")? + 4..];
-    let value = &value[..value.find("\r\n")?];
-    Some(value.trim_matches('"').to_owned())
-}
-
 /// Binds a bot on the stand-in to each active tenant, `concurrency` at a time.
 async fn bind_bots(
     client: &reqwest::Client,
     base: &str,
-    fake: &FakeBot,
+    fake: &BotApi,
     active: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
@@ -532,10 +439,10 @@ async fn bind_bots(
     while let Some(done) = binds.join_next().await {
         done??;
     }
-    if fake.secrets.len() < active {
+    if fake.bots_with_secrets() < active {
         bail!(
             "only {} of {active} bots got a webhook secret",
-            fake.secrets.len()
+            fake.bots_with_secrets()
         );
     }
     Ok(())
@@ -615,10 +522,10 @@ pub struct WebhookReport {
 }
 
 /// Waits until every accepted update has its reply, or 30 s pass without a new one.
-async fn wait_for_replies(fake: &FakeBot, acked: u64, started: Instant) -> WebhookReport {
-    let mut seen = (fake.replies.load(Ordering::Relaxed), Instant::now());
+async fn wait_for_replies(fake: &BotApi, acked: u64, started: Instant) -> WebhookReport {
+    let mut seen = (fake.reply_counts().0, Instant::now());
     loop {
-        let now = fake.replies.load(Ordering::Relaxed);
+        let now = fake.reply_counts().0;
         if now >= acked {
             break;
         }
@@ -629,13 +536,13 @@ async fn wait_for_replies(fake: &FakeBot, acked: u64, started: Instant) -> Webho
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let replies = fake.replies.load(Ordering::Relaxed);
-    let last = fake.last_reply.lock().expect("no panic").unwrap_or(started);
-    let e2e = std::mem::take(&mut *fake.e2e_us.lock().expect("no panic"));
+    let (replies, unexpected, last) = fake.reply_counts();
+    let last = last.unwrap_or(started);
+    let e2e = fake.take_e2e_us();
     WebhookReport {
         replies,
         missing: acked.saturating_sub(replies),
-        unexpected: fake.unexpected.load(Ordering::Relaxed),
+        unexpected,
         end_to_end: latency(e2e),
         replies_per_sec: (replies as f64 / (last - started).as_secs_f64().max(1e-9)).round(),
     }
@@ -711,7 +618,7 @@ fn run_in(data: &Path, args: &BenchArgs) -> anyhow::Result<Report> {
     let (mut report, server) = rt.block_on(async {
         let empty = empty_server_rss(&data.with_extension("empty"), args).await?;
         let fake = match args.webhook {
-            true => Some(FakeBot::start().await?),
+            true => Some(Arc::new(BotApi::start().await?)),
             false => None,
         };
         let server = start_up(data, args, fake.as_ref().map(|f| f.base.as_str())).await?;
@@ -731,7 +638,7 @@ async fn drive(
     server: Server,
     plan: Arc<Vec<Msg>>,
     args: &BenchArgs,
-    fake: Option<Arc<FakeBot>>,
+    fake: Option<Arc<BotApi>>,
 ) -> anyhow::Result<(Report, Server)> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
@@ -749,7 +656,7 @@ async fn drive(
         let peak = peak.clone();
         tokio::spawn(async move {
             loop {
-                if let Some(r) = crate::system::rss_bytes(pid) {
+                if let Some(r) = tarn::system::rss_bytes(pid) {
                     peak.fetch_max(r, Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -758,12 +665,12 @@ async fn drive(
     };
     let cpu = || {
         (
-            crate::system::cpu_seconds(pid).unwrap_or(0.0),
-            crate::system::cpu_seconds(std::process::id()).unwrap_or(0.0),
+            tarn::system::cpu_seconds(pid).unwrap_or(0.0),
+            tarn::system::cpu_seconds(std::process::id()).unwrap_or(0.0),
         )
     };
     let cpu_start = cpu();
-    let written = || crate::system::written_bytes(pid).unwrap_or((0, 0));
+    let written = || tarn::system::written_bytes(pid).unwrap_or((0, 0));
     let written_start = written();
     let deadline = args
         .duration
@@ -946,7 +853,7 @@ fn raw_one(conn: &mut Connection, m: &Msg, i: usize) -> rusqlite::Result<()> {
     if seen {
         return Ok(());
     }
-    let now = crate::shop::now_utc();
+    let now = tarn::shop::now_utc();
     let p = PRODUCTS[m.product];
     match m.kind {
         Kind::Sale | Kind::Restock => {
@@ -967,7 +874,7 @@ fn raw_one(conn: &mut Connection, m: &Msg, i: usize) -> rusqlite::Result<()> {
                      VALUES (?3, ?1, 1000, ?2, ?2)",
                     params![id, price, sale],
                 )?;
-                crate::shop::report::count_sale(&tx, sale, 1)?;
+                tarn::shop::report::count_sale(&tx, sale, 1)?;
             }
             tx.exec(
                 "UPDATE products SET stock = stock + ?2 WHERE id = ?1",
@@ -994,9 +901,9 @@ fn raw_one(conn: &mut Connection, m: &Msg, i: usize) -> rusqlite::Result<()> {
             )?;
         }
         Kind::Report => {
-            let settings = crate::shop::load_settings(&tx)?;
-            let today = crate::shop::report::local_today(&settings);
-            crate::shop::report::summary(&tx, &settings, None, today, today)
+            let settings = tarn::shop::load_settings(&tx)?;
+            let today = tarn::shop::report::local_today(&settings);
+            tarn::shop::report::summary(&tx, &settings, None, today, today)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
         }
     }

@@ -6,65 +6,91 @@
 //! tenant pool. Three flows run through the modules:
 //!
 //! 1. **message in -> action -> reply**: a Telegram / WhatsApp webhook -> [`channel`]
-//!    (verify, store in the inbox, per-chat worker, identity) — or `POST /v1/tenants/{t}/messages`
-//!    or `tarn chat` -> [`message`]: [`parser`], then [`llm`] when unsure -> [`executor`]:
-//!    [`action`] (checks, role, name resolution) -> fixed SQL of [`shop`] in one transaction
-//!    with the journal, the message log and (for channels) the inbox "done" and the outbox
-//!    reply -> [`channel`] sender.
+//!    (verify and decode) -> [`mail`] stores it in the inbox -> a [`channel`] worker (in
+//!    the webhook's own trip when the chat is free) -> [`message`]: [`parser`], then [`llm`]
+//!    when unsure -> [`executor`]: [`action`] (checks, role, name resolution) -> fixed SQL of
+//!    [`shop`] in one transaction with the journal, the message log, the inbox row's "done"
+//!    and the reply queued in the outbox ([`mail::inbox::finish`]). The commit itself posts
+//!    the tenant ([`mail::Mail`], through the pool's commit listener) -> the [`channel`]
+//!    sender sends and records it. `POST /v1/tenants/{t}/messages` and `tarn chat` enter at
+//!    [`message`] (no inbox, no reply row).
 //! 2. **schedule -> job -> message out**: [`scheduler`] ticker (one loop, not a timer per
-//!    tenant) claims due rows of the schedule index in [`control`] -> job on the tenant's
-//!    file ([`scheduler::job`], reading [`shop`]; the weekly chart drawn in memory; an
-//!    optional [`llm`] narrative, text only) -> outbox rows and the slot's marker in one
-//!    transaction -> [`channel`] sender (photo / image for charts). Housekeeping (idle
+//!    tenant) claims due rows of the schedule index in [`control`] (policy: [`schedule`]) ->
+//!    job on the tenant's file ([`scheduler::job`], reading [`shop`]; the weekly chart drawn
+//!    in memory; an optional [`llm`] narrative, text only) -> outbox rows
+//!    ([`mail::outbox::enqueue`]) and the slot's marker in one transaction -> the commit
+//!    posts the tenant -> [`channel`] sender (photo / image for charts). Housekeeping (idle
 //!    sweep, WAL checkpoints, retention) runs on tokio-cron-scheduler.
 //! 3. **admin API -> tenant store**: [`http`] (auth, JSON errors, the OpenAPI document built
 //!    from the handlers' types) -> [`store`] (registry and trash in [`control`] kept in step
 //!    with the files in [`tenant`]); shop routes -> [`shop`] and [`executor`].
 //!
+//! Floors, bottom up, as `farm-studio look` draws them (a module imports only from floors
+//! below it: no import runs up, no circles): `action`, `clock`, `config`, `system`,
+//! `tenant` -> `control`, `parser` -> `schedule`, `mail`, `shop`, `sync`, `replica`, `llm`
+//! -> `store`, `backup`, `executor`, `telemetry` -> `message`, `demo`, `token`, `trash` ->
+//! `channel`, `scheduler`, `chat`, `eval` -> `http` -> `app` -> `cli`; the binary adds
+//! `main` and `bench`.
+//!
 //! | module | owns |
 //! |---|---|
-//! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool, change capture for sync (`session`: the synced tables, the preupdate and commit hooks, the per-tenant bell; `changeset`: SQLite's changeset format) |
-//! | [`control`] | `_control.db`: tenant registry, the trash list, device keys, channel bindings, pending work, schedule index and run ledger, replica lineages (`lineage`) |
-//! | [`store`] | tenant lifecycle: create, delete to trash, restore, purge, keys, migrate-all |
+//! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool (with its `Watcher` of opens and closes and its commit listener), change capture for sync (`session`: the synced tables, the preupdate, commit and WAL hooks, the per-tenant bell; `changeset`: SQLite's changeset format) |
+//! | [`control`] | `_control.db`: tenant registry, the trash list, device keys, channel bindings (cached in the handle), pending work, schedule index and run ledger, replica lineages (`lineage`) |
+//! | [`schedule`] | scheduling policy, no IO: job kinds, cron math, default schedules, checking changes, typed run status and trigger |
+//! | [`store`] | tenant lifecycle: create, delete to trash, restore, keys, migrate-all |
 //! | [`trash`] | purging trashed copies for good: their replicas in the bucket, then their files (by hand or past retention) |
 //! | [`sync`] | the owner's-app sync feed: snapshot, changes by `(epoch, seq)`, retention (capture itself is `tenant::session`) |
 //! | [`action`] | `enum Action` (the contract), exact decimals, the books' bounds, roles, name matching — no IO |
 //! | [`parser`] | text -> `Action` with a confidence (`text`: tokens and numbers, `phrase`: who did what, `guard`: a write with a word or number it cannot place is not sure) — no IO |
-//! | [`llm`] | the OpenAI-compatible LLM client (structured output, repair, breaker) |
+//! | [`llm`] | the OpenAI-compatible LLM client (structured output, repair, breaker), its settings from the flags |
+//! | [`mail`] | each tenant file's inbox and outbox, and the "tenant has mail" signal (posted by the commit that queues a row; marked in `control` for restarts) |
 //! | [`message`] | routing: built-in parser, LLM when unsure and configured, grounding (numbers and names), executor |
 //! | [`eval`] | `tarn eval`: labelled messages routed as the server would, scored |
 //! | [`executor`] | one message in one transaction: idempotency, checks, SQL (`apply`, `order`, built on the shared `step`s), journal, `undo`, `proposal` (an unsure write waits for a yes) |
-//! | [`shop`] | tenant-db queries: settings, staff and join codes, catalog, reports, message log |
-//! | [`channel`] | Telegram and WhatsApp: webhooks, inbox, workers, identities, outbox sender |
-//! | [`scheduler`] | cron math (no IO), the ticker, job kinds, weekly chart, housekeeping |
+//! | [`shop`] | tenant-db queries: settings, staff, identities and join codes, catalog, reports (and stored job reports), message log |
+//! | [`channel`] | transport: Telegram and WhatsApp decode/verify and send behind one `Account`, the inbox `worker`s, the outbox `sender`, `pacing` |
+//! | [`scheduler`] | the ticker, the job runners (`job`), weekly chart, housekeeping |
 //! | [`chat`], [`demo`] | the terminal REPL and the demo tenant |
 //! | [`http`] | axum router, auth extractors, the one `ApiError` |
-//! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown |
+//! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown (the chat runtime drains) |
 //! | [`cli`] | offline `tarn tenant …` / `tarn migrate …` / `tarn backup`, `restore`, `check` |
 //! | [`backup`] | consistent snapshots (online backup API), restore, integrity checks |
 //! | [`replica`] | continuous replication: the supervised `litestream` child, its control socket (register on open, final sync and unregister on close, via the pool's `Watcher`), each file under its current lineage, health, tarn's own bucket reads and deletes (`bucket`), restore out of the bucket and upload of restored files (`restore`) |
-//! | [`bench`] | `tarn bench`: the load harness against a `tarn serve` child (HTTP or Telegram webhooks with a Bot API stand-in), raw baseline |
-//! | [`config`], [`token`], [`telemetry`], [`system`] | flags/env, the operator token, logs/metrics, OS readings |
+//! | [`clock`], [`config`], [`token`], [`telemetry`], [`system`] | the one timestamp format, flags/env (a leaf), the operator token, logs/metrics, OS readings |
+//!
+//! `tarn bench` (the load harness, with the Bot API stand-in the tests share) is a module of
+//! the binary only (`src/bench/`), not of this library.
+//!
+//! # Who writes each tenant table
+//!
+//! | tables | written by | read by |
+//! |---|---|---|
+//! | `settings`, `staff`, `identities`, `join_codes`, `products`, `product_aliases`, `customers` | [`shop`] (and [`executor`]'s steps for chat actions) | [`shop`], [`executor`], [`channel`] worker (identities via `shop::staff::identify`) |
+//! | `sales`, `sale_items`, `sales_hourly`, `stock_movements`, `payments`, `expenses`, `orders`, `order_items` | [`executor`] (`step`, `apply`, `order`, `undo`) | [`shop`] reports |
+//! | `journal`, `message_log` | [`executor`] | [`executor`] (undo, idempotency), [`shop`] (message log) |
+//! | `inbox`, `outbox` | [`mail`] only (the executor and the jobs call `mail::inbox::finish` / `mail::outbox::enqueue` inside their transactions) | [`mail`] |
+//! | `job_runs`, `reports` | [`scheduler::job`] | [`scheduler::job`], [`shop::report`] |
+//! | `schedules` (the app's mirror of the control db's index) | [`sync`] | [`sync`] |
+//! | `sync_log`, `sync_state` | [`tenant::session`] (capture), [`sync`] (retention) | [`sync`] |
 //!
 //! # Rules between modules
 //!
-//! - `tenant` imports nothing from `http`, `channel`, `parser`, `shop` or `store`; `control`
-//!   only from `tenant`. Data flows one way: `http`/`cli` -> `message`/`executor`/`store`
-//!   -> `shop`, `control` -> `tenant`.
-//! - `action` and `parser` do no IO (the tenant's names reach the parser as a `Lexicon`);
-//!   `executor` and `shop` run only their own fixed, parameterized SQL — no SQL text ever
-//!   comes from a parser, the LLM or a user.
+//! - `tenant` imports nothing above it; `control` only from `tenant`. Data flows one way:
+//!   `http`/`cli` -> `message`/`executor`/`store` -> `shop`, `mail`, `control` -> `tenant`.
+//! - `action`, `parser` and `schedule` do no IO (the tenant's names reach the parser as a
+//!   `Lexicon`); `executor`, `shop` and `mail` run only their own fixed, parameterized SQL —
+//!   no SQL text ever comes from a parser, the LLM or a user.
+//! - Nobody calls the chat runtime to say there is mail: queuing an outbox row is the signal.
 //! - Every rusqlite call runs on the blocking pool (`tenant::pool::blocking`), never on the
 //!   async runtime.
 //! - A tenant id becomes a path only as a validated `TenantId`, through `tenant::Layout`; every
 //!   file and folder under the data dir is created private (0600 / 0700).
 //! - Every figure written to the books is within `action::MAX_MONEY` / `MAX_STOCK`, checked
 //!   before the write; beyond is a refusal, never a wrapped or rounded number.
-//! - `replica` imports only `tenant` and `control` (the pool tells it of opens and closes
-//!   through `tenant::pool::Watcher`; the registry tells it each file's lineage); `app`
-//!   wires them, `cli` restores through it, `trash` removes a purged copy's replicas.
-//! - `action`, `parser`, `scheduler::cron` and `scheduler::chart` do no IO; a job's effects
-//!   commit with its `job_runs` marker, so no slot sends twice.
+//! - `replica` imports only `tenant`, `control` and `config` (the pool tells it of opens and
+//!   closes through `tenant::pool::Watcher`; the registry tells it each file's lineage);
+//!   `app` wires them, `cli` restores through it, `trash` removes a purged copy's replicas.
+//! - A job's effects commit with its `job_runs` marker, so no slot sends twice.
 
 pub mod action;
 pub mod app;

@@ -47,7 +47,7 @@ pub enum Input {
 pub struct Request {
     /// The idempotency key: the same key twice applies once.
     pub inbound_id: Option<String>,
-    /// Where it came from (`http`, later `telegram`, `whatsapp`).
+    /// Where it came from (`http`, `cli`, `telegram`, `whatsapp`), as logged.
     pub channel: String,
     /// Staff name or id; the shop's owner (`shop::staff::default_owner`) when absent.
     pub sender: Option<String>,

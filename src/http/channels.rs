@@ -1,6 +1,7 @@
-//! Channel routes: binding a Telegram bot to a tenant, and the Telegram webhook.
-//! Invariants: the webhook checks the secret token in constant time and stores the update
-//! before answering 200; tokens are never echoed back.
+//! Channel routes: binding a Telegram bot or a WhatsApp number to a tenant, and both
+//! webhooks. Invariants: a webhook checks its secret (Telegram's token, WhatsApp's
+//! signature) in constant time and stores the update before answering 200; tokens are never
+//! echoed back; a steady-state webhook finds its binding in the control handle's cache.
 
 use super::AppState;
 use super::auth::TenantAccess;

@@ -1,7 +1,8 @@
 //! The server's own housekeeping on tokio-cron-scheduler: closing idle tenants, WAL
-//! checkpoints of the open ones with pruning of old inbox/outbox rows, pruning of the run
-//! ledger, and purging trashed copies (and their replicas) past retention. Invariant: it only touches tenants already open (never opens one from disk)
-//! and never counts as a use of a tenant, so it cannot keep one from idling out.
+//! checkpoints of the open ones with pruning of old inbox/outbox rows (`mail::prune`) and
+//! of the sync log, pruning of the run ledger, and purging trashed copies (and their
+//! replicas) past retention. Invariant: it only touches tenants already open (never opens
+//! one from disk) and never counts as a use of a tenant, so it cannot keep one from idling.
 
 use crate::store::Store;
 use crate::tenant::StoreError;

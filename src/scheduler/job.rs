@@ -1,7 +1,7 @@
-//! The job kinds and what each one does to a tenant's file: read the shop, compose the
-//! messages for the right chats and queue them in the outbox. Invariant: a slot's effects
-//! (outbox rows, low-stock flags, the stored report) commit in one transaction together
-//! with its `job_runs` marker, so running a slot again never sends twice.
+//! What each job kind does to a tenant's file: read the shop, compose the messages for the
+//! right chats and queue them in the outbox (`mail::outbox::enqueue`, which is itself the
+//! sender's signal). Invariant: a slot's effects (outbox rows, low-stock flags, the stored
+//! report) commit in one transaction with its `job_runs` marker, so a slot never sends twice.
 
 use crate::action::{Dec, Role, fmt_money, fmt_qty, fmt_units};
 use crate::mail::Provider;

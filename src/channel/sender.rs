@@ -121,8 +121,7 @@ impl Channels {
         let mut chats_done = std::collections::HashSet::new();
         let mut wait: Option<Duration> = None;
         let mut later = |d: Duration| wait = Some(wait.map_or(d, |w| w.min(d)));
-        let mut sends = tokio::task::JoinSet::new();
-        let permits = Arc::new(tokio::sync::Semaphore::new(SEND_CONCURRENCY));
+        let mut to_send = Vec::new();
         let mut unbound = Vec::new();
         for row in rows {
             // Only a chat's oldest pending message may go (a delayed one holds the rest
@@ -164,12 +163,7 @@ impl Channels {
                 later(Duration::from_millis(100));
                 continue;
             }
-            let (me, t) = (self.clone(), tenant.clone());
-            let permit = permits.clone().acquire_owned().await.expect("never closed");
-            sends.spawn(async move {
-                let _permit = permit;
-                me.send_row(&t, &account, row).await
-            });
+            to_send.push((account, row));
         }
         let mut outcomes: Vec<Sent> = unbound
             .into_iter()
@@ -181,14 +175,11 @@ impl Channels {
                 (row, 0, Err(SendError::Unreachable(why)))
             })
             .collect();
-        let sent_any = !sends.is_empty();
-        while let Some(done) = sends.join_next().await {
+        let sent_any = !to_send.is_empty();
+        for done in self.send_rows(tenant, to_send).await {
             match done {
-                Ok(Ok(sent)) => outcomes.push(sent),
-                Ok(Err(e)) => {
-                    tracing::error!(tenant = %tenant, error = %e, "recording a part failed")
-                }
-                Err(e) => tracing::error!(tenant = %tenant, error = %e, "a send task failed"),
+                Ok(sent) => outcomes.push(sent),
+                Err(e) => tracing::error!(tenant = %tenant, error = %e, "a send failed to record"),
             }
         }
         if outcomes.iter().any(|(_, _, r)| r.is_err()) {
@@ -201,6 +192,38 @@ impl Channels {
             wait,
             next,
         })
+    }
+
+    /// Sends rows side by side (at most `SEND_CONCURRENCY` at once); one row, in this task.
+    async fn send_rows(
+        &self,
+        tenant: &TenantId,
+        rows: Vec<(Arc<Account>, OutRow)>,
+    ) -> Vec<Result<Sent, ChannelError>> {
+        if rows.len() <= 1 {
+            let mut out = Vec::new();
+            for (account, row) in rows {
+                out.push(self.send_row(tenant, &account, row).await);
+            }
+            return out;
+        }
+        let permits = Arc::new(tokio::sync::Semaphore::new(SEND_CONCURRENCY));
+        let mut sends = tokio::task::JoinSet::new();
+        for (account, row) in rows {
+            let (me, t) = (self.clone(), tenant.clone());
+            let permit = permits.clone().acquire_owned().await.expect("never closed");
+            sends.spawn(async move {
+                let _permit = permit;
+                me.send_row(&t, &account, row).await
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = sends.join_next().await {
+            out.push(done.unwrap_or_else(|e| {
+                Err(ChannelError::Provider(format!("a send task failed: {e}")))
+            }));
+        }
+        out
     }
 
     /// The tenant's account of `provider`, if one is bound.

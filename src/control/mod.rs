@@ -380,12 +380,7 @@ impl ControlDb {
                 b.channel
             )));
         }
-        let _writing = self
-            .binding_writes
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        self.bindings.clear();
-        self.bindings_by_key.clear();
+        let _writing = self.forget_bindings();
         conn.exec(
             "INSERT INTO channel_bindings (tenant_id, channel, key, token, secret, username, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -395,6 +390,17 @@ impl ControlDb {
             params![b.tenant.as_str(), b.channel, b.key, b.token, b.secret, b.username, b.created_at],
         )?;
         Ok(())
+    }
+
+    /// Empties the binding caches for a write, holding them empty until the guard drops.
+    fn forget_bindings(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        let writing = self
+            .binding_writes
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        self.bindings.clear();
+        self.bindings_by_key.clear();
+        writing
     }
 
     /// The tenant's binding of `channel`.
@@ -465,12 +471,7 @@ impl ControlDb {
     /// Removes a binding; whether there was one.
     pub fn delete_binding(&self, tenant: &TenantId, channel: &str) -> Result<bool, StoreError> {
         let conn = self.conn()?;
-        let _writing = self
-            .binding_writes
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        self.bindings.clear();
-        self.bindings_by_key.clear();
+        let _writing = self.forget_bindings();
         Ok(conn.exec(
             "DELETE FROM channel_bindings WHERE tenant_id = ?1 AND channel = ?2",
             params![tenant.as_str(), channel],

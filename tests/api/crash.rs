@@ -343,62 +343,17 @@ async fn kill_9_under_load_applies_every_message_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_telegram_webhooks_answers_every_update() {
     let _alone = crate::helpers::MACHINE.lock().await;
-    use crate::telegram::{TOKEN, fake_bot, text_update};
+    use crate::telegram::{fake_bot, text_update};
     const CHATS: i64 = 20;
     const PER_CHAT: i64 = 15;
     let fake = fake_bot().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(
-        dir.path(),
-        &[
-            ("TARN_TELEGRAM_API_URL", fake.base.as_str()),
-            ("TARN_PUBLIC_URL", "https://tarn.example"),
-        ],
-    )
-    .await;
+    let (mut server, secret) = telegram_shop(dir.path(), &fake, &[]).await;
     let client = reqwest::Client::new();
-    let base0 = server.base.clone();
-    let post = |path: String, body: Value| {
-        let (client, base) = (client.clone(), base0.clone());
-        async move {
-            let r = client
-                .post(format!("{base}{path}"))
-                .bearer_auth(ADMIN)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "{path}: {}", r.status());
-            r.json::<Value>().await.unwrap()
-        }
-    };
-    post("/v1/tenants".into(), json!({"id": "tg", "name": "tg"})).await;
-    post(
-        "/v1/tenants/tg/products".into(),
-        json!({"name": "Rice", "price": 2, "stock": 100_000}),
-    )
-    .await;
     let mut codes = Vec::new();
     for c in 0..CHATS {
-        let staff = post(
-            "/v1/tenants/tg/staff".into(),
-            json!({"name": format!("Clerk{c}"), "role": "staff"}),
-        )
-        .await;
-        codes.push(staff["join_code"].as_str().unwrap().to_owned());
+        codes.push(new_clerk(&client, &server.base, c).await);
     }
-    let r = client
-        .put(format!("{}/v1/tenants/tg/channels/telegram", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"bot_token": TOKEN}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    let secret = fake.call("setwebhook").unwrap()["secret_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
 
     // Every update: 20 joins, then 15 sales from each chat.
     let mut updates: Vec<Value> = (0..CHATS)
@@ -537,50 +492,13 @@ async fn kill_9_during_telegram_webhooks_answers_every_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_during_a_burst_of_webhooks_drains_every_reply() {
     let _alone = crate::helpers::MACHINE.lock().await;
-    use crate::telegram::{TOKEN, fake_bot, text_update};
+    use crate::telegram::{fake_bot, text_update};
     const CHATS: i64 = 10;
     const PER_CHAT: i64 = 40;
     let fake = fake_bot().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(
-        dir.path(),
-        &[
-            ("TARN_TELEGRAM_API_URL", fake.base.as_str()),
-            ("TARN_PUBLIC_URL", "https://tarn.example"),
-            ("TARN_CHAT_GAP_MS", "0"),
-        ],
-    )
-    .await;
+    let (mut server, secret) = telegram_shop(dir.path(), &fake, &[("TARN_CHAT_GAP_MS", "0")]).await;
     let client = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        let req = client
-            .post(format!("{}{path}", server.base))
-            .bearer_auth(ADMIN)
-            .json(&body);
-        async move {
-            let r = req.send().await.unwrap();
-            assert!(r.status().is_success(), "{}", r.status());
-            r.json::<Value>().await.unwrap()
-        }
-    };
-    post("/v1/tenants", json!({"id": "tg", "name": "tg"})).await;
-    post(
-        "/v1/tenants/tg/products",
-        json!({"name": "Rice", "price": 2, "stock": 100_000}),
-    )
-    .await;
-    let r = client
-        .put(format!("{}/v1/tenants/tg/channels/telegram", server.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"bot_token": TOKEN}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    let secret = fake.call("setwebhook").unwrap()["secret_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let url = format!("{}/webhooks/telegram/tg", server.base);
     let send = {
         let client = client.clone();
@@ -594,12 +512,7 @@ async fn sigterm_during_a_burst_of_webhooks_drains_every_reply() {
         }
     };
     for c in 0..CHATS {
-        let staff = post(
-            "/v1/tenants/tg/staff",
-            json!({"name": format!("Clerk{c}"), "role": "staff"}),
-        )
-        .await;
-        let code = staff["join_code"].as_str().unwrap();
+        let code = new_clerk(&client, &server.base, c).await;
         assert!(
             send(text_update(
                 c + 1,
@@ -664,4 +577,59 @@ async fn sigterm_during_a_burst_of_webhooks_drains_every_reply() {
         CHATS + stored_sales,
         "one reply per stored update, each sent before the stop"
     );
+}
+
+/// A server (with the Bot API stand-in) holding tenant `tg`, Rice with 100,000 in stock and
+/// the stand-in's bot bound; and the webhook secret the bot was given.
+async fn telegram_shop(
+    dir: &Path,
+    fake: &crate::telegram::FakeBot,
+    extra: &[(&str, &str)],
+) -> (Server, String) {
+    let mut env = vec![
+        ("TARN_TELEGRAM_API_URL", fake.base.as_str()),
+        ("TARN_PUBLIC_URL", "https://tarn.example"),
+    ];
+    env.extend_from_slice(extra);
+    let server = Server::start(dir, &env).await;
+    let client = reqwest::Client::new();
+    let admin = |req: reqwest::RequestBuilder, body: Value| async move {
+        let r = req.bearer_auth(ADMIN).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    };
+    let base = &server.base;
+    admin(
+        client.post(format!("{base}/v1/tenants")),
+        json!({"id": "tg", "name": "tg"}),
+    )
+    .await;
+    admin(
+        client.post(format!("{base}/v1/tenants/tg/products")),
+        json!({"name": "Rice", "price": 2, "stock": 100_000}),
+    )
+    .await;
+    admin(
+        client.put(format!("{base}/v1/tenants/tg/channels/telegram")),
+        json!({"bot_token": crate::telegram::TOKEN}),
+    )
+    .await;
+    let secret = fake.call("setwebhook").unwrap()["secret_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (server, secret)
+}
+
+/// A new staff member `Clerk<c>` of `tg`; their join code.
+async fn new_clerk(client: &reqwest::Client, base: &str, c: i64) -> String {
+    let r = client
+        .post(format!("{base}/v1/tenants/tg/staff"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": format!("Clerk{c}"), "role": "staff"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let staff: Value = r.json().await.unwrap();
+    staff["join_code"].as_str().unwrap().to_owned()
 }

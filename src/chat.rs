@@ -4,7 +4,7 @@
 //! id (`cli:<session>:<n>`), so a line is never applied twice; it works beside a running
 //! server (SQLite serializes the writes).
 
-use crate::executor::{self, Input, Request, Status};
+use crate::executor::{self, Input, Origin, Request, Status};
 use crate::llm::LlmClient;
 use crate::store::Store;
 use crate::tenant::TenantId;
@@ -53,7 +53,7 @@ pub fn repl(
         if !text.is_empty() {
             let req = Request {
                 inbound_id: Some(format!("cli:{session}:{n}")),
-                channel: "cli".into(),
+                channel: Origin::Cli,
                 sender: Some(sender.to_owned()),
                 ceiling: None,
                 input: Input::Text(text.to_owned()),

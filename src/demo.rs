@@ -1,7 +1,7 @@
 //! The `demo` tenant of `tarn serve --demo`: a small shop to try tarn with no chat app.
 //! Invariant: created once; an existing `demo` tenant is left as it is.
 
-use crate::executor::{self, Input, Request};
+use crate::executor::{self, Input, Origin, Request};
 use crate::shop::{self, ExecError, catalog, staff};
 use crate::store::{Created, NewTenant, Store};
 use crate::tenant::{TenantId, session};
@@ -34,7 +34,7 @@ pub fn ensure(store: &Store) -> Result<Option<Created>, ExecError> {
     ] {
         let req = Request {
             inbound_id: Some(format!("demo-seed-{name}")),
-            channel: "demo".into(),
+            channel: Origin::Demo,
             sender: None,
             ceiling: None,
             input: Input::Action(json!({

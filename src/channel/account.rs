@@ -75,12 +75,14 @@ impl Account {
                     caption,
                 )
                 .await;
-                match sent {
+                match (sent, &wa.template) {
                     // Outside the window an image cannot go; the template can.
-                    Err(SendError::OutsideWindow(_)) if wa.template.is_some() => {
-                        wa.send_text(chat, caption).await
+                    (Err(SendError::OutsideWindow(_)), Some(template)) => {
+                        let (http, api, id, token) =
+                            (&wa.http, &wa.api, &wa.phone_number_id, &wa.token);
+                        whatsapp::send(http, api, id, token, chat, caption, Some(template)).await
                     }
-                    r => r,
+                    (r, _) => r,
                 }
             }
         }

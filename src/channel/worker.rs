@@ -4,7 +4,7 @@
 //! the action's effects, when there are some); a failed row stays pending and is retried.
 
 use super::{ChannelError, Channels};
-use crate::executor::{ExecError, Input, Request};
+use crate::executor::{ExecError, Input, Origin, Request};
 use crate::mail::inbox::ReplyTo;
 use crate::mail::inbox::{self, Pending};
 use crate::message::{self, FirstStep};
@@ -189,7 +189,7 @@ pub(super) fn next_row(
             let to = row.reply_to();
             let req = Request {
                 inbound_id: Some(row.update_key.clone()),
-                channel: row.provider.as_str().to_owned(),
+                channel: Origin::Chat(row.provider),
                 sender: Some(staff.to_string()),
                 ceiling: None,
                 input: Input::Text(row.text.clone()),

@@ -15,6 +15,7 @@ pub use undo::UNDO_WINDOW_MS;
 pub use crate::shop::ExecError;
 
 use crate::action::{Action, Role};
+use crate::mail::Provider;
 use crate::mail::inbox::{self, ReplyTo};
 use crate::parser::{self, Source};
 use crate::shop::{self, ShopSettings, Staff};
@@ -47,8 +48,8 @@ pub enum Input {
 pub struct Request {
     /// The idempotency key: the same key twice applies once.
     pub inbound_id: Option<String>,
-    /// Where it came from (`http`, `cli`, `telegram`, `whatsapp`), as logged.
-    pub channel: String,
+    /// Where it came from, as logged.
+    pub channel: Origin,
     /// Staff name or id; the shop's owner (`shop::staff::default_owner`) when absent.
     pub sender: Option<String>,
     /// The most trusted role the request may speak as: `Some(Manager)` from a manager's
@@ -60,6 +61,31 @@ pub struct Request {
     /// For chat channels: the inbox row to mark done and where to send the reply, in the
     /// same transaction as the action.
     pub reply_to: Option<ReplyTo>,
+}
+
+/// Where a request came from, as the message log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The HTTP API (`/messages`, `/actions`).
+    Http,
+    /// `tarn chat`.
+    Cli,
+    /// The demo tenant's seed.
+    Demo,
+    /// A chat app, through the inbox.
+    Chat(Provider),
+}
+
+impl Origin {
+    /// The logged name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Http => "http",
+            Origin::Cli => "cli",
+            Origin::Demo => "demo",
+            Origin::Chat(p) => p.as_str(),
+        }
+    }
 }
 
 /// How a request ended.
@@ -454,7 +480,7 @@ fn finish(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             req.inbound_id,
-            req.channel,
+            req.channel.as_str(),
             req.sender.as_deref().unwrap_or(&log.staff.name),
             log.staff.id,
             log.text,

@@ -6,7 +6,7 @@ use super::AppState;
 use super::auth::TenantAccess;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::action::Period;
-use crate::executor::{self, DryRun, Input, Outcome, Request};
+use crate::executor::{self, DryRun, Input, Origin, Outcome, Request};
 use crate::shop::{self, catalog, report};
 use crate::tenant::session;
 use axum::Json;
@@ -111,7 +111,7 @@ pub async fn message(
     check_id(&body.id)?;
     let req = Request {
         inbound_id: body.id,
-        channel: "http".into(),
+        channel: Origin::Http,
         sender: sender_of(body.sender)?,
         ceiling: access.ceiling(),
         input: Input::Text(text),
@@ -140,7 +140,7 @@ pub async fn action(
     };
     let req = Request {
         inbound_id: id,
-        channel: "http".into(),
+        channel: Origin::Http,
         sender: sender_of(sender)?,
         ceiling: access.ceiling(),
         input: Input::Action(Value::Object(body)),

@@ -319,7 +319,11 @@ impl Channels {
             if !fresh {
                 return Ok((false, None));
             }
-            mail.keep(&t)?;
+            // The row is stored; the mark only lets a restart find it. Failing the webhook
+            // here would make the provider's retry a duplicate that nobody wakes for.
+            if let Err(e) = mail.keep(&t) {
+                tracing::error!(tenant = %t, error = %e, "cannot mark a tenant with mail");
+            }
             // A failure here leaves the row pending: the update is stored, so it is still
             // acknowledged.
             let step = match (run_now, c) {

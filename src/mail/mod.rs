@@ -3,8 +3,9 @@
 //! "this tenant has mail" signal. Invariants: only this module writes the `inbox` and
 //! `outbox` tables; a committed outbox row is itself the signal (the pool's commit listener
 //! hands the tenant to whoever took `posted`); a tenant with rows in flight is marked in the
-//! control db (`pending_work`) before anything could be lost by a crash, and unmarked only
-//! after it has been quiet and has nothing pending.
+//! control db (`pending_work`) so a restart finds it — an inbound row before the provider
+//! is answered, a job's rows right after their commit — and unmarked only after it has been
+//! quiet and has nothing pending.
 
 pub mod inbox;
 pub mod outbox;

@@ -1,6 +1,7 @@
 //! Message in -> action: the built-in parser first, the LLM only when it is configured and
 //! the built-in parser is not confident; then the executor. Shared by `/messages`, `/parse`,
-//! the chat channels and `tarn eval`, so all of them route a message the same way.
+//! the chat channels (whose workers run `first_step` inside their own trip), `tarn chat` and
+//! `tarn eval`, so all of them route a message the same way.
 //! Invariants: a duplicate never reaches the LLM; writes never guess — an LLM write must be
 //! grounded in the text (every number and every name it carries is in the message) or it is
 //! not applied, and a write the built-in parser is not sure of is proposed for the sender's

@@ -1,10 +1,7 @@
-//! The chat runtime: transport for Telegram and WhatsApp (decode and verify, send, provider
-//! limits) around the tenant files' mail. `worker` runs each chat's inbox rows through the
-//! message pipeline, `sender` sends what the outbox holds, `pacing` keeps the providers'
-//! limits, `account` is the one interface over the providers.
-//! Invariants: an update is stored before it is acknowledged; a chat's messages run one at a
-//! time in arrival order; a stop drains in-flight work before it returns (what is left
-//! resumes at the next start).
+//! The chat runtime, transport only: Telegram and WhatsApp decode/verify and send behind one
+//! `Account`, the inbox `worker`s, the outbox `sender`, `pacing`. Invariants: an update is
+//! stored before it is acknowledged; a chat's messages run one at a time in arrival order; a
+//! stop drains in-flight work before it returns (what is left resumes at the next start).
 
 mod account;
 mod pacing;

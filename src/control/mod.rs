@@ -1,7 +1,8 @@
-//! The control database (`<data_dir>/_control.db`): the tenant registry, channel bindings,
-//! tenants with channel work in flight, and the schedule index with its run ledger
-//! ([`schedule`]). Invariant: it holds no per-tenant business data, only SHA-256 hashes of
-//! API keys, and every call blocks (run it on the blocking pool).
+//! The control database (`<data_dir>/_control.db`): the tenant registry, channel bindings
+//! (cached in the handle: a steady-state webhook reads none), tenants with channel work in
+//! flight, and the schedule index with its run ledger ([`schedule`]). Invariant: it holds no
+//! per-tenant business data, only SHA-256 hashes of API keys, and every call blocks (run it
+//! on the blocking pool; `cached_binding` is the one read that does no IO).
 
 pub mod device;
 pub mod lineage;

@@ -1,11 +1,8 @@
-//! Mail: each tenant file's inbox (updates from the chat apps, stored before they are
-//! acknowledged) and outbox (replies and job messages waiting to be sent), and the one
-//! "this tenant has mail" signal. Invariants: only this module writes the `inbox` and
-//! `outbox` tables; a committed outbox row is itself the signal (the pool's commit listener
-//! hands the tenant to whoever took `posted`); a tenant with rows in flight is marked in the
-//! control db (`pending_work`) so a restart finds it — an inbound row before the provider
-//! is answered, a job's rows right after their commit — and unmarked only after it has been
-//! quiet and has nothing pending.
+//! Mail: each tenant file's inbox and outbox, and the one "tenant has mail" signal.
+//! Invariants: only this module writes `inbox` and `outbox`; a committed outbox row is its
+//! own signal (the pool's commit listener posts the tenant); a tenant with rows in flight is
+//! marked in `pending_work` (an inbound row before the provider is answered, a job's rows
+//! right after their commit) and unmarked only once quiet with nothing pending.
 
 pub mod inbox;
 pub mod outbox;

@@ -1,8 +1,7 @@
-//! Change capture for sync: every pooled tenant connection notes, through SQLite's preupdate
-//! hook, which rows of the `SYNCED` tables its transaction touches; a writer calls `record`
-//! inside the transaction, right before commit, and what changed becomes one densely
-//! numbered `sync_log` row holding a SQLite changeset, atomically with the change.
-//! Invariants: only `SYNCED` tables are captured; a `sync_log` row is never empty; a
+//! Change capture for sync and the commit hooks: a writer calls `record` right before commit
+//! and the `SYNCED` rows its transaction touched become one densely numbered `sync_log` row (a
+//! SQLite changeset); after each commit the tenant's bell rings, the commit is counted and a
+//! flagged transaction (`notify_on_commit`) is told to the pool's listener. Invariant: a
 //! transaction that changed a synced row cannot commit without `record` (the commit fails).
 
 use super::TenantId;

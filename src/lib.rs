@@ -65,7 +65,7 @@
 //!
 //! | tables | written by | read by |
 //! |---|---|---|
-//! | `settings`, `staff`, `identities`, `join_codes`, `products`, `product_aliases`, `customers` | [`shop`] (and [`executor`]'s steps for chat actions) | [`shop`], [`executor`], [`channel`] worker (identities via `shop::staff::identify`) |
+//! | `settings`, `staff`, `identities`, `join_codes`, `products`, `product_aliases`, `customers` | [`shop`] (and [`executor`]'s steps for chat actions; the low-stock job flags products through `shop::catalog`) | [`shop`], [`executor`], [`channel`] worker (identities via `shop::staff::identify`) |
 //! | `sales`, `sale_items`, `sales_hourly`, `stock_movements`, `payments`, `expenses`, `orders`, `order_items` | [`executor`] (`step`, `apply`, `order`, `undo`) | [`shop`] reports |
 //! | `journal`, `message_log` | [`executor`] | [`executor`] (undo, idempotency), [`shop`] (message log) |
 //! | `inbox`, `outbox` | [`mail`] only (the executor and the jobs call `mail::inbox::finish` / `mail::outbox::enqueue` inside their transactions) | [`mail`] |

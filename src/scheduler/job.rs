@@ -8,7 +8,7 @@ use crate::mail::Provider;
 use crate::mail::outbox::{Out, enqueue};
 use crate::schedule::JobKind;
 use crate::shop::staff::{Recipient, recipients};
-use crate::shop::{self, ShopSettings, report};
+use crate::shop::{self, ShopSettings, catalog, report};
 use crate::tenant::session;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -177,29 +177,7 @@ pub fn low_stock_alert(
     settings: &ShopSettings,
     roles: &[Role],
 ) -> Result<Outcome, JobError> {
-    let threshold = "coalesce(low_stock_at, ?1)";
-    // Stock back at or over the threshold (a restock, a count, a new threshold): re-arm.
-    tx.execute(
-        &format!(
-            "UPDATE products SET low_alerted = 0 WHERE low_alerted = 1 AND stock >= {threshold}"
-        ),
-        [settings.low_stock_default],
-    )?;
-    let mut stmt = tx.prepare_cached(&format!(
-        "SELECT id, name, unit, stock, {threshold} FROM products
-         WHERE active = 1 AND low_alerted = 0 AND stock < {threshold} ORDER BY name_key"
-    ))?;
-    let low = stmt
-        .query_map([settings.low_stock_default], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let low = catalog::newly_low(tx, settings.low_stock_default)?;
     if low.is_empty() {
         return Ok(Outcome {
             sent: 0,
@@ -211,18 +189,17 @@ pub fn low_stock_alert(
         return Ok(nobody(&format!("{} product(s) low", low.len())));
     }
     let mut text = String::from("Low stock:");
-    for (_, name, unit, stock, at) in &low {
+    for p in &low {
         text.push_str(&format!(
-            "\n- {name}: {} left (alert under {})",
-            fmt_units(*stock, unit),
-            fmt_qty(*at)
+            "\n- {}: {} left (alert under {})",
+            p.name,
+            fmt_units(p.stock, &p.unit),
+            fmt_qty(p.threshold)
         ));
     }
     text.push_str("\nRestock with /restock <product> <qty>.");
     let sent = enqueue(tx, JobKind::LowStockAlert.as_str(), &to_each(&to, &text))?;
-    for (id, ..) in &low {
-        tx.execute("UPDATE products SET low_alerted = 1 WHERE id = ?1", [id])?;
-    }
+    catalog::mark_low_alerted(tx, &low)?;
     Ok(Outcome {
         sent,
         detail: format!("{} product(s) low, to {sent} chat(s)", low.len()),

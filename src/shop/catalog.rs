@@ -474,3 +474,48 @@ pub fn delete_customer(conn: &Connection, id: i64) -> Result<(), ExecError> {
     conn.exec("DELETE FROM customers WHERE id = ?1", [id])?;
     Ok(())
 }
+/// A product under its low-stock threshold that has not been alerted since it was last
+/// at or over it.
+#[derive(Debug, Clone)]
+pub struct NewlyLow {
+    pub id: i64,
+    pub name: String,
+    pub unit: String,
+    pub stock: i64,
+    /// Its threshold (its own, else the shop's default), in stock units.
+    pub threshold: i64,
+}
+
+/// Re-arms the alert of products back at or over their threshold (a restock, a count, a new
+/// threshold), then lists the active products under it not alerted yet, by name.
+pub fn newly_low(conn: &Connection, default_threshold: i64) -> rusqlite::Result<Vec<NewlyLow>> {
+    let threshold = "coalesce(low_stock_at, ?1)";
+    conn.exec(
+        &format!(
+            "UPDATE products SET low_alerted = 0 WHERE low_alerted = 1 AND stock >= {threshold}"
+        ),
+        [default_threshold],
+    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, name, unit, stock, {threshold} FROM products
+         WHERE active = 1 AND low_alerted = 0 AND stock < {threshold} ORDER BY name_key"
+    ))?;
+    stmt.query_map([default_threshold], |r| {
+        Ok(NewlyLow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            unit: r.get(2)?,
+            stock: r.get(3)?,
+            threshold: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// Flags products as alerted, so the next runs stay quiet until their stock is back up.
+pub fn mark_low_alerted(conn: &Connection, low: &[NewlyLow]) -> rusqlite::Result<()> {
+    for p in low {
+        conn.exec("UPDATE products SET low_alerted = 1 WHERE id = ?1", [p.id])?;
+    }
+    Ok(())
+}

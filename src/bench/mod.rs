@@ -170,7 +170,7 @@ fn build(data: &Path, tenants: usize) -> anyhow::Result<()> {
 
 fn seed(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    let now = tarn::shop::now_utc();
+    let now = tarn::clock::now();
     for (i, p) in PRODUCTS.iter().enumerate() {
         tx.execute(
             "INSERT INTO products (name, name_key, unit, price, stock, low_stock_at, created_at)
@@ -853,7 +853,7 @@ fn raw_one(conn: &mut Connection, m: &Msg, i: usize) -> rusqlite::Result<()> {
     if seen {
         return Ok(());
     }
-    let now = tarn::shop::now_utc();
+    let now = tarn::clock::now();
     let p = PRODUCTS[m.product];
     match m.kind {
         Kind::Sale | Kind::Restock => {

@@ -281,6 +281,17 @@ impl Channels {
         Ok(blocking(move || control.binding(&t, provider.as_str())).await?)
     }
 
+    /// The binding of a WhatsApp number (its `phone_number_id`), the same way.
+    pub async fn binding_of_number(&self, phone: &str) -> Result<Option<Binding>, ChannelError> {
+        let control = self.inner.store.control().clone();
+        let channel = Provider::WhatsApp.as_str();
+        if let Some(b) = control.cached_binding_by_key(channel, phone) {
+            return Ok(Some(b));
+        }
+        let phone = phone.to_owned();
+        Ok(blocking(move || control.binding_by_key(channel, &phone)).await?)
+    }
+
     /// Records what WhatsApp says happened to messages we sent.
     pub async fn record_statuses(
         &self,
@@ -330,27 +341,27 @@ impl Channels {
             Ok::<_, ChannelError>((true, step))
         })
         .await?;
-        match (fresh, chat, held, step) {
-            (true, Some(chat), Some(held), Some(step)) => {
-                if matches!(step, Ok(worker::Step::Done { more: false })) {
-                    drop(held);
-                    self.forget_chat_lock(tenant.clone(), chat);
-                } else {
-                    let (me, t) = (self.clone(), tenant.clone());
-                    self.inner
-                        .work
-                        .spawn(async move { me.run_chat(t, chat, held, Some(step)).await });
-                }
+        let Some(chat) = chat else {
+            if fresh {
+                self.wake(tenant.clone(), None);
             }
-            (true, chat, held, _) => {
-                drop(held);
-                self.wake(tenant.clone(), chat);
+            return Ok(fresh);
+        };
+        match (held, step) {
+            // Run in this trip, with more to do (later rows, or the LLM): carry on behind.
+            (Some(held), Some(step)) if !matches!(step, Ok(worker::Step::Done { more: false })) => {
+                let (me, t) = (self.clone(), tenant.clone());
+                self.inner
+                    .work
+                    .spawn(async move { me.run_chat(t, chat, held, Some(step)).await });
             }
-            (false, Some(chat), Some(held), _) => {
+            (Some(held), _) => {
                 drop(held);
                 self.forget_chat_lock(tenant.clone(), chat);
             }
-            (false, ..) => {}
+            // The chat was busy: a worker takes the row after the one running.
+            (None, _) if fresh => self.wake(tenant.clone(), Some(chat)),
+            (None, _) => {}
         }
         Ok(fresh)
     }

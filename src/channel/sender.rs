@@ -182,7 +182,13 @@ impl Channels {
                 Err(e) => tracing::error!(tenant = %tenant, error = %e, "a send failed to record"),
             }
         }
-        if outcomes.iter().any(|(_, _, r)| r.is_err()) {
+        let again = |r: &Result<String, SendError>| {
+            matches!(
+                r,
+                Err(SendError::Retry(_) | SendError::RetryAfter(_) | SendError::Moved(_))
+            )
+        };
+        if outcomes.iter().any(|(_, _, r)| again(r)) {
             // A retry or a moved chat: the row is pending again, due later or now.
             later(RECHECK);
         }

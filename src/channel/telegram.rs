@@ -33,17 +33,21 @@ pub fn bot(
 /// Decodes a webhook body. Anything that is not a plain text message from a person is
 /// stored and acknowledged but not acted on.
 pub fn decode(bot_id: &str, body: &[u8]) -> Result<Inbound, ChannelError> {
-    /// Just the update's id (the rest is skipped, not built).
+    /// Just the update's id (the rest is skipped, not built): read only when teloxide's
+    /// `Update` does not decode, to tell a bad body from an update of a kind we do not know.
     #[derive(serde::Deserialize)]
     struct Head {
         update_id: Option<serde_json::Value>,
     }
-    let head: Head = serde_json::from_slice(body)
-        .map_err(|e| ChannelError::BadRequest(format!("not JSON: {e}")))?;
-    let update_id = head
-        .update_id
-        .and_then(|v| v.as_i64())
-        .ok_or_else(|| ChannelError::BadRequest("update_id missing".into()))?;
+    let update: Result<Update, _> = serde_json::from_slice(body);
+    let update_id = match &update {
+        Ok(u) => i64::from(u.id.0),
+        Err(_) => serde_json::from_slice::<Head>(body)
+            .map_err(|e| ChannelError::BadRequest(format!("not JSON: {e}")))?
+            .update_id
+            .and_then(|v| v.as_i64())
+            .ok_or_else(|| ChannelError::BadRequest("update_id missing".into()))?,
+    };
     let mut inbound = Inbound {
         provider: Provider::Telegram,
         update_key: format!("tg:{bot_id}:{update_id}"),
@@ -55,9 +59,7 @@ pub fn decode(bot_id: &str, body: &[u8]) -> Result<Inbound, ChannelError> {
         actionable: false,
         note: None,
     };
-    // From the bytes, not the `Value`: teloxide's flattened `UpdateKind` does not decode from
-    // a `serde_json::Value` (it yields `UpdateKind::Error`).
-    let update: Update = match serde_json::from_slice(body) {
+    let update = match update {
         Ok(u) => u,
         Err(e) => {
             inbound.note = Some(format!("undecodable update: {e}"));

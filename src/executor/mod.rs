@@ -373,7 +373,7 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
             let mut ctx = Ctx {
                 settings: settings.clone(),
                 staff: staff.clone(),
-                now: shop::now_utc(),
+                now: crate::clock::now(),
                 now_ms,
                 journal_id,
                 undo: Vec::new(),
@@ -489,7 +489,7 @@ fn finish(
             status.as_str(),
             reply,
             journal_id,
-            shop::now_utc(),
+            crate::clock::now(),
             log.parse_us,
             started.elapsed().as_micros() as i64 - log.parse_us,
             log.usage.map(|u| u.prompt_tokens),

@@ -79,7 +79,7 @@ pub async fn put_telegram(
         token,
         secret: Some(secret.clone()),
         username: Some(username.clone()),
-        created_at: crate::shop::now_utc(),
+        created_at: crate::clock::now(),
     };
     let control = state.store.control().clone();
     blocking(move || control.put_binding(&binding)).await?;
@@ -247,7 +247,7 @@ pub async fn put_whatsapp(
         token,
         secret: None,
         username: info["display_phone_number"].as_str().map(str::to_owned),
-        created_at: crate::shop::now_utc(),
+        created_at: crate::clock::now(),
     };
     let control = state.store.control().clone();
     blocking(move || control.put_binding(&binding)).await?;
@@ -337,16 +337,10 @@ pub async fn whatsapp_webhook(
         return Err(ApiError::unauthorized("bad or missing X-Hub-Signature-256"));
     }
     for batch in whatsapp::decode(&body)? {
-        let control = state.store.control().clone();
-        let phone = batch.phone_number_id.clone();
-        let cached = control.cached_binding_by_key(Provider::WhatsApp.as_str(), &phone);
-        let binding = match cached {
-            Some(b) => Some(b),
-            None => {
-                blocking(move || control.binding_by_key(Provider::WhatsApp.as_str(), &phone))
-                    .await?
-            }
-        };
+        let binding = state
+            .channels
+            .binding_of_number(&batch.phone_number_id)
+            .await?;
         let Some(binding) = binding else {
             tracing::warn!(phone_number_id = %batch.phone_number_id, "WhatsApp delivery for a number bound to no tenant; dropped");
             continue;

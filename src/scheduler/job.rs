@@ -71,7 +71,7 @@ pub fn once(
                 slot,
                 outcome.sent,
                 outcome.detail,
-                shop::now_utc()
+                crate::clock::now()
             ],
         )?;
     }
@@ -471,7 +471,7 @@ pub fn weekly_report(
             serde_json::to_string(facts).expect("facts serialize"),
             narrative,
             chart,
-            shop::now_utc()
+            crate::clock::now()
         ],
     )?;
     let what = format!(

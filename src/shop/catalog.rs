@@ -2,7 +2,7 @@
 //! Invariants: stock changes only through stock movements (never by editing a product);
 //! deleting keeps history (products are deactivated, customers with history stay).
 
-use super::{ExecError, now_utc};
+use super::ExecError;
 use crate::action::resolve::key;
 use crate::action::{Dec, MAX_MONEY, MAX_QTY, MAX_TEXT};
 use crate::tenant::sqlite::Cached;
@@ -118,7 +118,7 @@ pub fn insert_customer(
     }
     conn.exec(
         "INSERT INTO customers (name, name_key, phone, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![name, k, phone, now_utc()],
+        params![name, k, phone, crate::clock::now()],
     )?;
     Ok(customer(conn, conn.last_insert_rowid())?.expect("just inserted"))
 }
@@ -282,14 +282,14 @@ pub fn insert_product(
     conn.exec(
         "INSERT INTO products (name, name_key, unit, price, stock, low_stock_at, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![name, k, unit, price, stock, low, now_utc()],
+        params![name, k, unit, price, stock, low, crate::clock::now()],
     )?;
     let id = conn.last_insert_rowid();
     if stock != 0 {
         conn.exec(
             "INSERT INTO stock_movements (product_id, delta, cause, journal_id, at)
              VALUES (?1, ?2, 'initial', ?3, ?4)",
-            params![id, stock, journal_id, now_utc()],
+            params![id, stock, journal_id, crate::clock::now()],
         )?;
     }
     set_aliases(conn, id, &new.aliases)?;
@@ -451,7 +451,7 @@ pub fn remove_customer(conn: &Connection, id: i64) -> rusqlite::Result<()> {
     conn.exec(
         "UPDATE customers SET removed_at = ?2, name_key = name_key || '#' || id
          WHERE id = ?1 AND removed_at IS NULL",
-        params![id, now_utc()],
+        params![id, crate::clock::now()],
     )?;
     Ok(())
 }

@@ -31,11 +31,6 @@ pub const LOW_STOCK_DEFAULT: i64 = 5_000;
 /// Default life of a join code, in hours.
 pub const JOIN_CODE_TTL_HOURS: i64 = 72;
 
-/// Now, as stored.
-pub fn now_utc() -> String {
-    crate::clock::now()
-}
-
 fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     let raw: Option<String> = conn
         .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
@@ -157,7 +152,7 @@ pub fn init_tenant(conn: &Connection, currency: &str, timezone: &str) -> rusqlit
     let n = conn.exec(
         "INSERT OR IGNORE INTO staff (name, name_key, role, created_at)
          VALUES ('Owner', 'owner', 'owner', ?1)",
-        [now_utc()],
+        [crate::clock::now()],
     )?;
     if n == 1 {
         let owner = conn.last_insert_rowid();

@@ -3,7 +3,7 @@
 //! Invariants: a tenant always keeps an active owner; a join code links one chat, once,
 //! before it expires; deleting a staff member deactivates them (their history stays).
 
-use super::{ExecError, ShopSettings, now_utc};
+use super::{ExecError, ShopSettings};
 use crate::action::Role;
 use crate::action::resolve::key;
 use crate::tenant::sqlite::Cached;
@@ -112,7 +112,7 @@ const STAFF_VIEW: &str = "SELECT id, name, role, active,
 /// Every staff member.
 pub fn staff_list(conn: &Connection) -> rusqlite::Result<Vec<StaffView>> {
     let mut stmt = conn.prepare_cached(&format!("{STAFF_VIEW} ORDER BY id"))?;
-    let rows = stmt.query_map([now_utc()], staff_view)?;
+    let rows = stmt.query_map([crate::clock::now()], staff_view)?;
     rows.collect()
 }
 
@@ -120,7 +120,7 @@ pub fn staff_list(conn: &Connection) -> rusqlite::Result<Vec<StaffView>> {
 pub fn staff_one(conn: &Connection, id: i64) -> Result<StaffView, ExecError> {
     conn.row(
         &format!("{STAFF_VIEW} WHERE id = ?2"),
-        params![now_utc(), id],
+        params![crate::clock::now(), id],
         staff_view,
     )
     .optional()?
@@ -205,7 +205,7 @@ pub fn redeem_join_code(
     let Some((staff, expires_at)) = found else {
         return Ok(Redeemed::Unknown);
     };
-    let now = now_utc();
+    let now = crate::clock::now();
     if expires_at.is_none_or(|e| e <= now) {
         return Ok(Redeemed::Expired);
     }
@@ -284,7 +284,7 @@ pub fn create_staff(
     let k = free_name_key(conn, &name, None)?;
     conn.exec(
         "INSERT INTO staff (name, name_key, role, active, created_at) VALUES (?1, ?2, ?3, 1, ?4)",
-        params![name, k, role.as_str(), now_utc()],
+        params![name, k, role.as_str(), crate::clock::now()],
     )?;
     let id = conn.last_insert_rowid();
     issue_join_code(conn, settings, id)?;

@@ -19,7 +19,7 @@ use crate::llm::LlmClient;
 use crate::mail::inbox::{self, Inbound};
 use crate::mail::{Mail, Provider, outbox};
 use crate::store::Store;
-use crate::tenant::{StoreError, TenantId, pool::blocking};
+use crate::tenant::{StoreError, TenantId, pool::blocking, sqlite};
 use dashmap::DashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -323,21 +323,30 @@ impl Channels {
         let (fresh, step) = blocking(move || {
             let handle = store.pool().acquire(&t)?;
             let mut conn = handle.conn()?;
-            let fresh = inbox::store(&conn, &inbound)?;
-            if !fresh {
+            // The row and its run commit as one transaction (one write to the file, not two).
+            let mut tx = sqlite::begin(&mut conn)?;
+            if !inbox::store(&tx, &inbound)? {
+                // A duplicate (nothing written) or a row kept but not acted on.
+                tx.commit()?;
                 return Ok((false, None));
             }
-            // The row is stored; the mark only lets a restart find it. Failing the webhook
-            // here would make the provider's retry a duplicate that nobody wakes for.
+            // The mark only lets a restart find the row. Failing the webhook here would make
+            // the provider's retry a duplicate that nobody wakes for.
             if let Err(e) = mail.keep(&t) {
                 tracing::error!(tenant = %t, error = %e, "cannot mark a tenant with mail");
             }
-            // A failure here leaves the row pending: the update is stored, so it is still
-            // acknowledged.
             let step = match (run_now, c) {
-                (true, Some(c)) => Some(worker::next_row(&mut conn, &c, with_llm)),
+                (true, Some(c)) => Some(worker::next_row(&mut tx, &c, with_llm)),
                 _ => None,
             };
+            if let Some(Err(_)) = &step {
+                // The run failed: the row alone is stored, pending (so still acknowledged),
+                // and retried by a worker.
+                drop(tx);
+                inbox::store(&conn, &inbound)?;
+            } else {
+                tx.commit()?;
+            }
             Ok::<_, ChannelError>((true, step))
         })
         .await?;

@@ -10,7 +10,7 @@ use crate::mail::inbox::{self, Pending};
 use crate::message::{self, FirstStep};
 use crate::shop;
 use crate::shop::staff::Redeemed;
-use crate::tenant::TenantId;
+use crate::tenant::{TenantId, sqlite};
 use rusqlite::Connection;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -213,7 +213,7 @@ pub(super) fn next_row(
 
 /// A request the executor refused as bad input: the refusal is the reply.
 fn refuse(conn: &mut Connection, to: &ReplyTo, why: &str) -> Result<(), ChannelError> {
-    let tx = conn.transaction()?;
+    let tx = sqlite::begin(conn)?;
     inbox::finish(&tx, to, &format!("Sorry: {why}"), Some("refused"))?;
     tx.commit()?;
     Ok(())
@@ -223,7 +223,7 @@ fn refuse(conn: &mut Connection, to: &ReplyTo, why: &str) -> Result<(), ChannelE
 /// anything else gets the polite line. Either way only the identity, the inbox row and the
 /// reply are written, in one transaction.
 fn answer_stranger(conn: &mut Connection, row: &Pending) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    let tx = sqlite::begin(conn)?;
     let mut words = row.text.split_whitespace();
     let cmd = words.next().unwrap_or("").split('@').next().unwrap_or("");
     let reply = if cmd.eq_ignore_ascii_case("/join") {

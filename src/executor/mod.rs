@@ -20,7 +20,7 @@ use crate::mail::inbox::{self, ReplyTo};
 use crate::parser::{self, Source};
 use crate::shop::{self, ShopSettings, Staff};
 use crate::tenant::session;
-use crate::tenant::sqlite::Cached;
+use crate::tenant::sqlite::{self, Cached};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use std::time::Instant;
@@ -322,7 +322,7 @@ pub fn parse_builtin(
 /// structured action, an unknown sender) is an error and writes nothing.
 pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecError> {
     let started = Instant::now();
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut tx = sqlite::begin(conn)?;
     if let Some(id) = &req.inbound_id
         && let Some(dup) = seen(&tx, id, &req.input.request_sha())?
     {
@@ -465,7 +465,7 @@ struct Logged<'a> {
 /// Writes the request's log row (keeping a proposal on it), finishes its inbox row with the
 /// reply, and commits.
 fn finish(
-    tx: rusqlite::Transaction<'_>,
+    tx: sqlite::Tx<'_>,
     req: &Request,
     started: &Instant,
     log: Logged<'_>,

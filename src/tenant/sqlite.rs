@@ -82,6 +82,85 @@ impl Cached for Connection {
     }
 }
 
+/// A write transaction: `BEGIN IMMEDIATE` on a connection in none, else a savepoint inside
+/// the caller's transaction (which then commits it with its own writes, as one). Dropped
+/// uncommitted, it is rolled back. Its statements are prepared once per connection.
+pub struct Tx<'c> {
+    conn: &'c mut Connection,
+    nested: bool,
+    open: bool,
+}
+
+/// Begins a write transaction (see `Tx`).
+pub fn begin(conn: &mut Connection) -> rusqlite::Result<Tx<'_>> {
+    let nested = !conn.is_autocommit();
+    conn.exec(
+        if nested {
+            "SAVEPOINT tx"
+        } else {
+            "BEGIN IMMEDIATE"
+        },
+        [],
+    )?;
+    Ok(Tx {
+        conn,
+        nested,
+        open: true,
+    })
+}
+
+impl Tx<'_> {
+    /// Commits (a nested one: releases its savepoint into the caller's transaction).
+    pub fn commit(mut self) -> rusqlite::Result<()> {
+        self.open = false;
+        let done = self
+            .conn
+            .exec(if self.nested { "RELEASE tx" } else { "COMMIT" }, []);
+        if done.is_err() {
+            self.undo();
+        }
+        done.map(|_| ())
+    }
+
+    /// A savepoint inside this transaction, committed or rolled back on its own.
+    pub fn savepoint(&mut self) -> rusqlite::Result<Tx<'_>> {
+        begin(self.conn)
+    }
+
+    fn undo(&self) {
+        let undo = match self.nested {
+            true => "ROLLBACK TO tx; RELEASE tx",
+            false => "ROLLBACK",
+        };
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch(undo)
+        {
+            tracing::error!(error = %e, "rolling back a transaction failed");
+        }
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.undo();
+        }
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl std::ops::DerefMut for Tx<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn
+    }
+}
+
 /// Opens an existing database file and configures it.
 pub fn open_existing(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(path, open_flags_existing())?;
@@ -135,6 +214,61 @@ fn disable_lookaside(conn: &Connection) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn numbers() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (n INTEGER)").unwrap();
+        conn
+    }
+
+    fn all(conn: &Connection) -> Vec<i64> {
+        let mut s = conn.prepare("SELECT n FROM t ORDER BY n").unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn a_transaction_commits_or_rolls_back_when_dropped() {
+        let mut conn = numbers();
+        let tx = begin(&mut conn).unwrap();
+        tx.exec("INSERT INTO t VALUES (1)", []).unwrap();
+        tx.commit().unwrap();
+        let tx = begin(&mut conn).unwrap();
+        tx.exec("INSERT INTO t VALUES (2)", []).unwrap();
+        drop(tx);
+        assert!(conn.is_autocommit());
+        assert_eq!(all(&conn), [1]);
+    }
+
+    #[test]
+    fn a_nested_transaction_commits_with_the_outer_one_and_can_roll_back_alone() {
+        let mut conn = numbers();
+        let mut outer = begin(&mut conn).unwrap();
+        outer.exec("INSERT INTO t VALUES (1)", []).unwrap();
+        {
+            let inner = begin(&mut outer).unwrap();
+            inner.exec("INSERT INTO t VALUES (2)", []).unwrap();
+            let mut sp = {
+                let mut inner = inner;
+                let sp = inner.savepoint().unwrap();
+                sp.exec("INSERT INTO t VALUES (3)", []).unwrap();
+                drop(sp);
+                inner.commit().unwrap();
+                begin(&mut outer).unwrap()
+            };
+            sp.exec("INSERT INTO t VALUES (4)", []).unwrap();
+            let deeper = sp.savepoint().unwrap();
+            deeper.exec("INSERT INTO t VALUES (5)", []).unwrap();
+            deeper.commit().unwrap();
+            // Dropped: 4 and 5 go, 1 and 2 stay in the outer transaction.
+        }
+        assert!(!outer.is_autocommit());
+        outer.commit().unwrap();
+        assert!(conn.is_autocommit());
+        assert_eq!(all(&conn), [1, 2]);
+    }
 
     #[test]
     fn bundled_sqlite_is_new_enough() {

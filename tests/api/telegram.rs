@@ -806,7 +806,8 @@ async fn settled_counts(app: &TestApp) -> (f64, f64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_webhook_message_costs_three_commits_and_no_control_db_use() {
+async fn a_webhook_message_costs_two_commits_and_no_control_db_use() {
+    // One for the update, its run and its reply's row; one for recording the reply sent.
     // No ticker: it reads the control db every second on its own.
     let tg = telegram_app_with(None, None, |c| c.scheduler.enabled = false).await;
     tg.join(1, 501, "Amina").await;
@@ -825,9 +826,47 @@ async fn a_webhook_message_costs_three_commits_and_no_control_db_use() {
         commits_after - commits,
         uses_after - uses
     );
-    assert!(per_message <= 3.0, "{per_message} commits per message");
+    assert!(per_message <= 2.0, "{per_message} commits per message");
     assert_eq!(
         uses_after, uses,
         "steady state never touches the control db"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_whose_run_fails_is_still_stored_acknowledged_and_run_later() {
+    let tg = telegram_app(None, None).await;
+    tg.join(1, 501, "Amina").await;
+    let stock = tg.app.product("s", "Rice").await["stock"].as_i64().unwrap();
+    // A real SQLite client makes every sale fail inside the run's transaction.
+    let file = tenant_file(&tg.app.data_dir(), "s");
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER no_sales BEFORE INSERT ON sales BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+    )
+    .unwrap();
+    tg.deliver(&text_update(2, 501, 501, "/sale 1 rice")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status: String = conn
+        .query_row(
+            "SELECT status FROM inbox WHERE update_key LIKE 'tg:%:2'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(status, "pending", "the update is kept for another try");
+    assert_eq!(tg.app.product("s", "Rice").await["stock"], stock);
+    assert_eq!(
+        tg.fake.sent_to(501).len(),
+        1,
+        "only the welcome: no reply yet"
+    );
+
+    // Once the file takes sales again, the chat's next update runs both, oldest first.
+    conn.execute_batch("DROP TRIGGER no_sales").unwrap();
+    tg.deliver(&text_update(3, 501, 501, "/sale 2 rice")).await;
+    let replies = tg.fake.wait_sent(501, 3).await;
+    assert!(replies[1].contains("1 Rice"), "{replies:?}");
+    assert!(replies[2].contains("2 Rice"), "{replies:?}");
+    assert_eq!(tg.app.product("s", "Rice").await["stock"], stock - 3);
 }

@@ -148,8 +148,11 @@ impl App {
         let lock = lock_data_dir(&config.store.data_dir)?;
         // Snapshots a crash left half-written (only a server, holding the lock, uses it).
         let _ = std::fs::remove_dir_all(Layout::new(&config.store.data_dir).tmp_dir());
-        let admin_token =
-            crate::token::OperatorToken::load(config.admin_token.as_ref(), &config.store.data_dir)?;
+        let admin_token = crate::token::OperatorToken::load(
+            config.admin_token.as_ref(),
+            &config.store.data_dir,
+            config.listen.ip().is_loopback(),
+        )?;
         let pool_metrics = PoolMetrics::default();
         let args = config.store.clone();
         let metrics_of_pool = pool_metrics.clone();

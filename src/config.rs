@@ -466,7 +466,8 @@ pub struct ServeConfig {
     /// Address to listen on.
     #[arg(long, env = "TARN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Operator token; generated once into `<data_dir>/_admin_token` when unset.
+    /// Operator token (16 characters or more, unless listening on loopback alone);
+    /// generated once into `<data_dir>/_admin_token` when unset.
     #[arg(long, env = "TARN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<Secret>,
     /// Largest request body accepted, in bytes.

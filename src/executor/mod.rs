@@ -278,7 +278,7 @@ pub fn seen(
     request_sha: &str,
 ) -> Result<Option<Outcome>, ExecError> {
     let row = conn
-        .query_row(
+        .row(
             "SELECT action, reply, request_sha, sync_seq FROM message_log WHERE inbound_id = ?1",
             [inbound_id],
             |r| {

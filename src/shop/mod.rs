@@ -33,7 +33,7 @@ pub const JOIN_CODE_TTL_HOURS: i64 = 72;
 
 fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     let raw: Option<String> = conn
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+        .row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
             r.get(0)
         })
         .optional()?;

@@ -32,14 +32,15 @@ fn staff_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Staff> {
 
 /// The staff member a sender names: their id, or their exact name (any case).
 pub fn find_staff(conn: &Connection, sender: &str) -> rusqlite::Result<Option<Staff>> {
-    let sql = "SELECT id, name, role, active FROM staff WHERE ";
     if let Ok(id) = sender.trim().parse::<i64>() {
-        return conn
-            .query_row(&format!("{sql} id = ?1"), [id], staff_row)
-            .optional();
+        return staff_by_id(conn, id);
     }
-    conn.row(&format!("{sql} name_key = ?1"), [key(sender)], staff_row)
-        .optional()
+    conn.row(
+        "SELECT id, name, role, active FROM staff WHERE name_key = ?1",
+        [key(sender)],
+        staff_row,
+    )
+    .optional()
 }
 
 /// The owner who speaks for a request that names no sender: the active owner with the

@@ -166,18 +166,21 @@ pub fn first_step(
     with_llm: bool,
     started: Instant,
 ) -> Result<FirstStep, ExecError> {
-    if let Some(dup) = req
-        .inbound_id
-        .as_deref()
-        .map(|k| executor::seen(conn, k, &req.input.request_sha()))
-        .transpose()?
-        .flatten()
-    {
-        return Ok(FirstStep::Done(dup));
-    }
+    // `execute` answers a duplicate inside its own transaction; looking first (a read
+    // transaction of its own) only pays when it spares asking the LLM.
     let Input::Text(text) = &req.input else {
         return executor::execute(conn, req).map(FirstStep::Done);
     };
+    if with_llm
+        && let Some(dup) = req
+            .inbound_id
+            .as_deref()
+            .map(|k| executor::seen(conn, k, &req.input.request_sha()))
+            .transpose()?
+            .flatten()
+    {
+        return Ok(FirstStep::Done(dup));
+    }
     let (parsed, lexicon) = executor::parse_builtin(conn, text)?;
     if !with_llm || !wants_llm(&parsed) {
         let mut req = req.clone();

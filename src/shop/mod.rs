@@ -37,13 +37,15 @@ fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
             r.get(0)
         })
         .optional()?;
-    // Values are JSON scalars as text; strings come back quoted.
-    Ok(
-        raw.map(|v| match serde_json::from_str::<serde_json::Value>(&v) {
-            Ok(serde_json::Value::String(s)) => s,
-            _ => v,
-        }),
-    )
+    Ok(raw.map(unquote))
+}
+
+/// A stored value as text: values are JSON scalars, so strings come back quoted.
+fn unquote(v: String) -> String {
+    match serde_json::from_str::<serde_json::Value>(&v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => v,
+    }
 }
 
 /// The settings an owner may change, and what each takes.
@@ -114,15 +116,31 @@ pub fn greeting(conn: &Connection) -> rusqlite::Result<Option<String>> {
 
 /// Reads the shop settings (with defaults for anything unset).
 pub fn load_settings(conn: &Connection) -> rusqlite::Result<ShopSettings> {
-    let currency = setting(conn, "currency")?.unwrap_or_else(|| "USD".into());
-    let timezone = setting(conn, "timezone")?
+    // One statement for the four (every message reads them).
+    let mut stmt = conn.prepare_cached(
+        "SELECT key, value FROM settings
+         WHERE key IN ('currency', 'timezone', 'low_stock_default', 'join_code_ttl_hours')",
+    )?;
+    let mut rows = stmt.query([])?;
+    let [mut currency, mut timezone, mut low_stock, mut ttl] = [None, None, None, None];
+    while let Some(r) = rows.next()? {
+        let value = Some(unquote(r.get(1)?));
+        match r.get_ref(0)?.as_str()? {
+            "currency" => currency = value,
+            "timezone" => timezone = value,
+            "low_stock_default" => low_stock = value,
+            _ => ttl = value,
+        }
+    }
+    let currency = currency.unwrap_or_else(|| "USD".into());
+    let timezone = timezone
         .and_then(|t| t.parse().ok())
         .unwrap_or(chrono_tz::UTC);
-    let low_stock_default = setting(conn, "low_stock_default")?
+    let low_stock_default = low_stock
         .and_then(|v| crate::action::Dec::parse(&v))
         .and_then(|d| d.to_fixed(3).ok())
         .unwrap_or(LOW_STOCK_DEFAULT);
-    let ttl_hours = setting(conn, "join_code_ttl_hours")?
+    let ttl_hours = ttl
         .and_then(|v| v.parse::<i64>().ok())
         .filter(|h| (1..=8760).contains(h))
         .unwrap_or(JOIN_CODE_TTL_HOURS);

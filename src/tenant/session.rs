@@ -33,9 +33,12 @@ pub type Bell = Arc<tokio::sync::watch::Sender<u64>>;
 /// the committing thread, once the write lock is released).
 pub type CommitListener = Arc<dyn Fn(&TenantId) + Send + Sync>;
 
-/// SQLite's default: checkpoint the WAL once it holds this many frames (a WAL hook of our
-/// own replaces the built-in one, so it does this itself).
-const AUTOCHECKPOINT_FRAMES: c_int = 1000;
+/// Checkpoint the WAL once it holds this many frames (a WAL hook of our own replaces the
+/// built-in one, so it does this itself). SQLite's default is 1,000; a busy tenant rewrites
+/// the same few pages, so a longer WAL copies fewer pages per message (4% less CPU per
+/// message in `tarn bench`). Up to about 4 MiB of WAL per busy tenant on disk (1 KiB pages);
+/// its index stays one 32 KiB block of shared memory (which holds 4,096 frames).
+const AUTOCHECKPOINT_FRAMES: c_int = 4000;
 
 /// The tables an owner's app mirrors: the shop's business data. Everything else in a tenant
 /// file (idempotency keys, inbox and outbox, chat identities, join codes, the journal, the

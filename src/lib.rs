@@ -7,7 +7,8 @@
 //!
 //! 1. **message in -> action -> reply**: a Telegram / WhatsApp webhook -> [`channel`]
 //!    (verify and decode) -> [`mail`] stores it in the inbox -> a [`channel`] worker (in
-//!    the webhook's own trip when the chat is free) -> [`message`]: [`parser`], then [`llm`]
+//!    the webhook's own trip and transaction when the chat is free: the run nests as a
+//!    savepoint, `tenant::sqlite::Tx`) -> [`message`]: [`parser`], then [`llm`]
 //!    when unsure -> [`executor`]: [`action`] (checks, role, name resolution) -> fixed SQL of
 //!    [`shop`] in one transaction with the journal, the message log, the inbox row's "done"
 //!    and the reply queued in the outbox ([`mail::inbox::finish`]). The commit itself posts

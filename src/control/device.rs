@@ -114,32 +114,35 @@ impl ControlDb {
     /// no such device; revoking twice keeps the first time.
     pub fn revoke_device(&self, tenant: &TenantId, id: i64) -> Result<bool, StoreError> {
         let conn = self.conn()?;
+        let _writing = self.forget_keys();
         let n = conn.exec(
             "UPDATE devices SET revoked_at = coalesce(revoked_at, ?3) WHERE tenant_id = ?1 AND id = ?2",
             params![tenant.as_str(), id, now()],
         )?;
         Ok(n > 0)
     }
+}
 
-    /// Whose device key hashes to `hash`, if any.
-    pub fn device_for_key_hash(&self, hash: &str) -> Result<Option<KeyOwner>, StoreError> {
-        let row: Option<(String, i64, String, Option<String>)> = self
-            .conn()?
-            .row(
-                "SELECT tenant_id, id, role, revoked_at FROM devices WHERE key_hash = ?1",
-                [hash],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        Ok(row.map(
-            |(tenant, id, role, revoked)| match (revoked, TenantId::parse(&tenant)) {
-                (None, Ok(tenant)) => KeyOwner::Device {
-                    tenant,
-                    id,
-                    role: DeviceRole::parse(&role),
-                },
-                _ => KeyOwner::Revoked,
+/// Whose device key hashes to `hash`, on `conn`.
+pub(super) fn device_of_key(
+    conn: &rusqlite::Connection,
+    hash: &str,
+) -> Result<Option<KeyOwner>, StoreError> {
+    let row: Option<(String, i64, String, Option<String>)> = conn
+        .row(
+            "SELECT tenant_id, id, role, revoked_at FROM devices WHERE key_hash = ?1",
+            [hash],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    Ok(row.map(
+        |(tenant, id, role, revoked)| match (revoked, TenantId::parse(&tenant)) {
+            (None, Ok(tenant)) => KeyOwner::Device {
+                tenant,
+                id,
+                role: DeviceRole::parse(&role),
             },
-        ))
-    }
+            _ => KeyOwner::Revoked,
+        },
+    ))
 }

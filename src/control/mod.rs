@@ -1,8 +1,8 @@
 //! The control database (`<data_dir>/_control.db`): the tenant registry, channel bindings
-//! (cached in the handle: a steady-state webhook reads none), tenants with channel work in
-//! flight, and the schedule index with its run ledger ([`schedule`]). Invariant: it holds no
-//! per-tenant business data, only SHA-256 hashes of API keys, and every call blocks (run it
-//! on the blocking pool; `cached_binding` is the one read that does no IO).
+//! and API keys (both cached in the handle: a steady-state webhook or app request reads
+//! neither), tenants with channel work in flight, and the schedule index with its run ledger
+//! ([`schedule`]). Invariant: no per-tenant business data, only SHA-256 hashes of API keys;
+//! every call blocks (run it on the blocking pool) except the `cached_*` reads, which do no IO.
 
 pub mod device;
 pub mod lineage;
@@ -78,8 +78,34 @@ pub struct ControlDb {
     /// Held for reading around a query and its caching, for writing around a binding write
     /// and the emptying, so no read from before a write is cached after it.
     binding_writes: Arc<RwLock<()>>,
+    /// Holders of the API keys seen so far, by key hash (unknown keys are not kept): a
+    /// request finds its tenant without a query. Every write that can end or move a key
+    /// (rotation, deletion, restore, revocation) goes through this handle and empties it.
+    keys: Arc<DashMap<String, KeyHolder>>,
+    /// As `binding_writes`, for `keys`.
+    key_writes: Arc<RwLock<()>>,
     /// Connections taken from the pool (the `control_db_uses` metric).
     uses: Counter,
+}
+
+fn tenant_of_key(conn: &rusqlite::Connection, hash: &str) -> Result<Option<TenantId>, StoreError> {
+    let id: Option<String> = conn
+        .row(
+            "SELECT id FROM tenants WHERE api_key_hash = ?1 AND status = 'active'",
+            [hash],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(id.and_then(|id| TenantId::parse(&id).ok()))
+}
+
+/// Whose an API key is.
+#[derive(Debug, Clone)]
+pub enum KeyHolder {
+    /// The shop's own key.
+    Shop(TenantId),
+    /// A device's key, working or revoked.
+    Device(device::KeyOwner),
 }
 
 const COLUMNS: &str = "id, name, status, created_at, currency, timezone, deleted_at";
@@ -120,6 +146,8 @@ impl ControlDb {
             bindings: Arc::default(),
             bindings_by_key: Arc::default(),
             binding_writes: Arc::default(),
+            keys: Arc::default(),
+            key_writes: Arc::default(),
             uses: Counter::default(),
         })
     }
@@ -157,8 +185,9 @@ impl ControlDb {
 
     /// Removes a registry row outright (used to undo a half-done create).
     pub fn remove(&self, id: &TenantId) -> Result<(), StoreError> {
-        self.conn()?
-            .exec("DELETE FROM tenants WHERE id = ?1", [id.as_str()])?;
+        let conn = self.conn()?;
+        let _writing = self.forget_keys();
+        conn.exec("DELETE FROM tenants WHERE id = ?1", [id.as_str()])?;
         Ok(())
     }
 
@@ -198,22 +227,43 @@ impl ControlDb {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The active tenant whose API key hashes to `hash`.
-    pub fn tenant_for_key_hash(&self, hash: &str) -> Result<Option<TenantId>, StoreError> {
-        let id: Option<String> = self
-            .conn()?
-            .row(
-                "SELECT id FROM tenants WHERE api_key_hash = ?1 AND status = 'active'",
-                [hash],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(id.and_then(|id| TenantId::parse(&id).ok()))
+    /// Whose key hashes to `hash`: the shop's own, a device's, or nobody's (`None`). From
+    /// the cache when it is there; a key found is kept.
+    pub fn key_holder(&self, hash: &str) -> Result<Option<KeyHolder>, StoreError> {
+        if let Some(h) = self.cached_key_holder(hash) {
+            return Ok(Some(h));
+        }
+        // The connection before the lock, as writers take them: no one waits for a
+        // connection while holding the lock.
+        let conn = self.conn()?;
+        let _reading = self.key_writes.read().unwrap_or_else(|p| p.into_inner());
+        let holder = match tenant_of_key(&conn, hash)? {
+            Some(t) => Some(KeyHolder::Shop(t)),
+            None => device::device_of_key(&conn, hash)?.map(KeyHolder::Device),
+        };
+        if let Some(h) = &holder {
+            self.keys.insert(hash.to_owned(), h.clone());
+        }
+        Ok(holder)
+    }
+
+    /// The cached holder of a key hash, if any (no IO).
+    pub fn cached_key_holder(&self, hash: &str) -> Option<KeyHolder> {
+        self.keys.get(hash).map(|h| h.clone())
+    }
+
+    /// Empties the key cache for a write, holding it empty until the guard drops.
+    fn forget_keys(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        let writing = self.key_writes.write().unwrap_or_else(|p| p.into_inner());
+        self.keys.clear();
+        writing
     }
 
     /// Replaces the active tenant's key hash. `NotFound` if there is no such tenant.
     pub fn set_key_hash(&self, id: &TenantId, hash: &str) -> Result<(), StoreError> {
-        let n = self.conn()?.exec(
+        let conn = self.conn()?;
+        let _writing = self.forget_keys();
+        let n = conn.exec(
             "UPDATE tenants SET api_key_hash = ?2 WHERE id = ?1 AND status = 'active'",
             params![id.as_str(), hash],
         )?;
@@ -232,6 +282,7 @@ impl ControlDb {
         path: &str,
     ) -> Result<TenantRecord, StoreError> {
         let mut conn = self.conn()?;
+        let _writing = self.forget_keys();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut rec = tx
             .row(
@@ -293,6 +344,7 @@ impl ControlDb {
     /// Makes a trashed copy the active tenant again, with a new key hash.
     pub fn restore_from_trash(&self, t: &Trashed, key_hash: &str) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
+        let _writing = self.forget_keys();
         let tx = conn.transaction()?;
         let n = tx.exec(
             "INSERT OR IGNORE INTO tenants (id, name, status, created_at, currency, timezone, api_key_hash, replica_lineages)

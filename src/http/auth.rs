@@ -4,6 +4,7 @@
 
 use super::{AppState, error::ApiError};
 use crate::action::Role;
+use crate::control::KeyHolder;
 use crate::control::device::{DeviceRole, KeyOwner};
 use crate::store::sha256_hex;
 use crate::tenant::{TenantId, pool::blocking};
@@ -24,6 +25,17 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))
 }
 
+/// Whose key `token` is: from the control db's cache of known keys when it is there (no
+/// trip to the blocking pool), else read once.
+async fn key_holder(state: &AppState, token: &str) -> Result<Option<KeyHolder>, ApiError> {
+    let hash = sha256_hex(token);
+    let control = state.store.control().clone();
+    if let Some(h) = control.cached_key_holder(&hash) {
+        return Ok(Some(h));
+    }
+    Ok(blocking(move || control.key_holder(&hash)).await?)
+}
+
 fn is_operator(state: &AppState, token: &str) -> bool {
     state.admin_token.matches(token)
 }
@@ -40,18 +52,10 @@ impl FromRequestParts<AppState> for Operator {
         if is_operator(state, token) {
             return Ok(Operator);
         }
-        let hash = sha256_hex(token);
-        let control = state.store.control().clone();
-        let known = blocking(move || {
-            Ok::<_, crate::tenant::StoreError>(
-                control.tenant_for_key_hash(&hash)?.is_some()
-                    || matches!(
-                        control.device_for_key_hash(&hash)?,
-                        Some(KeyOwner::Device { .. })
-                    ),
-            )
-        })
-        .await?;
+        let known = matches!(
+            key_holder(state, token).await?,
+            Some(KeyHolder::Shop(_) | KeyHolder::Device(KeyOwner::Device { .. }))
+        );
         if known {
             Err(operator_only())
         } else {
@@ -125,22 +129,15 @@ impl FromRequestParts<AppState> for TenantAccess {
                 device: None,
             });
         }
-        let hash = sha256_hex(token);
-        let control = state.store.control().clone();
-        let (owner, device) = blocking(move || {
-            Ok::<_, crate::tenant::StoreError>(match control.tenant_for_key_hash(&hash)? {
-                Some(owner) => (Some(owner), None),
-                None => (None, control.device_for_key_hash(&hash)?),
-            })
-        })
-        .await?;
-        let (owner, device) = match (owner, device) {
-            (Some(owner), _) => (owner, None),
-            (None, Some(KeyOwner::Device { tenant, id, role })) => (tenant, Some((id, role))),
-            (None, Some(KeyOwner::Revoked)) => {
+        let (owner, device) = match key_holder(state, token).await? {
+            Some(KeyHolder::Shop(owner)) => (owner, None),
+            Some(KeyHolder::Device(KeyOwner::Device { tenant, id, role })) => {
+                (tenant, Some((id, role)))
+            }
+            Some(KeyHolder::Device(KeyOwner::Revoked)) => {
                 return Err(ApiError::unauthorized("this device key was revoked"));
             }
-            (None, None) => return Err(ApiError::unauthorized("unknown API key")),
+            None => return Err(ApiError::unauthorized("unknown API key")),
         };
         if owner != id {
             return Err(ApiError::forbidden(

@@ -787,13 +787,7 @@ async fn settled_counts(app: &TestApp) -> (f64, f64) {
     let mut last = (-1.0, -1.0);
     loop {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        let m = app
-            .client
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .unwrap();
-        let text = m.text().await.unwrap();
+        let text = app.metrics().await;
         let now = (
             metric_value(&text, "tenant_commits"),
             metric_value(&text, "control_db_uses"),

@@ -496,3 +496,34 @@ async fn the_trash_is_listed_and_purged_and_re_creating_an_id_keeps_the_old_copy
     tarn_ok(&["trash", "purge", "--all"], &dir.path().join("data"));
     assert!(files_under(&dir.path().join("data/_trash")).is_empty());
 }
+
+#[tokio::test]
+async fn a_known_api_key_is_checked_without_the_control_db_until_it_changes() {
+    let app = spawn_app().await;
+    let key = app.new_tenant("keyed").await;
+    let products = |key: String| {
+        let app = &app;
+        async move {
+            app.request(Method::GET, "/v1/tenants/keyed/products", Some(&key), None)
+                .await
+                .status
+        }
+    };
+    assert_eq!(products(key.clone()).await, StatusCode::OK);
+    let before = app.metric("control_db_uses").await;
+    for _ in 0..5 {
+        assert_eq!(products(key.clone()).await, StatusCode::OK);
+    }
+    assert_eq!(
+        app.metric("control_db_uses").await,
+        before,
+        "a known key is found in memory"
+    );
+    // A rotation empties the cache: the old key stops at once, the new one works.
+    let new_key = app.rotate_key("keyed", &key).await.body["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(products(key).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(products(new_key).await, StatusCode::OK);
+}

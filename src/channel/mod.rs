@@ -273,21 +273,31 @@ impl Channels {
         tenant: &TenantId,
         provider: Provider,
     ) -> Result<Option<Binding>, ChannelError> {
-        let control = self.inner.store.control().clone();
-        if let Some(b) = control.cached_binding(tenant, provider.as_str()) {
+        if let Some(b) = self
+            .inner
+            .store
+            .control()
+            .cached_binding(tenant, provider.as_str())
+        {
             return Ok(Some(b));
         }
+        let control = self.inner.store.control().clone();
         let t = tenant.clone();
         Ok(blocking(move || control.binding(&t, provider.as_str())).await?)
     }
 
     /// The binding of a WhatsApp number (its `phone_number_id`), the same way.
     pub async fn binding_of_number(&self, phone: &str) -> Result<Option<Binding>, ChannelError> {
-        let control = self.inner.store.control().clone();
         let channel = Provider::WhatsApp.as_str();
-        if let Some(b) = control.cached_binding_by_key(channel, phone) {
+        if let Some(b) = self
+            .inner
+            .store
+            .control()
+            .cached_binding_by_key(channel, phone)
+        {
             return Ok(Some(b));
         }
+        let control = self.inner.store.control().clone();
         let phone = phone.to_owned();
         Ok(blocking(move || control.binding_by_key(channel, &phone)).await?)
     }

@@ -29,10 +29,10 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 /// trip to the blocking pool), else read once.
 async fn key_holder(state: &AppState, token: &str) -> Result<Option<KeyHolder>, ApiError> {
     let hash = sha256_hex(token);
-    let control = state.store.control().clone();
-    if let Some(h) = control.cached_key_holder(&hash) {
+    if let Some(h) = state.store.control().cached_key_holder(&hash) {
         return Ok(Some(h));
     }
+    let control = state.store.control().clone();
     Ok(blocking(move || control.key_holder(&hash)).await?)
 }
 

@@ -474,6 +474,7 @@ pub fn delete_customer(conn: &Connection, id: i64) -> Result<(), ExecError> {
     conn.exec("DELETE FROM customers WHERE id = ?1", [id])?;
     Ok(())
 }
+
 /// A product under its low-stock threshold that has not been alerted since it was last
 /// at or over it.
 #[derive(Debug, Clone)]

@@ -27,6 +27,7 @@ fn store_args(dir: &Path, max_open: usize) -> StoreArgs {
         data_dir: dir.to_path_buf(),
         max_open_tenants: max_open,
         tenant_idle_secs: 3600,
+        tenant_quiet_secs: 0,
         tenant_connections: 1,
         statement_timeout_ms: 5000,
         sync_capture: true,

@@ -86,6 +86,7 @@ pub fn open_store(args: &StoreArgs, pool_metrics: PoolMetrics) -> Result<Store, 
     let mut pool_config = PoolConfig {
         max_open: args.max_open_tenants,
         idle: Duration::from_secs(args.tenant_idle_secs),
+        quiet: Duration::from_secs(args.tenant_quiet_secs),
         connections: args.tenant_connections.max(1),
         wait: Duration::from_secs(10),
         statement_timeout: Duration::from_millis(args.statement_timeout_ms.max(1)),

@@ -359,6 +359,15 @@ pub struct StoreArgs {
         default_value_t = 300
     )]
     pub tenant_idle_secs: u64,
+    /// Seconds an open tenant may sit unused before it gives back its page cache and
+    /// prepared statements (it stays open; 0: never).
+    #[arg(
+        long,
+        global = true,
+        env = "TARN_TENANT_QUIET_SECS",
+        default_value_t = 2
+    )]
+    pub tenant_quiet_secs: u64,
     /// Most SQLite connections per open tenant.
     #[arg(
         long,

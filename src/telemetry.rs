@@ -80,6 +80,11 @@ impl Metrics {
             pool.evictions_idle.clone(),
         );
         registry.register(
+            "tenant_trims",
+            "Times an open tenant, quiet for a while, gave back its page cache and statements",
+            pool.trims.clone(),
+        );
+        registry.register(
             "open_tenants",
             "Tenants open now",
             pool.open_tenants.clone(),

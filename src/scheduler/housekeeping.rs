@@ -104,18 +104,26 @@ pub async fn start(
     config: HousekeepingConfig,
 ) -> Result<JobScheduler, JobSchedulerError> {
     let sched = JobScheduler::new().await?;
-    let idle = store.pool().config().idle;
-    let sweep_every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let pool_config = store.pool().config();
+    let mut sweep_every = pool_config.idle / 4;
+    if !pool_config.quiet.is_zero() {
+        sweep_every = sweep_every.min(pool_config.quiet / 2);
+    }
+    let sweep_every = sweep_every.clamp(Duration::from_secs(1), Duration::from_secs(30));
     let s = store.clone();
     sched
         .add(Job::new_repeated_async(sweep_every, move |_, _| {
             let s = s.clone();
             Box::pin(async move {
                 let pool = s.pool().clone();
-                if let Some(n) = run_blocking("idle sweep", move || Ok(pool.sweep_idle())).await
-                    && n > 0
+                let swept = run_blocking("idle sweep", move || {
+                    Ok((pool.sweep_idle(), pool.trim_quiet()))
+                })
+                .await;
+                if let Some((closed, trimmed)) = swept
+                    && closed + trimmed > 0
                 {
-                    tracing::debug!(closed = n, "idle tenants closed");
+                    tracing::debug!(closed, trimmed, "idle tenants closed, quiet ones trimmed");
                 }
             })
         })?)

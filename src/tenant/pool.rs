@@ -28,6 +28,9 @@ pub struct PoolConfig {
     pub max_open: usize,
     /// A tenant unused this long is closed by `sweep_idle`.
     pub idle: Duration,
+    /// A tenant unused this long gives back its page cache and prepared statements
+    /// (`trim_quiet`) but stays open. Zero: never.
+    pub quiet: Duration,
     /// Most SQLite connections per open tenant.
     pub connections: u32,
     /// How long to wait for a tenant's connection or for its users to leave before failing.
@@ -58,6 +61,8 @@ pub struct PoolMetrics {
     pub evictions_capacity: Counter,
     /// Tenants closed after idling.
     pub evictions_idle: Counter,
+    /// Times an open, quiet tenant gave back its memory (`trim_quiet`).
+    pub trims: Counter,
     /// Tenants open now.
     pub open_tenants: Gauge,
     /// Seconds a cold open took (stat, open, migrate check, first connection).
@@ -76,6 +81,7 @@ impl Default for PoolMetrics {
             commits: Counter::default(),
             evictions_capacity: Counter::default(),
             evictions_idle: Counter::default(),
+            trims: Counter::default(),
             open_tenants: Gauge::default(),
             open_seconds: Histogram::new(buckets),
         }
@@ -126,6 +132,8 @@ struct Inner {
 struct Entry {
     pool: r2d2::Pool<Manager>,
     last_used_ms: AtomicU64,
+    /// When `trim_quiet` last gave back this tenant's memory (0: never).
+    trimmed_ms: AtomicU64,
     /// Told when this entry goes (however the tenant is closed).
     watched: Option<(Arc<dyn Watcher>, TenantId, PathBuf)>,
 }
@@ -372,6 +380,43 @@ impl TenantPool {
         n
     }
 
+    /// Gives back the memory of every open tenant unused for the quiet time and not trimmed
+    /// since: the page cache of its idle connections and their prepared statements. The
+    /// tenant stays open (its schema and file handles stay), so its next message pays for
+    /// re-reading pages and re-preparing statements, not for an open. A tenant in use is
+    /// skipped. Returns how many were trimmed. Blocking.
+    pub fn trim_quiet(&self) -> usize {
+        let quiet = self.inner.config.quiet;
+        if quiet.is_zero() {
+            return 0;
+        }
+        let now = self.now_ms();
+        let cutoff = now.saturating_sub(quiet.as_millis() as u64);
+        let quiet: Vec<Arc<Entry>> = lock(&self.inner.open)
+            .iter()
+            .filter(|(_, e)| {
+                let used = e.last_used_ms.load(Ordering::Relaxed);
+                used <= cutoff && used >= e.trimmed_ms.load(Ordering::Relaxed)
+            })
+            .map(|(_, e)| e.clone())
+            .collect();
+        let mut n = 0;
+        for entry in quiet {
+            let idle = entry.pool.state().idle_connections;
+            let conns: Vec<_> = (0..idle).map_while(|_| entry.pool.try_get()).collect();
+            if conns.is_empty() {
+                continue;
+            }
+            for conn in &conns {
+                sqlite::release_memory(conn);
+            }
+            entry.trimmed_ms.store(now.max(1), Ordering::Relaxed);
+            n += 1;
+        }
+        self.inner.metrics.trims.inc_by(n as u64);
+        n
+    }
+
     /// The tenant's bell, rung after every commit on its pooled connections: subscribe to
     /// wait for a change without holding a connection (or the tenant open).
     pub fn bell(&self, id: &TenantId) -> session::Bell {
@@ -511,6 +556,7 @@ impl TenantPool {
         let entry = Arc::new(Entry {
             pool,
             last_used_ms: AtomicU64::new(self.now_ms()),
+            trimmed_ms: AtomicU64::new(0),
             watched,
         });
         self.insert(id, entry.clone());
@@ -592,6 +638,7 @@ mod tests {
         let config = PoolConfig {
             max_open,
             idle: Duration::from_secs(300),
+            quiet: Duration::from_secs(300),
             connections: 2,
             wait: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
@@ -609,6 +656,7 @@ mod tests {
         let mut c = PoolConfig {
             max_open: 4096,
             idle: Duration::from_secs(1),
+            quiet: Duration::from_secs(1),
             connections: 2,
             wait: Duration::from_secs(1),
             statement_timeout: Duration::from_secs(5),
@@ -666,6 +714,65 @@ mod tests {
         drop(held);
         assert_eq!(p.sweep_idle(), 1);
         assert_eq!(p.stats().open, 0);
+    }
+
+    /// SQLite's own count of the bytes a connection's page cache and statements hold.
+    fn held_bytes(conn: &Connection) -> i32 {
+        let mut total = 0;
+        for op in [
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+            rusqlite::ffi::SQLITE_DBSTATUS_STMT_USED,
+        ] {
+            let (mut now, mut high) = (0, 0);
+            // SAFETY: a valid handle and out-pointers; no reset.
+            unsafe { rusqlite::ffi::sqlite3_db_status(conn.handle(), op, &mut now, &mut high, 0) };
+            total += now;
+        }
+        total
+    }
+
+    #[test]
+    fn a_quiet_tenant_gives_back_its_memory_once_and_stays_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pool(dir.path(), 8);
+        Arc::get_mut(&mut p.inner).unwrap().config.quiet = Duration::from_millis(20);
+        p.create(&id("a"), |_| Ok(())).unwrap();
+        p.create(&id("b"), |_| Ok(())).unwrap();
+        let work = |t: &str| {
+            let h = p.acquire(&id(t)).unwrap();
+            let c = h.conn().unwrap();
+            c.prepare_cached("SELECT count(*) FROM products")
+                .unwrap()
+                .query_row([], |r| r.get::<_, i64>(0))
+                .unwrap();
+            held_bytes(&c)
+        };
+        let before = work("a");
+        work("b");
+        let held = p.acquire(&id("b")).unwrap();
+        let busy = held.conn().unwrap();
+        assert_eq!(p.trim_quiet(), 0, "both were used just now");
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(
+            p.trim_quiet(),
+            1,
+            "a is quiet; b's only idle connection is in use"
+        );
+        assert_eq!(
+            p.trim_quiet(),
+            0,
+            "a was trimmed already and not used since"
+        );
+        let after = held_bytes(&p.acquire(&id("a")).unwrap().conn().unwrap());
+        assert!(after < before / 4, "a held {before} bytes, then {after}");
+        assert!(p.is_open(&id("a")) && p.is_open(&id("b")));
+        drop(busy);
+        drop(held);
+        let again = work("a");
+        assert!(again > after, "a used again fills its caches again: {after} -> {again}");
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(p.trim_quiet(), 2, "a (used again) and b (now free)");
+        assert_eq!(p.metrics().trims.get(), 3);
     }
 
     #[test]

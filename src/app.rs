@@ -91,6 +91,7 @@ pub fn open_store(args: &StoreArgs, pool_metrics: PoolMetrics) -> Result<Store, 
         wait: Duration::from_secs(10),
         statement_timeout: Duration::from_millis(args.statement_timeout_ms.max(1)),
         capture: args.sync_capture,
+        threads: args.tenant_threads,
     };
     let fd_limit = system::raise_fd_limit();
     let cap = pool_config.fit_to_fd_limit(fd_limit);

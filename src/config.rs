@@ -368,6 +368,10 @@ pub struct StoreArgs {
         default_value_t = 2
     )]
     pub tenant_quiet_secs: u64,
+    /// Threads that run SQL on tenant files for requests, messages and jobs (0: twice the
+    /// cores, at least 4).
+    #[arg(long, global = true, env = "TARN_TENANT_THREADS", default_value_t = 0)]
+    pub tenant_threads: usize,
     /// Most SQLite connections per open tenant.
     #[arg(
         long,

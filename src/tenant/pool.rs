@@ -39,9 +39,21 @@ pub struct PoolConfig {
     pub statement_timeout: Duration,
     /// Whether writes are captured for the sync feed (off only to measure what it costs).
     pub capture: bool,
+    /// Threads that run `with_conn` work (0: `default_threads`).
+    pub threads: usize,
 }
 
 impl PoolConfig {
+    /// Twice the cores, at least 4: more threads than cores, so one waiting on the disk
+    /// leaves the others running, but few, so that under load a thread that finishes a job
+    /// takes the next queued one without a wake-up. (On the shared runtime's blocking pool,
+    /// every job woke one of dozens of idle threads: about 10% of the server's CPU per
+    /// message.)
+    pub fn default_threads() -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        (2 * cores).max(4)
+    }
+
     /// Lowers `max_open` so that every open tenant at full connection count fits in
     /// `fd_limit` descriptors with `FD_RESERVE` to spare. Returns the cap it set.
     pub fn fit_to_fd_limit(&mut self, fd_limit: u64) -> usize {
@@ -127,6 +139,18 @@ struct Inner {
     bells: Mutex<HashMap<TenantId, session::Bell>>,
     watcher: OnceLock<Arc<dyn Watcher>>,
     listener: OnceLock<session::CommitListener>,
+    /// The runtime whose blocking pool runs `with_conn` work (its one async worker idles).
+    sql: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // A runtime may not be dropped (waited for) inside another; nothing runs on it now
+        // (each job holds the pool), so there is nothing to wait for.
+        if let Some(rt) = self.sql.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 struct Entry {
@@ -244,6 +268,16 @@ impl TenantPool {
                 .thread_name_pattern("tarn-sqlite-{}")
                 .build(),
         );
+        let threads = match config.threads {
+            0 => PoolConfig::default_threads(),
+            n => n,
+        };
+        let sql = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(threads)
+            .thread_name("tarn-db")
+            .build()
+            .expect("a runtime for tenant SQL (threads only)");
         TenantPool {
             inner: Arc::new(Inner {
                 layout,
@@ -256,6 +290,7 @@ impl TenantPool {
                 bells: Mutex::new(HashMap::new()),
                 watcher: OnceLock::new(),
                 listener: OnceLock::new(),
+                sql: Some(sql),
             }),
         }
     }
@@ -610,7 +645,8 @@ where
 }
 
 impl TenantPool {
-    /// Runs `f` with a connection of the tenant, on the blocking pool.
+    /// Runs `f` with a connection of the tenant, on the pool's own SQL threads (queued while
+    /// all are busy).
     pub async fn with_conn<T, E>(
         &self,
         id: TenantId,
@@ -621,12 +657,14 @@ impl TenantPool {
         E: From<StoreError> + Send + 'static,
     {
         let pool = self.clone();
-        blocking(move || {
+        let sql = self.inner.sql.as_ref().expect("set until dropped").handle();
+        sql.spawn_blocking(move || {
             let handle = pool.acquire(&id)?;
             let mut conn = handle.conn()?;
             f(&mut conn)
         })
         .await
+        .unwrap_or_else(|e| Err(StoreError::Join(e.to_string()).into()))
     }
 }
 
@@ -643,6 +681,7 @@ mod tests {
             wait: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
             capture: true,
+            threads: 0,
         };
         TenantPool::new(Layout::new(dir), config, PoolMetrics::default())
     }
@@ -661,6 +700,7 @@ mod tests {
             wait: Duration::from_secs(1),
             statement_timeout: Duration::from_secs(5),
             capture: true,
+            threads: 0,
         };
         let cap = c.fit_to_fd_limit(20_000);
         assert_eq!(cap, (20_000 - 1024) / 6);
@@ -769,7 +809,10 @@ mod tests {
         drop(busy);
         drop(held);
         let again = work("a");
-        assert!(again > after, "a used again fills its caches again: {after} -> {again}");
+        assert!(
+            again > after,
+            "a used again fills its caches again: {after} -> {again}"
+        );
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(p.trim_quiet(), 2, "a (used again) and b (now free)");
         assert_eq!(p.metrics().trims.get(), 3);

@@ -223,7 +223,7 @@ impl App {
                 ..Default::default()
             },
         );
-        let state = AppState {
+        let state = AppState::new(crate::http::Shared {
             limits: Arc::new(crate::http::limit::Limits::new(&config)),
             channels,
             scheduler,
@@ -233,7 +233,7 @@ impl App {
             admin_token: Arc::new(admin_token),
             config: Arc::new(config),
             replica,
-        };
+        });
         Ok(App {
             listener,
             state,

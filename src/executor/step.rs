@@ -437,7 +437,8 @@ pub(super) fn write_sale(
         let after = move_stock(conn, ctx, l.product.id, -l.qty, "sale", None, None)?;
         notes.push(stock_note(ctx, l, after));
     }
-    if !report::count_sale(conn, sale, 1)? {
+    let counted = lines.iter().map(|l| (l.product.id, l.qty, l.total));
+    if !report::count_new_sale(conn, &ctx.now, total, paid, counted)? {
         return Err(too_large(ctx, "this hour's sales with this one"));
     }
     let balance = match customer {

@@ -141,7 +141,27 @@ struct Inner {
     listener: OnceLock<session::CommitListener>,
     /// The runtime whose blocking pool runs `with_conn` work (its one async worker idles).
     sql: Option<tokio::runtime::Runtime>,
+    /// `with_conn` work waiting for a tenant, by tenant (only while some is queued or running).
+    lanes: Mutex<HashMap<TenantId, Lane>>,
 }
+
+/// One `with_conn` job: handed the tenant's connection, or the reason there is none.
+struct Job {
+    run: Box<dyn FnOnce(Result<&mut Connection, StoreError>) + Send>,
+    queued: Instant,
+}
+
+/// A tenant's queue of `with_conn` work and how many threads are draining it (at most its
+/// connection count): work for a busy tenant waits here, not on a thread blocked on its
+/// connection, and the thread that holds the connection runs it next.
+#[derive(Default)]
+struct Lane {
+    queue: std::collections::VecDeque<Job>,
+    draining: u32,
+}
+
+/// Most jobs one thread runs for a tenant before it requeues itself behind other tenants.
+const JOBS_PER_TURN: usize = 32;
 
 impl Drop for Inner {
     fn drop(&mut self) {
@@ -187,9 +207,15 @@ impl TenantHandle {
     /// after the pool's statement timeout fails with `SQLITE_INTERRUPT` instead of running on.
     pub fn conn(&self) -> Result<PooledConnection<Manager>, StoreError> {
         let conn = self.entry.pool.get()?;
+        self.arm_timeout(&conn)?;
+        Ok(conn)
+    }
+
+    /// Starts the statement timeout over for the next use of `conn`.
+    fn arm_timeout(&self, conn: &Connection) -> Result<(), StoreError> {
         let deadline = Instant::now() + self.statement_timeout;
         conn.progress_handler(10_000, Some(move || Instant::now() > deadline))?;
-        Ok(conn)
+        Ok(())
     }
 }
 
@@ -291,6 +317,7 @@ impl TenantPool {
                 watcher: OnceLock::new(),
                 listener: OnceLock::new(),
                 sql: Some(sql),
+                lanes: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -645,8 +672,9 @@ where
 }
 
 impl TenantPool {
-    /// Runs `f` with a connection of the tenant, on the pool's own SQL threads (queued while
-    /// all are busy).
+    /// Runs `f` with a connection of the tenant, on the pool's own SQL threads. Work for
+    /// one tenant queues in its lane and runs in order, back to back, on the thread that
+    /// holds its connection (several threads when it has several connections).
     pub async fn with_conn<T, E>(
         &self,
         id: TenantId,
@@ -656,15 +684,88 @@ impl TenantPool {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = Job {
+            run: Box::new(move |conn| {
+                let _ = tx.send(match conn {
+                    Ok(conn) => f(conn),
+                    Err(e) => Err(E::from(e)),
+                });
+            }),
+            queued: Instant::now(),
+        };
+        let start = {
+            let mut lanes = lock(&self.inner.lanes);
+            let lane = lanes.entry(id.clone()).or_default();
+            lane.queue.push_back(job);
+            let start = lane.draining < self.inner.config.connections.max(1);
+            lane.draining += u32::from(start);
+            start
+        };
+        if start {
+            self.drain_soon(id);
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Join("the tenant's job panicked".into()).into()))
+    }
+
+    /// Starts a thread draining the tenant's lane (its `draining` already counts it).
+    fn drain_soon(&self, id: TenantId) {
         let pool = self.clone();
         let sql = self.inner.sql.as_ref().expect("set until dropped").handle();
-        sql.spawn_blocking(move || {
-            let handle = pool.acquire(&id)?;
-            let mut conn = handle.conn()?;
-            f(&mut conn)
-        })
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Join(e.to_string()).into()))
+        sql.spawn_blocking(move || pool.drain(id));
+    }
+
+    /// Runs the tenant's queued jobs on one connection, up to `JOBS_PER_TURN`, then leaves
+    /// (or requeues itself when more wait). When the tenant cannot be opened, the next job
+    /// gets the error and another turn tries again for the rest. A job that waited longer
+    /// than the pool's wait fails with `Busy` unrun; one that panics fails alone.
+    fn drain(&self, id: TenantId) {
+        let (handle, mut conn) = match self.acquire(&id).and_then(|h| Ok((h.conn()?, h))) {
+            Ok((conn, handle)) => (handle, conn),
+            Err(e) => {
+                if let Some(job) = self.next_job(&id) {
+                    (job.run)(Err(e));
+                    self.drain_soon(id);
+                }
+                return;
+            }
+        };
+        for _ in 0..JOBS_PER_TURN {
+            let Some(job) = self.next_job(&id) else {
+                return;
+            };
+            // Waiting in the lane is bounded like waiting for a connection was.
+            let ready = match job.queued.elapsed() > self.inner.config.wait {
+                true => Err(StoreError::Busy(id.clone())),
+                false => handle.arm_timeout(&conn),
+            };
+            let run = std::panic::AssertUnwindSafe(|| match ready {
+                Ok(()) => (job.run)(Ok(&mut conn)),
+                Err(e) => (job.run)(Err(e)),
+            });
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!(tenant = %id, "a job on the tenant's connection panicked");
+            }
+        }
+        drop(conn);
+        drop(handle);
+        self.drain_soon(id);
+    }
+
+    /// The lane's next job; when it is empty, this drainer leaves (and the lane goes once no
+    /// drainer is left).
+    fn next_job(&self, id: &TenantId) -> Option<Job> {
+        let mut lanes = lock(&self.inner.lanes);
+        let lane = lanes.get_mut(id).expect("a drained lane exists");
+        if let Some(job) = lane.queue.pop_front() {
+            return Some(job);
+        }
+        lane.draining -= 1;
+        if lane.draining == 0 {
+            lanes.remove(id);
+        }
+        None
     }
 }
 
@@ -816,6 +917,106 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(p.trim_quiet(), 2, "a (used again) and b (now free)");
         assert_eq!(p.metrics().trims.get(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenants_work_runs_in_order_on_the_thread_that_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pool(dir.path(), 8);
+        Arc::get_mut(&mut p.inner).unwrap().config.connections = 1;
+        p.create(&id("a"), |_| Ok(())).unwrap();
+        p.create(&id("b"), |_| Ok(())).unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.with_conn(id("a"), move |_| {
+                    held.recv().unwrap();
+                    Ok::<_, StoreError>(std::thread::current().id())
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let queued: Vec<_> = (0..3)
+            .map(|i| {
+                let (p, order) = (p.clone(), order.clone());
+                let job = tokio::spawn(async move {
+                    p.with_conn(id("a"), move |_| {
+                        order.lock().unwrap().push(i);
+                        Ok::<_, StoreError>(std::thread::current().id())
+                    })
+                    .await
+                });
+                std::thread::sleep(Duration::from_millis(10));
+                job
+            })
+            .collect();
+        let other = p.with_conn(id("b"), |_| Ok::<_, StoreError>(())).await;
+        assert!(other.is_ok(), "b's work runs while a's thread is busy");
+        assert!(
+            order.lock().unwrap().is_empty(),
+            "a's queued work waits its turn"
+        );
+        release.send(()).unwrap();
+        let thread = first.await.unwrap().unwrap();
+        for job in queued {
+            assert_eq!(
+                job.await.unwrap().unwrap(),
+                thread,
+                "run by the thread holding a"
+            );
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2]);
+        assert!(
+            lock(&p.inner.lanes).is_empty(),
+            "no lane is left once drained"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_work_fails_alone_panicking_missing_or_waiting_too_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pool(dir.path(), 8);
+        Arc::get_mut(&mut p.inner).unwrap().config.wait = Duration::from_millis(100);
+        Arc::get_mut(&mut p.inner).unwrap().config.connections = 1;
+        p.create(&id("a"), |_| Ok(())).unwrap();
+        let panics = p.with_conn(id("a"), |_| -> Result<(), StoreError> { panic!("boom") });
+        assert!(matches!(panics.await, Err(StoreError::Join(_))));
+        let ok = p.with_conn(id("a"), |c| {
+            c.execute_batch("SELECT 1").map_err(StoreError::from)
+        });
+        assert!(ok.await.is_ok(), "the next job runs after a panic");
+        for _ in 0..2 {
+            let ghost = p.with_conn(id("ghost"), |_| Ok::<_, StoreError>(()));
+            assert!(matches!(ghost.await, Err(StoreError::NotFound(_))));
+        }
+        let slow = tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.with_conn(id("a"), |_| {
+                    std::thread::sleep(Duration::from_millis(300));
+                    Ok::<_, StoreError>(())
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let late = p.with_conn(id("a"), {
+            let ran = ran.clone();
+            move |_| {
+                ran.store(true, Ordering::Relaxed);
+                Ok::<_, StoreError>(())
+            }
+        });
+        assert!(matches!(late.await, Err(StoreError::Busy(_))));
+        assert!(
+            !ran.load(Ordering::Relaxed),
+            "a job that waited too long does not run"
+        );
+        assert!(slow.await.unwrap().is_ok());
     }
 
     #[test]

@@ -28,6 +28,7 @@ fn store_args(dir: &Path, max_open: usize) -> StoreArgs {
         max_open_tenants: max_open,
         tenant_idle_secs: 3600,
         tenant_quiet_secs: 0,
+        tenant_warm: 0,
         tenant_threads: 0,
         tenant_connections: 1,
         statement_timeout_ms: 5000,

@@ -368,6 +368,9 @@ pub struct StoreArgs {
         default_value_t = 2
     )]
     pub tenant_quiet_secs: u64,
+    /// The most recently used open tenants, this many, keep their caches however quiet.
+    #[arg(long, global = true, env = "TARN_TENANT_WARM", default_value_t = 2000)]
+    pub tenant_warm: usize,
     /// Threads that run SQL on tenant files for requests, messages and jobs (0: twice the
     /// cores, at least 4).
     #[arg(long, global = true, env = "TARN_TENANT_THREADS", default_value_t = 0)]

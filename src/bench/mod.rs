@@ -128,6 +128,7 @@ fn build(data: &Path, tenants: usize) -> anyhow::Result<()> {
         max_open_tenants: 64,
         tenant_idle_secs: 60,
         tenant_quiet_secs: 0,
+        tenant_warm: 0,
         tenant_threads: 0,
         tenant_connections: 1,
         statement_timeout_ms: 60_000,

@@ -31,6 +31,8 @@ pub struct PoolConfig {
     /// A tenant unused this long gives back its page cache and prepared statements
     /// (`trim_quiet`) but stays open. Zero: never.
     pub quiet: Duration,
+    /// The most recently used tenants, this many, are never trimmed however quiet.
+    pub warm: usize,
     /// Most SQLite connections per open tenant.
     pub connections: u32,
     /// How long to wait for a tenant's connection or for its users to leave before failing.
@@ -443,7 +445,8 @@ impl TenantPool {
     }
 
     /// Gives back the memory of every open tenant unused for the quiet time and not trimmed
-    /// since: the page cache of its idle connections and their prepared statements. The
+    /// since, but for the `warm` most recently used: the page cache of its idle connections
+    /// and their prepared statements. The
     /// tenant stays open (its schema and file handles stay), so its next message pays for
     /// re-reading pages and re-preparing statements, not for an open. A tenant in use is
     /// skipped. Returns how many were trimmed. Blocking.
@@ -456,6 +459,7 @@ impl TenantPool {
         let cutoff = now.saturating_sub(quiet.as_millis() as u64);
         let quiet: Vec<Arc<Entry>> = lock(&self.inner.open)
             .iter()
+            .skip(self.inner.config.warm)
             .filter(|(_, e)| {
                 let used = e.last_used_ms.load(Ordering::Relaxed);
                 used <= cutoff && used >= e.trimmed_ms.load(Ordering::Relaxed)
@@ -778,6 +782,7 @@ mod tests {
             max_open,
             idle: Duration::from_secs(300),
             quiet: Duration::from_secs(300),
+            warm: 0,
             connections: 2,
             wait: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
@@ -797,6 +802,7 @@ mod tests {
             max_open: 4096,
             idle: Duration::from_secs(1),
             quiet: Duration::from_secs(1),
+            warm: 0,
             connections: 2,
             wait: Duration::from_secs(1),
             statement_timeout: Duration::from_secs(5),
@@ -917,6 +923,25 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(p.trim_quiet(), 2, "a (used again) and b (now free)");
         assert_eq!(p.metrics().trims.get(), 3);
+    }
+
+    #[test]
+    fn the_most_recently_used_tenants_stay_warm() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pool(dir.path(), 8);
+        let config = &mut Arc::get_mut(&mut p.inner).unwrap().config;
+        config.quiet = Duration::from_millis(20);
+        config.warm = 1;
+        for t in ["a", "b"] {
+            p.create(&id(t), |_| Ok(())).unwrap();
+        }
+        drop(p.acquire(&id("a")).unwrap());
+        drop(p.acquire(&id("b")).unwrap());
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(p.trim_quiet(), 1, "a only: b is the most recently used");
+        drop(p.acquire(&id("a")).unwrap());
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(p.trim_quiet(), 1, "now b only: a was used last");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
-//! The pool of open tenants: an LRU of tenants, each an r2d2 pool of SQLite connections.
+//! The pool of open tenants: an LRU of tenants, each an r2d2 pool of SQLite connections, and
+//! the SQL threads that run `with_conn` work through a lane per tenant.
 //! Invariants: a tenant is opened at most once at a time (single flight per id); a tenant
 //! with a live `TenantHandle` is never evicted or closed; connections are closed outside the
-//! LRU lock; everything here blocks and must run on the blocking pool.
+//! LRU lock; everything here but `with_conn` blocks and must run off the async runtime.
 
 use super::{Layout, StoreError, TenantId, migrate, session, sqlite};
 use lru::LruCache;
@@ -147,9 +148,12 @@ struct Inner {
     lanes: Mutex<HashMap<TenantId, Lane>>,
 }
 
-/// One `with_conn` job: handed the tenant's connection, or the reason there is none.
+/// What a job is handed: the tenant's connection, or the reason there is none.
+type Handed<'a> = Result<&'a mut Connection, StoreError>;
+
+/// One `with_conn` job.
 struct Job {
-    run: Box<dyn FnOnce(Result<&mut Connection, StoreError>) + Send>,
+    run: Box<dyn FnOnce(Handed<'_>) + Send>,
     queued: Instant,
 }
 

@@ -36,7 +36,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool (with its `Watcher` of opens and closes and its commit listener; its own SQL threads, a lane per tenant for `with_conn` work, quiet tenants trimmed), change capture for sync (`session`: the synced tables, the preupdate, commit and WAL hooks, the per-tenant bell; `changeset`: SQLite's changeset format) |
-//! | [`control`] | `_control.db`: tenant registry, the trash list, device keys and channel bindings (both cached in the handle), pending work, schedule index and run ledger, replica lineages (`lineage`) |
+//! | [`control`] | `_control.db`: tenant registry, the trash list, device keys and channel bindings (both cached in the handle: `cache::Fenced`), pending work, schedule index and run ledger, replica lineages (`lineage`) |
 //! | [`schedule`] | scheduling policy, no IO: job kinds, cron math, default schedules, checking changes, typed run status and trigger |
 //! | [`store`] | tenant lifecycle: create, delete to trash, restore, keys, migrate-all |
 //! | [`trash`] | purging trashed copies for good: their replicas in the bucket, then their files (by hand or past retention) |

@@ -4,18 +4,19 @@
 //! ([`schedule`]). Invariant: no per-tenant business data, only SHA-256 hashes of API keys;
 //! every call blocks (run it on the blocking pool) except the `cached_*` reads, which do no IO.
 
+mod cache;
 pub mod device;
 pub mod lineage;
 pub mod schedule;
 
 use crate::tenant::sqlite::Cached;
 use crate::tenant::{Layout, StoreError, TenantId, migrate, sqlite};
-use dashmap::DashMap;
+use cache::{Fenced, Writing};
 use prometheus_client::metrics::counter::Counter;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// A tenant as the registry knows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, schemars::JsonSchema)]
@@ -72,18 +73,13 @@ pub struct ControlDb {
     pool: r2d2::Pool<SqliteConnectionManager>,
     /// Bindings read so far, by (tenant, channel): a webhook and a send pass find theirs
     /// without a query. Every binding write goes through this handle and empties it.
-    bindings: Arc<DashMap<(TenantId, String), Binding>>,
+    bindings: Arc<Fenced<(TenantId, String), Binding>>,
     /// The same, by (channel, key).
-    bindings_by_key: Arc<DashMap<(String, String), Binding>>,
-    /// Held for reading around a query and its caching, for writing around a binding write
-    /// and the emptying, so no read from before a write is cached after it.
-    binding_writes: Arc<RwLock<()>>,
-    /// Holders of the API keys seen so far, by key hash (unknown keys are not kept; about
-    /// 100 bytes a key in use): a request finds its tenant without a query. Every write that can end or move a key
+    bindings_by_key: Arc<Fenced<(String, String), Binding>>,
+    /// Holders of the API keys seen so far, by key hash (about 100 bytes a key in use): a
+    /// request finds its tenant without a query. Every write that can end or move a key
     /// (rotation, deletion, restore, revocation) goes through this handle and empties it.
-    keys: Arc<DashMap<String, KeyHolder>>,
-    /// As `binding_writes`, for `keys`.
-    key_writes: Arc<RwLock<()>>,
+    keys: Arc<Fenced<String, KeyHolder>>,
     /// Connections taken from the pool (the `control_db_uses` metric).
     uses: Counter,
 }
@@ -146,9 +142,7 @@ impl ControlDb {
             pool,
             bindings: Arc::default(),
             bindings_by_key: Arc::default(),
-            binding_writes: Arc::default(),
             keys: Arc::default(),
-            key_writes: Arc::default(),
             uses: Counter::default(),
         })
     }
@@ -234,30 +228,23 @@ impl ControlDb {
         if let Some(h) = self.cached_key_holder(hash) {
             return Ok(Some(h));
         }
-        // The connection before the lock, as writers take them: no one waits for a
-        // connection while holding the lock.
         let conn = self.conn()?;
-        let _reading = self.key_writes.read().unwrap_or_else(|p| p.into_inner());
-        let holder = match tenant_of_key(&conn, hash)? {
-            Some(t) => Some(KeyHolder::Shop(t)),
-            None => device::device_of_key(&conn, hash)?.map(KeyHolder::Device),
-        };
-        if let Some(h) = &holder {
-            self.keys.insert(hash.to_owned(), h.clone());
-        }
-        Ok(holder)
+        self.keys.read_through(hash.to_owned(), || {
+            Ok(match tenant_of_key(&conn, hash)? {
+                Some(t) => Some(KeyHolder::Shop(t)),
+                None => device::device_of_key(&conn, hash)?.map(KeyHolder::Device),
+            })
+        })
     }
 
     /// The cached holder of a key hash, if any (no IO).
     pub fn cached_key_holder(&self, hash: &str) -> Option<KeyHolder> {
-        self.keys.get(hash).map(|h| h.clone())
+        self.keys.get(&hash.to_owned())
     }
 
     /// Empties the key cache for a write, holding it empty until the guard drops.
-    fn forget_keys(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        let writing = self.key_writes.write().unwrap_or_else(|p| p.into_inner());
-        self.keys.clear();
-        writing
+    fn forget_keys(&self) -> Writing<'_> {
+        self.keys.forget()
     }
 
     /// Replaces the active tenant's key hash. `NotFound` if there is no such tenant.
@@ -446,15 +433,9 @@ impl ControlDb {
         Ok(())
     }
 
-    /// Empties the binding caches for a write, holding them empty until the guard drops.
-    fn forget_bindings(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        let writing = self
-            .binding_writes
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        self.bindings.clear();
-        self.bindings_by_key.clear();
-        writing
+    /// Empties the binding caches for a write, holding them empty until the guards drop.
+    fn forget_bindings(&self) -> (Writing<'_>, Writing<'_>) {
+        (self.bindings.forget(), self.bindings_by_key.forget())
     }
 
     /// The tenant's binding of `channel`.
@@ -462,64 +443,49 @@ impl ControlDb {
         if let Some(b) = self.cached_binding(tenant, channel) {
             return Ok(Some(b));
         }
-        let _reading = self
-            .binding_writes
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        let found = self
-            .conn()?
-            .row(
-                &format!("SELECT {BINDING_COLS} FROM channel_bindings WHERE tenant_id = ?1 AND channel = ?2"),
-                params![tenant.as_str(), channel],
-                binding_row,
-            )
-            .optional()?;
-        if let Some(b) = &found {
-            self.bindings
-                .insert((tenant.clone(), channel.to_owned()), b.clone());
-        }
-        Ok(found)
+        let conn = self.conn()?;
+        let key = (tenant.clone(), channel.to_owned());
+        self.bindings.read_through(key, || {
+            Ok(conn
+                .row(
+                    &format!("SELECT {BINDING_COLS} FROM channel_bindings WHERE tenant_id = ?1 AND channel = ?2"),
+                    params![tenant.as_str(), channel],
+                    binding_row,
+                )
+                .optional()?)
+        })
     }
 
     /// The tenant's binding of `channel` if it was read before (no IO: callable on the async
     /// runtime); `None` says nothing about the database.
     pub fn cached_binding(&self, tenant: &TenantId, channel: &str) -> Option<Binding> {
-        self.bindings
-            .get(&(tenant.clone(), channel.to_owned()))
-            .map(|b| b.clone())
+        self.bindings.get(&(tenant.clone(), channel.to_owned()))
     }
 
     /// The binding that owns a channel key (a WhatsApp phone_number_id).
     pub fn binding_by_key(&self, channel: &str, key: &str) -> Result<Option<Binding>, StoreError> {
+        if let Some(b) = self.cached_binding_by_key(channel, key) {
+            return Ok(Some(b));
+        }
+        let conn = self.conn()?;
         let cache_key = (channel.to_owned(), key.to_owned());
-        if let Some(b) = self.bindings_by_key.get(&cache_key) {
-            return Ok(Some(b.clone()));
-        }
-        let _reading = self
-            .binding_writes
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        let found = self
-            .conn()?
-            .row(
-                &format!(
-                    "SELECT {BINDING_COLS} FROM channel_bindings WHERE channel = ?1 AND key = ?2"
-                ),
-                params![channel, key],
-                binding_row,
-            )
-            .optional()?;
-        if let Some(b) = &found {
-            self.bindings_by_key.insert(cache_key, b.clone());
-        }
-        Ok(found)
+        self.bindings_by_key.read_through(cache_key, || {
+            Ok(conn
+                .row(
+                    &format!(
+                        "SELECT {BINDING_COLS} FROM channel_bindings WHERE channel = ?1 AND key = ?2"
+                    ),
+                    params![channel, key],
+                    binding_row,
+                )
+                .optional()?)
+        })
     }
 
     /// The binding that owns a channel key if it was read before (no IO).
     pub fn cached_binding_by_key(&self, channel: &str, key: &str) -> Option<Binding> {
         self.bindings_by_key
             .get(&(channel.to_owned(), key.to_owned()))
-            .map(|b| b.clone())
     }
 
     /// Removes a binding; whether there was one.

@@ -6,7 +6,7 @@
 
 use crate::store::Store;
 use crate::tenant::StoreError;
-use crate::tenant::pool::blocking;
+use crate::tenant::pool::{TenantPool, blocking};
 use std::time::Duration;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
@@ -98,6 +98,31 @@ async fn run_blocking<T: Send + 'static>(
     }
 }
 
+/// Runs `pass` over the tenant pool every `every` (on the blocking pool), logging how many
+/// tenants it closed or trimmed.
+async fn repeat_on_pool(
+    sched: &JobScheduler,
+    store: &Store,
+    every: Duration,
+    what: &'static str,
+    pass: fn(&TenantPool) -> usize,
+) -> Result<(), JobSchedulerError> {
+    let s = store.clone();
+    sched
+        .add(Job::new_repeated_async(every, move |_, _| {
+            let pool = s.pool().clone();
+            Box::pin(async move {
+                if let Some(n) = run_blocking(what, move || Ok(pass(&pool))).await
+                    && n > 0
+                {
+                    tracing::debug!(tenants = n, "housekeeping: {what}");
+                }
+            })
+        })?)
+        .await?;
+    Ok(())
+}
+
 /// Starts the housekeeping jobs; shut the returned scheduler down on exit.
 pub async fn start(
     store: Store,
@@ -105,29 +130,21 @@ pub async fn start(
 ) -> Result<JobScheduler, JobSchedulerError> {
     let sched = JobScheduler::new().await?;
     let pool_config = store.pool().config();
-    let mut sweep_every = pool_config.idle / 4;
+    let sweep_every = (pool_config.idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    repeat_on_pool(
+        &sched,
+        &store,
+        sweep_every,
+        "idle sweep",
+        TenantPool::sweep_idle,
+    )
+    .await?;
+    // Trimming walks the open tenants' recency only, so it runs on its own, more often than
+    // the idle sweep (which also forgets silent bells).
     if !pool_config.quiet.is_zero() {
-        sweep_every = sweep_every.min(pool_config.quiet / 2);
+        let trim_every = (pool_config.quiet / 2).max(Duration::from_secs(1));
+        repeat_on_pool(&sched, &store, trim_every, "trim", TenantPool::trim_quiet).await?;
     }
-    let sweep_every = sweep_every.clamp(Duration::from_secs(1), Duration::from_secs(30));
-    let s = store.clone();
-    sched
-        .add(Job::new_repeated_async(sweep_every, move |_, _| {
-            let s = s.clone();
-            Box::pin(async move {
-                let pool = s.pool().clone();
-                let swept = run_blocking("idle sweep", move || {
-                    Ok((pool.sweep_idle(), pool.trim_quiet()))
-                })
-                .await;
-                if let Some((closed, trimmed)) = swept
-                    && closed + trimmed > 0
-                {
-                    tracing::debug!(closed, trimmed, "idle tenants closed, quiet ones trimmed");
-                }
-            })
-        })?)
-        .await?;
     let s = store.clone();
     let retention = config.retention;
     sched

@@ -729,8 +729,8 @@ impl TenantPool {
     /// gets the error and another turn tries again for the rest. A job that waited longer
     /// than the pool's wait fails with `Busy` unrun; one that panics fails alone.
     fn drain(&self, id: TenantId) {
-        let (handle, mut conn) = match self.acquire(&id).and_then(|h| Ok((h.conn()?, h))) {
-            Ok((conn, handle)) => (handle, conn),
+        let (mut conn, handle) = match self.acquire(&id).and_then(|h| Ok((h.conn()?, h))) {
+            Ok(opened) => opened,
             Err(e) => {
                 if let Some(job) = self.next_job(&id) {
                     (job.run)(Err(e));

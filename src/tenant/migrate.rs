@@ -28,10 +28,27 @@ macro_rules! migrations {
 }
 
 /// The tenant schema (`migrations/NNNN_*.sql`).
-pub const TENANT: &[Migration] = migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql", 3 => "0003_llm_usage.sql", 4 => "0004_channels.sql", 5 => "0005_jobs.sql", 6 => "0006_lean_writes.sql", 7 => "0007_sales_hourly.sql", 8 => "0008_books.sql", 9 => "0009_sync.sql", 10 => "0010_schedules.sql");
+pub const TENANT: &[Migration] = migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql", 3 => "0003_llm_usage.sql", 4 => "0004_channels.sql", 5 => "0005_jobs.sql", 6 => "0006_lean_writes.sql", 7 => "0007_sales_hourly.sql", 8 => "0008_books.sql", 9 => "0009_sync.sql", 10 => "0010_schedules.sql", 11 => "0011_checks_without_in_lists.sql");
 
 /// The control database schema (`migrations/control/NNNN_*.sql`).
 pub const CONTROL: &[Migration] = migrations!("control/": 1 => "0001_registry.sql", 2 => "0002_channels.sql", 3 => "0003_schedules.sql", 4 => "0004_trash.sql", 5 => "0005_devices.sql", 6 => "0006_replica.sql");
+
+impl Migration {
+    /// Whether it edits definitions in `sqlite_schema` directly (SQLite's procedure for
+    /// changing a constraint without rebuilding the table).
+    fn edits_schema(&self) -> bool {
+        self.sql.contains("writable_schema")
+    }
+}
+
+/// Increments the schema version, so that every connection (this one too) reads the
+/// edited definitions again: the last step of SQLite's procedure for editing `sqlite_schema`.
+fn bump_schema_version(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    conn.pragma_update(None, "schema_version", version + 1)?;
+    // The edited text must still parse: read it back now, inside the transaction.
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+}
 
 /// What `apply` did to a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,13 +80,16 @@ pub fn apply(conn: &mut Connection, set: &[Migration], path: &Path) -> Result<Ou
     let from = current_version(&tx)?;
     check_not_newer(from, supported, path)?;
     for m in set.iter().filter(|m| m.version > from) {
-        tx.execute_batch(m.sql)
-            .map_err(|source| StoreError::Migration {
-                path: path.to_path_buf(),
-                version: m.version,
-                name: m.name,
-                source,
-            })?;
+        let failed = |source| StoreError::Migration {
+            path: path.to_path_buf(),
+            version: m.version,
+            name: m.name,
+            source,
+        };
+        tx.execute_batch(m.sql).map_err(failed)?;
+        if m.edits_schema() {
+            bump_schema_version(&tx).map_err(failed)?;
+        }
     }
     tx.pragma_update(None, "user_version", supported)?;
     if from > 0 {
@@ -182,6 +202,50 @@ mod tests {
         });
         apply(&mut conn, &next, p).unwrap();
         assert_ne!(epoch(&conn), first);
+    }
+
+    #[test]
+    fn checks_compare_in_place_and_still_refuse_what_they_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let p = Path::new(":memory:");
+        // A file from before the edit, with rows, brought up to date.
+        apply(&mut conn, &TENANT[..10], p).unwrap();
+        conn.execute_batch(
+            "INSERT INTO staff (name, name_key, role, created_at) VALUES ('A', 'a', 'owner', 'x');
+             INSERT INTO message_log (channel, sender, source, status, reply, received_at)
+             VALUES ('http', 'a', 'grammar', 'applied', 'ok', 'x');",
+        )
+        .unwrap();
+        apply(&mut conn, TENANT, p).unwrap();
+        let lists: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE sql LIKE '%IN (''%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(lists.is_empty(), "checks with IN lists left in {lists:?}");
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        let add = |role: &str| {
+            conn.execute(
+                "INSERT INTO staff (name, name_key, role, created_at) VALUES (?1, ?1, ?2, 'x')",
+                [format!("n-{role}"), role.to_owned()],
+            )
+        };
+        assert!(add("driver").is_ok());
+        assert!(add("boss").is_err(), "an unknown role is still refused");
+        let log = |status: &str| {
+            conn.execute(
+                "INSERT INTO message_log (channel, sender, source, status, reply, received_at)
+                 VALUES ('http', 'a', 'grammar', ?1, 'ok', 'x')",
+                [status],
+            )
+        };
+        assert!(log("clarify").is_ok());
+        assert!(log("maybe").is_err(), "an unknown status is still refused");
     }
 
     #[test]

@@ -322,9 +322,10 @@ pub fn parse_builtin(
 /// structured action, an unknown sender) is an error and writes nothing.
 pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecError> {
     let started = Instant::now();
+    let sha = req.inbound_id.as_ref().map(|_| req.input.request_sha());
     let mut tx = sqlite::begin(conn)?;
-    if let Some(id) = &req.inbound_id
-        && let Some(dup) = seen(&tx, id, &req.input.request_sha())?
+    if let (Some(id), Some(sha)) = (&req.inbound_id, &sha)
+        && let Some(dup) = seen(&tx, id, sha)?
     {
         return Ok(dup);
     }
@@ -353,82 +354,32 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
         .parse_us
         .unwrap_or_else(|| started.elapsed().as_micros() as i64);
 
-    let (status, reply, journal_id) = match action.check(settings.digits) {
+    let outcome = match action.check(settings.digits) {
         _ if nothing_to_confirm => (Status::Rejected, proposal::NOTHING_TO_CONFIRM.into(), None),
         Err(e) if source == Source::Api => return Err(ExecError::Invalid(e)),
         Err(e) => (Status::Rejected, format!("Sorry: {e}."), None),
         Ok(()) if !action.permits(staff.role) => (Status::Rejected, refusal(&action), None),
         Ok(()) => {
-            let sp = tx.savepoint()?;
-            let now_ms = now_ms();
-            let journal_id = if action.is_read_only() || matches!(action, Action::Undo {}) {
-                None
-            } else {
-                sp.exec(
-                    "INSERT INTO journal (staff_id, action, undo_ops, at_ms) VALUES (?1, ?2, '[]', ?3)",
-                    params![staff.id, action.name(), now_ms],
-                )?;
-                Some(sp.last_insert_rowid())
-            };
             let mut ctx = Ctx {
-                settings: settings.clone(),
+                settings,
                 staff: staff.clone(),
                 now: crate::clock::now(),
-                now_ms,
-                journal_id,
+                now_ms: now_ms(),
+                journal_id: None,
                 undo: Vec::new(),
                 summary: None,
             };
             if tentative && action.is_write() {
-                drop(sp);
-                let outcome = match proposal::propose(&tx, &ctx, &mut action) {
+                // A proposal only reads: nothing to undo.
+                match proposal::propose(&tx, &ctx, &mut action) {
                     Ok(question) => {
                         proposed = true;
                         (Status::Clarify, question, None)
                     }
-                    Err(Flow::Clarify(q)) => (Status::Clarify, q, None),
-                    Err(Flow::Reject(r)) => (Status::Rejected, r, None),
-                    Err(Flow::Invalid(m)) => (Status::Rejected, format!("Sorry: {m}."), None),
-                    Err(Flow::Db(e)) => return Err(e.into()),
-                };
-                return finish(
-                    tx,
-                    req,
-                    &started,
-                    Logged {
-                        staff: &staff,
-                        text,
-                        action: &action,
-                        source,
-                        outcome,
-                        parse_us,
-                        usage,
-                        proposed,
-                    },
-                );
-            }
-            match apply::apply(&sp, &mut ctx, &mut action) {
-                Ok(reply) if matches!(action, Action::Unknown { .. }) => {
-                    (Status::Clarify, reply, None)
+                    Err(flow) => answer_of(flow, source)?,
                 }
-                Ok(reply) => {
-                    if let Some(j) = journal_id {
-                        let ops = serde_json::to_string(&ctx.undo).expect("ops serialize");
-                        sp.exec(
-                            "UPDATE journal SET undo_ops = ?2, summary = ?3 WHERE id = ?1",
-                            params![j, ops, ctx.summary],
-                        )?;
-                    }
-                    sp.commit()?;
-                    (Status::Applied, reply, journal_id)
-                }
-                Err(Flow::Clarify(q)) => (Status::Clarify, q, None),
-                Err(Flow::Reject(r)) => (Status::Rejected, r, None),
-                Err(Flow::Invalid(m)) if source == Source::Api => {
-                    return Err(ExecError::Invalid(m));
-                }
-                Err(Flow::Invalid(m)) => (Status::Rejected, format!("Sorry: {m}."), None),
-                Err(Flow::Db(e)) => return Err(e.into()),
+            } else {
+                run(&mut tx, &mut ctx, &mut action, source)?
             }
         }
     };
@@ -441,12 +392,65 @@ pub fn execute(conn: &mut Connection, req: &Request) -> Result<Outcome, ExecErro
             text,
             action: &action,
             source,
-            outcome: (status, reply, journal_id),
+            outcome,
             parse_us,
             usage,
             proposed,
+            sha: sha.as_deref(),
         },
     )
+}
+
+/// A status, the reply and the journal entry of an applied write.
+type Answer = (Status, String, Option<i64>);
+
+/// Applies a checked action inside `tx`, with its journal entry for a write. An action that
+/// does not apply (a question, a refusal) leaves nothing behind: what it may have written is
+/// rolled back. (No savepoint around it: one makes SQLite copy every page the action changes,
+/// and most actions apply.)
+fn run(
+    tx: &mut sqlite::Tx<'_>,
+    ctx: &mut Ctx,
+    action: &mut Action,
+    source: Source,
+) -> Result<Answer, ExecError> {
+    let journal_id = if action.is_read_only() || matches!(action, Action::Undo {}) {
+        None
+    } else {
+        tx.exec(
+            "INSERT INTO journal (staff_id, action, undo_ops, at_ms) VALUES (?1, ?2, '[]', ?3)",
+            params![ctx.staff.id, action.name(), ctx.now_ms],
+        )?;
+        Some(tx.last_insert_rowid())
+    };
+    ctx.journal_id = journal_id;
+    let answer = match apply::apply(tx, ctx, action) {
+        Ok(reply) if matches!(action, Action::Unknown { .. }) => (Status::Clarify, reply, None),
+        Ok(reply) => {
+            if let Some(j) = journal_id {
+                let ops = serde_json::to_string(&ctx.undo).expect("ops serialize");
+                tx.exec(
+                    "UPDATE journal SET undo_ops = ?2, summary = ?3 WHERE id = ?1",
+                    params![j, ops, ctx.summary],
+                )?;
+            }
+            return Ok((Status::Applied, reply, journal_id));
+        }
+        Err(flow) => answer_of(flow, source)?,
+    };
+    tx.restart()?;
+    Ok(answer)
+}
+
+/// The answer to an action that did not apply (an invalid structured action is an error).
+fn answer_of(flow: Flow, source: Source) -> Result<Answer, ExecError> {
+    Ok(match flow {
+        Flow::Clarify(q) => (Status::Clarify, q, None),
+        Flow::Reject(r) => (Status::Rejected, r, None),
+        Flow::Invalid(m) if source == Source::Api => return Err(ExecError::Invalid(m)),
+        Flow::Invalid(m) => (Status::Rejected, format!("Sorry: {m}."), None),
+        Flow::Db(e) => return Err(e.into()),
+    })
 }
 
 /// What a request's log row says.
@@ -460,6 +464,8 @@ struct Logged<'a> {
     usage: Option<crate::llm::Usage>,
     /// The action waits for the sender's yes.
     proposed: bool,
+    /// What was asked, when it has an idempotency key (`Input::request_sha`).
+    sha: Option<&'a str>,
 }
 
 /// Writes the request's log row (keeping a proposal on it), finishes its inbox row with the
@@ -494,7 +500,7 @@ fn finish(
             started.elapsed().as_micros() as i64 - log.parse_us,
             log.usage.map(|u| u.prompt_tokens),
             log.usage.map(|u| u.completion_tokens),
-            req.inbound_id.as_ref().map(|_| req.input.request_sha()),
+            log.sha,
             sync_seq,
         ],
     )?;

@@ -12,7 +12,7 @@ use crate::action::{
 use crate::shop::catalog::{self, Customer, Product};
 use crate::shop::{self, report};
 use crate::tenant::sqlite::Cached;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 /// One step that reverses part of an applied action.
@@ -235,17 +235,24 @@ pub(super) fn move_stock(
     unit_cost: Option<i64>,
     supplier: Option<&str>,
 ) -> Result<i64, Flow> {
-    let stock: Option<i64> = conn
-        .row(
-            // Back at or over its threshold: the low-stock alert may fire again next time.
-            "UPDATE products SET stock = stock + ?2,
-                low_alerted = CASE WHEN stock + ?2 >= coalesce(low_stock_at, ?3) THEN 0
-                                   ELSE low_alerted END
-             WHERE id = ?1 AND abs(stock + ?2) <= ?4 RETURNING stock",
-            params![product, delta, ctx.settings.low_stock_default, MAX_STOCK],
-            |r| r.get(0),
-        )
-        .optional()?;
+    // Back at or over its threshold: the low-stock alert may fire again next time. (No
+    // RETURNING: SQLite gathers returned rows in a temporary table, which costs more than
+    // reading the row again.)
+    let changed = conn.exec(
+        "UPDATE products SET stock = stock + ?2,
+            low_alerted = CASE WHEN stock + ?2 >= coalesce(low_stock_at, ?3) THEN 0
+                               ELSE low_alerted END
+         WHERE id = ?1 AND abs(stock + ?2) <= ?4",
+        params![product, delta, ctx.settings.low_stock_default, MAX_STOCK],
+    )?;
+    let stock: Option<i64> = match changed {
+        0 => None,
+        _ => Some(
+            conn.row("SELECT stock FROM products WHERE id = ?1", [product], |r| {
+                r.get(0)
+            })?,
+        ),
+    };
     let Some(stock) = stock else {
         return Err(Flow::Invalid(format!(
             "the stock after this would be more than the books can hold (at most {}); nothing was recorded",
@@ -271,14 +278,19 @@ pub(super) fn change_balance(
     customer: i64,
     delta: i64,
 ) -> Result<i64, Flow> {
-    let balance: Option<i64> = conn
-        .row(
-            "UPDATE customers SET balance = balance + ?2
-             WHERE id = ?1 AND abs(balance + ?2) <= ?3 RETURNING balance",
-            params![customer, delta, crate::action::MAX_MONEY],
+    // No RETURNING: see `move_stock`.
+    let changed = conn.exec(
+        "UPDATE customers SET balance = balance + ?2 WHERE id = ?1 AND abs(balance + ?2) <= ?3",
+        params![customer, delta, crate::action::MAX_MONEY],
+    )?;
+    let balance: Option<i64> = match changed {
+        0 => None,
+        _ => Some(conn.row(
+            "SELECT balance FROM customers WHERE id = ?1",
+            [customer],
             |r| r.get(0),
-        )
-        .optional()?;
+        )?),
+    };
     let Some(balance) = balance else {
         return Err(too_large(ctx, "the customer's balance after this"));
     };

@@ -4,6 +4,7 @@
 
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// How long a connection waits on a lock held by another before failing.
 pub const BUSY_TIMEOUT_MS: u32 = 5_000;
@@ -30,13 +31,72 @@ pub fn open_flags_existing() -> OpenFlags {
 /// (`sqlite3_config` is not thread-safe and is refused once SQLite is initialized; then the
 /// defaults stay, which is slower but correct). Returns whether the settings took.
 pub fn configure_process() -> bool {
+    use rusqlite::ffi;
     // Memory statistics put one global mutex around every SQLite allocation. With lookaside
     // off, every small allocation takes it, and under load the threads queue on it.
     // SAFETY: called before SQLite is initialized, while no other thread uses it.
-    let rc = unsafe {
-        rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int)
-    };
-    rc == rusqlite::ffi::SQLITE_OK
+    let rc = unsafe { ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
+    // Refused: SQLite is in use already, and must not be shut down to learn its defaults.
+    rc == ffi::SQLITE_OK && spin_before_sleeping()
+}
+
+/// SQLite's own mutexes, whose `enter` tries a while before it sleeps.
+static DEFAULT_MUTEX: OnceLock<rusqlite::ffi::sqlite3_mutex_methods> = OnceLock::new();
+
+/// Tries a busy mutex this many times before sleeping on it.
+const MUTEX_SPINS: u32 = 100;
+
+/// Makes SQLite's mutexes spin briefly before they sleep (what glibc's adaptive mutexes do).
+/// The bundled SQLite is built with `SQLITE_ENABLE_MEMORY_MANAGEMENT`, so every connection's
+/// page cache shares one process-wide mutex, taken on every page fetch. It is held for
+/// nanoseconds, but a thread that finds it taken slept on a futex and had to be woken: under
+/// load that was a tenth of the server's CPU. Returns whether the methods took.
+fn spin_before_sleeping() -> bool {
+    use rusqlite::ffi;
+    // SAFETY: called only from `configure_process`, before any other use of SQLite: its
+    // default methods are filled in by one initialize (and shutdown) and copied out; the
+    // replacement is copied in by `sqlite3_config` before SQLite is initialized again.
+    unsafe {
+        if ffi::sqlite3_initialize() != ffi::SQLITE_OK || ffi::sqlite3_shutdown() != ffi::SQLITE_OK
+        {
+            return false;
+        }
+        let mut methods = std::mem::MaybeUninit::<ffi::sqlite3_mutex_methods>::zeroed();
+        let rc = ffi::sqlite3_config(ffi::SQLITE_CONFIG_GETMUTEX, methods.as_mut_ptr());
+        let methods = methods.assume_init();
+        if rc != ffi::SQLITE_OK || methods.xMutexEnter.is_none() || methods.xMutexTry.is_none() {
+            return false;
+        }
+        let _ = DEFAULT_MUTEX.set(methods);
+        let spinning = ffi::sqlite3_mutex_methods {
+            xMutexEnter: Some(spin_then_enter),
+            ..methods
+        };
+        ffi::sqlite3_config(
+            ffi::SQLITE_CONFIG_MUTEX,
+            &spinning as *const ffi::sqlite3_mutex_methods,
+        ) == ffi::SQLITE_OK
+    }
+}
+
+/// `xMutexEnter`: SQLite's own `xMutexTry` up to `MUTEX_SPINS` times, then its `xMutexEnter`.
+unsafe extern "C" fn spin_then_enter(m: *mut rusqlite::ffi::sqlite3_mutex) {
+    let methods = DEFAULT_MUTEX
+        .get()
+        .expect("set before these methods are installed");
+    let (try_enter, enter) = (
+        methods.xMutexTry.expect("checked when installed"),
+        methods.xMutexEnter.expect("checked when installed"),
+    );
+    for _ in 0..MUTEX_SPINS {
+        // SAFETY: `m` is a mutex SQLite allocated with the same methods.
+        if unsafe { try_enter(m) } == rusqlite::ffi::SQLITE_OK {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+    // SAFETY: as above.
+    unsafe { enter(m) }
 }
 
 /// Applies the per-connection settings. Runs on every new connection.
@@ -130,9 +190,16 @@ impl Tx<'_> {
         done.map(|_| ())
     }
 
-    /// A savepoint inside this transaction, committed or rolled back on its own.
-    pub fn savepoint(&mut self) -> rusqlite::Result<Tx<'_>> {
-        begin(self.conn)
+    /// Rolls back all this transaction wrote and begins it again, in place.
+    pub fn restart(&mut self) -> rusqlite::Result<()> {
+        match self.nested {
+            // Rolling back to a savepoint keeps it open.
+            true => self.conn.exec("ROLLBACK TO tx", []).map(|_| ()),
+            false => {
+                self.conn.exec("ROLLBACK", [])?;
+                self.conn.exec("BEGIN IMMEDIATE", []).map(|_| ())
+            }
+        }
     }
 
     fn undo(&self) {
@@ -260,14 +327,14 @@ mod tests {
             inner.exec("INSERT INTO t VALUES (2)", []).unwrap();
             let mut sp = {
                 let mut inner = inner;
-                let sp = inner.savepoint().unwrap();
+                let sp = begin(&mut inner).unwrap();
                 sp.exec("INSERT INTO t VALUES (3)", []).unwrap();
                 drop(sp);
                 inner.commit().unwrap();
                 begin(&mut outer).unwrap()
             };
             sp.exec("INSERT INTO t VALUES (4)", []).unwrap();
-            let deeper = sp.savepoint().unwrap();
+            let deeper = begin(&mut sp).unwrap();
             deeper.exec("INSERT INTO t VALUES (5)", []).unwrap();
             deeper.commit().unwrap();
             // Dropped: 4 and 5 go, 1 and 2 stay in the outer transaction.
@@ -276,6 +343,31 @@ mod tests {
         outer.commit().unwrap();
         assert!(conn.is_autocommit());
         assert_eq!(all(&conn), [1, 2]);
+    }
+
+    #[test]
+    fn a_restarted_transaction_keeps_only_what_follows_the_restart() {
+        let mut conn = numbers();
+        let mut tx = begin(&mut conn).unwrap();
+        tx.exec("INSERT INTO t VALUES (1)", []).unwrap();
+        tx.restart().unwrap();
+        tx.exec("INSERT INTO t VALUES (2)", []).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(all(&conn), [2]);
+
+        let mut outer = begin(&mut conn).unwrap();
+        outer.exec("INSERT INTO t VALUES (3)", []).unwrap();
+        let mut inner = begin(&mut outer).unwrap();
+        inner.exec("INSERT INTO t VALUES (4)", []).unwrap();
+        inner.restart().unwrap();
+        inner.exec("INSERT INTO t VALUES (5)", []).unwrap();
+        inner.commit().unwrap();
+        outer.commit().unwrap();
+        assert_eq!(
+            all(&conn),
+            [2, 3, 5],
+            "a nested restart undoes only its own part"
+        );
     }
 
     #[test]

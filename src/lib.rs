@@ -11,7 +11,9 @@
 //!    savepoint, `tenant::sqlite::Tx`) -> [`message`]: [`parser`], then [`llm`]
 //!    when unsure -> [`executor`]: [`action`] (checks, role, name resolution) -> fixed SQL of
 //!    [`shop`] in one transaction with the journal, the message log, the inbox row's "done"
-//!    and the reply queued in the outbox ([`mail::inbox::finish`]). The commit itself posts
+//!    and the reply queued in the outbox ([`mail::inbox::finish`]); `/messages` and
+//!    `/actions` of one tenant that queue behind each other share that transaction's commit
+//!    (each in a savepoint of its own: `tenant::pool::TenantPool::with_conn_grouped`). The commit itself posts
 //!    the tenant ([`mail::Mail`], through the pool's commit listener) -> the [`channel`]
 //!    sender sends and records it. `POST /v1/tenants/{t}/messages` and `tarn chat` enter at
 //!    [`message`] (no inbox, no reply row).
@@ -35,7 +37,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`tenant`] | `TenantId` validation, file layout, SQLite settings, migrations, the LRU pool (with its `Watcher` of opens and closes and its commit listener; its own SQL threads, a lane per tenant for `with_conn` work, quiet tenants trimmed), change capture for sync (`session`: the synced tables, the preupdate, commit and WAL hooks, the per-tenant bell; `changeset`: SQLite's changeset format) |
+//! | [`tenant`] | `TenantId` validation, file layout, SQLite settings (and the process-wide ones: no memory statistics, mutexes that spin before they sleep), migrations, the LRU pool (with its `Watcher` of opens and closes and its commit listener; its own SQL threads, a lane per tenant for `with_conn` work where queued writes share one commit (`lane`: group commit), quiet tenants trimmed), change capture for sync (`session`: the synced tables, the preupdate, commit and WAL hooks, the per-tenant bell; `changeset`: SQLite's changeset format), `memo`: settings and staff kept per connection until they change |
 //! | [`control`] | `_control.db`: tenant registry, the trash list, device keys and channel bindings (both cached in the handle: `cache::Fenced`), pending work, schedule index and run ledger, replica lineages (`lineage`) |
 //! | [`schedule`] | scheduling policy, no IO: job kinds, cron math, default schedules, checking changes, typed run status and trigger |
 //! | [`store`] | tenant lifecycle: create, delete to trash, restore, keys, migrate-all |

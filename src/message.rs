@@ -237,7 +237,7 @@ pub async fn handle(
     let first = req.clone();
     let step = store
         .pool()
-        .with_conn(tenant.clone(), move |conn| {
+        .with_conn_grouped(tenant.clone(), move |conn| {
             first_step(conn, &first, with, started)
         })
         .await?;
@@ -253,7 +253,7 @@ pub async fn handle(
 async fn run(store: &Store, tenant: &TenantId, req: Request) -> Result<Outcome, ExecError> {
     store
         .pool()
-        .with_conn(tenant.clone(), move |conn| executor::execute(conn, &req))
+        .with_conn_grouped(tenant.clone(), move |conn| executor::execute(conn, &req))
         .await
 }
 

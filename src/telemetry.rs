@@ -100,6 +100,16 @@ impl Metrics {
             pool.commits.clone(),
         );
         registry.register(
+            "tenant_group_commits",
+            "Commits that several queued writes of one tenant shared (group commit)",
+            pool.group_commits.clone(),
+        );
+        registry.register(
+            "tenant_grouped_writes",
+            "Writes that shared a commit with others of their tenant",
+            pool.grouped_writes.clone(),
+        );
+        registry.register(
             "control_db_uses",
             "Uses of the control database (connections taken from its pool)",
             control.uses(),

@@ -148,10 +148,13 @@ pub async fn action(
         reply_to: None,
     };
     Ok(Json(
-        run(&state, access, move |conn| {
-            Ok(executor::execute(conn, &req)?)
-        })
-        .await?,
+        state
+            .store
+            .pool()
+            .with_conn_grouped(access.id, move |conn| {
+                Ok::<_, ApiError>(executor::execute(conn, &req)?)
+            })
+            .await?,
     ))
 }
 

@@ -114,23 +114,28 @@ pub fn greeting(conn: &Connection) -> rusqlite::Result<Option<String>> {
     setting(conn, "greeting")
 }
 
-/// Reads the shop settings (with defaults for anything unset).
+/// The shop settings (with defaults for anything unset), kept per connection while the
+/// table is unchanged (`tenant::memo`).
 pub fn load_settings(conn: &Connection) -> rusqlite::Result<ShopSettings> {
-    // One statement for the four (every message reads them).
-    let mut stmt = conn.prepare_cached(
-        "SELECT key, value FROM settings
-         WHERE key IN ('currency', 'timezone', 'low_stock_default', 'join_code_ttl_hours')",
-    )?;
+    crate::tenant::memo::with(conn, read_settings, ShopSettings::clone)
+}
+
+/// Reads the shop settings from the file.
+fn read_settings(conn: &Connection) -> rusqlite::Result<ShopSettings> {
+    // One statement for the four (every message reads them). The table holds a handful of
+    // rows: reading them all is cheaper than `key IN (…)`, which builds a temporary index.
+    let mut stmt = conn.prepare_cached("SELECT key, value FROM settings")?;
     let mut rows = stmt.query([])?;
     let [mut currency, mut timezone, mut low_stock, mut ttl] = [None, None, None, None];
     while let Some(r) = rows.next()? {
-        let value = Some(unquote(r.get(1)?));
-        match r.get_ref(0)?.as_str()? {
-            "currency" => currency = value,
-            "timezone" => timezone = value,
-            "low_stock_default" => low_stock = value,
-            _ => ttl = value,
-        }
+        let slot = match r.get_ref(0)?.as_str()? {
+            "currency" => &mut currency,
+            "timezone" => &mut timezone,
+            "low_stock_default" => &mut low_stock,
+            "join_code_ttl_hours" => &mut ttl,
+            _ => continue,
+        };
+        *slot = Some(unquote(r.get(1)?));
     }
     let currency = currency.unwrap_or_else(|| "USD".into());
     let timezone = timezone

@@ -6,6 +6,7 @@
 use super::{ExecError, ShopSettings};
 use crate::action::Role;
 use crate::action::resolve::key;
+use crate::tenant::memo;
 use crate::tenant::sqlite::Cached;
 use rand::RngExt;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -30,39 +31,51 @@ fn staff_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Staff> {
     })
 }
 
+/// Every staff member with their name's key, by id: what requests are matched against,
+/// read once per connection while the table is unchanged (`tenant::memo`). A shop has a
+/// handful; every message looks one up.
+struct Directory(Vec<(String, Staff)>);
+
+fn directory(conn: &Connection) -> rusqlite::Result<Directory> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, name, role, active, name_key FROM staff ORDER BY id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(4)?, staff_row(r)?)))?;
+    rows.collect::<rusqlite::Result<_>>().map(Directory)
+}
+
+fn in_directory<R>(conn: &Connection, read: impl FnOnce(&Directory) -> R) -> rusqlite::Result<R> {
+    memo::with(conn, directory, read)
+}
+
 /// The staff member a sender names: their id, or their exact name (any case).
 pub fn find_staff(conn: &Connection, sender: &str) -> rusqlite::Result<Option<Staff>> {
     if let Ok(id) = sender.trim().parse::<i64>() {
         return staff_by_id(conn, id);
     }
-    conn.row(
-        "SELECT id, name, role, active FROM staff WHERE name_key = ?1",
-        [key(sender)],
-        staff_row,
-    )
-    .optional()
+    let wanted = key(sender);
+    in_directory(conn, |d| {
+        d.0.iter()
+            .find(|(k, _)| *k == wanted)
+            .map(|(_, s)| s.clone())
+    })
 }
 
 /// The owner who speaks for a request that names no sender: the active owner with the
 /// lowest id, whatever they are called now.
 pub fn default_owner(conn: &Connection) -> rusqlite::Result<Option<Staff>> {
-    conn.row(
-        "SELECT id, name, role, active FROM staff WHERE role = 'owner' AND active = 1
-         ORDER BY id LIMIT 1",
-        [],
-        staff_row,
-    )
-    .optional()
+    in_directory(conn, |d| {
+        d.0.iter()
+            .map(|(_, s)| s)
+            .find(|s| s.role == Role::Owner && s.active)
+            .cloned()
+    })
 }
 
 /// Staff member by id.
 pub fn staff_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Staff>> {
-    conn.row(
-        "SELECT id, name, role, active FROM staff WHERE id = ?1",
-        [id],
-        staff_row,
-    )
-    .optional()
+    in_directory(conn, |d| {
+        d.0.iter().map(|(_, s)| s).find(|s| s.id == id).cloned()
+    })
 }
 
 /// A staff member as the API shows it.

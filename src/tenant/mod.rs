@@ -5,6 +5,8 @@
 
 pub mod changeset;
 mod id;
+mod lane;
+pub mod memo;
 pub mod migrate;
 pub mod pool;
 pub mod session;

@@ -1,9 +1,11 @@
 //! The pool of open tenants: an LRU of tenants, each an r2d2 pool of SQLite connections, and
-//! the SQL threads that run `with_conn` work through a lane per tenant.
+//! the SQL threads that run `with_conn` work through a lane per tenant (`lane`: queued writes
+//! of one tenant share a commit).
 //! Invariants: a tenant is opened at most once at a time (single flight per id); a tenant
 //! with a live `TenantHandle` is never evicted or closed; connections are closed outside the
 //! LRU lock; everything here but `with_conn` blocks and must run off the async runtime.
 
+use super::lane::{Group, Job, Lane, Run};
 use super::{Layout, StoreError, TenantId, migrate, session, sqlite};
 use lru::LruCache;
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
@@ -84,6 +86,10 @@ pub struct PoolMetrics {
     pub open_seconds: Histogram,
     /// Commits on tenant files (write transactions, and writes outside one).
     pub commits: Counter,
+    /// Transactions that grouped several queued writes of a tenant (group commit).
+    pub group_commits: Counter,
+    /// Writes that ran in such a group.
+    pub grouped_writes: Counter,
 }
 
 impl Default for PoolMetrics {
@@ -94,6 +100,8 @@ impl Default for PoolMetrics {
         PoolMetrics {
             opens: Counter::default(),
             commits: Counter::default(),
+            group_commits: Counter::default(),
+            grouped_writes: Counter::default(),
             evictions_capacity: Counter::default(),
             evictions_idle: Counter::default(),
             trims: Counter::default(),
@@ -146,24 +154,6 @@ struct Inner {
     sql: Option<tokio::runtime::Runtime>,
     /// `with_conn` work waiting for a tenant, by tenant (only while some is queued or running).
     lanes: Mutex<HashMap<TenantId, Lane>>,
-}
-
-/// What a job is handed: the tenant's connection, or the reason there is none.
-type Handed<'a> = Result<&'a mut Connection, StoreError>;
-
-/// One `with_conn` job.
-struct Job {
-    run: Box<dyn FnOnce(Handed<'_>) + Send>,
-    queued: Instant,
-}
-
-/// A tenant's queue of `with_conn` work and how many threads are draining it (at most its
-/// connection count): work for a busy tenant waits here, not on a thread blocked on its
-/// connection, and the thread that holds the connection runs it next.
-#[derive(Default)]
-struct Lane {
-    queue: std::collections::VecDeque<Job>,
-    draining: u32,
 }
 
 /// Most jobs one thread runs for a tenant before it requeues itself behind other tenants.
@@ -693,15 +683,34 @@ impl TenantPool {
         E: From<StoreError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job = Job {
-            run: Box::new(move |conn| {
-                let _ = tx.send(match conn {
-                    Ok(conn) => f(conn),
-                    Err(e) => Err(E::from(e)),
-                });
-            }),
-            queued: Instant::now(),
-        };
+        self.queue(id, Job::alone(f, tx));
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Join("the tenant's job panicked".into()).into()))
+    }
+
+    /// Like `with_conn`, for one write that may share its commit with the tenant's other
+    /// queued writes (group commit): when others wait in the lane, `f` runs inside their
+    /// shared transaction (a `sqlite::begin` in it is a savepoint), and its result comes back
+    /// only once that transaction has committed. `f` must leave nothing it wrote behind when
+    /// it returns `Err` (it is rolled back), and must record its changes to synced tables.
+    pub async fn with_conn_grouped<T, E>(
+        &self,
+        id: TenantId,
+        f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue(id, Job::grouped(f, tx));
+        rx.await
+            .unwrap_or_else(|_| Err(StoreError::Join("the tenant's job panicked".into()).into()))
+    }
+
+    /// Queues a job in the tenant's lane, and starts a thread draining it when fewer than
+    /// its connection count do.
+    fn queue(&self, id: TenantId, job: Job) {
         let start = {
             let mut lanes = lock(&self.inner.lanes);
             let lane = lanes.entry(id.clone()).or_default();
@@ -713,8 +722,6 @@ impl TenantPool {
         if start {
             self.drain_soon(id);
         }
-        rx.await
-            .unwrap_or_else(|_| Err(StoreError::Join("the tenant's job panicked".into()).into()))
     }
 
     /// Starts a thread draining the tenant's lane (its `draining` already counts it).
@@ -725,53 +732,87 @@ impl TenantPool {
     }
 
     /// Runs the tenant's queued jobs on one connection, up to `JOBS_PER_TURN`, then leaves
-    /// (or requeues itself when more wait). When the tenant cannot be opened, the next job
-    /// gets the error and another turn tries again for the rest. A job that waited longer
-    /// than the pool's wait fails with `Busy` unrun; one that panics fails alone.
+    /// (or requeues itself when more wait). Grouped jobs that find others queued behind
+    /// them share one transaction, committed before an unrelated job runs and before the
+    /// thread leaves. When the tenant cannot be opened, the next job gets the error and
+    /// another turn tries again for the rest. A job that waited longer than the pool's wait
+    /// fails with `Busy` unrun; one that panics fails alone.
     fn drain(&self, id: TenantId) {
         let (mut conn, handle) = match self.acquire(&id).and_then(|h| Ok((h.conn()?, h))) {
             Ok(opened) => opened,
             Err(e) => {
-                if let Some(job) = self.next_job(&id) {
-                    (job.run)(Err(e));
+                if let Some((job, _)) = self.next_job(&id, true) {
+                    match job.run {
+                        Run::Alone(run) => run(Err(e)),
+                        Run::Grouped(run) => Group::fail(run, e),
+                    }
                     self.drain_soon(id);
                 }
                 return;
             }
         };
-        for _ in 0..JOBS_PER_TURN {
-            let Some(job) = self.next_job(&id) else {
-                return;
+        let mut group = Group::default();
+        let mut turns = 0;
+        while turns < JOBS_PER_TURN {
+            let Some((job, more)) = self.next_job(&id, !group.is_open()) else {
+                if !group.is_open() {
+                    return;
+                }
+                self.commit_group(&mut group, &mut conn, &handle);
+                continue;
             };
+            turns += 1;
             // Waiting in the lane is bounded like waiting for a connection was.
             let ready = match job.queued.elapsed() > self.inner.config.wait {
                 true => Err(StoreError::Busy(id.clone())),
                 false => handle.arm_timeout(&conn),
             };
-            let run = std::panic::AssertUnwindSafe(|| match ready {
-                Ok(()) => (job.run)(Ok(&mut conn)),
-                Err(e) => (job.run)(Err(e)),
+            let run = std::panic::AssertUnwindSafe(|| match (job.run, ready) {
+                (Run::Alone(run), ready) => {
+                    self.commit_group(&mut group, &mut conn, &handle);
+                    run(ready.map(|()| &mut **conn))
+                }
+                (Run::Grouped(run), Err(e)) => Group::fail(run, e),
+                (Run::Grouped(run), Ok(())) if !group.is_open() && !more => {
+                    Group::run_alone(&mut conn, run)
+                }
+                (Run::Grouped(run), Ok(())) => group.run(&mut conn, run),
             });
             if std::panic::catch_unwind(run).is_err() {
                 tracing::error!(tenant = %id, "a job on the tenant's connection panicked");
             }
         }
+        self.commit_group(&mut group, &mut conn, &handle);
         drop(conn);
         drop(handle);
         self.drain_soon(id);
     }
 
-    /// The lane's next job; when it is empty, this drainer leaves (and the lane goes once no
-    /// drainer is left).
-    fn next_job(&self, id: &TenantId) -> Option<Job> {
+    /// Commits the connection's open group, if any, and counts it.
+    fn commit_group(&self, group: &mut Group, conn: &mut Connection, handle: &TenantHandle) {
+        if !group.is_open() {
+            return;
+        }
+        // A commit is not cut short by the last member's statement timeout.
+        let _ = handle.arm_timeout(conn);
+        let members = group.commit(conn);
+        self.inner.metrics.group_commits.inc();
+        self.inner.metrics.grouped_writes.inc_by(members as u64);
+    }
+
+    /// The lane's next job, and whether another waits behind it. When the lane is empty
+    /// and `leave` is set, this drainer leaves (and the lane goes once no drainer is left).
+    fn next_job(&self, id: &TenantId, leave: bool) -> Option<(Job, bool)> {
         let mut lanes = lock(&self.inner.lanes);
         let lane = lanes.get_mut(id).expect("a drained lane exists");
         if let Some(job) = lane.queue.pop_front() {
-            return Some(job);
+            return Some((job, !lane.queue.is_empty()));
         }
-        lane.draining -= 1;
-        if lane.draining == 0 {
-            lanes.remove(id);
+        if leave {
+            lane.draining -= 1;
+            if lane.draining == 0 {
+                lanes.remove(id);
+            }
         }
         None
     }
@@ -1046,6 +1087,169 @@ mod tests {
             "a job that waited too long does not run"
         );
         assert!(slow.await.unwrap().is_ok());
+    }
+
+    /// Holds tenant `t`'s lane until the returned sender is used (or dropped).
+    async fn hold(p: &TenantPool, t: &str) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let p2 = p.clone();
+        let t = id(t);
+        tokio::spawn(async move {
+            p2.with_conn(t, move |_| {
+                let _ = held.recv();
+                Ok::<_, StoreError>(())
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release
+    }
+
+    fn count(c: &Connection, sql: &str) -> i64 {
+        c.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A grouped write: an expense of `amount`, its change recorded for sync.
+    fn expense(amount: i64) -> impl FnOnce(&mut Connection) -> Result<i64, StoreError> {
+        move |c| {
+            let tx = sqlite::begin(c)?;
+            tx.execute(
+                "INSERT INTO expenses (staff_id, amount, at) VALUES (1, ?1, 'x')",
+                [amount],
+            )?;
+            session::record(&tx, "record_expense")?;
+            tx.commit()?;
+            Ok(amount)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_writes_share_a_commit_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pool(dir.path(), 8);
+        Arc::get_mut(&mut p.inner).unwrap().config.connections = 1;
+        p.create(&id("a"), |c| Ok(crate::shop::init_tenant(c, "USD", "UTC")?))
+            .unwrap();
+        let commits = p.metrics().commits.get();
+        let release = hold(&p, "a").await;
+        let mut jobs = Vec::new();
+        for amount in [1, 2, 3] {
+            jobs.push(tokio::spawn({
+                let p = p.clone();
+                async move { p.with_conn_grouped(id("a"), expense(amount)).await }
+            }));
+        }
+        // Fails after writing: rolled back alone.
+        jobs.push(tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.with_conn_grouped(id("a"), |c| {
+                    expense(100)(c)?;
+                    Err::<i64, _>(StoreError::Invalid("changed my mind".into()))
+                })
+                .await
+            }
+        }));
+        // Leaves a synced change unrecorded: rolled back alone, with an error.
+        jobs.push(tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.with_conn_grouped(id("a"), |c| {
+                    c.execute(
+                        "INSERT INTO expenses (staff_id, amount, at) VALUES (1, 1000, 'x')",
+                        [],
+                    )?;
+                    Ok::<i64, StoreError>(1000)
+                })
+                .await
+            }
+        }));
+        jobs.push(tokio::spawn({
+            let p = p.clone();
+            async move { p.with_conn_grouped(id("a"), expense(4)).await }
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release.send(()).unwrap();
+        let mut results = Vec::new();
+        for j in jobs {
+            results.push(j.await.unwrap());
+        }
+        let amounts: Vec<Option<i64>> = results.iter().map(|r| r.as_ref().ok().copied()).collect();
+        assert_eq!(amounts, [Some(1), Some(2), Some(3), None, None, Some(4)]);
+        assert!(matches!(results[3], Err(StoreError::Invalid(_))));
+        assert!(matches!(results[4], Err(StoreError::Sqlite(_))));
+        let (total, logged) = p
+            .with_conn(id("a"), |c| {
+                Ok::<_, StoreError>((
+                    count(c, "SELECT sum(amount) FROM expenses"),
+                    count(
+                        c,
+                        "SELECT count(*) FROM sync_log WHERE what = 'record_expense'",
+                    ),
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (total, logged),
+            (10, 4),
+            "the four kept writes, each in the feed"
+        );
+        assert_eq!(p.metrics().group_commits.get(), 1);
+        assert_eq!(p.metrics().grouped_writes.get(), 4);
+        // One commit for the four writes (and the setup's and the read's none).
+        assert_eq!(p.metrics().commits.get() - commits, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_whose_commit_fails_gives_every_member_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pool(dir.path(), 8);
+        Arc::get_mut(&mut p.inner).unwrap().config.connections = 1;
+        p.create(&id("a"), |c| Ok(crate::shop::init_tenant(c, "USD", "UTC")?))
+            .unwrap();
+        let release = hold(&p, "a").await;
+        let mut jobs = Vec::new();
+        jobs.push(tokio::spawn({
+            let p = p.clone();
+            async move { p.with_conn_grouped(id("a"), expense(1)).await }
+        }));
+        // A foreign key checked only at commit: the whole group's commit fails.
+        jobs.push(tokio::spawn({
+            let p = p.clone();
+            async move {
+                p.with_conn_grouped(id("a"), |c| {
+                    c.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+                    let tx = sqlite::begin(c)?;
+                    tx.execute(
+                        "INSERT INTO expenses (staff_id, amount, at) VALUES (999, 2, 'x')",
+                        [],
+                    )?;
+                    session::record(&tx, "record_expense")?;
+                    tx.commit()?;
+                    Ok::<i64, StoreError>(2)
+                })
+                .await
+            }
+        }));
+        jobs.push(tokio::spawn({
+            let p = p.clone();
+            async move { p.with_conn_grouped(id("a"), expense(3)).await }
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release.send(()).unwrap();
+        for j in jobs {
+            assert!(j.await.unwrap().is_err(), "no member hears of a success");
+        }
+        let written = p
+            .with_conn(id("a"), |c| {
+                Ok::<_, StoreError>(count(c, "SELECT count(*) FROM expenses"))
+            })
+            .await
+            .unwrap();
+        assert_eq!(written, 0);
+        let again = p.with_conn_grouped(id("a"), expense(5)).await;
+        assert_eq!(again.unwrap(), 5, "the tenant's next write works");
     }
 
     #[test]

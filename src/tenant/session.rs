@@ -6,6 +6,7 @@
 
 use super::TenantId;
 use super::changeset;
+use super::memo;
 use super::sqlite::Cached;
 use prometheus_client::metrics::counter::Counter;
 use rusqlite::ffi::{
@@ -100,6 +101,8 @@ type Shapes = Arc<[Option<Table>]>;
 /// Per connection: the synced tables' shapes (known when capture starts) and the rows the
 /// open transaction has touched.
 struct Capture {
+    /// The connection captured.
+    db: *mut sqlite3,
     tables: Shapes,
     touched: RefCell<Touched>,
     /// Row changes the preupdate hook saw (in any table) since the statement running now began.
@@ -390,14 +393,40 @@ impl Capture {
     ///
     /// # Safety
     /// `db` is this capture's connection.
-    unsafe fn statement_begins(&self, db: *mut sqlite3, sql: &[u8]) {
+    unsafe fn statement_begins(&self, db: *mut sqlite3, rolls_back: bool) {
         // SAFETY: per the contract.
         let total = unsafe { sqlite3_total_changes64(db) };
-        let undone =
-            self.hooked.replace(0) > total - self.counted.replace(total) || rolls_back(sql);
+        let undone = self.hooked.replace(0) > total - self.counted.replace(total) || rolls_back;
         if undone && let Ok(mut touched) = self.touched.try_borrow_mut() {
             touched.undone = true;
         }
+    }
+}
+
+/// Whether the NUL-terminated statement text at `sql` may roll back (to) a savepoint. Only
+/// its first bytes are read when they decide (statements are long, and this runs for each).
+///
+/// # Safety
+/// `sql` points to a NUL-terminated string.
+unsafe fn text_rolls_back(sql: *const c_char) -> bool {
+    const HEAD: usize = 16;
+    let mut head = [0u8; HEAD];
+    let mut n = 0;
+    while n < HEAD {
+        // SAFETY: reading stops at the terminating NUL.
+        let b = unsafe { *sql.add(n) } as u8;
+        if b == 0 {
+            break;
+        }
+        head[n] = b;
+        n += 1;
+    }
+    let first_word = head[..n].iter().position(|b| !b.is_ascii_whitespace());
+    match first_word {
+        Some(i) if head[i].is_ascii_alphabetic() && n - i >= 8 => rolls_back(&head[i..n]),
+        // A short text, leading spaces or a comment: look at all of it.
+        // SAFETY: per the contract.
+        _ => rolls_back(unsafe { CStr::from_ptr(sql) }.to_bytes()),
     }
 }
 
@@ -455,6 +484,13 @@ unsafe extern "C" fn before_change(
         // SAFETY: we are in the hook of `db`.
         unsafe { capture.note(db, t, op) };
     }
+    if memo::TABLES
+        .iter()
+        .any(|s| s.as_bytes() == table.to_bytes())
+    {
+        // SAFETY: the hook's own connection, on its thread.
+        unsafe { memo::forget(db) };
+    }
 }
 
 /// SQLite's trace callback, for the start of each statement (`SQLITE_TRACE_STMT`).
@@ -467,17 +503,19 @@ unsafe extern "C" fn statement_begins(
     if event != SQLITE_TRACE_STMT as c_uint || sql.is_null() {
         return 0;
     }
-    // SAFETY: as in `before_change`; for this event `sql` is the statement's NUL-terminated
-    // text, valid during the call.
-    let (hooks, sql) = unsafe {
-        (
-            &*(hooks as *const Hooks),
-            CStr::from_ptr(sql as *const c_char),
-        )
-    };
+    // SAFETY: as in `before_change`.
+    let hooks = unsafe { &*(hooks as *const Hooks) };
     if let Some(capture) = &hooks.capture {
-        // SAFETY: the statement belongs to the connection the hooks were registered on.
-        unsafe { capture.statement_begins(sqlite3_db_handle(stmt as *mut _), sql.to_bytes()) };
+        // SAFETY: for this event `sql` is the statement's NUL-terminated text, valid during
+        // the call; the statement belongs to the connection the hooks were registered on.
+        unsafe {
+            let db = sqlite3_db_handle(stmt as *mut _);
+            let rolls_back = text_rolls_back(sql as *const c_char);
+            if rolls_back {
+                memo::forget(db);
+            }
+            capture.statement_begins(db, rolls_back)
+        };
     }
     0
 }
@@ -506,10 +544,12 @@ unsafe extern "C" fn before_commit(hooks: *mut c_void) -> c_int {
 unsafe extern "C" fn after_rollback(hooks: *mut c_void) {
     // SAFETY: as in `before_change`.
     let hooks = unsafe { &*(hooks as *const Hooks) };
-    if let Some(capture) = &hooks.capture
-        && let Ok(mut touched) = capture.touched.try_borrow_mut()
-    {
-        touched.clear();
+    if let Some(capture) = &hooks.capture {
+        if let Ok(mut touched) = capture.touched.try_borrow_mut() {
+            touched.clear();
+        }
+        // SAFETY: the capture's own connection, on its thread.
+        unsafe { memo::forget(capture.db) };
     }
 }
 
@@ -566,6 +606,8 @@ pub fn start(conn: &Connection, notices: Notices) -> rusqlite::Result<()> {
     }
     let capture = match capture {
         true => Some(Capture {
+            // SAFETY: only stored, to name the connection in the rollback hook.
+            db: unsafe { conn.handle() },
             tables: tables_of(conn)?,
             touched: RefCell::default(),
             hooked: Cell::new(0),
@@ -575,6 +617,10 @@ pub fn start(conn: &Connection, notices: Notices) -> rusqlite::Result<()> {
         false => None,
     };
     let capturing = capture.is_some();
+    if capturing {
+        // Its writes and rollbacks are reported by the hooks below.
+        memo::start(conn);
+    }
     let hooks = Box::into_raw(Box::new(Hooks {
         bell,
         capture,
@@ -633,6 +679,8 @@ pub fn stop(conn: &Connection) {
         sqlite3_set_clientdata(db, HOOKS_KEY.as_ptr(), std::ptr::null_mut(), None);
         drop(Box::from_raw(hooks as *mut Hooks));
     }
+    // Nothing reports its changes any more.
+    memo::stop(conn);
 }
 
 /// What the open transaction changed in the synced tables, as a changeset (empty when
@@ -649,7 +697,7 @@ fn take_changes(conn: &Connection) -> rusqlite::Result<Vec<u8>> {
     };
     // The last statement has finished: was it undone?
     // SAFETY: the connection's own handle, on its thread.
-    unsafe { capture.statement_begins(conn.handle(), b"") };
+    unsafe { capture.statement_begins(conn.handle(), false) };
     let (mut rows, undone) = {
         let mut touched = capture.touched.borrow_mut();
         if let Some(why) = touched.broken.take() {
@@ -701,6 +749,36 @@ fn read_back(conn: &Connection, table: &Table, row: &Touch) -> rusqlite::Result<
             Ok(buf)
         })
         .optional()
+}
+
+/// Whether the open transaction touched synced rows that no `record` has taken since (such
+/// a transaction cannot commit: see `before_commit`).
+pub fn pending(conn: &Connection) -> bool {
+    // SAFETY: set by `start` on this connection, freed only by `stop`.
+    let Some(capture) = (unsafe { hooks_of(conn).as_ref() }).and_then(|h| h.capture.as_ref())
+    else {
+        return false;
+    };
+    capture.touched.try_borrow().is_ok_and(|t| !t.is_empty())
+}
+
+/// Forgets what the open transaction touched since its last `record`: for a caller that has
+/// just rolled back to a savepoint taken when nothing was pending, so that all it forgets is
+/// undone already.
+pub fn forget(conn: &Connection) {
+    // SAFETY: as in `pending`.
+    let Some(capture) = (unsafe { hooks_of(conn).as_ref() }).and_then(|h| h.capture.as_ref())
+    else {
+        return;
+    };
+    if let Ok(mut touched) = capture.touched.try_borrow_mut() {
+        touched.clear();
+    }
+    capture.hooked.set(0);
+    // SAFETY: the connection's own handle, on its thread.
+    capture
+        .counted
+        .set(unsafe { sqlite3_total_changes64(conn.handle()) });
 }
 
 /// Records what this transaction changed in the synced tables as the next `sync_log` row,
@@ -1138,6 +1216,25 @@ mod tests {
         record(conn, "t").unwrap();
         conn.execute_batch("COMMIT").unwrap();
         READ_BACKS.with(|n| n.get()) - before
+    }
+
+    #[test]
+    fn a_statement_that_may_roll_back_is_told_from_its_first_word() {
+        let cases: [(&CStr, bool); 8] = [
+            (c"ROLLBACK TO tx; RELEASE tx", true),
+            (c"rollback", true),
+            (c"   \n ROLLBACK TO member", true),
+            (c"/* a comment */ ROLLBACK", true),
+            (c"-- why\nrollback to tx", true),
+            (c"INSERT INTO t (note) VALUES ('rollback')", false),
+            (c"COMMIT", false),
+            (c"RELEASE tx", false),
+        ];
+        for (sql, expected) in cases {
+            // SAFETY: a NUL-terminated literal.
+            let found = unsafe { text_rolls_back(sql.as_ptr()) };
+            assert_eq!(found, expected, "{sql:?}");
+        }
     }
 
     #[test]

@@ -57,10 +57,7 @@ impl Job {
     {
         Job {
             run: Run::Alone(Box::new(move |conn| {
-                let _ = tx.send(match conn {
-                    Ok(conn) => f(conn),
-                    Err(e) => Err(E::from(e)),
-                });
+                let _ = tx.send(call(f, conn));
             })),
             queued: Instant::now(),
         }
@@ -78,10 +75,7 @@ impl Job {
     {
         Job {
             run: Run::Grouped(Box::new(move |conn| {
-                let result = match conn {
-                    Ok(conn) => f(conn),
-                    Err(e) => Err(E::from(e)),
-                };
+                let result = call(f, conn);
                 Member {
                     ok: result.is_ok(),
                     deliver: Box::new(move |committed| {
@@ -94,6 +88,17 @@ impl Job {
             })),
             queued: Instant::now(),
         }
+    }
+}
+
+/// `f` on the connection, or the reason there is none as its error.
+fn call<T, E: From<StoreError>>(
+    f: impl FnOnce(&mut Connection) -> Result<T, E>,
+    conn: Handed<'_>,
+) -> Result<T, E> {
+    match conn {
+        Ok(conn) => f(conn),
+        Err(e) => Err(E::from(e)),
     }
 }
 

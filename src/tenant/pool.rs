@@ -682,10 +682,7 @@ impl TenantPool {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.queue(id, Job::alone(f, tx));
-        rx.await
-            .unwrap_or_else(|_| Err(StoreError::Join("the tenant's job panicked".into()).into()))
+        self.submit(id, |tx| Job::alone(f, tx)).await
     }
 
     /// Like `with_conn`, for one write that may share its commit with the tenant's other
@@ -702,8 +699,20 @@ impl TenantPool {
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
+        self.submit(id, |tx| Job::grouped(f, tx)).await
+    }
+
+    /// Queues the job `make` builds around the sender of its result, and waits for it.
+    async fn submit<T, E>(
+        &self,
+        id: TenantId,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, E>>) -> Job,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.queue(id, Job::grouped(f, tx));
+        self.queue(id, make(tx));
         rx.await
             .unwrap_or_else(|_| Err(StoreError::Join("the tenant's job panicked".into()).into()))
     }
@@ -1109,6 +1118,15 @@ mod tests {
         c.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
+    /// `f` as a grouped write of tenant `a`, on a task of its own.
+    fn spawn_write(
+        p: &TenantPool,
+        f: impl FnOnce(&mut Connection) -> Result<i64, StoreError> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Result<i64, StoreError>> {
+        let p = p.clone();
+        tokio::spawn(async move { p.with_conn_grouped(id("a"), f).await })
+    }
+
     /// A grouped write: an expense of `amount`, its change recorded for sync.
     fn expense(amount: i64) -> impl FnOnce(&mut Connection) -> Result<i64, StoreError> {
         move |c| {
@@ -1134,40 +1152,22 @@ mod tests {
         let release = hold(&p, "a").await;
         let mut jobs = Vec::new();
         for amount in [1, 2, 3] {
-            jobs.push(tokio::spawn({
-                let p = p.clone();
-                async move { p.with_conn_grouped(id("a"), expense(amount)).await }
-            }));
+            jobs.push(spawn_write(&p, expense(amount)));
         }
         // Fails after writing: rolled back alone.
-        jobs.push(tokio::spawn({
-            let p = p.clone();
-            async move {
-                p.with_conn_grouped(id("a"), |c| {
-                    expense(100)(c)?;
-                    Err::<i64, _>(StoreError::Invalid("changed my mind".into()))
-                })
-                .await
-            }
+        jobs.push(spawn_write(&p, |c| {
+            expense(100)(c)?;
+            Err::<i64, _>(StoreError::Invalid("changed my mind".into()))
         }));
         // Leaves a synced change unrecorded: rolled back alone, with an error.
-        jobs.push(tokio::spawn({
-            let p = p.clone();
-            async move {
-                p.with_conn_grouped(id("a"), |c| {
-                    c.execute(
-                        "INSERT INTO expenses (staff_id, amount, at) VALUES (1, 1000, 'x')",
-                        [],
-                    )?;
-                    Ok::<i64, StoreError>(1000)
-                })
-                .await
-            }
+        jobs.push(spawn_write(&p, |c| {
+            c.execute(
+                "INSERT INTO expenses (staff_id, amount, at) VALUES (1, 1000, 'x')",
+                [],
+            )?;
+            Ok::<i64, StoreError>(1000)
         }));
-        jobs.push(tokio::spawn({
-            let p = p.clone();
-            async move { p.with_conn_grouped(id("a"), expense(4)).await }
-        }));
+        jobs.push(spawn_write(&p, expense(4)));
         tokio::time::sleep(Duration::from_millis(50)).await;
         release.send(()).unwrap();
         let mut results = Vec::new();
@@ -1210,32 +1210,20 @@ mod tests {
             .unwrap();
         let release = hold(&p, "a").await;
         let mut jobs = Vec::new();
-        jobs.push(tokio::spawn({
-            let p = p.clone();
-            async move { p.with_conn_grouped(id("a"), expense(1)).await }
-        }));
+        jobs.push(spawn_write(&p, expense(1)));
         // A foreign key checked only at commit: the whole group's commit fails.
-        jobs.push(tokio::spawn({
-            let p = p.clone();
-            async move {
-                p.with_conn_grouped(id("a"), |c| {
-                    c.execute_batch("PRAGMA defer_foreign_keys = ON")?;
-                    let tx = sqlite::begin(c)?;
-                    tx.execute(
-                        "INSERT INTO expenses (staff_id, amount, at) VALUES (999, 2, 'x')",
-                        [],
-                    )?;
-                    session::record(&tx, "record_expense")?;
-                    tx.commit()?;
-                    Ok::<i64, StoreError>(2)
-                })
-                .await
-            }
+        jobs.push(spawn_write(&p, |c| {
+            c.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+            let tx = sqlite::begin(c)?;
+            tx.execute(
+                "INSERT INTO expenses (staff_id, amount, at) VALUES (999, 2, 'x')",
+                [],
+            )?;
+            session::record(&tx, "record_expense")?;
+            tx.commit()?;
+            Ok::<i64, StoreError>(2)
         }));
-        jobs.push(tokio::spawn({
-            let p = p.clone();
-            async move { p.with_conn_grouped(id("a"), expense(3)).await }
-        }));
+        jobs.push(spawn_write(&p, expense(3)));
         tokio::time::sleep(Duration::from_millis(50)).await;
         release.send(()).unwrap();
         for j in jobs {

@@ -245,20 +245,15 @@ pub(super) fn move_stock(
          WHERE id = ?1 AND abs(stock + ?2) <= ?4",
         params![product, delta, ctx.settings.low_stock_default, MAX_STOCK],
     )?;
-    let stock: Option<i64> = match changed {
-        0 => None,
-        _ => Some(
-            conn.row("SELECT stock FROM products WHERE id = ?1", [product], |r| {
-                r.get(0)
-            })?,
-        ),
-    };
-    let Some(stock) = stock else {
+    if changed == 0 {
         return Err(Flow::Invalid(format!(
             "the stock after this would be more than the books can hold (at most {}); nothing was recorded",
             fmt_qty(MAX_STOCK)
         )));
-    };
+    }
+    let stock: i64 = conn.row("SELECT stock FROM products WHERE id = ?1", [product], |r| {
+        r.get(0)
+    })?;
     conn.exec(
         "INSERT INTO stock_movements (product_id, delta, cause, unit_cost, supplier, journal_id, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -283,17 +278,14 @@ pub(super) fn change_balance(
         "UPDATE customers SET balance = balance + ?2 WHERE id = ?1 AND abs(balance + ?2) <= ?3",
         params![customer, delta, crate::action::MAX_MONEY],
     )?;
-    let balance: Option<i64> = match changed {
-        0 => None,
-        _ => Some(conn.row(
-            "SELECT balance FROM customers WHERE id = ?1",
-            [customer],
-            |r| r.get(0),
-        )?),
-    };
-    let Some(balance) = balance else {
+    if changed == 0 {
         return Err(too_large(ctx, "the customer's balance after this"));
-    };
+    }
+    let balance: i64 = conn.row(
+        "SELECT balance FROM customers WHERE id = ?1",
+        [customer],
+        |r| r.get(0),
+    )?;
     ctx.undo.push(UndoOp::Balance {
         customer,
         delta: -delta,

@@ -6,7 +6,7 @@ use super::AppState;
 use super::auth::TenantAccess;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::action::Period;
-use crate::executor::{self, DryRun, Input, Origin, Outcome, Request};
+use crate::executor::{DryRun, Input, Origin, Outcome, Request};
 use crate::shop::{self, catalog, report};
 use crate::tenant::session;
 use axum::Json;
@@ -147,15 +147,9 @@ pub async fn action(
         parse_us: None,
         reply_to: None,
     };
-    Ok(Json(
-        state
-            .store
-            .pool()
-            .with_conn_grouped(access.id, move |conn| {
-                Ok::<_, ApiError>(executor::execute(conn, &req)?)
-            })
-            .await?,
-    ))
+    // A structured action goes straight to the executor, as the app's messages do.
+    let outcome = crate::message::handle(&state.store, state.llm.as_ref(), &access.id, req).await?;
+    Ok(Json(outcome))
 }
 
 // ---- products ----

@@ -454,6 +454,13 @@ fn hooks_of(conn: &Connection) -> *const Hooks {
     unsafe { sqlite3_get_clientdata(conn.handle(), HOOKS_KEY.as_ptr()) as *const Hooks }
 }
 
+/// The connection's capture, when its hooks capture.
+fn capture_of(conn: &Connection) -> Option<&Capture> {
+    // SAFETY: set by `start` on this connection and freed only by `stop`, which runs as it
+    // closes: the hooks outlive this borrow of the connection.
+    unsafe { hooks_of(conn).as_ref() }.and_then(|h| h.capture.as_ref())
+}
+
 /// SQLite's preupdate hook: notes changes to rows of synced tables in the main database.
 unsafe extern "C" fn before_change(
     hooks: *mut c_void,
@@ -690,9 +697,7 @@ pub fn stop(conn: &Connection) {
 /// inserted then deleted) leave nothing. The values now are those the hook last saw, unless
 /// something was undone without the hook seeing it: then they are read back from the file.
 fn take_changes(conn: &Connection) -> rusqlite::Result<Vec<u8>> {
-    // SAFETY: set by `start` on this connection, freed only by `stop`.
-    let Some(capture) = (unsafe { hooks_of(conn).as_ref() }).and_then(|h| h.capture.as_ref())
-    else {
+    let Some(capture) = capture_of(conn) else {
         return Ok(Vec::new());
     };
     // The last statement has finished: was it undone?
@@ -754,9 +759,7 @@ fn read_back(conn: &Connection, table: &Table, row: &Touch) -> rusqlite::Result<
 /// Whether the open transaction touched synced rows that no `record` has taken since (such
 /// a transaction cannot commit: see `before_commit`).
 pub fn pending(conn: &Connection) -> bool {
-    // SAFETY: set by `start` on this connection, freed only by `stop`.
-    let Some(capture) = (unsafe { hooks_of(conn).as_ref() }).and_then(|h| h.capture.as_ref())
-    else {
+    let Some(capture) = capture_of(conn) else {
         return false;
     };
     capture.touched.try_borrow().is_ok_and(|t| !t.is_empty())
@@ -766,9 +769,7 @@ pub fn pending(conn: &Connection) -> bool {
 /// just rolled back to a savepoint taken when nothing was pending, so that all it forgets is
 /// undone already.
 pub fn forget(conn: &Connection) {
-    // SAFETY: as in `pending`.
-    let Some(capture) = (unsafe { hooks_of(conn).as_ref() }).and_then(|h| h.capture.as_ref())
-    else {
+    let Some(capture) = capture_of(conn) else {
         return;
     };
     if let Ok(mut touched) = capture.touched.try_borrow_mut() {

@@ -43,6 +43,8 @@ pub enum StartError {
     Replica(#[from] crate::replica::BucketError),
     #[error("TARN_REPLICA_URL: {0}")]
     ReplicaUrl(String),
+    #[error("placement: {0}")]
+    Placement(String),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
@@ -176,6 +178,32 @@ impl App {
             // Before anything opens a tenant, so every open is replicated.
             store.pool().watch(r.clone());
         }
+        let placement = match crate::placement::PlacementConfig::from_args(
+            &config.placement,
+            listener.local_addr().unwrap_or(config.listen),
+            config.admin_token.as_ref(),
+            ReplicaConfig::from_args(&config.replica)
+                .ok()
+                .flatten()
+                .as_ref(),
+            config.max_body_bytes,
+        )
+        .map_err(StartError::Placement)?
+        {
+            Some(c) => {
+                let r = replica
+                    .clone()
+                    .expect("placement is configured only with replication");
+                tracing::info!(machine = %c.me, url = %c.url, "placement on");
+                let p = crate::placement::Placement::new(c, store.clone(), r);
+                // Before the channels resume tenants: a half-done move is settled first.
+                p.recover()
+                    .await
+                    .map_err(|e| StartError::Placement(e.to_string()))?;
+                Some(p)
+            }
+            None => None,
+        };
         // Before anything opens a tenant too: every commit with outbox rows is posted.
         let mail = crate::mail::Mail::new(store.pool(), store.control().clone());
         if config.demo {
@@ -234,6 +262,7 @@ impl App {
             admin_token: Arc::new(admin_token),
             config: Arc::new(config),
             replica,
+            placement,
         });
         Ok(App {
             listener,
@@ -282,6 +311,11 @@ impl App {
         .await
         .map_err(|e| std::io::Error::other(format!("housekeeping did not start: {e}")))?;
         let ticker = sched.enabled.then(|| self.state.scheduler.clone().spawn());
+        let announcing = self
+            .state
+            .placement
+            .as_ref()
+            .map(|p| p.keep_announcing(Duration::from_secs(30)));
         tracing::info!(%addr, max_open_tenants = pool.config().max_open, scheduler = sched.enabled, "tarn listening");
         let router = http::router(self.state);
         let served = axum::serve(self.listener, router)
@@ -289,6 +323,9 @@ impl App {
             .await;
         if let Some(t) = ticker {
             t.abort();
+        }
+        if let Some(a) = announcing {
+            a.abort();
         }
         if let Err(e) = housekeeping.shutdown().await {
             tracing::warn!(error = %e, "housekeeping did not stop cleanly");

@@ -168,6 +168,22 @@ pub enum Command {
     Bench(BenchArgs),
     /// Score the parser on labelled messages, routed as the server would (see README).
     Eval(Box<EvalArgs>),
+    /// Where tenants live when several machines serve them: list, show, move, drain (through
+    /// a server's API; a request for a tenant is followed to the machine that owns it).
+    Placement {
+        /// Base URL of any machine's API (or of the proxy in front of them).
+        #[arg(
+            long,
+            env = "TARN_PLACEMENT_VIA",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        via: String,
+        /// The operator token the machines share.
+        #[arg(long, env = "TARN_ADMIN_TOKEN", hide_env_values = true)]
+        token: Secret,
+        #[command(subcommand)]
+        command: PlacementCommand,
+    },
     /// Bring tenant files to this binary's schema.
     Migrate {
         #[command(flatten)]
@@ -282,6 +298,24 @@ pub enum TenantCommand {
     Delete { id: String },
     /// Bring a deleted tenant back from the trash; prints a new API key.
     Restore { id: String },
+}
+
+/// Placement subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PlacementCommand {
+    /// The machines (with their tenant counts) and where each tenant is.
+    List {
+        /// Most tenants listed.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Which machine owns a tenant.
+    Show { tenant: String },
+    /// Move a tenant to a machine (it answers 503, retry, for the move's few seconds).
+    Move { tenant: String, machine: String },
+    /// Move every tenant off a machine, each to the machine with the fewest, and place
+    /// nothing new on it.
+    Drain { machine: String },
 }
 
 /// Trash subcommands.
@@ -418,6 +452,24 @@ pub struct ReplicaArgs {
     pub replica_max_failing_secs: u64,
 }
 
+/// Several machines, each owning a share of the tenants (off unless a machine id is set).
+#[derive(Debug, Clone, Args)]
+pub struct PlacementArgs {
+    /// This machine's id in the placement directory (Fly sets `FLY_MACHINE_ID`, which is
+    /// used when this is unset). Unset on both: one machine, no directory.
+    #[arg(long, env = "TARN_MACHINE_ID")]
+    pub machine_id: Option<String>,
+    /// How the other machines reach this one's API, like
+    /// `http://<machine id>.vm.<app>.internal:8080` (default on Fly: exactly that, from
+    /// `FLY_MACHINE_ID`, `FLY_APP_NAME` and the listen port).
+    #[arg(long, env = "TARN_MACHINE_URL")]
+    pub machine_url: Option<String>,
+    /// How long a machine trusts what it read of another tenant's owner, in milliseconds
+    /// (a stale entry costs one refused replay, never a wrong write).
+    #[arg(long, env = "TARN_PLACEMENT_CACHE_MS", default_value_t = 2000)]
+    pub placement_cache_ms: u64,
+}
+
 /// The LLM parser (off unless an API key is set).
 #[derive(Debug, Clone, Args)]
 pub struct LlmArgs {
@@ -505,6 +557,8 @@ pub struct ServeConfig {
     pub llm: LlmArgs,
     #[command(flatten)]
     pub replica: ReplicaArgs,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     /// Public base URL of this server (for webhooks), like `https://tarn.fly.dev`.
     #[arg(long, env = "TARN_PUBLIC_URL")]
     pub public_url: Option<String>,

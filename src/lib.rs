@@ -112,6 +112,7 @@ pub mod llm;
 pub mod mail;
 pub mod message;
 pub mod parser;
+pub mod placement;
 pub mod replica;
 pub mod schedule;
 pub mod scheduler;

@@ -103,6 +103,14 @@ fn main() -> anyhow::Result<()> {
             telemetry::init_tracing(LogFormat::Human);
             cli::eval(&args)
         }
+        Command::Placement {
+            via,
+            token,
+            command,
+        } => {
+            telemetry::init_tracing(LogFormat::Human);
+            cli::placement::run(&via, &token, command)
+        }
         Command::Migrate {
             store,
             all,

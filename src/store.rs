@@ -248,6 +248,54 @@ impl Store {
         })
     }
 
+    /// Lets go of a tenant that moved to another machine: its file (closed; kept out by the
+    /// pool's fence) and its control rows go. Safe to repeat after a crash.
+    pub fn hand_off(&self, id: &TenantId) -> Result<(), StoreError> {
+        self.pool.close_and(id, || {
+            each_db_file(&self.layout().tenant_db(id), |f, _| std::fs::remove_file(f))?;
+            self.control.forget_tenant(id)
+        })
+    }
+
+    /// Serves a tenant that moved here: its restored file at `staged` goes into place and
+    /// its control rows are registered (under a new replica lineage), in that order, so a
+    /// crash between them is finished by repeating this.
+    pub fn take_in(
+        &self,
+        id: &TenantId,
+        staged: &Path,
+        passport: &crate::control::passport::Passport,
+    ) -> Result<(), StoreError> {
+        self.pool.close_and(id, || {
+            let db = self.layout().tenant_db(id);
+            if staged.exists() {
+                crate::tenant::create_private_dir(&self.layout().tenant_dir(id))?;
+                each_db_file(&db, |f, _| std::fs::remove_file(f))?;
+                std::fs::rename(staged, &db).map_err(|e| StoreError::io(&db, e))?;
+            } else if !db.exists() {
+                return Err(StoreError::Invalid(format!(
+                    "tenant {id}'s restored file {} is gone",
+                    staged.display()
+                )));
+            }
+            let lineage = crate::control::lineage::Lineage::begin();
+            self.control.import_passport(id, passport, &lineage)
+        })
+    }
+
+    /// Drops a restored file that will not be served here, and its note.
+    pub fn drop_arrival(&self, id: &TenantId, staged: &Path) -> Result<(), StoreError> {
+        for f in db_files(staged) {
+            match std::fs::remove_file(&f) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::io(&f, e));
+                }
+                _ => {}
+            }
+        }
+        self.control.drop_arrival(id)
+    }
+
     /// Moves the most recently deleted copy of a tenant back from the trash and reactivates
     /// it with a new key. `Conflict` while a tenant of that id is active.
     pub fn restore_tenant(&self, id: &TenantId) -> Result<Created, StoreError> {

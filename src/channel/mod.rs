@@ -219,6 +219,11 @@ impl Channels {
         &self.inner.store
     }
 
+    /// Looks at a tenant's inbox and outbox (one that just arrived from another machine).
+    pub fn post(&self, tenant: TenantId) {
+        self.inner.mail.post(tenant);
+    }
+
     /// Where the providers are.
     pub fn config(&self) -> &ChannelConfig {
         &self.inner.config

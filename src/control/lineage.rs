@@ -58,7 +58,7 @@ impl std::fmt::Display for Lineage {
 }
 
 /// Decodes a registry column (a JSON array, oldest first), skipping what is not a lineage.
-pub(super) fn decode(json: &str) -> Vec<Lineage> {
+pub fn decode(json: &str) -> Vec<Lineage> {
     serde_json::from_str::<Vec<String>>(json)
         .unwrap_or_default()
         .iter()
@@ -66,7 +66,7 @@ pub(super) fn decode(json: &str) -> Vec<Lineage> {
         .collect()
 }
 
-pub(super) fn encode(all: &[Lineage]) -> String {
+pub fn encode(all: &[Lineage]) -> String {
     serde_json::to_string(&all.iter().map(Lineage::as_str).collect::<Vec<_>>())
         .expect("strings serialize")
 }

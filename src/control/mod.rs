@@ -7,6 +7,7 @@
 mod cache;
 pub mod device;
 pub mod lineage;
+pub mod passport;
 pub mod schedule;
 
 use crate::tenant::sqlite::Cached;

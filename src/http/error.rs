@@ -30,6 +30,21 @@ impl ApiError {
         }
     }
 
+    /// 503 with `Retry-After: 1`: the tenant is between machines; the retry finds its owner.
+    pub fn moving(id: &crate::tenant::TenantId) -> Self {
+        Self::retry_soon(
+            "tenant_moving",
+            format!("tenant {id} is moving to another machine; retry shortly"),
+        )
+    }
+
+    /// 503 with `Retry-After: 1`.
+    pub fn retry_soon(code: &'static str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+        e.retry_after = Some(1);
+        e
+    }
+
     /// 429 with `Retry-After`.
     pub fn too_many(message: impl Into<String>, retry_after_secs: u64) -> Self {
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
@@ -163,6 +178,7 @@ impl From<StoreError> for ApiError {
                 "busy",
                 format!("tenant {id} is busy; try again"),
             ),
+            StoreError::Moving(id) => ApiError::moving(&id),
             StoreError::SchemaTooNew { .. } => {
                 tracing::error!(error = %e, "tenant file is newer than this binary");
                 ApiError::new(

@@ -9,6 +9,7 @@ pub mod error;
 pub mod limit;
 pub mod openapi;
 mod ops;
+pub mod placement;
 mod schedules;
 mod shop;
 mod staff;
@@ -68,6 +69,8 @@ pub struct Shared {
     pub limits: Arc<limit::Limits>,
     /// Continuous replication, when `TARN_REPLICA_URL` is set.
     pub replica: Option<Arc<crate::replica::Replicator>>,
+    /// Several machines, when this one has a machine id.
+    pub placement: Option<Arc<crate::placement::Placement>>,
 }
 
 /// The full router with its layers.
@@ -191,6 +194,25 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/whatsapp",
             get(channels::whatsapp_verify).post(channels::whatsapp_webhook),
         )
+        .route("/v1/placement", get(placement::overview))
+        .route("/v1/placement/tenants", get(placement::list))
+        .route("/v1/placement/tenants/{tenant}", get(placement::show))
+        .route(
+            "/v1/placement/tenants/{tenant}/move",
+            post(placement::move_tenant),
+        )
+        .route(
+            "/v1/placement/machines/{machine}/draining",
+            axum::routing::put(placement::set_draining),
+        )
+        .route(
+            "/v1/placement/arrivals/{tenant}",
+            post(placement::arrive).delete(placement::cancel),
+        )
+        .route(
+            "/v1/placement/arrivals/{tenant}/promote",
+            post(placement::promote),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -206,6 +228,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::map_response_with_state(
             state.clone(),
             limit::cap_response,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            placement::route,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),

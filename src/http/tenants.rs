@@ -9,21 +9,51 @@ use crate::store::{Created, NewTenant};
 use crate::tenant::{TenantId, pool::blocking};
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 const DEFAULT_PAGE: usize = 100;
 
+/// Creates a tenant. With several machines it goes to the one with the fewest tenants
+/// (the request is replayed there) and is claimed in the directory before it is made.
 pub async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     _: Operator,
     ApiJson(new): ApiJson<NewTenant>,
-) -> Result<(StatusCode, Json<Created>), ApiError> {
+) -> Result<Response, ApiError> {
+    let claimed = match &state.placement {
+        Some(p) => {
+            let id = new.id.clone();
+            if !super::placement::replayed(&headers) {
+                let to = p.place_new().await?;
+                if &to != p.me() {
+                    return Ok(super::placement::replay_to(&to, 0));
+                }
+            }
+            p.claim(&id).await?.then_some((p.clone(), id))
+        }
+        None => None,
+    };
     let store = state.store.clone();
-    let created = blocking(move || store.create_tenant(new)).await?;
+    let created = match blocking(move || store.create_tenant(new)).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some((p, id)) = claimed {
+                p.unclaim(&id).await;
+            }
+            return Err(e.into());
+        }
+    };
     tracing::info!(tenant = %created.tenant.id, "tenant created");
-    Ok((StatusCode::CREATED, Json(created)))
+    if let Some(p) = &state.placement
+        && let Err(e) = p.announce(None).await
+    {
+        tracing::warn!(error = %e, "placement: cannot announce the new tenant count");
+    }
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 #[derive(Deserialize)]

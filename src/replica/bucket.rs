@@ -6,14 +6,35 @@ use super::{Credentials, ReplicaUrl};
 use crate::control::lineage::Lineage;
 use crate::tenant::TenantId;
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 /// Why the bucket could not be read or changed.
 #[derive(Debug, thiserror::Error)]
 #[error("replica bucket: {0}")]
 pub struct BucketError(#[from] object_store::Error);
+
+impl BucketError {
+    /// A conditional write lost: the object was not as the writer last saw it.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self.0,
+            object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }
+        )
+    }
+}
+
+/// When a `write` may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Whatever is there.
+    Any,
+    /// Only if there is no object yet (`If-None-Match: *`).
+    Absent,
+    /// Only if the object is still the version with this ETag (`If-Match`).
+    Unchanged(String),
+}
 
 /// A client for the replica bucket, under the URL's prefix.
 #[derive(Debug, Clone)]
@@ -83,6 +104,61 @@ impl Bucket {
             )
             .await?;
         Ok(newest)
+    }
+
+    /// A small object and its ETag; `None` if there is none.
+    pub async fn read(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, BucketError> {
+        match self.store.get(&self.key(key)).await {
+            Ok(got) => {
+                let tag = got.meta.e_tag.clone().unwrap_or_default();
+                Ok(Some((got.bytes().await?.to_vec(), tag)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes a small object if `when` holds (else `is_conflict`); returns its new ETag.
+    pub async fn write(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        when: Condition,
+    ) -> Result<String, BucketError> {
+        use object_store::{PutMode, PutOptions, UpdateVersion};
+        let mode = match when {
+            Condition::Any => PutMode::Overwrite,
+            Condition::Absent => PutMode::Create,
+            Condition::Unchanged(tag) => PutMode::Update(UpdateVersion {
+                e_tag: Some(tag),
+                version: None,
+            }),
+        };
+        let put = self
+            .store
+            .put_opts(&self.key(key), body.into(), PutOptions::from(mode))
+            .await?;
+        Ok(put.e_tag.unwrap_or_default())
+    }
+
+    /// The names of the objects directly under `dir` (no deeper), sorted.
+    pub async fn names(&self, dir: &str) -> Result<Vec<String>, BucketError> {
+        let listed = self.store.list_with_delimiter(Some(&self.key(dir))).await?;
+        let mut all: Vec<String> = listed
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename().map(str::to_owned))
+            .collect();
+        all.sort();
+        Ok(all)
+    }
+
+    /// Deletes one object (nothing if it is gone).
+    pub async fn delete(&self, key: &str) -> Result<(), BucketError> {
+        match self.store.delete(&self.key(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deletes the given lineages of a tenant's replica (a purged copy's); how many objects.

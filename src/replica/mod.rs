@@ -10,7 +10,7 @@ pub mod control;
 pub mod restore;
 mod url;
 
-pub use bucket::{Bucket, BucketError};
+pub use bucket::{Bucket, BucketError, Condition};
 pub use url::ReplicaUrl;
 
 use crate::config::ReplicaArgs;
@@ -128,6 +128,9 @@ struct Shared {
     starts: AtomicU64,
     failing_since: Mutex<Option<Instant>>,
     files: Mutex<HashMap<PathBuf, FileReplica>>,
+    /// Files whose next final sync is waited for (`Replicator::await_final`), with its
+    /// outcome once known: true when it reached the bucket.
+    finals: Mutex<HashMap<PathBuf, Option<bool>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -135,6 +138,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Records a final sync's outcome if somebody waits for it.
+    fn final_outcome(&self, path: &Path, synced: bool) {
+        if let Some(v) = lock(&self.finals).get_mut(path) {
+            *v = Some(synced);
+        }
+    }
+
     fn failing(&self, yes: bool) {
         let mut since = lock(&self.failing_since);
         match (yes, since.is_some()) {
@@ -205,6 +215,25 @@ impl Replicator {
             .replica_lineages(id)?
             .last()
             .map(|l| self.url.tenant(id, l)))
+    }
+
+    /// Asks for the outcome of the file's next final sync (before the close that makes it).
+    pub fn await_final(&self, path: &Path) {
+        lock(&self.shared.finals).insert(path.to_path_buf(), None);
+    }
+
+    /// Whether the file's final sync since `await_final` reached the bucket (call after the
+    /// close has settled): a tenant may leave this machine only then.
+    pub fn handed_over(&self, path: &Path) -> bool {
+        lock(&self.shared.finals)
+            .remove(path)
+            .flatten()
+            .unwrap_or(false)
+    }
+
+    /// The replication settings.
+    pub fn url(&self) -> &ReplicaUrl {
+        &self.url
     }
 
     /// The replica bucket, for tarn's own reads and deletes.
@@ -415,7 +444,7 @@ async fn supervise(
         loop {
             tokio::select! {
                 cmd = rx.recv() => {
-                    if !cmd.is_some_and(|cmd| apply_offline(cmd, &mut wanted)) {
+                    if !cmd.is_some_and(|cmd| apply_offline(cmd, &mut wanted, &shared)) {
                         return;
                     }
                 }
@@ -426,13 +455,14 @@ async fn supervise(
 }
 
 /// Applies a command while Litestream is down; false once it says to shut down.
-fn apply_offline(cmd: Cmd, wanted: &mut HashMap<PathBuf, String>) -> bool {
+fn apply_offline(cmd: Cmd, wanted: &mut HashMap<PathBuf, String>, shared: &Shared) -> bool {
     match cmd {
         Cmd::Open(path, url) => {
             wanted.insert(path, url);
         }
         Cmd::Close(path) => {
             wanted.remove(&path);
+            shared.final_outcome(&path, false);
         }
         Cmd::Flush(done) => {
             let _ = done.try_send(());
@@ -591,10 +621,12 @@ async fn register(control: &Control, shared: &Shared, path: &Path, url: &str) {
 /// A final sync (tried a few times), then forget the file.
 async fn release(control: &Control, shared: &Shared, path: &Path) {
     let mut wait = Duration::from_secs(1);
+    let mut synced = false;
     for attempt in 1..=4 {
         match control.sync(path).await {
             Ok(txid) => {
                 tracing::debug!(file = %path.display(), txid, "replication: final sync");
+                synced = true;
                 break;
             }
             Err(e) if attempt < 4 => {
@@ -611,7 +643,9 @@ async fn release(control: &Control, shared: &Shared, path: &Path) {
     // Litestream's own last sync of what it holds, and it lets go of the file.
     if let Err(e) = control.stop(path).await {
         tracing::error!(file = %path.display(), error = %e, "replication: stop failed");
+        synced = false;
     }
+    shared.final_outcome(path, synced);
     if let Err(e) = control.unregister(path).await {
         tracing::warn!(file = %path.display(), error = %e, "replication: cannot unregister");
     }

@@ -323,6 +323,12 @@ impl Scheduler {
                 report.sent = sent;
                 report.detail = detail;
             }
+            // The tenant is leaving for another machine: the claim lapses unfinished, and
+            // the slot runs where the schedule goes (its ledger row moves with it).
+            Err(JobError::Store(StoreError::Moving(_))) => {
+                report.detail = "the tenant is moving to another machine".into();
+                return report;
+            }
             Err(e) => {
                 report.detail = match &e {
                     JobError::Store(StoreError::NotFound(_)) => "the tenant is gone".into(),

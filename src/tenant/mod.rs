@@ -45,6 +45,8 @@ pub enum StoreError {
     Invalid(String),
     #[error("timed out waiting for tenant {0} to be released")]
     Busy(TenantId),
+    #[error("tenant {0} is moving to another machine; retry shortly")]
+    Moving(TenantId),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("connection pool: {0}")]

@@ -154,6 +154,8 @@ struct Inner {
     sql: Option<tokio::runtime::Runtime>,
     /// `with_conn` work waiting for a tenant, by tenant (only while some is queued or running).
     lanes: Mutex<HashMap<TenantId, Lane>>,
+    /// Tenants being moved to another machine: nobody may open them (`StoreError::Moving`).
+    fenced: Mutex<std::collections::HashSet<TenantId>>,
 }
 
 /// Most jobs one thread runs for a tenant before it requeues itself behind other tenants.
@@ -314,6 +316,7 @@ impl TenantPool {
                 listener: OnceLock::new(),
                 sql: Some(sql),
                 lanes: Mutex::new(HashMap::new()),
+                fenced: Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }
@@ -363,8 +366,12 @@ impl TenantPool {
         lock(&self.inner.open).contains(id)
     }
 
-    /// The open tenant, opening (and migrating) it first if needed. Blocking.
+    /// The open tenant, opening (and migrating) it first if needed; `Moving` while it is
+    /// fenced. Blocking.
     pub fn acquire(&self, id: &TenantId) -> Result<TenantHandle, StoreError> {
+        if self.is_fenced(id) {
+            return Err(StoreError::Moving(id.clone()));
+        }
         if let Some(handle) = self.lookup(id) {
             return Ok(handle);
         }
@@ -372,6 +379,23 @@ impl TenantPool {
             Some(handle) => Ok(handle),
             None => self.open(id),
         })
+    }
+
+    /// Keeps everyone out of the tenant (it is leaving this machine) until `unfence`; those
+    /// already in finish (`close_and` waits for them).
+    pub fn fence(&self, id: &TenantId) {
+        lock(&self.inner.fenced).insert(id.clone());
+    }
+
+    /// Lets users into the tenant again.
+    pub fn unfence(&self, id: &TenantId) {
+        lock(&self.inner.fenced).remove(id);
+    }
+
+    /// Whether the tenant is fenced.
+    pub fn is_fenced(&self, id: &TenantId) -> bool {
+        let fenced = lock(&self.inner.fenced);
+        !fenced.is_empty() && fenced.contains(id)
     }
 
     /// Creates a new tenant file with the current schema, then runs `init` on it. Fails if

@@ -12,6 +12,7 @@ mod llm;
 mod messy;
 mod ops;
 mod parser;
+mod placement;
 mod pool;
 mod props;
 mod replica;

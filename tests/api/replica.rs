@@ -18,7 +18,7 @@ const LITESTREAM: &str = "0.5.17";
 const MOTO: &str = "5.2.5";
 
 /// A venv with Litestream and moto, made on first use.
-fn tools() -> PathBuf {
+pub(crate) fn tools() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let venv =
@@ -50,9 +50,9 @@ fn tools() -> PathBuf {
 
 /// moto's S3 server on a free port with one bucket; killed on drop. Its access log (one
 /// line per S3 request) is kept.
-struct Bucket {
+pub(crate) struct Bucket {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     endpoint: String,
     name: String,
     log: PathBuf,
@@ -66,7 +66,7 @@ impl Drop for Bucket {
     }
 }
 
-async fn bucket(name: &str) -> Bucket {
+pub(crate) async fn bucket(name: &str) -> Bucket {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -132,7 +132,7 @@ impl Bucket {
     }
 }
 
-fn replica_env(bucket: &Bucket) -> Vec<(&'static str, String)> {
+pub(crate) fn replica_env(bucket: &Bucket) -> Vec<(&'static str, String)> {
     vec![
         ("TARN_REPLICA_URL", bucket.url.clone()),
         (
@@ -150,7 +150,11 @@ async fn replicated_server(dir: &Path, bucket: &Bucket) -> Server {
 }
 
 /// The same, with more settings.
-async fn replicated_server_with(dir: &Path, bucket: &Bucket, extra: &[(&str, &str)]) -> Server {
+pub(crate) async fn replicated_server_with(
+    dir: &Path,
+    bucket: &Bucket,
+    extra: &[(&str, &str)],
+) -> Server {
     let env = replica_env(bucket);
     let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     env.extend_from_slice(extra);
@@ -158,7 +162,12 @@ async fn replicated_server_with(dir: &Path, bucket: &Bucket, extra: &[(&str, &st
 }
 
 /// The request for one `/sale 1 rice` by Sam with idempotency key `id`.
-fn sell(client: &reqwest::Client, base: &str, t: &str, id: &str) -> reqwest::RequestBuilder {
+pub(crate) fn sell(
+    client: &reqwest::Client,
+    base: &str,
+    t: &str,
+    id: &str,
+) -> reqwest::RequestBuilder {
     client
         .post(format!("{base}/v1/tenants/{t}/messages"))
         .bearer_auth(ADMIN)
@@ -188,7 +197,7 @@ fn restore(data: &Path, bucket: &Bucket, args: &[&str]) -> Result<String, String
 }
 
 /// `GET` of `path` with the operator token, as JSON.
-async fn get_json(base: &str, path: &str) -> Value {
+pub(crate) async fn get_json(base: &str, path: &str) -> Value {
     reqwest::Client::new()
         .get(format!("{base}{path}"))
         .bearer_auth(ADMIN)
@@ -201,7 +210,7 @@ async fn get_json(base: &str, path: &str) -> Value {
 }
 
 /// SIGKILL to the server and to its Litestream (a machine that dies takes both).
-fn kill_both(server: &mut Server, data: &Path) {
+pub(crate) fn kill_both(server: &mut Server, data: &Path) {
     server.kill();
     let config = data.join("_replica/litestream.yml");
     let _ = Command::new("pkill")
@@ -210,7 +219,7 @@ fn kill_both(server: &mut Server, data: &Path) {
         .status();
 }
 
-async fn setup_tenant(base: &str, t: &str) {
+pub(crate) async fn setup_tenant(base: &str, t: &str) {
     let client = reqwest::Client::new();
     for (path, body) in [
         ("/v1/tenants".to_owned(), json!({"id": t, "name": t})),

@@ -3,6 +3,8 @@
 //! commands that write take the data dir lock first, so they never run beside a server on
 //! the same files; backup and check only read, so they may.
 
+pub mod placement;
+
 use crate::app::{lock_data_dir, open_store};
 use crate::config::{StaffCommand, StoreArgs, TenantCommand, TokenCommand, TrashCommand};
 use crate::replica::ReplicaConfig;

@@ -1,0 +1,186 @@
+//! The placement directory in the replica bucket: one small object per tenant naming the
+//! machine that owns it (`placement/tenants/<id>.json`), one per machine saying how to
+//! reach it (`placement/machines/<id>.json`). Invariant: a tenant's owner changes only by a
+//! conditional PUT against the version the writer read, and each change raises the epoch.
+
+use super::MachineId;
+use crate::replica::{Bucket, BucketError, Condition};
+use crate::tenant::TenantId;
+use serde::{Deserialize, Serialize};
+
+/// Who owns a tenant, as the directory says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Owner {
+    /// The owning machine.
+    pub machine: MachineId,
+    /// Raised by every change of owner.
+    pub epoch: u64,
+    /// When this machine became the owner.
+    pub since: String,
+}
+
+/// A directory entry with the version a conditional write must match.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub owner: Owner,
+    pub version: String,
+}
+
+/// A machine as it announced itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Machine {
+    pub machine: MachineId,
+    /// Base URL of its API for the other machines.
+    pub url: String,
+    /// Tenants registered on it at its last announcement.
+    pub tenants: u64,
+    /// Its last announcement.
+    pub seen_at: String,
+    /// True while it is being drained: nothing new is placed on it.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// Why the directory could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("the directory entry of {0} changed since it was read")]
+    Changed(TenantId),
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
+    #[error("directory object {key} is not valid: {error}")]
+    Corrupt { key: String, error: String },
+}
+
+/// The directory over the replica bucket. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    bucket: Bucket,
+}
+
+const TENANTS: &str = "placement/tenants";
+const MACHINES: &str = "placement/machines";
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, body: &[u8]) -> Result<T, DirectoryError> {
+    serde_json::from_slice(body).map_err(|e| DirectoryError::Corrupt {
+        key: key.to_owned(),
+        error: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("directory records serialize")
+}
+
+impl Directory {
+    pub fn new(bucket: Bucket) -> Directory {
+        Directory { bucket }
+    }
+
+    fn tenant_key(id: &TenantId) -> String {
+        format!("{TENANTS}/{id}.json")
+    }
+
+    /// The tenant's entry, if it was ever placed.
+    pub async fn entry(&self, id: &TenantId) -> Result<Option<Entry>, DirectoryError> {
+        let key = Self::tenant_key(id);
+        match self.bucket.read(&key).await? {
+            Some((body, version)) => Ok(Some(Entry {
+                owner: decode(&key, &body)?,
+                version,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// Places a tenant that has no entry yet on `machine` (epoch 1); `Changed` if it has one.
+    pub async fn place(&self, id: &TenantId, machine: &MachineId) -> Result<Entry, DirectoryError> {
+        let owner = Owner {
+            machine: machine.clone(),
+            epoch: 1,
+            since: crate::clock::now(),
+        };
+        let written = self
+            .bucket
+            .write(&Self::tenant_key(id), encode(&owner), Condition::Absent)
+            .await;
+        match written {
+            Ok(version) => Ok(Entry { owner, version }),
+            Err(e) if e.is_conflict() => Err(DirectoryError::Changed(id.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives the tenant to `to` if its entry is still `from`: the commit point of a move.
+    pub async fn switch(
+        &self,
+        id: &TenantId,
+        from: &Entry,
+        to: &MachineId,
+    ) -> Result<Entry, DirectoryError> {
+        let owner = Owner {
+            machine: to.clone(),
+            epoch: from.owner.epoch + 1,
+            since: crate::clock::now(),
+        };
+        let written = self
+            .bucket
+            .write(
+                &Self::tenant_key(id),
+                encode(&owner),
+                Condition::Unchanged(from.version.clone()),
+            )
+            .await;
+        match written {
+            Ok(version) => Ok(Entry { owner, version }),
+            Err(e) if e.is_conflict() => Err(DirectoryError::Changed(id.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a tenant's entry (a create that did not happen).
+    pub async fn unplace(&self, id: &TenantId) -> Result<(), DirectoryError> {
+        Ok(self.bucket.delete(&Self::tenant_key(id)).await?)
+    }
+
+    /// Every placed tenant's id (a listing, without reading the entries).
+    pub async fn tenant_ids(&self) -> Result<Vec<TenantId>, DirectoryError> {
+        Ok(self
+            .bucket
+            .names(TENANTS)
+            .await?
+            .iter()
+            .filter_map(|n| n.strip_suffix(".json"))
+            .filter_map(|n| TenantId::parse(n).ok())
+            .collect())
+    }
+
+    /// Writes this machine's announcement.
+    pub async fn announce(&self, m: &Machine) -> Result<(), DirectoryError> {
+        let key = format!("{MACHINES}/{}.json", m.machine);
+        self.bucket.write(&key, encode(m), Condition::Any).await?;
+        Ok(())
+    }
+
+    /// Every machine that announced itself, by id.
+    pub async fn machines(&self) -> Result<Vec<Machine>, DirectoryError> {
+        let mut out = Vec::new();
+        for name in self.bucket.names(MACHINES).await? {
+            let key = format!("{MACHINES}/{name}");
+            if let Some((body, _)) = self.bucket.read(&key).await? {
+                out.push(decode::<Machine>(&key, &body)?);
+            }
+        }
+        out.sort_by(|a, b| a.machine.cmp(&b.machine));
+        Ok(out)
+    }
+
+    /// One machine's announcement.
+    pub async fn machine(&self, id: &MachineId) -> Result<Option<Machine>, DirectoryError> {
+        let key = format!("{MACHINES}/{id}.json");
+        match self.bucket.read(&key).await? {
+            Some((body, _)) => Ok(Some(decode(&key, &body)?)),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Several machines behind a proxy: three real `tarn serve` processes sharing one bucket
+//! (moto) through Litestream, and a stock nginx standing in for Fly's proxy (it re-sends a
+//! request answered with `fly-replay: instance=M` to machine M, body and headers intact).
+//! Clients talk only to nginx. Under load, tenants are moved and a machine is drained; every
+//! acknowledged message must be applied exactly once.
+
+use crate::crash::Server;
+use crate::helpers::*;
+use crate::replica::{Bucket, bucket, replicated_server_with, sell, setup_tenant};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// nginx, installed from Debian's packages when the machine has none.
+fn nginx() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    let installed = Command::new("sh")
+        .args([
+            "-c",
+            "(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) >/dev/null 2>&1",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        installed,
+        "nginx is not installed and apt-get could not install it"
+    );
+    "/usr/sbin/nginx".into()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The part of nginx's config that does what Fly's proxy does with `fly-replay`: a 307
+/// carrying the header is intercepted and the request re-sent to the named instance, once.
+/// The header is read (`set`) before `proxy_pass`, which starts a new upstream and with it
+/// forgets the first answer's headers.
+fn replay_block(upstream: &str) -> String {
+    format!(
+        "        location / {{\n\
+         \x20           proxy_pass http://{upstream};\n\
+         \x20           proxy_intercept_errors on;\n\
+         \x20           error_page 307 = @replay;\n\
+         \x20       }}\n\
+         \x20       location @replay {{\n\
+         \x20           set $replay $upstream_http_fly_replay;\n\
+         \x20           proxy_pass http://$replay_addr;\n\
+         \x20           proxy_set_header fly-replay-src \"instance=$replay_instance\";\n\
+         \x20       }}\n"
+    )
+}
+
+/// nginx in front of `machines` (id, port): one port that balances over all of them, as
+/// Fly's proxy does, and one per machine that sends there first. Stopped on drop.
+struct Proxy {
+    child: Child,
+    base: String,
+    /// Base URL that reaches each machine first, by machine id.
+    first: HashMap<String, String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn proxy(machines: &[(String, u16)]) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let port = free_port();
+    let mut map = String::new();
+    let mut upstream = String::new();
+    let mut servers = String::new();
+    let mut first = HashMap::new();
+    for (id, p) in machines {
+        map.push_str(&format!("        {id} 127.0.0.1:{p};\n"));
+        upstream.push_str(&format!("        server 127.0.0.1:{p};\n"));
+        let own = free_port();
+        first.insert(id.clone(), format!("http://127.0.0.1:{own}"));
+        servers.push_str(&format!(
+            "    server {{\n        listen 127.0.0.1:{own};\n{}    }}\n",
+            replay_block(&format!("127.0.0.1:{p}"))
+        ));
+    }
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 2048; }}\n\
+         http {{\n\
+         \x20   access_log off;\n\
+         \x20   client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
+         \x20   fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n\
+         \x20   client_max_body_size 1m;\n\
+         \x20   map $replay $replay_instance {{\n\
+         \x20       \"~instance=([a-z0-9_-]+)\" $1;\n        default \"\";\n    }}\n\
+         \x20   map $replay_instance $replay_addr {{\n{map}        default 127.0.0.1:9;\n    }}\n\
+         \x20   upstream fleet {{\n{upstream}    }}\n\
+         \x20   server {{\n        listen 127.0.0.1:{port};\n{}    }}\n{servers}}}\n",
+        replay_block("fleet")
+    );
+    let file = dir.path().join("nginx.conf");
+    std::fs::write(&file, conf).unwrap();
+    let child = Command::new(nginx())
+        .arg("-c")
+        .arg(&file)
+        .arg("-p")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Proxy {
+        child,
+        base,
+        first,
+        _dir: dir,
+    }
+}
+
+/// One machine of the fleet.
+async fn machine(root: &Path, id: &str, bucket: &Bucket) -> Server {
+    let dir = root.join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    replicated_server_with(&dir, bucket, &[("TARN_MACHINE_ID", id)]).await
+}
+
+fn port_of(s: &Server) -> u16 {
+    s.base.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Sends `/sale 1 rice` messages to the tenants in turn until `stop`, each retried with its
+/// own idempotency key until it is acknowledged; returns the acknowledged ids by tenant.
+async fn load(
+    base: String,
+    tenants: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> (HashMap<String, Vec<String>>, usize) {
+    let acked = Arc::new(Mutex::new(HashMap::<String, Vec<String>>::new()));
+    let next = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (acked, next, stop, base, tenants, retries) = (
+            acked.clone(),
+            next.clone(),
+            stop.clone(),
+            base.clone(),
+            tenants.clone(),
+            retries.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let t = &tenants[i % tenants.len()];
+                let id = format!("m-{i}");
+                let deadline = Instant::now() + Duration::from_secs(120);
+                loop {
+                    let sent = sell(&client, &base, t, &id).send().await;
+                    match sent {
+                        Ok(r) if r.status().is_success() => break,
+                        Ok(r) if r.status() == 503 || r.status() == 502 || r.status() == 504 => {}
+                        Ok(r) => {
+                            let status = r.status();
+                            panic!("{t} {id}: {status} {}", r.text().await.unwrap_or_default())
+                        }
+                        Err(_) => {}
+                    }
+                    retries.fetch_add(1, Ordering::Relaxed);
+                    assert!(Instant::now() < deadline, "{t} {id} never acknowledged");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                acked.lock().unwrap().entry(t.clone()).or_default().push(id);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = Arc::try_unwrap(acked).unwrap().into_inner().unwrap();
+    (acked, retries.load(Ordering::Relaxed))
+}
+
+async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, url)
+        .bearer_auth(ADMIN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The machine that owns `t`, as the directory says.
+async fn owner(base: &str, t: &str) -> String {
+    let (status, v) = call(
+        reqwest::Method::GET,
+        format!("{base}/v1/placement/tenants/{t}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["owner"]["machine"].as_str().unwrap().to_owned()
+}
+
+fn median_ms(mut xs: Vec<Duration>) -> f64 {
+    xs.sort();
+    xs[xs.len() / 2].as_secs_f64() * 1000.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lost_or_doubled() {
+    let _alone = crate::helpers::MACHINE.lock().await;
+    let bucket = bucket("tarn-fleet").await;
+    let root = tempfile::tempdir().unwrap();
+    let ids = ["m1", "m2", "m3"];
+    let mut fleet = Vec::new();
+    for id in ids {
+        fleet.push(machine(root.path(), id, &bucket).await);
+    }
+    let machines: Vec<(String, u16)> = ids
+        .iter()
+        .zip(&fleet)
+        .map(|(id, s)| (id.to_string(), port_of(s)))
+        .collect();
+    let nginx = proxy(&machines).await;
+    let base = nginx.base.clone();
+
+    // Tenants created through the proxy go to the machine with the fewest.
+    let tenants: Vec<String> = (0..30).map(|i| format!("f{i:02}")).collect();
+    for t in &tenants {
+        setup_tenant(&base, t).await;
+    }
+    let mut per_machine: HashMap<String, usize> = HashMap::new();
+    for t in &tenants {
+        *per_machine.entry(owner(&base, t).await).or_default() += 1;
+    }
+    assert_eq!(per_machine.len(), 3, "{per_machine:?}");
+    assert!(per_machine.values().all(|n| *n >= 8), "{per_machine:?}");
+
+    // A request for a tenant sent first to the wrong machine is replayed to its owner.
+    let t = &tenants[0];
+    let right = owner(&base, t).await;
+    let wrong = ids.iter().find(|m| **m != right).unwrap().to_string();
+    let client = reqwest::Client::new();
+    let mut timing: HashMap<&str, Vec<Duration>> = HashMap::new();
+    for round in 0..400 {
+        let (label, via) = if round % 2 == 0 {
+            ("right", &nginx.first[&right])
+        } else {
+            ("wrong", &nginx.first[&wrong])
+        };
+        let started = Instant::now();
+        let r = client
+            .get(format!("{via}/v1/tenants/{t}/products"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{label}");
+        r.bytes().await.unwrap();
+        timing.entry(label).or_default().push(started.elapsed());
+    }
+    println!(
+        "replay overhead: GET products, median of 200 each, right machine {:.2} ms, wrong machine (one replay) {:.2} ms",
+        median_ms(timing["right"].clone()),
+        median_ms(timing["wrong"].clone())
+    );
+    // A direct request to a machine that does not own the tenant, without a proxy,
+    // is told where to go.
+    let direct = &fleet[ids.iter().position(|m| *m == wrong).unwrap()].base;
+    let r = client
+        .get(format!("{direct}/v1/tenants/{t}/products"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 307);
+    assert!(
+        r.headers()["fly-replay"]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!("instance={right};")),
+        "{:?}",
+        r.headers()
+    );
+
+    // Load through the proxy while tenants move.
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = tokio::spawn(load(base.clone(), tenants.clone(), stop.clone()));
+    let mut moves = 0;
+    let mut fenced = Vec::new();
+    for i in 0..30 {
+        let t = &tenants[(i * 7) % tenants.len()];
+        let from = owner(&base, t).await;
+        let to = ids[(ids.iter().position(|m| *m == from).unwrap() + 1 + i % 2) % 3];
+        let (status, report) = call(
+            reqwest::Method::POST,
+            format!("{base}/v1/placement/tenants/{t}/move"),
+            Some(json!({"to": to})),
+        )
+        .await;
+        assert_eq!(status, 200, "move {t} {from} -> {to}: {report}");
+        assert_eq!(report["to"], to);
+        assert_eq!(owner(&base, t).await, to);
+        fenced.push(report["fenced_ms"].as_u64().unwrap());
+        moves += 1;
+    }
+    // Drain m3 with the command line, through the proxy.
+    let drained = Command::new(env!("CARGO_BIN_EXE_tarn"))
+        .args(["placement", "--via", &base, "drain", "m3"])
+        .env("TARN_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&drained.stdout).into_owned()
+        + &String::from_utf8_lossy(&drained.stderr);
+    assert!(drained.status.success(), "{said}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (acked, retries) = running.await.unwrap();
+    fenced.sort();
+    println!(
+        "{moves} moves under load: fenced median {} ms, max {} ms; {} messages acknowledged, {retries} retries; drain: {}",
+        fenced[fenced.len() / 2],
+        fenced.last().unwrap(),
+        acked.values().map(Vec::len).sum::<usize>(),
+        said.lines().last().unwrap_or_default()
+    );
+
+    // Nothing is left on m3, and nothing new goes there.
+    for t in &tenants {
+        assert_ne!(owner(&base, t).await, "m3", "{t}");
+    }
+    let (_, listed) = call(
+        reqwest::Method::GET,
+        format!("{}/v1/tenants", fleet[2].base),
+        None,
+    )
+    .await;
+    assert_eq!(listed["tenants"].as_array().unwrap().len(), 0, "{listed}");
+    setup_tenant(&base, "late").await;
+    assert_ne!(owner(&base, "late").await, "m3");
+
+    // Every acknowledged sale applied exactly once: the stock fell by exactly their count.
+    for t in &tenants {
+        let n = acked.get(t).map_or(0, Vec::len) as i64;
+        let (status, products) = call(
+            reqwest::Method::GET,
+            format!("{base}/v1/tenants/{t}/products"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{products}");
+        let stock = products["products"][0]["stock"].as_f64().unwrap() as i64;
+        assert_eq!(stock, 100_000 - n, "{t}: {n} sales acknowledged");
+    }
+}

@@ -180,6 +180,7 @@ impl App {
         }
         let placement = match crate::placement::PlacementConfig::from_args(
             &config.placement,
+            config.replica.machine(),
             listener.local_addr().unwrap_or(config.listen),
             config.admin_token.as_ref(),
             ReplicaConfig::from_args(&config.replica)

@@ -450,15 +450,27 @@ pub struct ReplicaArgs {
     /// `/readyz` fails when replication has been failing for longer than this, in seconds.
     #[arg(long, env = "TARN_REPLICA_MAX_FAILING_SECS", default_value_t = 60)]
     pub replica_max_failing_secs: u64,
+    /// This machine's id when several machines share the bucket (Fly sets
+    /// `FLY_MACHINE_ID`, used when this is unset): its registry replicates under
+    /// `machines/<id>/control`, and it takes part in placement. Unset on both: one machine.
+    #[arg(long, env = "TARN_MACHINE_ID")]
+    pub machine_id: Option<String>,
+}
+
+impl ReplicaArgs {
+    /// This machine's id: the flag, else Fly's `FLY_MACHINE_ID`.
+    pub fn machine(&self) -> Option<String> {
+        self.machine_id
+            .clone()
+            .or_else(|| std::env::var("FLY_MACHINE_ID").ok())
+            .filter(|m| !m.is_empty())
+            .map(|m| m.to_ascii_lowercase())
+    }
 }
 
 /// Several machines, each owning a share of the tenants (off unless a machine id is set).
 #[derive(Debug, Clone, Args)]
 pub struct PlacementArgs {
-    /// This machine's id in the placement directory (Fly sets `FLY_MACHINE_ID`, which is
-    /// used when this is unset). Unset on both: one machine, no directory.
-    #[arg(long, env = "TARN_MACHINE_ID")]
-    pub machine_id: Option<String>,
     /// How the other machines reach this one's API, like
     /// `http://<machine id>.vm.<app>.internal:8080` (default on Fly: exactly that, from
     /// `FLY_MACHINE_ID`, `FLY_APP_NAME` and the listen port).

@@ -258,8 +258,9 @@ impl Store {
     }
 
     /// Serves a tenant that moved here: its restored file at `staged` goes into place and
-    /// its control rows are registered (under a new replica lineage), in that order, so a
-    /// crash between them is finished by repeating this.
+    /// its control rows are registered (replicating under the passport's last lineage, new
+    /// for this machine), in that order, so a crash between them is finished by repeating
+    /// this.
     pub fn take_in(
         &self,
         id: &TenantId,
@@ -278,8 +279,7 @@ impl Store {
                     staged.display()
                 )));
             }
-            let lineage = crate::control::lineage::Lineage::begin();
-            self.control.import_passport(id, passport, &lineage)
+            self.control.import_passport(id, passport)
         })
     }
 

@@ -124,13 +124,23 @@ pub fn run(via: &str, token: &Secret, command: PlacementCommand) -> anyhow::Resu
 }
 
 /// Marks the machine draining, then moves its tenants one by one, each to the machine
-/// with the fewest tenants at that moment.
+/// with the fewest tenants at that moment. A machine that does not answer has its tenants
+/// taken over from the bucket instead (each at its last sync).
 fn drain(api: &Api, machine: &str) -> anyhow::Result<()> {
     api.call(
         reqwest::Method::PUT,
         &format!("/v1/placement/machines/{machine}/draining"),
         Some(&json!({"draining": true})),
     )?;
+    let alive = api.call(
+        reqwest::Method::GET,
+        &format!("/v1/placement/machines/{machine}/alive"),
+        None,
+    )?["alive"]
+        == true;
+    if !alive {
+        println!("machine {machine} does not answer: taking its tenants over from the bucket");
+    }
     let overview = api.call(reqwest::Method::GET, "/v1/placement", None)?;
     let mut load: Vec<(String, u64)> = overview["machines"]
         .as_array()
@@ -157,11 +167,20 @@ fn drain(api: &Api, machine: &str) -> anyhow::Result<()> {
             let id = t["tenant"].as_str().unwrap_or_default();
             load.sort_by_key(|(_, n)| *n);
             let to = load[0].0.clone();
-            match api.call(
-                reqwest::Method::POST,
-                &format!("/v1/placement/tenants/{id}/move"),
-                Some(&json!({"to": to})),
-            ) {
+            let moved_or_taken = if alive {
+                api.call(
+                    reqwest::Method::POST,
+                    &format!("/v1/placement/tenants/{id}/move"),
+                    Some(&json!({"to": to})),
+                )
+            } else {
+                api.call(
+                    reqwest::Method::POST,
+                    &format!("/v1/placement/machines/{to}/adopt"),
+                    Some(&json!({"tenant": id, "from": machine})),
+                )
+            };
+            match moved_or_taken {
                 Ok(r) => {
                     moved += 1;
                     load[0].1 += 1;

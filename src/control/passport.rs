@@ -27,6 +27,34 @@ pub struct Passport {
     pub tables: std::collections::BTreeMap<String, Vec<Map<String, Value>>>,
 }
 
+impl Passport {
+    /// The lineages of the tenant's file, oldest first.
+    pub fn lineages(&self) -> Vec<Lineage> {
+        self.tables
+            .get("tenants")
+            .and_then(|rows| rows.first())
+            .and_then(|r| r.get("replica_lineages"))
+            .and_then(Value::as_str)
+            .map(decode)
+            .unwrap_or_default()
+    }
+
+    /// Begins a new lineage for the file's next history (on the machine it goes to).
+    pub fn begin_lineage(&mut self) -> Lineage {
+        let new = Lineage::begin();
+        let mut all = self.lineages();
+        all.push(new.clone());
+        if let Some(row) = self
+            .tables
+            .get_mut("tenants")
+            .and_then(|rows| rows.first_mut())
+        {
+            row.insert("replica_lineages".into(), Value::from(encode(&all)));
+        }
+        new
+    }
+}
+
 /// A move this machine started and has not finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoveOut {
@@ -126,15 +154,11 @@ impl ControlDb {
         Ok(passport)
     }
 
-    /// Registers the tenant from `passport`, its file under the new `lineage` (after the
-    /// lineages it had), and marks it as having work pending (its inbox and outbox are
-    /// looked at). Fails, writing nothing, if any of its rows clash with this machine's.
-    pub fn import_passport(
-        &self,
-        id: &TenantId,
-        passport: &Passport,
-        lineage: &Lineage,
-    ) -> Result<(), StoreError> {
+    /// Registers the tenant from `passport` (its file replicating under the passport's
+    /// last lineage: `Passport::begin_lineage`), and marks it as having work pending (its
+    /// inbox and outbox are looked at). Fails, writing nothing, if any of its rows clash
+    /// with this machine's.
+    pub fn import_passport(&self, id: &TenantId, passport: &Passport) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let _keys = self.forget_keys();
         let _bindings = self.forget_bindings();
@@ -156,11 +180,6 @@ impl ControlDb {
                     let Some(v) = row.get(col) else { continue };
                     let value = match (table, col.as_str()) {
                         ("devices" | "schedules" | "schedule_runs", "id") => continue,
-                        ("tenants", "replica_lineages") => {
-                            let mut all = decode(v.as_str().unwrap_or("[]"));
-                            all.push(lineage.clone());
-                            Sql::Text(encode(&all))
-                        }
                         ("schedules", "lease_ms") => Sql::Null,
                         ("schedule_runs", "schedule_id") => {
                             let old = v.as_i64().unwrap_or_default();

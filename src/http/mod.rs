@@ -206,6 +206,14 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(placement::set_draining),
         )
         .route(
+            "/v1/placement/machines/{machine}/alive",
+            get(placement::alive),
+        )
+        .route(
+            "/v1/placement/machines/{machine}/adopt",
+            post(placement::adopt),
+        )
+        .route(
             "/v1/placement/arrivals/{tenant}",
             post(placement::arrive).delete(placement::cancel),
         )

@@ -56,11 +56,25 @@ fn tenant_of(path: &str) -> Option<&str> {
     rest.split('/').next().filter(|t| !t.is_empty())
 }
 
-/// The layer: serve here, answer "moving" (503, retry), or replay to the owner.
+/// The machine a machine-addressed route is for (`/v1/placement/machines/{m}/adopt`).
+fn machine_of(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/placement/machines/")?
+        .strip_suffix("/adopt")
+        .filter(|m| !m.contains('/'))
+}
+
+/// The layer: serve here, answer "moving" (503, retry), or replay to the owner (or to the
+/// machine a machine-addressed route names).
 pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(placement) = &state.placement else {
         return next.run(req).await;
     };
+    if let Some(m) = machine_of(req.uri().path()).and_then(|m| MachineId::parse(m).ok())
+        && &m != placement.me()
+        && !replayed(req.headers())
+    {
+        return replay_to(&m, 0);
+    }
     // An id that does not parse is the handler's to refuse.
     let Some(id) = tenant_of(req.uri().path()).and_then(|t| TenantId::parse(t).ok()) else {
         return next.run(req).await;
@@ -258,6 +272,47 @@ pub async fn set_draining(
     Ok(Json(p.set_draining(&m, body.draining).await?))
 }
 
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Alive {
+    machine: MachineId,
+    /// Whether it answered its health check within two seconds.
+    alive: bool,
+}
+
+/// Whether a machine answers (asked of any machine).
+pub async fn alive(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiPath(machine): ApiPath<String>,
+) -> Result<Json<Alive>, ApiError> {
+    let p = on(&state)?;
+    let machine = MachineId::parse(&machine).map_err(ApiError::bad_request)?;
+    let alive = machine == *p.me() || p.is_alive(&machine).await?;
+    Ok(Json(Alive { machine, alive }))
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Adopt {
+    /// The tenant to take over.
+    tenant: TenantId,
+    /// The dead machine that owns it.
+    from: MachineId,
+}
+
+/// Takes over a dead machine's tenant onto `{machine}` (the layer replays it there).
+pub async fn adopt(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiPath(_machine): ApiPath<String>,
+    ApiJson(body): ApiJson<Adopt>,
+) -> Result<Json<MoveReport>, ApiError> {
+    let p = on(&state)?;
+    let report = p.adopt(&body.tenant, &body.from).await?;
+    state.channels.post(body.tenant);
+    Ok(Json(report))
+}
+
 /// The target's half of a move: restore and wait (machine to machine).
 pub async fn arrive(
     State(state): State<AppState>,
@@ -317,5 +372,8 @@ mod tests {
         assert_eq!(tenant_of("/v1/tenants"), None);
         assert_eq!(tenant_of("/v1/tenants/"), None);
         assert_eq!(tenant_of("/webhooks/whatsapp"), None);
+        assert_eq!(machine_of("/v1/placement/machines/m2/adopt"), Some("m2"));
+        assert_eq!(machine_of("/v1/placement/machines/m2/draining"), None);
+        assert_eq!(machine_of("/v1/placement/machines/m2/x/adopt"), None);
     }
 }

@@ -4,6 +4,7 @@
 //! conditional PUT against the version the writer read, and each change raises the epoch.
 
 use super::MachineId;
+use crate::control::passport::Passport;
 use crate::replica::{Bucket, BucketError, Condition};
 use crate::tenant::TenantId;
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,13 @@ pub struct Directory {
 }
 
 const TENANTS: &str = "placement/tenants";
+const PASSPORTS: &str = "placement/passports";
+
+#[derive(Serialize, Deserialize)]
+struct Stashed {
+    epoch: u64,
+    passport: Passport,
+}
 const MACHINES: &str = "placement/machines";
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, body: &[u8]) -> Result<T, DirectoryError> {
@@ -173,6 +181,67 @@ impl Directory {
         }
         out.sort_by(|a, b| a.machine.cmp(&b.machine));
         Ok(out)
+    }
+
+    /// Keeps a moved tenant's control rows as they arrived at the `epoch` that made the
+    /// target its owner: a takeover of the target within its first sync still finds them.
+    pub async fn stash_passport(
+        &self,
+        id: &TenantId,
+        epoch: u64,
+        passport: &Passport,
+    ) -> Result<(), DirectoryError> {
+        let key = format!("{PASSPORTS}/{id}.json");
+        let body = encode(&Stashed {
+            epoch,
+            passport: passport.clone(),
+        });
+        self.bucket.write(&key, body, Condition::Any).await?;
+        Ok(())
+    }
+
+    /// The control rows kept by the last move of `id`, with its epoch.
+    pub async fn stashed_passport(
+        &self,
+        id: &TenantId,
+    ) -> Result<Option<(u64, Passport)>, DirectoryError> {
+        let key = format!("{PASSPORTS}/{id}.json");
+        match self.bucket.read(&key).await? {
+            Some((body, _)) => {
+                let s: Stashed = decode(&key, &body)?;
+                Ok(Some((s.epoch, s.passport)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Notes that `machine`'s copy of `id` was taken over while it was down: it lets go of
+    /// the copy when it starts again.
+    pub async fn evict(&self, machine: &MachineId, id: &TenantId) -> Result<(), DirectoryError> {
+        let key = format!("{MACHINES}/{machine}/evicted/{id}");
+        self.bucket
+            .write(&key, b"{}".to_vec(), Condition::Any)
+            .await?;
+        Ok(())
+    }
+
+    /// The tenants taken over from `machine` while it was down.
+    pub async fn evicted(&self, machine: &MachineId) -> Result<Vec<TenantId>, DirectoryError> {
+        Ok(self
+            .bucket
+            .names(&format!("{MACHINES}/{machine}/evicted"))
+            .await?
+            .iter()
+            .filter_map(|n| TenantId::parse(n).ok())
+            .collect())
+    }
+
+    /// Forgets an eviction once the machine has let go of its copy.
+    pub async fn unevict(&self, machine: &MachineId, id: &TenantId) -> Result<(), DirectoryError> {
+        Ok(self
+            .bucket
+            .delete(&format!("{MACHINES}/{machine}/evicted/{id}"))
+            .await?)
     }
 
     /// One machine's announcement.

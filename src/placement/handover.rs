@@ -6,7 +6,7 @@
 //! directory at the next start, and the restored file replicates under a new lineage, so
 //! the two machines never write one replica path.
 
-use super::{Entry, MachineId, Placement, PlacementError, Route};
+use super::{Entry, MachineId, Placement, PlacementError};
 use crate::control::passport::{Arrival, MoveOut, Passport};
 use crate::replica::restore::FromBucket;
 use crate::tenant::pool::blocking;
@@ -258,15 +258,34 @@ impl Placement {
                 self.config.me
             )));
         }
-        let lineages = a
-            .passport
-            .tables
-            .get("tenants")
-            .and_then(|rows| rows.first())
-            .and_then(|r| r.get("replica_lineages"))
-            .and_then(|v| v.as_str())
-            .map(crate::control::lineage::decode)
-            .unwrap_or_default();
+        let mut a = a;
+        let staged = self.restore_staged(id, &a.passport).await?;
+        // The file's next history here; the rows kept in the bucket for a takeover.
+        a.passport.begin_lineage();
+        self.directory
+            .stash_passport(id, a.epoch, &a.passport)
+            .await?;
+        let arrival = Arrival {
+            tenant: id.clone(),
+            from: a.from.to_string(),
+            epoch: a.epoch,
+            staged_path: staged,
+            passport: a.passport,
+        };
+        let store = self.store.clone();
+        blocking(move || store.control().put_arrival(&arrival)).await?;
+        tracing::info!(tenant = %id, from = %a.from, epoch = a.epoch, "placement: tenant restored, waiting for the directory");
+        Ok(())
+    }
+
+    /// Restores the tenant's current lineage (the passport's last that holds anything) at
+    /// its latest into the staging path, and checks it.
+    pub(super) async fn restore_staged(
+        &self,
+        id: &TenantId,
+        passport: &Passport,
+    ) -> Result<PathBuf, PlacementError> {
+        let lineages = passport.lineages();
         if lineages.is_empty() {
             return Err(PlacementError::Refused(format!(
                 "tenant {id} has never been replicated; nothing to restore"
@@ -281,7 +300,17 @@ impl Placement {
                 let _ = std::fs::remove_file(f);
             }
             let bucket = FromBucket::new(config)?;
-            if !bucket.tenant(&t, &lineages, &out, None)? {
+            // The newest lineage that holds anything: one begun just before a machine died
+            // may never have been shipped, and its history then starts where the one
+            // before it ended.
+            let mut found = false;
+            for n in (1..=lineages.len()).rev() {
+                if bucket.tenant(&t, &lineages[..n], &out, None)? {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
                 return Err(PlacementError::Refused(format!(
                     "the bucket holds no replica of tenant {t}"
                 )));
@@ -296,17 +325,7 @@ impl Placement {
             Ok(())
         })
         .await?;
-        let arrival = Arrival {
-            tenant: id.clone(),
-            from: a.from.to_string(),
-            epoch: a.epoch,
-            staged_path: staged,
-            passport: a.passport,
-        };
-        let store = self.store.clone();
-        blocking(move || store.control().put_arrival(&arrival)).await?;
-        tracing::info!(tenant = %id, from = %a.from, epoch = a.epoch, "placement: tenant restored, waiting for the directory");
-        Ok(())
+        Ok(staged)
     }
 
     fn staging_path(&self, id: &TenantId) -> PathBuf {
@@ -355,10 +374,12 @@ impl Placement {
         Ok(())
     }
 
-    /// Resolves what a crash left half-done, from the directory: moves out whose switch
-    /// happened are finished (this copy goes), the others are forgotten (it stays);
-    /// arrivals are taken in or dropped. Run before anything serves or resumes a tenant.
+    /// Resolves what a crash left half-done, from the directory: copies taken over while
+    /// this machine was down go; moves out whose switch happened are finished (this copy
+    /// goes), the others are forgotten (it stays); arrivals are taken in or dropped. Run
+    /// before anything serves or resumes a tenant.
     pub async fn recover(&self) -> Result<(), PlacementError> {
+        self.drop_evicted().await?;
         let store = self.store.clone();
         let (moves, arrivals) = blocking(move || {
             Ok::<_, StoreError>((store.control().moves_out()?, store.control().arrivals()?))
@@ -381,16 +402,5 @@ impl Placement {
             self.settle_arrival(&a.tenant).await?;
         }
         Ok(())
-    }
-
-    /// Routes, and on `Route::Here` for a tenant that just arrived, nothing more is needed:
-    /// `route` took it in. Kept for the API's `show`: the owner and what this machine does.
-    pub async fn describe(
-        &self,
-        id: &TenantId,
-    ) -> Result<(Option<super::Owner>, Route), PlacementError> {
-        let owner = self.read_owner(id).await?;
-        let route = self.route(id, false).await?;
-        Ok((owner, route))
     }
 }

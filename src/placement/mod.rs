@@ -6,6 +6,7 @@
 
 pub mod directory;
 mod handover;
+mod rescue;
 
 pub use directory::{Directory, DirectoryError, Entry, Machine, Owner};
 pub use handover::{ArrivalIn, MoveReport};
@@ -79,16 +80,17 @@ impl PlacementConfig {
     /// machine); an error when placement lacks what it needs.
     pub fn from_args(
         args: &PlacementArgs,
+        machine: Option<String>,
         listen: SocketAddr,
         token: Option<&Secret>,
         replica: Option<&ReplicaConfig>,
         max_body_bytes: usize,
     ) -> Result<Option<PlacementConfig>, String> {
         let fly = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let Some(me) = args.machine_id.clone().or_else(|| fly("FLY_MACHINE_ID")) else {
+        let Some(me) = machine else {
             return Ok(None);
         };
-        let me = MachineId::parse(&me.to_ascii_lowercase())?;
+        let me = MachineId::parse(&me)?;
         let Some(replica) = replica else {
             return Err("several machines need the bucket: set TARN_REPLICA_URL".into());
         };
@@ -175,6 +177,8 @@ pub struct Placement {
     http: reqwest::Client,
     /// Tenants a move (out or in) is under way for here: one at a time per tenant.
     busy: std::sync::Mutex<std::collections::HashSet<TenantId>>,
+    /// One restore of a dead machine's registry at a time (`rescue`).
+    rescue: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Placement {
@@ -202,6 +206,7 @@ impl Placement {
             cache: DashMap::new(),
             http,
             busy: Default::default(),
+            rescue: Default::default(),
         })
     }
 

@@ -59,7 +59,10 @@ impl ReplicaConfig {
         let Some(url) = args.replica_url.as_deref() else {
             return Ok(None);
         };
-        let url: ReplicaUrl = url.parse()?;
+        let mut url: ReplicaUrl = url.parse()?;
+        if let Some(m) = args.machine() {
+            url = url.for_machine(&m);
+        }
         let credentials = match (&args.replica_access_key_id, &args.replica_secret_access_key) {
             (Some(id), Some(secret)) => Some(Credentials {
                 access_key_id: id.expose().to_owned(),

@@ -66,12 +66,12 @@ impl FromBucket {
     ) -> Result<Option<Lineage>, RestoreError> {
         let all = self
             .runtime
-            .block_on(self.bucket.lineages(ReplicaUrl::CONTROL_DIR))?;
+            .block_on(self.bucket.lineages(self.config.url.control_dir()))?;
         let Some(lineage) = Lineage::for_moment(&all, at) else {
             return Ok(None);
         };
         let url = self.config.url.control(lineage);
-        let fetched = self.fetch_lineage(ReplicaUrl::CONTROL_DIR, lineage, &url, out, at)?;
+        let fetched = self.fetch_lineage(self.config.url.control_dir(), lineage, &url, out, at)?;
         Ok(fetched.then(|| lineage.clone()))
     }
 

@@ -13,6 +13,9 @@ pub struct ReplicaUrl {
     base: String,
     /// `?…` or empty: Litestream's options (endpoint, region, force-path-style …).
     query: String,
+    /// Key prefix of the registry's lineages: `control`, or `machines/<id>/control` when
+    /// several machines share the bucket.
+    control_dir: String,
 }
 
 impl std::fmt::Debug for ReplicaUrl {
@@ -57,6 +60,7 @@ impl std::str::FromStr for ReplicaUrl {
         Ok(ReplicaUrl {
             base: base.trim_end_matches('/').to_owned(),
             query,
+            control_dir: "control".to_owned(),
         })
     }
 }
@@ -83,8 +87,17 @@ impl ReplicaUrl {
         format!("tenants/{id}")
     }
 
+    /// The same bucket for one of several machines: its registry's lineages go under
+    /// `machines/<machine>/control` (tenants' stay shared: they move between machines).
+    pub fn for_machine(mut self, machine: &str) -> ReplicaUrl {
+        self.control_dir = format!("machines/{machine}/control");
+        self
+    }
+
     /// Key prefix (under the URL's own) of the registry's lineages.
-    pub const CONTROL_DIR: &str = "control";
+    pub fn control_dir(&self) -> &str {
+        &self.control_dir
+    }
 
     /// Where one lineage of a tenant's file is replicated.
     pub fn tenant(&self, id: &TenantId, lineage: &Lineage) -> String {
@@ -93,7 +106,7 @@ impl ReplicaUrl {
 
     /// Where one lineage of the control database (the registry) is replicated.
     pub fn control(&self, lineage: &Lineage) -> String {
-        self.at(&format!("{}/{lineage}", Self::CONTROL_DIR))
+        self.at(&format!("{}/{lineage}", self.control_dir))
     }
 
     /// The bucket, prefix and connection options.

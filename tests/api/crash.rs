@@ -100,6 +100,12 @@ impl Server {
         self.spawn().await;
     }
 
+    /// Starts it again after `kill` (same data dir and port).
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "it is running");
+        self.spawn().await;
+    }
+
     /// SIGKILL, and no restart.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

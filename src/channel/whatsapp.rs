@@ -42,6 +42,38 @@ pub struct Batch {
     pub statuses: Vec<(String, String, Option<String>)>,
 }
 
+/// Splits a verified webhook body into one body per business phone number (each a
+/// webhook body of its own holding only that number's changes), in first-seen order.
+pub fn split(body: &[u8]) -> Result<Vec<(String, Vec<u8>)>, ChannelError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ChannelError::BadRequest(format!("not JSON: {e}")))?;
+    let mut parts: Vec<(String, Vec<Value>)> = Vec::new();
+    for entry in v["entry"].as_array().into_iter().flatten() {
+        for change in entry["changes"].as_array().into_iter().flatten() {
+            let Some(phone) = change["value"]["metadata"]["phone_number_id"].as_str() else {
+                continue;
+            };
+            match parts.iter_mut().find(|(p, _)| p == phone) {
+                Some((_, changes)) => changes.push(change.clone()),
+                None => parts.push((phone.to_owned(), vec![change.clone()])),
+            }
+        }
+    }
+    Ok(parts
+        .into_iter()
+        .map(|(phone, changes)| {
+            let part = serde_json::json!({
+                "object": v["object"],
+                "entry": [{"id": "split", "changes": changes}],
+            });
+            (
+                phone,
+                serde_json::to_vec(&part).expect("JSON values serialize"),
+            )
+        })
+        .collect())
+}
+
 /// Decodes a verified webhook body into batches per phone number.
 pub fn decode(body: &[u8]) -> Result<Vec<Batch>, ChannelError> {
     let v: Value = serde_json::from_slice(body)

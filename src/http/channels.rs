@@ -15,6 +15,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
@@ -249,6 +250,9 @@ pub async fn put_whatsapp(
         username: info["display_phone_number"].as_str().map(str::to_owned),
         created_at: crate::clock::now(),
     };
+    if let Some(p) = &state.placement {
+        p.bind_number(&phone, &access.id).await?;
+    }
     let control = state.store.control().clone();
     blocking(move || control.put_binding(&binding)).await?;
     tracing::info!(tenant = %access.id, phone_number_id = %phone, "whatsapp number bound");
@@ -283,8 +287,17 @@ pub async fn delete_whatsapp(
     access.require_owner()?;
     let control = state.store.control().clone();
     let t = access.id.clone();
-    if !blocking(move || control.delete_binding(&t, Provider::WhatsApp.as_str())).await? {
+    let bound = blocking(move || {
+        let b = control.binding(&t, Provider::WhatsApp.as_str())?;
+        control.delete_binding(&t, Provider::WhatsApp.as_str())?;
+        Ok::<_, crate::tenant::StoreError>(b)
+    })
+    .await?;
+    let Some(bound) = bound else {
         return Err(ChannelError::NotBound(Provider::WhatsApp).into());
+    };
+    if let Some(p) = &state.placement {
+        p.unbind_number(&bound.key, &access.id).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -325,7 +338,7 @@ pub async fn whatsapp_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Some(secret) = state.config.whatsapp_app_secret.as_ref() else {
         tracing::warn!("a WhatsApp webhook arrived but TARN_WHATSAPP_APP_SECRET is not set");
         return Err(ChannelError::Unauthorized.into());
@@ -336,12 +349,32 @@ pub async fn whatsapp_webhook(
     if !whatsapp::signature_ok(secret.expose(), &body, sig) {
         return Err(ApiError::unauthorized("bad or missing X-Hub-Signature-256"));
     }
-    for batch in whatsapp::decode(&body)? {
+    if let Some(p) = &state.placement {
+        return super::placement::whatsapp_across(&state, p, &headers, &body).await;
+    }
+    accept_whatsapp(&state, &body, false).await?;
+    Ok(Json(json!({})).into_response())
+}
+
+/// Stores a verified WhatsApp body's messages and statuses for the tenants bound here. A
+/// number bound to no tenant here is dropped with a warning, or, when `strict` (a part
+/// forwarded by another machine), refused with a retryable error.
+pub async fn accept_whatsapp(state: &AppState, body: &[u8], strict: bool) -> Result<(), ApiError> {
+    for batch in whatsapp::decode(body)? {
         let binding = state
             .channels
             .binding_of_number(&batch.phone_number_id)
             .await?;
         let Some(binding) = binding else {
+            if strict {
+                return Err(ApiError::retry_soon(
+                    "not_here",
+                    format!(
+                        "WhatsApp number {} is bound to no tenant on this machine",
+                        batch.phone_number_id
+                    ),
+                ));
+            }
             tracing::warn!(phone_number_id = %batch.phone_number_id, "WhatsApp delivery for a number bound to no tenant; dropped");
             continue;
         };
@@ -355,5 +388,5 @@ pub async fn whatsapp_webhook(
                 .await?;
         }
     }
-    Ok(Json(json!({})))
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! The placement directory in the replica bucket: one small object per tenant naming the
 //! machine that owns it (`placement/tenants/<id>.json`), one per machine saying how to
-//! reach it (`placement/machines/<id>.json`). Invariant: a tenant's owner changes only by a
+//! reach it (`placement/machines/<id>.json`), one per WhatsApp number naming its tenant
+//! (`placement/whatsapp/<phone_number_id>.json`), and the control rows of each tenant's
+//! last move (`placement/passports/<id>.json`). Invariant: a tenant's owner changes only by a
 //! conditional PUT against the version the writer read, and each change raises the epoch.
 
 use super::MachineId;
@@ -61,6 +63,12 @@ pub struct Directory {
 
 const TENANTS: &str = "placement/tenants";
 const PASSPORTS: &str = "placement/passports";
+const NUMBERS: &str = "placement/whatsapp";
+
+#[derive(Serialize, Deserialize)]
+struct NumberOf {
+    tenant: TenantId,
+}
 
 #[derive(Serialize, Deserialize)]
 struct Stashed {
@@ -181,6 +189,42 @@ impl Directory {
         }
         out.sort_by(|a, b| a.machine.cmp(&b.machine));
         Ok(out)
+    }
+
+    /// The tenant a WhatsApp business number is bound to, anywhere.
+    pub async fn number(&self, phone: &str) -> Result<Option<TenantId>, DirectoryError> {
+        let key = format!("{NUMBERS}/{phone}.json");
+        match self.bucket.read(&key).await? {
+            Some((body, _)) => Ok(Some(decode::<NumberOf>(&key, &body)?.tenant)),
+            None => Ok(None),
+        }
+    }
+
+    /// Binds a WhatsApp number to `id` for every machine; `Changed` if another tenant holds
+    /// it.
+    pub async fn bind_number(&self, phone: &str, id: &TenantId) -> Result<(), DirectoryError> {
+        let key = format!("{NUMBERS}/{phone}.json");
+        let body = encode(&NumberOf { tenant: id.clone() });
+        let when = match self.bucket.read(&key).await? {
+            Some((held, _)) if decode::<NumberOf>(&key, &held)?.tenant == *id => return Ok(()),
+            Some(_) => return Err(DirectoryError::Changed(id.clone())),
+            None => Condition::Absent,
+        };
+        match self.bucket.write(&key, body, when).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Err(DirectoryError::Changed(id.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Unbinds a WhatsApp number if `id` holds it.
+    pub async fn unbind_number(&self, phone: &str, id: &TenantId) -> Result<(), DirectoryError> {
+        if self.number(phone).await?.as_ref() == Some(id) {
+            self.bucket
+                .delete(&format!("{NUMBERS}/{phone}.json"))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Keeps a moved tenant's control rows as they arrived at the `epoch` that made the

@@ -368,6 +368,70 @@ impl Placement {
         Ok(m)
     }
 
+    /// Binds a WhatsApp number to a tenant for every machine; `Refused` if another tenant
+    /// holds it.
+    pub async fn bind_number(&self, phone: &str, id: &TenantId) -> Result<(), PlacementError> {
+        match self.directory.bind_number(phone, id).await {
+            Err(DirectoryError::Changed(_)) => Err(PlacementError::Refused(format!(
+                "WhatsApp number {phone} is bound to another tenant"
+            ))),
+            done => Ok(done?),
+        }
+    }
+
+    /// Unbinds a WhatsApp number from a tenant for every machine.
+    pub async fn unbind_number(&self, phone: &str, id: &TenantId) -> Result<(), PlacementError> {
+        Ok(self.directory.unbind_number(phone, id).await?)
+    }
+
+    /// The owner of the tenant a WhatsApp number is bound to.
+    pub async fn owner_of_number(&self, phone: &str) -> Result<Option<Owner>, PlacementError> {
+        match self.directory.number(phone).await? {
+            Some(t) => self.owner(&t).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Hands one number's part of a WhatsApp delivery to the machine that owns its tenant,
+    /// over the private network; Ok once that machine has stored it.
+    pub async fn forward_whatsapp(
+        &self,
+        machine: &MachineId,
+        part: Vec<u8>,
+    ) -> Result<(), PlacementError> {
+        let m = self
+            .directory
+            .machine(machine)
+            .await?
+            .ok_or_else(|| PlacementError::UnknownMachine(machine.clone()))?;
+        let res = self
+            .http
+            .post(format!("{}/v1/placement/whatsapp", m.url))
+            .bearer_auth(self.config.token.expose())
+            .header("content-type", "application/json")
+            .body(part)
+            .send()
+            .await
+            .map_err(|e| PlacementError::Unreachable {
+                machine: machine.clone(),
+                error: e.to_string(),
+            })?;
+        if res.status().is_success() {
+            return Ok(());
+        }
+        Err(PlacementError::Peer {
+            machine: machine.clone(),
+            status: res.status().as_u16(),
+            said: res
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(500)
+                .collect(),
+        })
+    }
+
     /// Marks this machine busy with a move of `id`; `Refused` if one is under way.
     fn start_work(&self, id: &TenantId) -> Result<BusyGuard<'_>, PlacementError> {
         let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());

@@ -140,9 +140,15 @@ async fn proxy(machines: &[(String, u16)]) -> Proxy {
 
 /// One machine of the fleet.
 async fn machine(root: &Path, id: &str, bucket: &Bucket) -> Server {
+    machine_with(root, id, bucket, &[]).await
+}
+
+async fn machine_with(root: &Path, id: &str, bucket: &Bucket, extra: &[(&str, &str)]) -> Server {
     let dir = root.join(id);
     std::fs::create_dir_all(&dir).unwrap();
-    replicated_server_with(&dir, bucket, &[("TARN_MACHINE_ID", id)]).await
+    let mut env = vec![("TARN_MACHINE_ID", id)];
+    env.extend_from_slice(extra);
+    replicated_server_with(&dir, bucket, &env).await
 }
 
 fn port_of(s: &Server) -> u16 {
@@ -449,4 +455,146 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
         }
     }
     println!("m2's kill lost {lost} acknowledged messages (all within its last 2 s)");
+}
+
+/// A Graph API stand-in that knows every number and takes every message.
+async fn any_number_graph() -> String {
+    async fn info(axum::extract::Path(phone): axum::extract::Path<String>) -> axum::Json<Value> {
+        axum::Json(json!({"display_phone_number": phone, "verified_name": "Shop", "id": phone}))
+    }
+    async fn send(axum::Json(body): axum::Json<Value>) -> axum::Json<Value> {
+        axum::Json(
+            json!({"messaging_product": "whatsapp", "contacts": [{"input": body["to"], "wa_id": body["to"]}], "messages": [{"id": format!("wamid.OUT{}", rand_id())}]}),
+        )
+    }
+    fn rand_id() -> u64 {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        N.fetch_add(1, Ordering::SeqCst) as u64
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v21.0", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/v21.0/{phone}", axum::routing::get(info))
+        .route("/v21.0/{phone}/messages", axum::routing::post(send));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// A WhatsApp delivery with one text message per (phone_number_id, wamid).
+fn wa_body(parts: &[(&str, &str)]) -> String {
+    let entries: Vec<Value> = parts
+        .iter()
+        .map(|(phone, wamid)| {
+            json!({"id": "102290129340398", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": phone, "phone_number_id": phone},
+                "contacts": [{"profile": {"name": "X"}, "wa_id": "447700900123"}],
+                "messages": [{"from": "447700900123", "id": wamid, "timestamp": "1763800300", "type": "text", "text": {"body": "hello"}}]}}]})
+        })
+        .collect();
+    json!({"object": "whatsapp_business_account", "entry": entries}).to_string()
+}
+
+fn inbox_ids(data: &Path, t: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(crate::helpers::tenant_file(data, t)).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT update_key FROM inbox ORDER BY update_key")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whatsapp_deliveries_reach_the_machine_owning_each_number_and_are_split_across_machines() {
+    let _alone = crate::helpers::MACHINE.lock().await;
+    let bucket = bucket("tarn-wa-fleet").await;
+    let root = tempfile::tempdir().unwrap();
+    let graph = any_number_graph().await;
+    let env = [
+        ("TARN_WHATSAPP_API_URL", graph.as_str()),
+        ("TARN_WHATSAPP_APP_SECRET", crate::whatsapp::APP_SECRET),
+        ("TARN_PUBLIC_URL", "https://tarn.example"),
+    ];
+    let m1 = machine_with(root.path(), "m1", &bucket, &env).await;
+    let m2 = machine_with(root.path(), "m2", &bucket, &env).await;
+    let machines = vec![
+        ("m1".to_string(), port_of(&m1)),
+        ("m2".to_string(), port_of(&m2)),
+    ];
+    let nginx = proxy(&machines).await;
+    let base = nginx.base.clone();
+    // wa1 on m1, wa2 on m2, each with its own number.
+    for (t, on, phone) in [("wa1", "m1", "1001"), ("wa2", "m2", "1002")] {
+        setup_tenant(&base, t).await;
+        if owner(&base, t).await != on {
+            let (status, r) = call(
+                reqwest::Method::POST,
+                format!("{base}/v1/placement/tenants/{t}/move"),
+                Some(json!({"to": on})),
+            )
+            .await;
+            assert_eq!(status, 200, "{r}");
+        }
+        let (status, r) = call(
+            reqwest::Method::PUT,
+            format!("{base}/v1/tenants/{t}/channels/whatsapp"),
+            Some(json!({"phone_number_id": phone, "access_token": "EAAG-good"})),
+        )
+        .await;
+        assert_eq!(status, 200, "{r}");
+    }
+    // A number is one tenant's, across machines.
+    let (status, r) = call(
+        reqwest::Method::PUT,
+        format!("{base}/v1/tenants/wa2/channels/whatsapp"),
+        Some(json!({"phone_number_id": "1001", "access_token": "EAAG-good"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{r}");
+    let deliver = |via: String, body: String| async move {
+        reqwest::Client::new()
+            .post(format!("{via}/webhooks/whatsapp"))
+            .header("content-type", "application/json")
+            .header(
+                "X-Hub-Signature-256",
+                crate::whatsapp::sign(body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Only m1's number, received by m2: replayed to m1 byte for byte (m1 checks the
+    // signature again).
+    let only_a = wa_body(&[("1001", "wamid.A1")]);
+    assert_eq!(deliver(nginx.first["m2"].clone(), only_a).await, 200);
+    // Both numbers in one delivery, received by m1: m2's part forwarded, acknowledged once
+    // both are stored; sent twice, each message is kept once.
+    let both = wa_body(&[("1001", "wamid.A2"), ("1002", "wamid.B1")]);
+    for _ in 0..2 {
+        assert_eq!(deliver(nginx.first["m1"].clone(), both.clone()).await, 200);
+    }
+    let both_again = wa_body(&[("1002", "wamid.B2"), ("1001", "wamid.A3")]);
+    assert_eq!(deliver(nginx.first["m2"].clone(), both_again).await, 200);
+    // A bad signature is refused wherever it lands.
+    let r = reqwest::Client::new()
+        .post(format!("{}/webhooks/whatsapp", nginx.first["m2"]))
+        .header("X-Hub-Signature-256", "sha256=00")
+        .body(wa_body(&[("1001", "wamid.X")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        inbox_ids(&root.path().join("m1/data"), "wa1"),
+        ["wa:wamid.A1", "wa:wamid.A2", "wa:wamid.A3"]
+    );
+    assert_eq!(
+        inbox_ids(&root.path().join("m2/data"), "wa2"),
+        ["wa:wamid.B1", "wa:wamid.B2"]
+    );
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tarn::config::Secret;
 
 pub const PHONE: &str = "106540352242922";
-const APP_SECRET: &str = "meta-app-secret";
+pub const APP_SECRET: &str = "meta-app-secret";
 const FIRST_OUT: &str = "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA";
 
 #[derive(Clone, Default)]

@@ -155,16 +155,24 @@ fn drain(api: &Api, machine: &str) -> anyhow::Result<()> {
     let (mut moved, mut failed) = (0, 0);
     let mut after: Option<String> = None;
     loop {
-        let mut path = "/v1/placement/tenants?limit=1000".to_owned();
+        // A live machine lists its own tenants; a dead one's are found in the directory.
+        let mut path = if alive {
+            format!("/v1/placement/machines/{machine}/tenants?limit=100")
+        } else {
+            "/v1/placement/tenants?limit=100".to_owned()
+        };
         if let Some(a) = &after {
             path.push_str(&format!("&after={a}"));
         }
         let page = api.call(reqwest::Method::GET, &path, None)?;
         for t in page["tenants"].as_array().into_iter().flatten() {
-            if t["owner"]["machine"] != machine {
-                continue;
-            }
-            let id = t["tenant"].as_str().unwrap_or_default();
+            let id = match t.as_str() {
+                Some(id) => id,
+                None if t["owner"]["machine"] == machine => {
+                    t["tenant"].as_str().unwrap_or_default()
+                }
+                None => continue,
+            };
             load.sort_by_key(|(_, n)| *n);
             let to = load[0].0.clone();
             let moved_or_taken = if alive {
@@ -192,9 +200,13 @@ fn drain(api: &Api, machine: &str) -> anyhow::Result<()> {
                 }
             }
         }
-        match page["next_after"].as_str() {
-            Some(a) => after = Some(a.to_owned()),
-            None => break,
+        // A live machine's list shrinks as its tenants leave: start over until the failed
+        // ones are all that is left.
+        match (page["next_after"].as_str(), alive) {
+            (Some(a), false) => after = Some(a.to_owned()),
+            (Some(_), true) if failed == 0 => after = None,
+            (Some(a), true) => after = Some(a.to_owned()),
+            (None, _) => break,
         }
     }
     println!("drained machine {machine}: {moved} moved, {failed} failed");

@@ -210,6 +210,10 @@ pub fn router(state: AppState) -> Router {
             get(placement::alive),
         )
         .route(
+            "/v1/placement/machines/{machine}/tenants",
+            get(placement::machine_tenants),
+        )
+        .route(
             "/v1/placement/machines/{machine}/adopt",
             post(placement::adopt),
         )

@@ -350,10 +350,71 @@ pub async fn whatsapp_webhook(
         return Err(ApiError::unauthorized("bad or missing X-Hub-Signature-256"));
     }
     if let Some(p) = &state.placement {
-        return super::placement::whatsapp_across(&state, p, &headers, &body).await;
+        return whatsapp_across(&state, p, &headers, &body).await;
     }
     accept_whatsapp(&state, &body, false).await?;
     Ok(Json(json!({})).into_response())
+}
+
+/// A verified WhatsApp delivery when several machines serve: each number's part goes to
+/// the machine owning its tenant. All of it elsewhere, on one machine: the body is replayed
+/// there byte for byte (that machine checks the signature again). Otherwise the parts are
+/// forwarded over the private network, and the delivery is acknowledged only when every
+/// owner has stored its part (else 503: Meta sends it again, and owners drop repeated
+/// message ids).
+pub async fn whatsapp_across(
+    state: &AppState,
+    p: &crate::placement::Placement,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let mut local = Vec::new();
+    let mut remote: Vec<(crate::placement::Owner, Vec<u8>)> = Vec::new();
+    for (number, part) in crate::channel::whatsapp::split(body)? {
+        if state.channels.binding_of_number(&number).await?.is_some() {
+            local.push(part);
+            continue;
+        }
+        match p.owner_of_number(&number).await? {
+            Some(o) if o.machine != *p.me() => remote.push((o, part)),
+            _ => local.push(part),
+        }
+    }
+    if local.is_empty()
+        && !remote.is_empty()
+        && remote.iter().all(|(o, _)| o.machine == remote[0].0.machine)
+        && !super::placement::replayed(headers)
+    {
+        return Ok(super::placement::replay_to(
+            &remote[0].0.machine,
+            remote[0].0.epoch,
+        ));
+    }
+    let mut failed = None;
+    for (owner, part) in remote {
+        if let Err(e) = p.forward_whatsapp(&owner.machine, part).await {
+            tracing::warn!(machine = %owner.machine, error = %e, "placement: a WhatsApp part was not stored by its owner; Meta will send the delivery again");
+            failed = Some(e);
+        }
+    }
+    for part in local {
+        accept_whatsapp(state, &part, false).await?;
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(Json(json!({})).into_response()),
+    }
+}
+
+/// One number's part of a WhatsApp delivery, forwarded by the machine that received it.
+pub async fn whatsapp_part(
+    State(state): State<AppState>,
+    _: super::auth::Operator,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    super::placement::on(&state)?;
+    accept_whatsapp(&state, &body, true).await?;
+    Ok(Json(json!({})))
 }
 
 /// Stores a verified WhatsApp body's messages and statuses for the tenants bound here. A

@@ -217,7 +217,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/placement/machines/{machine}/adopt",
             post(placement::adopt),
         )
-        .route("/v1/placement/whatsapp", post(placement::whatsapp_part))
+        .route("/v1/placement/whatsapp", post(channels::whatsapp_part))
         .route(
             "/v1/placement/arrivals/{tenant}",
             post(placement::arrive).delete(placement::cancel),

@@ -162,9 +162,9 @@ impl App {
         let args = config.store.clone();
         let metrics_of_pool = pool_metrics.clone();
         let store = blocking(move || open_store(&args, metrics_of_pool)).await?;
-        let replica = match ReplicaConfig::from_args(&config.replica)
-            .map_err(StartError::ReplicaUrl)?
-        {
+        let replica_config =
+            ReplicaConfig::from_args(&config.replica).map_err(StartError::ReplicaUrl)?;
+        let replica = match replica_config.clone() {
             Some(c) => {
                 tracing::info!(url = %c.url, litestream = %c.litestream.display(), "replication on");
                 let layout = Layout::new(&config.store.data_dir);
@@ -183,10 +183,7 @@ impl App {
             config.replica.machine(),
             listener.local_addr().unwrap_or(config.listen),
             config.admin_token.as_ref(),
-            ReplicaConfig::from_args(&config.replica)
-                .ok()
-                .flatten()
-                .as_ref(),
+            replica_config.as_ref(),
             config.max_body_bytes,
         )
         .map_err(StartError::Placement)?

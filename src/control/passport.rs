@@ -8,7 +8,7 @@ use super::ControlDb;
 use super::lineage::{Lineage, decode, encode};
 use crate::tenant::{StoreError, TenantId};
 use rusqlite::types::{Value as Sql, ValueRef};
-use rusqlite::{OptionalExtension, params, params_from_iter};
+use rusqlite::{params, params_from_iter};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -356,15 +356,11 @@ impl ControlDb {
 
     /// How many active tenants are registered here.
     pub fn active_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = self
-            .conn()?
-            .query_row(
-                "SELECT count(*) FROM tenants WHERE status = 'active'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let n: i64 = self.conn()?.query_row(
+            "SELECT count(*) FROM tenants WHERE status = 'active'",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(n as u64)
     }
 }

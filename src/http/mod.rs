@@ -77,6 +77,43 @@ pub struct Shared {
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let api = Router::new()
+        .merge(tenant_admin_routes())
+        .merge(sync_routes())
+        .merge(shop_routes())
+        .merge(channel_routes())
+        .merge(placement_routes())
+        .merge(ops_routes())
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") });
+
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(middleware::from_fn_with_state(state.clone(), count_request))
+        .layer(middleware::map_response(json_errors))
+        .layer(middleware::map_response_with_state(
+            state.clone(),
+            limit::cap_response,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            placement::route,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit::disk_guard,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(config.request_timeout_secs),
+        ))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    api.layer(layers).with_state(state)
+}
+
+/// Tenants, the trash, device keys and settings (operator and owner routes).
+fn tenant_admin_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route(
             "/v1/tenants/{tenant}",
@@ -89,16 +126,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}/restore", post(tenants::restore))
         .route("/v1/tenants/{tenant}/backup", get(tenants::backup))
         .route(
-            "/v1/tenants/{tenant}/sync/snapshot",
-            get(sync::snapshot).layer(sync::compression()),
-        )
-        .route(
-            "/v1/tenants/{tenant}/sync/changes",
-            get(sync::changes).layer(sync::compression()),
-        )
-        .route("/v1/tenants/{tenant}/sync/reset", post(sync::reset))
-        .route("/v1/tenants/{tenant}/events", get(sync::events))
-        .route(
             "/v1/tenants/{tenant}/devices",
             get(devices::list).post(devices::create),
         )
@@ -110,6 +137,26 @@ pub fn router(state: AppState) -> Router {
             "/v1/tenants/{tenant}/settings",
             get(tenants::get_settings).patch(tenants::patch_settings),
         )
+}
+
+/// The owner's-app sync feed and event stream.
+fn sync_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/tenants/{tenant}/sync/snapshot",
+            get(sync::snapshot).layer(sync::compression()),
+        )
+        .route(
+            "/v1/tenants/{tenant}/sync/changes",
+            get(sync::changes).layer(sync::compression()),
+        )
+        .route("/v1/tenants/{tenant}/sync/reset", post(sync::reset))
+        .route("/v1/tenants/{tenant}/events", get(sync::events))
+}
+
+/// The shop: messages and actions, catalog, staff, books, schedules and reports.
+fn shop_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/tenants/{tenant}/parse", post(shop::parse))
         .route(
             "/v1/tenants/{tenant}/messages",
@@ -173,6 +220,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/tenants/{tenant}/reports/{id}/chart.png",
             get(schedules::report_chart),
         )
+}
+
+/// Chat channels: bindings and the webhooks.
+fn channel_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/tenants/{tenant}/channels", get(channels::get_channels))
         .route(
             "/v1/tenants/{tenant}/channels/telegram",
@@ -194,6 +246,11 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/whatsapp",
             get(channels::whatsapp_verify).post(channels::whatsapp_webhook),
         )
+}
+
+/// Several machines: the directory, moves, takeovers and forwarded WhatsApp parts.
+fn placement_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/placement", get(placement::overview))
         .route("/v1/placement/tenants", get(placement::list))
         .route("/v1/placement/tenants/{tenant}", get(placement::show))
@@ -226,36 +283,15 @@ pub fn router(state: AppState) -> Router {
             "/v1/placement/arrivals/{tenant}/promote",
             post(placement::promote),
         )
+}
+
+/// Health, readiness, metrics and the OpenAPI document.
+fn ops_routes() -> Router<AppState> {
+    Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") });
-
-    let layers = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(middleware::from_fn_with_state(state.clone(), count_request))
-        .layer(middleware::map_response(json_errors))
-        .layer(middleware::map_response_with_state(
-            state.clone(),
-            limit::cap_response,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            placement::route,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            limit::disk_guard,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(config.request_timeout_secs),
-        ))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes));
-    api.layer(layers).with_state(state)
 }
 
 /// Largest page any listing returns.
@@ -270,6 +306,21 @@ fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
         )));
     }
     Ok(l)
+}
+
+/// Of `rows` fetched as `limit + 1` (the extra row tells whether another page follows):
+/// the page, and the `after` of the next one (`None` on the last page).
+fn page_of<T>(
+    mut rows: Vec<T>,
+    limit: usize,
+    key: impl Fn(&T) -> crate::tenant::TenantId,
+) -> (Vec<T>, Option<crate::tenant::TenantId>) {
+    if rows.len() <= limit {
+        return (rows, None);
+    }
+    rows.truncate(limit);
+    let next = rows.last().map(key);
+    (rows, next)
 }
 
 fn request_span(req: &Request) -> tracing::Span {

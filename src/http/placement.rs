@@ -7,6 +7,7 @@
 use super::AppState;
 use super::auth::Operator;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::tenants::ListQuery;
 use crate::placement::{
     ArrivalIn, Machine, MachineId, MoveReport, Owner, Placement, PlacementError, Route,
 };
@@ -157,13 +158,6 @@ pub async fn overview(
     }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    limit: Option<usize>,
-    after: Option<String>,
-}
-
 #[derive(Serialize, schemars::JsonSchema)]
 pub struct Placed {
     tenant: TenantId,
@@ -190,15 +184,12 @@ pub async fn list(
         .tenant_ids()
         .await
         .map_err(PlacementError::from)?;
-    let mut page: Vec<TenantId> = ids
+    let rows: Vec<TenantId> = ids
         .into_iter()
         .filter(|id| after.as_ref().is_none_or(|a| id > a))
         .take(limit + 1)
         .collect();
-    let next_after = (page.len() > limit).then(|| {
-        page.truncate(limit);
-        page.last().cloned()
-    });
+    let (page, next_after) = super::page_of(rows, limit, TenantId::clone);
     // The entries are read 16 at a time (a bucket answers each in a few milliseconds).
     let tenants: Vec<Placed> = futures_util::stream::iter(page)
         .map(|id| async move {
@@ -210,17 +201,16 @@ pub async fn list(
         .await?;
     Ok(Json(PlacedPage {
         tenants,
-        next_after: next_after.flatten(),
+        next_after,
     }))
 }
 
 pub async fn show(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(tenant): ApiPath<String>,
+    ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<Placed>, ApiError> {
     let p = on(&state)?;
-    let id = TenantId::parse(&tenant)?;
     let owner = p
         .directory()
         .entry(&id)
@@ -248,11 +238,10 @@ pub struct MoveTo {
 pub async fn move_tenant(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(tenant): ApiPath<String>,
+    ApiPath(id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<MoveTo>,
 ) -> Result<Json<MoveReport>, ApiError> {
     let p = on(&state)?;
-    let id = TenantId::parse(&tenant)?;
     Ok(Json(p.move_out(&id, &body.to).await?))
 }
 
@@ -266,12 +255,11 @@ pub struct Draining {
 pub async fn set_draining(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(machine): ApiPath<String>,
+    ApiPath(machine): ApiPath<MachineId>,
     ApiJson(body): ApiJson<Draining>,
 ) -> Result<Json<Machine>, ApiError> {
     let p = on(&state)?;
-    let m = MachineId::parse(&machine).map_err(ApiError::bad_request)?;
-    Ok(Json(p.set_draining(&m, body.draining).await?))
+    Ok(Json(p.set_draining(&machine, body.draining).await?))
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -286,27 +274,24 @@ pub struct Registered {
 pub async fn machine_tenants(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(_machine): ApiPath<String>,
+    ApiPath(_machine): ApiPath<MachineId>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Registered>, ApiError> {
     let p = on(&state)?;
     let limit = super::page_limit(q.limit, 100)?;
     let after = q.after.as_deref().map(TenantId::parse).transpose()?;
     let store = state.store.clone();
-    let mut tenants: Vec<TenantId> =
+    let rows: Vec<TenantId> =
         crate::tenant::pool::blocking(move || store.list_tenants(after.as_ref(), limit + 1))
             .await?
             .into_iter()
             .map(|t| t.id)
             .collect();
-    let next_after = (tenants.len() > limit).then(|| {
-        tenants.truncate(limit);
-        tenants.last().cloned()
-    });
+    let (tenants, next_after) = super::page_of(rows, limit, TenantId::clone);
     Ok(Json(Registered {
         machine: p.me().clone(),
         tenants,
-        next_after: next_after.flatten(),
+        next_after,
     }))
 }
 
@@ -321,10 +306,9 @@ pub struct Alive {
 pub async fn alive(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(machine): ApiPath<String>,
+    ApiPath(machine): ApiPath<MachineId>,
 ) -> Result<Json<Alive>, ApiError> {
     let p = on(&state)?;
-    let machine = MachineId::parse(&machine).map_err(ApiError::bad_request)?;
     let alive = machine == *p.me() || p.is_alive(&machine).await?;
     Ok(Json(Alive { machine, alive }))
 }
@@ -342,7 +326,7 @@ pub struct Adopt {
 pub async fn adopt(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(_machine): ApiPath<String>,
+    ApiPath(_machine): ApiPath<MachineId>,
     ApiJson(body): ApiJson<Adopt>,
 ) -> Result<Json<MoveReport>, ApiError> {
     let p = on(&state)?;
@@ -355,11 +339,10 @@ pub async fn adopt(
 pub async fn arrive(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(tenant): ApiPath<String>,
+    ApiPath(id): ApiPath<TenantId>,
     ApiJson(body): ApiJson<ArrivalIn>,
 ) -> Result<StatusCode, ApiError> {
     let p = on(&state)?;
-    let id = TenantId::parse(&tenant)?;
     p.arrive(&id, body).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -368,10 +351,9 @@ pub async fn arrive(
 pub async fn promote(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(tenant): ApiPath<String>,
+    ApiPath(id): ApiPath<TenantId>,
 ) -> Result<StatusCode, ApiError> {
     let p = on(&state)?;
-    let id = TenantId::parse(&tenant)?;
     if !p.settle_arrival(&id).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -387,10 +369,9 @@ pub async fn promote(
 pub async fn cancel(
     State(state): State<AppState>,
     _: Operator,
-    ApiPath(tenant): ApiPath<String>,
+    ApiPath(id): ApiPath<TenantId>,
 ) -> Result<StatusCode, ApiError> {
     let p = on(&state)?;
-    let id = TenantId::parse(&tenant)?;
     p.cancel_arrival(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -59,8 +59,8 @@ pub async fn create(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    limit: Option<usize>,
-    after: Option<String>,
+    pub(super) limit: Option<usize>,
+    pub(super) after: Option<String>,
 }
 
 #[derive(Serialize, schemars::JsonSchema)]
@@ -79,13 +79,8 @@ pub async fn list(
     let after = q.after.as_deref().map(TenantId::parse).transpose()?;
     let store = state.store.clone();
     // One extra row tells whether another page follows.
-    let mut tenants = blocking(move || store.list_tenants(after.as_ref(), limit + 1)).await?;
-    let next_after = if tenants.len() > limit {
-        tenants.truncate(limit);
-        tenants.last().map(|t| t.id.clone())
-    } else {
-        None
-    };
+    let rows = blocking(move || store.list_tenants(after.as_ref(), limit + 1)).await?;
+    let (tenants, next_after) = super::page_of(rows, limit, |t| t.id.clone());
     Ok(Json(Page {
         tenants,
         next_after,

@@ -234,11 +234,6 @@ impl Replicator {
             .unwrap_or(false)
     }
 
-    /// The replication settings.
-    pub fn url(&self) -> &ReplicaUrl {
-        &self.url
-    }
-
     /// The replica bucket, for tarn's own reads and deletes.
     pub fn bucket(&self) -> &Bucket {
         &self.bucket

@@ -14,7 +14,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::Connection;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -156,6 +156,8 @@ struct Inner {
     lanes: Mutex<HashMap<TenantId, Lane>>,
     /// Tenants being moved to another machine: nobody may open them (`StoreError::Moving`).
     fenced: Mutex<std::collections::HashSet<TenantId>>,
+    /// How many are fenced: `acquire` takes the lock above only when some are.
+    fenced_count: AtomicUsize,
 }
 
 /// Most jobs one thread runs for a tenant before it requeues itself behind other tenants.
@@ -317,6 +319,7 @@ impl TenantPool {
                 sql: Some(sql),
                 lanes: Mutex::new(HashMap::new()),
                 fenced: Mutex::new(std::collections::HashSet::new()),
+                fenced_count: AtomicUsize::new(0),
             }),
         }
     }
@@ -384,18 +387,25 @@ impl TenantPool {
     /// Keeps everyone out of the tenant (it is leaving this machine) until `unfence`; those
     /// already in finish (`close_and` waits for them).
     pub fn fence(&self, id: &TenantId) {
-        lock(&self.inner.fenced).insert(id.clone());
+        let mut fenced = lock(&self.inner.fenced);
+        fenced.insert(id.clone());
+        self.inner
+            .fenced_count
+            .store(fenced.len(), Ordering::SeqCst);
     }
 
     /// Lets users into the tenant again.
     pub fn unfence(&self, id: &TenantId) {
-        lock(&self.inner.fenced).remove(id);
+        let mut fenced = lock(&self.inner.fenced);
+        fenced.remove(id);
+        self.inner
+            .fenced_count
+            .store(fenced.len(), Ordering::SeqCst);
     }
 
     /// Whether the tenant is fenced.
     pub fn is_fenced(&self, id: &TenantId) -> bool {
-        let fenced = lock(&self.inner.fenced);
-        !fenced.is_empty() && fenced.contains(id)
+        self.inner.fenced_count.load(Ordering::SeqCst) > 0 && lock(&self.inner.fenced).contains(id)
     }
 
     /// Creates a new tenant file with the current schema, then runs `init` on it. Fails if

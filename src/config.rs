@@ -476,9 +476,10 @@ pub struct PlacementArgs {
     /// `FLY_MACHINE_ID`, `FLY_APP_NAME` and the listen port).
     #[arg(long, env = "TARN_MACHINE_URL")]
     pub machine_url: Option<String>,
-    /// How long a machine trusts what it read of another tenant's owner, in milliseconds
-    /// (a stale entry costs one refused replay, never a wrong write).
-    #[arg(long, env = "TARN_PLACEMENT_CACHE_MS", default_value_t = 2000)]
+    /// How long a machine trusts what it read of another tenant's owner, in milliseconds.
+    /// A move tells every machine to forget the tenant at once; one that missed the notice
+    /// is told at its first stale replay (a refused replay, retried; never a wrong write).
+    #[arg(long, env = "TARN_PLACEMENT_CACHE_MS", default_value_t = 300_000)]
     pub placement_cache_ms: u64,
 }
 

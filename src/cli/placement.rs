@@ -6,6 +6,7 @@
 
 use crate::config::{PlacementCommand, Secret};
 use anyhow::{Context, bail};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 struct Api {
@@ -23,7 +24,17 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
-        self.runtime.block_on(async {
+        self.runtime.block_on(self.send(method, path, body))
+    }
+
+    /// `call`, within the runtime (several at once).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        {
             let send = |base: String| {
                 let mut req = self
                     .http
@@ -54,7 +65,7 @@ impl Api {
                 bail!("{path}: {status}: {said}");
             }
             Ok(value)
-        })
+        }
     }
 
     async fn machine_url(&self, machine: &str) -> anyhow::Result<String> {
@@ -83,6 +94,39 @@ fn replay_target(res: &reqwest::Response) -> Option<String> {
         .split(';')
         .find_map(|part| part.trim().strip_prefix("instance="))
         .map(str::to_owned)
+}
+
+/// Tenants a drain moves (or takes over) at the same time.
+const DRAIN_AT_ONCE: usize = 4;
+
+/// Moves one tenant of a live machine, or takes one of a dead machine over, to `to`;
+/// says how it went.
+async fn hand_one(api: &Api, machine: &str, alive: bool, id: String, to: String) -> bool {
+    let done = if alive {
+        api.send(
+            reqwest::Method::POST,
+            &format!("/v1/placement/tenants/{id}/move"),
+            Some(&json!({"to": to})),
+        )
+        .await
+    } else {
+        api.send(
+            reqwest::Method::POST,
+            &format!("/v1/placement/machines/{to}/adopt"),
+            Some(&json!({"tenant": id, "from": machine})),
+        )
+        .await
+    };
+    match done {
+        Ok(r) => {
+            println!("{id} -> {to} (fenced {} ms)", r["fenced_ms"]);
+            true
+        }
+        Err(e) => {
+            eprintln!("{id}: {e:#}");
+            false
+        }
+    }
 }
 
 /// Runs one `tarn placement` subcommand.
@@ -123,8 +167,8 @@ pub fn run(via: &str, token: &Secret, command: PlacementCommand) -> anyhow::Resu
     }
 }
 
-/// Marks the machine draining, then moves its tenants one by one, each to the machine
-/// with the fewest tenants at that moment. A machine that does not answer has its tenants
+/// Marks the machine draining, then moves its tenants, a few at a time, each to the
+/// machine with the fewest tenants at that moment. A machine that does not answer has its tenants
 /// taken over from the bucket instead (each at its last sync).
 fn drain(api: &Api, machine: &str) -> anyhow::Result<()> {
     api.call(
@@ -165,6 +209,7 @@ fn drain(api: &Api, machine: &str) -> anyhow::Result<()> {
             path.push_str(&format!("&after={a}"));
         }
         let page = api.call(reqwest::Method::GET, &path, None)?;
+        let mut jobs = Vec::new();
         for t in page["tenants"].as_array().into_iter().flatten() {
             let id = match t.as_str() {
                 Some(id) => id,
@@ -174,32 +219,17 @@ fn drain(api: &Api, machine: &str) -> anyhow::Result<()> {
                 None => continue,
             };
             load.sort_by_key(|(_, n)| *n);
-            let to = load[0].0.clone();
-            let moved_or_taken = if alive {
-                api.call(
-                    reqwest::Method::POST,
-                    &format!("/v1/placement/tenants/{id}/move"),
-                    Some(&json!({"to": to})),
-                )
-            } else {
-                api.call(
-                    reqwest::Method::POST,
-                    &format!("/v1/placement/machines/{to}/adopt"),
-                    Some(&json!({"tenant": id, "from": machine})),
-                )
-            };
-            match moved_or_taken {
-                Ok(r) => {
-                    moved += 1;
-                    load[0].1 += 1;
-                    println!("{id} -> {to} (fenced {} ms)", r["fenced_ms"]);
-                }
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("{id}: {e:#}");
-                }
-            }
+            load[0].1 += 1;
+            jobs.push((id.to_owned(), load[0].0.clone()));
         }
+        let done = api.runtime.block_on(
+            futures_util::stream::iter(jobs)
+                .map(|(id, to)| hand_one(api, machine, alive, id, to))
+                .buffer_unordered(DRAIN_AT_ONCE)
+                .collect::<Vec<bool>>(),
+        );
+        moved += done.iter().filter(|ok| **ok).count();
+        failed += done.iter().filter(|ok| !**ok).count();
         // A live machine's list shrinks as its tenants leave: start over until the failed
         // ones are all that is left.
         match (page["next_after"].as_str(), alive) {

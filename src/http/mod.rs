@@ -259,6 +259,10 @@ fn placement_routes() -> Router<AppState> {
             post(placement::move_tenant),
         )
         .route(
+            "/v1/placement/tenants/{tenant}/forget",
+            post(placement::forget),
+        )
+        .route(
             "/v1/placement/machines/{machine}/draining",
             axum::routing::put(placement::set_draining),
         )

@@ -29,6 +29,14 @@ pub fn replayed(headers: &HeaderMap) -> bool {
     headers.contains_key(REPLAY_SRC)
 }
 
+/// The machine that replayed the request here: `instance=` of `fly-replay-src`.
+fn replayed_from(headers: &HeaderMap) -> Option<MachineId> {
+    let src = headers.get(REPLAY_SRC)?.to_str().ok()?;
+    src.split(';')
+        .find_map(|field| field.trim().strip_prefix("instance="))
+        .and_then(|m| MachineId::parse(m).ok())
+}
+
 /// The answer that makes Fly's proxy re-send the request to `machine`.
 pub fn replay_to(machine: &MachineId, epoch: u64) -> Response {
     let mut res = (
@@ -87,6 +95,12 @@ pub async fn route(State(state): State<AppState>, req: Request, next: Next) -> R
         Ok(Route::Here) => next.run(req).await,
         Ok(Route::Moving) => ApiError::moving(&id).into_response(),
         Ok(Route::Elsewhere(owner)) => replay_to(&owner.machine, owner.epoch),
+        Ok(Route::Stale(_)) => {
+            if let Some(from) = replayed_from(req.headers()) {
+                placement.tell_stale(&from, &id);
+            }
+            ApiError::moving(&id).into_response()
+        }
         Err(e) => {
             tracing::error!(tenant = %id, error = %e, "placement: cannot tell where the tenant is");
             ApiError::retry_soon(
@@ -348,6 +362,16 @@ pub async fn arrive(
 }
 
 /// The source switched the directory: take the tenant in now.
+/// Another machine moved the tenant: what this one cached of its owner is stale.
+pub async fn forget(
+    State(state): State<AppState>,
+    _: Operator,
+    ApiPath(id): ApiPath<TenantId>,
+) -> Result<StatusCode, ApiError> {
+    on(&state)?.forget(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn promote(
     State(state): State<AppState>,
     _: Operator,

@@ -13,6 +13,7 @@ use crate::tenant::pool::blocking;
 use crate::tenant::{StoreError, TenantId};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What the source sends the target.
@@ -45,7 +46,7 @@ pub struct MoveReport {
 impl Placement {
     /// Moves `id`, owned here, to machine `to` (see the module's steps).
     pub async fn move_out(
-        &self,
+        self: &Arc<Self>,
         id: &TenantId,
         to: &MachineId,
     ) -> Result<MoveReport, PlacementError> {
@@ -75,6 +76,7 @@ impl Placement {
             Ok(_) => {}
         }
         let (epoch, promoted) = outcome?;
+        self.spread_news(id, &[to]);
         Ok(MoveReport {
             tenant: id.clone(),
             from: self.config.me.clone(),
@@ -213,7 +215,7 @@ impl Placement {
     }
 
     /// One call to another machine's placement API.
-    async fn call<B: Serialize>(
+    pub(super) async fn call<B: Serialize>(
         &self,
         machine: &MachineId,
         url: &str,

@@ -119,6 +119,9 @@ impl PlacementConfig {
     }
 }
 
+/// Longest a machine trusts that a tenant is placed nowhere.
+const ABSENT_TTL: Duration = Duration::from_secs(2);
+
 /// Largest request body Fly's proxy replays.
 pub const REPLAY_LIMIT: usize = 1024 * 1024;
 
@@ -131,6 +134,9 @@ pub enum Route {
     Moving,
     /// Replay it to the owner.
     Elsewhere(Owner),
+    /// Replayed here by a machine whose cache is stale; the owner is elsewhere: retry (the
+    /// machine that replayed it is told to forget what it cached).
+    Stale(Owner),
 }
 
 /// Why placement could not route, move or take in a tenant.
@@ -240,19 +246,81 @@ impl Placement {
                 self.settle_arrival(id).await?;
                 Ok(Route::Here)
             }
-            Some(_) if replayed => Ok(Route::Moving),
+            Some(o) if replayed => Ok(Route::Stale(o)),
             Some(o) => Ok(Route::Elsewhere(o)),
         }
     }
 
-    /// The tenant's owner, from the cache while it is fresh.
+    /// The tenant's owner, from the cache while it is fresh: an owner for `cache_ttl` (or
+    /// until a move's notice says to forget it), "not placed" for at most `ABSENT_TTL` (a
+    /// tenant created on another machine is found soon).
     pub async fn owner(&self, id: &TenantId) -> Result<Option<Owner>, PlacementError> {
-        if let Some(hit) = self.cache.get(id)
-            && hit.1.elapsed() < self.config.cache_ttl
-        {
-            return Ok(hit.0.clone());
+        if let Some(hit) = self.cache.get(id) {
+            let ttl = match hit.0 {
+                Some(_) => self.config.cache_ttl,
+                None => self.config.cache_ttl.min(ABSENT_TTL),
+            };
+            if hit.1.elapsed() < ttl {
+                return Ok(hit.0.clone());
+            }
         }
         self.read_owner(id).await
+    }
+
+    /// Drops what this machine cached of `id`'s owner (another machine moved it).
+    pub fn forget(&self, id: &TenantId) {
+        self.cache.remove(id);
+    }
+
+    /// Tells the other machines (all but `skip`) that `id` changed owner, so none replays
+    /// to its old owner until its cache expires. In the background; a machine that misses
+    /// the notice learns at its first stale replay (`Route::Stale`).
+    pub fn spread_news(self: &Arc<Self>, id: &TenantId, skip: &[&MachineId]) {
+        let me = self.clone();
+        let id = id.clone();
+        let skip: Vec<MachineId> = skip.iter().map(|m| (*m).clone()).collect();
+        tokio::spawn(async move {
+            let machines = match me.directory.machines().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(tenant = %id, error = %e, "placement: cannot list machines to tell of a move");
+                    return;
+                }
+            };
+            for m in machines {
+                if m.machine == me.config.me || skip.contains(&m.machine) {
+                    continue;
+                }
+                me.tell_forget(&m.machine, &m.url, &id).await;
+            }
+        });
+    }
+
+    /// Tells `machine` that its cached owner of `id` is stale (it replayed a request here).
+    pub fn tell_stale(self: &Arc<Self>, machine: &MachineId, id: &TenantId) {
+        if *machine == self.config.me {
+            return;
+        }
+        let (me, machine, id) = (self.clone(), machine.clone(), id.clone());
+        tokio::spawn(async move {
+            match me.directory.machine(&machine).await {
+                Ok(Some(m)) => me.tell_forget(&machine, &m.url, &id).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(machine = %machine, error = %e, "placement: cannot find a machine to correct its cache")
+                }
+            }
+        });
+    }
+
+    async fn tell_forget(&self, machine: &MachineId, url: &str, id: &TenantId) {
+        let path = format!("tenants/{id}/forget");
+        if let Err(e) = self
+            .call(machine, url, reqwest::Method::POST, &path, None::<&()>)
+            .await
+        {
+            tracing::debug!(machine = %machine, tenant = %id, error = %e, "placement: a machine missed a move's notice");
+        }
     }
 
     /// The tenant's owner read from the directory (and cached).

@@ -11,6 +11,7 @@ use crate::control::passport::Passport;
 use crate::replica::restore::FromBucket;
 use crate::tenant::pool::blocking;
 use crate::tenant::{Layout, StoreError, TenantId};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// How long a dead machine's restored registry is reused for the next tenant taken from it.
@@ -35,7 +36,7 @@ impl Placement {
 
     /// Takes over `id` from the dead machine `from` (see the module).
     pub async fn adopt(
-        &self,
+        self: &Arc<Self>,
         id: &TenantId,
         from: &MachineId,
     ) -> Result<MoveReport, PlacementError> {
@@ -75,6 +76,7 @@ impl Placement {
             Err(e) => return Err(e.into()),
         };
         self.remember(id, Some(now.owner.clone()));
+        self.spread_news(id, &[from]);
         let store = self.store.clone();
         let t = id.clone();
         blocking(move || store.take_in(&t, &staged, &passport)).await?;

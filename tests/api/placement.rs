@@ -46,8 +46,9 @@ fn free_port() -> u16 {
 
 /// The part of nginx's config that does what Fly's proxy does with `fly-replay`: a 307
 /// carrying the header is intercepted and the request re-sent to the named instance, once.
-/// The header is read (`set`) before `proxy_pass`, which starts a new upstream and with it
-/// forgets the first answer's headers.
+/// The header and the first machine's address are read (`set`) before `proxy_pass`, which
+/// starts a new upstream and with it forgets the first answer. As on Fly, the target sees
+/// `fly-replay-src` naming the machine that asked for the replay and echoing its `state`.
 fn replay_block(upstream: &str) -> String {
     format!(
         "        location / {{\n\
@@ -57,8 +58,9 @@ fn replay_block(upstream: &str) -> String {
          \x20       }}\n\
          \x20       location @replay {{\n\
          \x20           set $replay $upstream_http_fly_replay;\n\
+         \x20           set $replay_from $upstream_addr;\n\
          \x20           proxy_pass http://$replay_addr;\n\
-         \x20           proxy_set_header fly-replay-src \"instance=$replay_instance\";\n\
+         \x20           proxy_set_header fly-replay-src \"instance=$replay_src;state=$replay_state\";\n\
          \x20       }}\n"
     )
 }
@@ -85,11 +87,13 @@ async fn proxy(machines: &[(String, u16)]) -> Proxy {
     let d = dir.path().display();
     let port = free_port();
     let mut map = String::new();
+    let mut ids = String::new();
     let mut upstream = String::new();
     let mut servers = String::new();
     let mut first = HashMap::new();
     for (id, p) in machines {
         map.push_str(&format!("        {id} 127.0.0.1:{p};\n"));
+        ids.push_str(&format!("        127.0.0.1:{p} {id};\n"));
         upstream.push_str(&format!("        server 127.0.0.1:{p};\n"));
         let own = free_port();
         first.insert(id.clone(), format!("http://127.0.0.1:{own}"));
@@ -109,6 +113,8 @@ async fn proxy(machines: &[(String, u16)]) -> Proxy {
          \x20   map $replay $replay_instance {{\n\
          \x20       \"~instance=([a-z0-9_-]+)\" $1;\n        default \"\";\n    }}\n\
          \x20   map $replay_instance $replay_addr {{\n{map}        default 127.0.0.1:9;\n    }}\n\
+         \x20   map $replay $replay_state {{\n        \"~state=([^;]+)\" $1;\n        default \"\";\n    }}\n\
+         \x20   map $replay_from $replay_src {{\n{ids}        default \"\";\n    }}\n\
          \x20   upstream fleet {{\n{upstream}    }}\n\
          \x20   server {{\n        listen 127.0.0.1:{port};\n{}    }}\n{servers}}}\n",
         replay_block("fleet")
@@ -155,11 +161,17 @@ fn port_of(s: &Server) -> u16 {
     s.base.rsplit(':').next().unwrap().parse().unwrap()
 }
 
+const PACE: Duration = Duration::from_millis(150);
+
 /// Acknowledged message ids by tenant, with when each was acknowledged.
 type Acked = HashMap<String, Vec<(String, Instant)>>;
 
 /// Sends `/sale 1 rice` messages to the tenants in turn until `stop`, each retried with its
 /// own idempotency key until it is acknowledged; returns the acknowledged ids by tenant.
+/// Paced (six senders, each resting `PACE` after an acknowledgement, so at most about 40
+/// a second): with 300 tenants nearly every message is a replica upload of its own, and
+/// the S3 stand-in (moto, one Python process on these two cores) tops out near 150 requests
+/// a second.
 async fn load(base: String, tenants: Vec<String>, stop: Arc<AtomicBool>) -> (Acked, usize) {
     let acked = Arc::new(Mutex::new(Acked::new()));
     let next = Arc::new(AtomicUsize::new(0));
@@ -205,6 +217,7 @@ async fn load(base: String, tenants: Vec<String>, stop: Arc<AtomicBool>) -> (Ack
                     .entry(t.clone())
                     .or_default()
                     .push((id, Instant::now()));
+                tokio::time::sleep(PACE).await;
             }
         }));
     }
@@ -263,16 +276,24 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
     let base = nginx.base.clone();
 
     // Tenants created through the proxy go to the machine with the fewest.
-    let tenants: Vec<String> = (0..30).map(|i| format!("f{i:02}")).collect();
+    let began = Instant::now();
+    let phase = |what: &str| eprintln!("[{:>6.1} s] {what}", began.elapsed().as_secs_f64());
+    let count: usize = 300;
+    let tenants: Vec<String> = (0..count).map(|i| format!("f{i:03}")).collect();
     for t in &tenants {
         setup_tenant(&base, t).await;
     }
+    phase("tenants created");
     let mut per_machine: HashMap<String, usize> = HashMap::new();
     for t in &tenants {
         *per_machine.entry(owner(&base, t).await).or_default() += 1;
     }
     assert_eq!(per_machine.len(), 3, "{per_machine:?}");
-    assert!(per_machine.values().all(|n| *n >= 8), "{per_machine:?}");
+    assert!(
+        per_machine.values().all(|n| *n >= count / 4),
+        "{per_machine:?}"
+    );
+    phase("owners read");
 
     // A request for a tenant sent first to the wrong machine is replayed to its owner.
     let t = &tenants[0];
@@ -342,6 +363,7 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
         fenced.push(report["fenced_ms"].as_u64().unwrap());
         moves += 1;
     }
+    phase("moved");
     // Drain m3 with the command line, through the proxy.
     let drained = Command::new(env!("CARGO_BIN_EXE_tarn"))
         .args(["placement", "--via", &base, "drain", "m3"])
@@ -351,6 +373,7 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
     let said = String::from_utf8_lossy(&drained.stdout).into_owned()
         + &String::from_utf8_lossy(&drained.stderr);
     assert!(drained.status.success(), "{said}");
+    phase("drained m3");
     // Nothing is left on m3, and nothing new goes there.
     for t in &tenants {
         assert_ne!(owner(&base, t).await, "m3", "{t}");
@@ -391,6 +414,7 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
     let rescue_said = String::from_utf8_lossy(&rescued.stdout).into_owned()
         + &String::from_utf8_lossy(&rescued.stderr);
     assert!(rescued.status.success(), "{rescue_said}");
+    phase("took over m2");
     let rescue_secs = killed.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
@@ -411,6 +435,7 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
 
     // m2 comes back: it lets go of the copies taken over while it was down.
     fleet[1].restart().await;
+    phase("m2 restarted");
     let (_, listed) = call(
         reqwest::Method::GET,
         format!("{}/v1/tenants", fleet[1].base),
@@ -454,6 +479,7 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
             assert_eq!(sold, n, "{t}: {n} sales acknowledged");
         }
     }
+    phase("checked");
     println!("m2's kill lost {lost} acknowledged messages (all within its last 2 s)");
 }
 

@@ -1,8 +1,9 @@
 //! Several machines behind a proxy: three real `tarn serve` processes sharing one bucket
 //! (moto) through Litestream, and a stock nginx standing in for Fly's proxy (it re-sends a
 //! request answered with `fly-replay: instance=M` to machine M, body and headers intact).
-//! Clients talk only to nginx. Under load, tenants are moved and a machine is drained; every
-//! acknowledged message must be applied exactly once.
+//! Clients talk only to nginx. Under load (HTTP messages and Telegram webhooks), tenants are
+//! moved, a machine is drained and one is killed; every acknowledged message must be applied
+//! exactly once, every reply sent and every minute's scheduled summary run once.
 
 use crate::crash::Server;
 use crate::helpers::*;
@@ -144,11 +145,6 @@ async fn proxy(machines: &[(String, u16)]) -> Proxy {
     }
 }
 
-/// One machine of the fleet.
-async fn machine(root: &Path, id: &str, bucket: &Bucket) -> Server {
-    machine_with(root, id, bucket, &[]).await
-}
-
 async fn machine_with(root: &Path, id: &str, bucket: &Bucket, extra: &[(&str, &str)]) -> Server {
     let dir = root.join(id);
     std::fs::create_dir_all(&dir).unwrap();
@@ -252,6 +248,103 @@ async fn owner(base: &str, t: &str) -> String {
     v["owner"]["machine"].as_str().unwrap().to_owned()
 }
 
+/// A tenant of the fleet that also talks through Telegram: its bot, and the chat of its
+/// owner, who sells through the bot and gets a summary every minute.
+struct TgShop {
+    tenant: String,
+    bot: u64,
+    chat: i64,
+    secret: String,
+}
+
+/// Binds a bot to `t` (through the proxy), has an owner join from a chat and sets a
+/// summary for every minute.
+async fn telegram_shop(base: &str, fake: &crate::telegram::FakeBot, t: &str, k: u64) -> TgShop {
+    let bot = 7_100_000 + k;
+    let chat = 9_000 + k as i64;
+    let (status, v) = call(
+        reqwest::Method::PUT,
+        format!("{base}/v1/tenants/{t}/channels/telegram"),
+        Some(json!({"bot_token": format!("{bot}:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw")})),
+    )
+    .await;
+    assert!(status < 300, "{status} {v}");
+    let secret = fake
+        .secret(bot)
+        .expect("the bot was given a webhook secret");
+    let (status, boss) = call(
+        reqwest::Method::POST,
+        format!("{base}/v1/tenants/{t}/staff"),
+        Some(json!({"name": "Boss", "role": "owner"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{boss}");
+    let shop = TgShop {
+        tenant: t.to_owned(),
+        bot,
+        chat,
+        secret,
+    };
+    let join = format!("/join {}", boss["join_code"].as_str().unwrap());
+    deliver(
+        &reqwest::Client::new(),
+        base,
+        &shop,
+        &crate::telegram::text_update(1, chat, chat, &join),
+    )
+    .await;
+    let (status, v) = call(
+        reqwest::Method::PUT,
+        format!("{base}/v1/tenants/{t}/schedules"),
+        Some(
+            json!({"schedules": [{"kind": "daily_summary", "cron": "* * * * *",
+            "timezone": "UTC", "recipients": ["owner"]}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    shop
+}
+
+/// Posts one update as Telegram does, again until it is answered 2xx.
+async fn deliver(client: &reqwest::Client, base: &str, shop: &TgShop, update: &Value) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = client
+            .post(format!("{base}/webhooks/telegram/{}", shop.tenant))
+            .header("X-Telegram-Bot-Api-Secret-Token", &shop.secret)
+            .json(update)
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: update never taken",
+            shop.tenant
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The owner's sales through the bot, one update after another (as Telegram sends them),
+/// until `stop`; when each was acknowledged.
+async fn telegram_load(base: String, shop: Arc<TgShop>, stop: Arc<AtomicBool>) -> Vec<Instant> {
+    let client = reqwest::Client::new();
+    let mut acked = Vec::new();
+    let mut update = 100;
+    while !stop.load(Ordering::SeqCst) {
+        update += 1;
+        let u = crate::telegram::text_update(update, shop.chat, shop.chat, "/sale 1 rice");
+        deliver(&client, &base, &shop, &u).await;
+        acked.push(Instant::now());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    acked
+}
+
 fn median_ms(mut xs: Vec<Duration>) -> f64 {
     xs.sort();
     xs[xs.len() / 2].as_secs_f64() * 1000.0
@@ -263,9 +356,15 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
     let bucket = bucket("tarn-fleet").await;
     let root = tempfile::tempdir().unwrap();
     let ids = ["m1", "m2", "m3"];
+    let fake = crate::telegram::fake_bot().await;
     let mut fleet = Vec::new();
     for id in ids {
-        fleet.push(machine(root.path(), id, &bucket).await);
+        let env = [
+            ("TARN_TELEGRAM_API_URL", fake.base.as_str()),
+            ("TARN_PUBLIC_URL", "https://tarn.example"),
+            ("TARN_SCHEDULER", "true"),
+        ];
+        fleet.push(machine_with(root.path(), id, &bucket, &env).await);
     }
     let machines: Vec<(String, u16)> = ids
         .iter()
@@ -342,9 +441,23 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
         r.headers()
     );
 
+    // Six of the tenants the moves below take (each seventh) also sell through Telegram,
+    // and send their owner a summary every minute.
+    let mut shops = Vec::new();
+    for k in 0..6 {
+        shops.push(Arc::new(
+            telegram_shop(&base, &fake, &tenants[k * 7], k as u64).await,
+        ));
+    }
+    phase("telegram shops set up");
+
     // Load through the proxy while tenants move.
     let stop = Arc::new(AtomicBool::new(false));
     let running = tokio::spawn(load(base.clone(), tenants.clone(), stop.clone()));
+    let tg_running: Vec<_> = shops
+        .iter()
+        .map(|shop| tokio::spawn(telegram_load(base.clone(), shop.clone(), stop.clone())))
+        .collect();
     let mut moves = 0;
     let mut fenced = Vec::new();
     for i in 0..30 {
@@ -419,6 +532,10 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::SeqCst);
     let (acked, retries) = running.await.unwrap();
+    let mut tg_acked = HashMap::new();
+    for (shop, task) in shops.iter().zip(tg_running) {
+        tg_acked.insert(shop.tenant.clone(), task.await.unwrap());
+    }
     fenced.sort();
     println!(
         "{moves} moves under load: fenced median {} ms, max {} ms; {} messages acknowledged, {retries} retries; drain: {}; m2 killed, its {} tenants served again after {rescue_secs:.1} s: {}",
@@ -449,7 +566,11 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
     // may be lost, and nothing else; none is applied twice.
     let mut lost = 0;
     for t in &tenants {
-        let n = acked.get(t).map_or(0, Vec::len) as i64;
+        let mut times: Vec<Instant> = acked
+            .get(t)
+            .map_or(vec![], |a| a.iter().map(|x| x.1).collect());
+        times.extend(tg_acked.get(t).into_iter().flatten());
+        let n = times.len() as i64;
         let (status, products) = call(
             reqwest::Method::GET,
             format!("{base}/v1/tenants/{t}/products"),
@@ -459,13 +580,10 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
         assert_eq!(status, 200, "{products}");
         let sold = 100_000 - products["products"][0]["stock"].as_f64().unwrap() as i64;
         if on_m2.contains(t) {
-            let last_moments = acked.get(t).map_or(0, |a| {
-                a.iter()
-                    .filter(|(_, at)| {
-                        *at <= killed && killed.duration_since(*at) < Duration::from_secs(2)
-                    })
-                    .count()
-            }) as i64;
+            let last_moments = times
+                .iter()
+                .filter(|at| **at <= killed && killed.duration_since(**at) < Duration::from_secs(2))
+                .count() as i64;
             assert!(
                 sold <= n,
                 "{t}: {sold} sold, {n} acknowledged: applied twice"
@@ -480,7 +598,114 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
         }
     }
     phase("checked");
+    telegram_checks(&base, &fake, &shops, &tg_acked, &on_m2, killed).await;
+    phase("telegram replies and summaries checked");
     println!("m2's kill lost {lost} acknowledged messages (all within its last 2 s)");
+}
+
+/// Every Telegram sale answered once, and every minute's summary run once and sent once:
+/// the run ledger of each shop has one row per minute from its first to its last, each
+/// done, and the owner got exactly one summary per row. Shops taken over from the killed
+/// machine may have lost their last 2 s (as their sales may), and nothing more.
+async fn telegram_checks(
+    base: &str,
+    fake: &crate::telegram::FakeBot,
+    shops: &[Arc<TgShop>],
+    tg_acked: &HashMap<String, Vec<Instant>>,
+    on_m2: &[String],
+    killed: Instant,
+) {
+    // Read in the middle of a minute (every run due and sent, none starting), at least one
+    // minute after the load stopped: each shop has run a summary since.
+    let into_minute = chrono::Utc::now().timestamp_millis().rem_euclid(60_000) as u64;
+    let wait_until = Instant::now() + Duration::from_millis(90_000 - into_minute);
+    let mut runs = HashMap::new();
+    for shop in shops {
+        let t = &shop.tenant;
+        let (status, v) = call(
+            reqwest::Method::GET,
+            format!("{base}/v1/tenants/{t}/runs?kind=daily_summary&limit=100"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        runs.insert(t.clone(), v["runs"].as_array().unwrap().clone());
+    }
+    tokio::time::sleep_until(wait_until.into()).await;
+    let mut slots_total = 0;
+    let mut resent = 0;
+    for shop in shops {
+        let t = &shop.tenant;
+        let (_, v) = call(
+            reqwest::Method::GET,
+            format!("{base}/v1/tenants/{t}/runs?kind=daily_summary&limit=100"),
+            None,
+        )
+        .await;
+        let list = v["runs"].as_array().unwrap();
+        assert!(
+            list.len() > runs[t].len(),
+            "{t}: no summary ran in the last minute: {v}"
+        );
+        let mut slots: Vec<chrono::DateTime<chrono::Utc>> = list
+            .iter()
+            .filter(|r| r["status"] != "running")
+            .map(|r| {
+                assert_eq!(r["status"], "done", "{t}: {r}");
+                r["slot"].as_str().unwrap().parse().unwrap()
+            })
+            .collect();
+        slots.sort();
+        for pair in slots.windows(2) {
+            assert_eq!(
+                (pair[1] - pair[0]).num_seconds(),
+                60,
+                "{t}: a minute's summary is missing or doubled: {slots:?}"
+            );
+        }
+        let sent: Vec<String> = fake
+            .sent()
+            .into_iter()
+            .filter(|m| m.bot == shop.bot && m.chat == shop.chat)
+            .map(|m| m.text)
+            .collect();
+        let summaries = sent
+            .iter()
+            .filter(|m| m.starts_with("Daily summary"))
+            .count();
+        let replies = sent.len() - summaries;
+        let acked = tg_acked[t].len() + 1; // and the /join
+        slots_total += slots.len();
+        if on_m2.contains(t) {
+            // A run or reply sent in the killed machine's last 2 s can be sent again.
+            resent += summaries.saturating_sub(slots.len()) + replies.saturating_sub(acked);
+            assert!(
+                summaries >= slots.len(),
+                "{t}: {summaries} summaries, {} slots",
+                slots.len()
+            );
+            let last_moments = tg_acked[t]
+                .iter()
+                .filter(|at| **at <= killed && killed.duration_since(**at) < Duration::from_secs(2))
+                .count();
+            assert!(
+                replies + last_moments >= acked,
+                "{t}: {replies} replies, {acked} updates, {last_moments} in the last 2 s"
+            );
+        } else {
+            assert_eq!(summaries, slots.len(), "{t}: {sent:?}");
+            assert!(
+                replies >= acked,
+                "{t}: {replies} replies to {acked} updates"
+            );
+            resent += replies - acked;
+        }
+    }
+    println!(
+        "telegram: {} shops, {} updates acknowledged, {slots_total} minute summaries run once each; {resent} replies sent twice",
+        shops.len(),
+        tg_acked.values().map(Vec::len).sum::<usize>()
+    );
 }
 
 /// A Graph API stand-in that knows every number and takes every message.

@@ -29,10 +29,11 @@
 //!    with the files in [`tenant`]); shop routes -> [`shop`] and [`executor`].
 //! 4. **several machines** ([`placement`]): the `http::placement::route` layer answers a
 //!    request for a tenant another machine owns with `fly-replay` (the directory in the
-//!    bucket, cached); a move fences the tenant in [`tenant`]'s pool, closes it (the
-//!    [`replica`] final sync), hands its [`control`] rows over (`control::passport`), the
-//!    target restores it from the bucket, the directory switch commits, [`store`] lets go of
-//!    the copy; a dead machine's tenants are taken over from the bucket.
+//!    bucket, cached until a move's notice); a move fences the tenant in [`tenant`]'s pool,
+//!    closes it (the [`replica`] final sync), hands its [`control`] rows over
+//!    (`control::passport`), the target restores it from the bucket, the directory switch
+//!    commits, [`store`] lets go of the copy, the other machines are told to forget the old
+//!    owner; a dead machine's tenants are taken over from the bucket.
 //!
 //! Floors, bottom up, as `farm-studio look` draws them (a module imports only from floors
 //! below it: no import runs up, no circles): `action`, `clock`, `config`, `system`,
@@ -64,7 +65,7 @@
 //! | [`app`] | start-up (lock, token, fd limit), serve, graceful shutdown (the chat runtime drains) |
 //! | [`cli`] | offline `tarn tenant …` / `tarn migrate …` / `tarn backup`, `restore`, `check` |
 //! | [`backup`] | consistent snapshots (online backup API), restore, integrity checks |
-//! | [`placement`] | several machines: `MachineId`, the directory in the bucket (owners with epochs changed by conditional PUTs, machine announcements, WhatsApp numbers, moved tenants' rows), `Route` (here, moving, elsewhere), moves (`handover`), takeovers of dead machines (`rescue`), recovery at start |
+//! | [`placement`] | several machines: `MachineId`, the directory in the bucket (owners with epochs changed by conditional PUTs, machine announcements, WhatsApp numbers, moved tenants' rows), `Route` (here, moving, elsewhere, stale), the owner cache and the move notices that clear it, moves (`handover`), takeovers of dead machines (`rescue`), recovery at start |
 //! | [`replica`] | continuous replication: the supervised `litestream` child, its control socket (register on open, final sync and unregister on close, via the pool's `Watcher`), each file under its current lineage, health, tarn's own bucket reads and deletes (`bucket`), restore out of the bucket and upload of restored files (`restore`) |
 //! | [`clock`], [`config`], [`token`], [`telemetry`], [`system`] | the one timestamp format, flags/env (a leaf), the operator token, logs/metrics, OS readings |
 //!

@@ -312,6 +312,14 @@ fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
     Ok(l)
 }
 
+/// Query of a listing paged by id: `?limit=&after=`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
 /// Of `rows` fetched as `limit + 1` (the extra row tells whether another page follows):
 /// the page, and the `after` of the next one (`None` on the last page).
 fn page_of<T>(

@@ -399,6 +399,7 @@ fn build() -> Value {
     shop(&mut s);
     schedules(&mut s);
     channels(&mut s);
+    placement(&mut s);
     ops(&mut s);
     let mut schemas = s.res.take_definitions(true);
     for (name, schema) in s.req.take_definitions(true) {
@@ -1161,6 +1162,164 @@ fn channels(s: &mut Spec) {
         .body(anything.clone())
         .json(200, "stored (or a duplicate)", anything)
         .errors(&[400, 401, 503]),
+    );
+}
+
+/// Several machines. Alone (no machine id), each of these answers 404 `placement_off`.
+fn placement(s: &mut Spec) {
+    use super::placement as p;
+    let machine = path_param(
+        "machine",
+        json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}),
+        json!("m1"),
+        "the machine's id",
+    );
+    let after = query(
+        "after",
+        json!({"type": "string"}),
+        "next_after of the page before",
+    );
+    let overview = s.res::<p::Overview>();
+    let placed = s.res::<p::Placed>();
+    let placed_page = s.res::<p::PlacedPage>();
+    let report = s.res::<crate::placement::MoveReport>();
+    let machine_schema = s.res::<crate::placement::Machine>();
+    let registered = s.res::<p::Registered>();
+    let alive = s.res::<p::Alive>();
+    let move_to = s.req::<p::MoveTo>();
+    let draining = s.req::<p::Draining>();
+    let adopt = s.req::<p::Adopt>();
+    let arrival = s.req::<crate::placement::ArrivalIn>();
+    let op = |method, path, summary| Op::new(method, path, summary).auth(Auth::Operator);
+    s.add(
+        op(
+            "get",
+            "/v1/placement",
+            "This machine and every machine that announced itself",
+        )
+        .json(200, "the machines", overview)
+        .errors(&[404]),
+    );
+    s.add(
+        op(
+            "get",
+            "/v1/placement/tenants",
+            "Every tenant's owner, by id (the directory)",
+        )
+        .param(limit(100))
+        .param(after.clone())
+        .json(200, "a page of owners", placed_page)
+        .errors(&[404]),
+    );
+    s.add(
+        op(
+            "get",
+            "/v1/placement/tenants/{tenant}",
+            "One tenant's owner and epoch",
+        )
+        .json(200, "its owner (null if never placed)", placed)
+        .errors(&[404]),
+    );
+    s.add(
+        op(
+            "post",
+            "/v1/placement/tenants/{tenant}/move",
+            "Move a tenant to another machine (replayed to its owner); 503 if it stays",
+        )
+        .body(move_to)
+        .json(200, "moved", report.clone())
+        .errors(&[404, 409]),
+    );
+    s.add(
+        op(
+            "post",
+            "/v1/placement/tenants/{tenant}/forget",
+            "Machine to machine: the tenant moved, drop its cached owner",
+        )
+        .empty(204, "forgotten")
+        .errors(&[404]),
+    );
+    s.add(
+        op(
+            "put",
+            "/v1/placement/machines/{machine}/draining",
+            "Mark a machine draining (nothing new placed there) or take it back",
+        )
+        .param(machine.clone())
+        .body(draining)
+        .json(200, "the machine's announcement", machine_schema)
+        .errors(&[404]),
+    );
+    s.add(
+        op(
+            "get",
+            "/v1/placement/machines/{machine}/alive",
+            "Whether a machine answers its health check",
+        )
+        .param(machine.clone())
+        .json(200, "alive or not", alive)
+        .errors(&[404]),
+    );
+    s.add(
+        op(
+            "get",
+            "/v1/placement/machines/{machine}/tenants",
+            "The tenants a machine holds (replayed there): what a drain moves",
+        )
+        .param(machine.clone())
+        .param(limit(100))
+        .param(after)
+        .json(200, "a page of tenant ids", registered)
+        .errors(&[404]),
+    );
+    s.add(
+        op(
+            "post",
+            "/v1/placement/machines/{machine}/adopt",
+            "Take a dead machine's tenant over onto this machine, from the bucket",
+        )
+        .param(machine)
+        .body(adopt)
+        .json(200, "taken over", report)
+        .errors(&[404, 409]),
+    );
+    s.add(
+        op(
+            "post",
+            "/v1/placement/whatsapp",
+            "Machine to machine: one owner's part of a WhatsApp delivery",
+        )
+        .body(json!({"type": "object"}))
+        .json(200, "stored", json!({"type": "object"}))
+        .errors(&[404]),
+    );
+    s.add(
+        op(
+            "post",
+            "/v1/placement/arrivals/{tenant}",
+            "Machine to machine: restore a tenant that is moving here, unserved",
+        )
+        .body(arrival)
+        .empty(202, "restored and waiting for the directory")
+        .errors(&[404, 409]),
+    );
+    s.add(
+        op(
+            "delete",
+            "/v1/placement/arrivals/{tenant}",
+            "Machine to machine: drop an arrival whose move will not happen",
+        )
+        .empty(204, "dropped")
+        .errors(&[404, 409]),
+    );
+    s.add(
+        op(
+            "post",
+            "/v1/placement/arrivals/{tenant}/promote",
+            "Machine to machine: the directory names this machine, serve the arrival",
+        )
+        .empty(204, "served here")
+        .errors(&[404, 409]),
     );
 }
 

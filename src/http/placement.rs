@@ -5,9 +5,9 @@
 //! `Here`; with placement off every route here answers 404 and the layer does nothing.
 
 use super::AppState;
+use super::ListQuery;
 use super::auth::Operator;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::tenants::ListQuery;
 use crate::placement::{
     ArrivalIn, Machine, MachineId, MoveReport, Owner, Placement, PlacementError, Route,
 };
@@ -419,5 +419,23 @@ mod tests {
         assert_eq!(machine_of("/v1/placement/machines/m2/tenants"), Some("m2"));
         assert_eq!(machine_of("/v1/placement/machines/m2/draining"), None);
         assert_eq!(machine_of("/v1/placement/machines/m2/x/adopt"), None);
+        assert_eq!(tenant_of("/v1/placement/tenants/acme/forget"), None);
+    }
+
+    #[test]
+    fn the_replaying_machine_is_read_from_fly_replay_src() {
+        let src = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(REPLAY_SRC, HeaderValue::from_str(v).unwrap());
+            replayed_from(&h).map(|m| m.to_string())
+        };
+        assert_eq!(
+            src("instance=m1;region=ams;t=1700000000;state=epoch-3"),
+            Some("m1".into())
+        );
+        assert_eq!(src("region=ams; instance=abc_2"), Some("abc_2".into()));
+        assert_eq!(src("region=ams"), None);
+        assert_eq!(src("instance=../x"), None);
+        assert_eq!(replayed_from(&HeaderMap::new()), None);
     }
 }

@@ -11,7 +11,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 const DEFAULT_PAGE: usize = 100;
@@ -56,13 +56,6 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    pub(super) limit: Option<usize>,
-    pub(super) after: Option<String>,
-}
-
 #[derive(Serialize, schemars::JsonSchema)]
 pub struct Page {
     tenants: Vec<TenantRecord>,
@@ -73,7 +66,7 @@ pub struct Page {
 pub async fn list(
     State(state): State<AppState>,
     _: Operator,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<super::ListQuery>,
 ) -> Result<Json<Page>, ApiError> {
     let limit = super::page_limit(q.limit, DEFAULT_PAGE)?;
     let after = q.after.as_deref().map(TenantId::parse).transpose()?;

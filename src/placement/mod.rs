@@ -1,8 +1,9 @@
 //! Several machines, each owning a share of the tenants: which machine owns a tenant (the
-//! directory in the replica bucket, read through a short cache), where a request for it
-//! goes (`Route`), moves (`handover`) and this machine's announcement. Invariant: a machine
-//! serves a tenant only while its file is here and not fenced; a file arrives only after the
-//! directory names this machine, and leaves only after the directory names another.
+//! directory in the replica bucket, read through a cache that a move's notice clears), where
+//! a request for it goes (`Route`), moves (`handover`) and this machine's announcement.
+//! Invariant: a machine serves a tenant only while its file is here and not fenced; a file
+//! arrives only after the directory names this machine, and leaves only after the directory
+//! names another.
 
 pub mod directory;
 mod handover;

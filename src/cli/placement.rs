@@ -34,38 +34,36 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
-        {
-            let send = |base: String| {
-                let mut req = self
-                    .http
-                    .request(method.clone(), format!("{base}{path}"))
-                    .bearer_auth(self.token.expose());
-                if let Some(b) = body {
-                    req = req.json(b);
-                }
-                req.send()
-            };
-            let mut res = send(self.via.clone())
+        let send = |base: String| {
+            let mut req = self
+                .http
+                .request(method.clone(), format!("{base}{path}"))
+                .bearer_auth(self.token.expose());
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            req.send()
+        };
+        let mut res = send(self.via.clone())
+            .await
+            .with_context(|| format!("cannot reach {}", self.via))?;
+        if let Some(machine) = replay_target(&res) {
+            let url = self.machine_url(&machine).await?;
+            res = send(url.clone())
                 .await
-                .with_context(|| format!("cannot reach {}", self.via))?;
-            if let Some(machine) = replay_target(&res) {
-                let url = self.machine_url(&machine).await?;
-                res = send(url.clone())
-                    .await
-                    .with_context(|| format!("cannot reach machine {machine} at {url}"))?;
-            }
-            let status = res.status();
-            let text = res.text().await.unwrap_or_default();
-            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            if !status.is_success() {
-                let said = value["error"]["message"]
-                    .as_str()
-                    .unwrap_or(&text)
-                    .to_owned();
-                bail!("{path}: {status}: {said}");
-            }
-            Ok(value)
+                .with_context(|| format!("cannot reach machine {machine} at {url}"))?;
         }
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let said = value["error"]["message"]
+                .as_str()
+                .unwrap_or(&text)
+                .to_owned();
+            bail!("{path}: {status}: {said}");
+        }
+        Ok(value)
     }
 
     async fn machine_url(&self, machine: &str) -> anyhow::Result<String> {
@@ -90,10 +88,7 @@ impl Api {
 
 fn replay_target(res: &reqwest::Response) -> Option<String> {
     let header = res.headers().get("fly-replay")?.to_str().ok()?;
-    header
-        .split(';')
-        .find_map(|part| part.trim().strip_prefix("instance="))
-        .map(str::to_owned)
+    crate::placement::instance_in(header).map(|m| m.to_string())
 }
 
 /// Tenants a drain moves (or takes over) at the same time.

@@ -262,6 +262,15 @@ fn limit(default: u32) -> Value {
     )
 }
 
+/// `after`: where a page listed by id starts.
+fn after() -> Value {
+    query(
+        "after",
+        json!({"type": "string"}),
+        "next_after of the page before",
+    )
+}
+
 fn id64() -> Value {
     json!({"type": "integer", "format": "int64"})
 }
@@ -458,11 +467,6 @@ fn tenants(s: &mut Spec) {
     let record = s.res::<TenantRecord>();
     let created = s.res::<Created>();
     let new = s.req::<NewTenant>();
-    let after = query(
-        "after",
-        json!({"type": "string"}),
-        "next_after of the page before",
-    );
     s.add(
         Op::new(
             "post",
@@ -479,7 +483,7 @@ fn tenants(s: &mut Spec) {
         Op::new("get", "/v1/tenants", "List active tenants by id")
             .auth(Auth::Operator)
             .param(limit(100))
-            .param(after.clone())
+            .param(after())
             .json(200, "a page", page_schema)
             .errors(&[422]),
     );
@@ -545,7 +549,7 @@ fn tenants(s: &mut Spec) {
     );
     sync_ops(s);
     settings(s);
-    trash(s, after);
+    trash(s);
 }
 
 /// The tenant's settings.
@@ -592,7 +596,7 @@ fn settings(s: &mut Spec) {
 }
 
 /// The trash of deleted tenants.
-fn trash(s: &mut Spec, after: Value) {
+fn trash(s: &mut Spec) {
     let trashed = s.res::<Trashed>();
     let trash_page = page(
         "trash",
@@ -607,7 +611,7 @@ fn trash(s: &mut Spec, after: Value) {
         )
         .auth(Auth::Operator)
         .param(limit(100))
-        .param(after)
+        .param(after())
         .json(200, "a page", trash_page)
         .errors(&[422]),
     );
@@ -1167,61 +1171,63 @@ fn channels(s: &mut Spec) {
 
 /// Several machines. Alone (no machine id), each of these answers 404 `placement_off`.
 fn placement(s: &mut Spec) {
-    use super::placement as p;
-    let machine = path_param(
+    placement_directory(s);
+    placement_machines(s);
+    placement_peers(s);
+}
+
+/// An operator route of placement: 404 when the server runs alone.
+fn placement_op(method: &'static str, path: &'static str, summary: &'static str) -> Op {
+    Op::new(method, path, summary)
+        .auth(Auth::Operator)
+        .errors(&[404])
+}
+
+fn machine_param() -> Value {
+    path_param(
         "machine",
         json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"}),
         json!("m1"),
         "the machine's id",
-    );
-    let after = query(
-        "after",
-        json!({"type": "string"}),
-        "next_after of the page before",
-    );
+    )
+}
+
+/// Owners and moves.
+fn placement_directory(s: &mut Spec) {
+    use super::placement as p;
     let overview = s.res::<p::Overview>();
     let placed = s.res::<p::Placed>();
     let placed_page = s.res::<p::PlacedPage>();
     let report = s.res::<crate::placement::MoveReport>();
-    let machine_schema = s.res::<crate::placement::Machine>();
-    let registered = s.res::<p::Registered>();
-    let alive = s.res::<p::Alive>();
     let move_to = s.req::<p::MoveTo>();
-    let draining = s.req::<p::Draining>();
-    let adopt = s.req::<p::Adopt>();
-    let arrival = s.req::<crate::placement::ArrivalIn>();
-    let op = |method, path, summary| Op::new(method, path, summary).auth(Auth::Operator);
     s.add(
-        op(
+        placement_op(
             "get",
             "/v1/placement",
             "This machine and every machine that announced itself",
         )
-        .json(200, "the machines", overview)
-        .errors(&[404]),
+        .json(200, "the machines", overview),
     );
     s.add(
-        op(
+        placement_op(
             "get",
             "/v1/placement/tenants",
             "Every tenant's owner, by id (the directory)",
         )
         .param(limit(100))
-        .param(after.clone())
-        .json(200, "a page of owners", placed_page)
-        .errors(&[404]),
+        .param(after())
+        .json(200, "a page of owners", placed_page),
     );
     s.add(
-        op(
+        placement_op(
             "get",
             "/v1/placement/tenants/{tenant}",
             "One tenant's owner and epoch",
         )
-        .json(200, "its owner (null if never placed)", placed)
-        .errors(&[404]),
+        .json(200, "its owner (null if never placed)", placed),
     );
     s.add(
-        op(
+        placement_op(
             "post",
             "/v1/placement/tenants/{tenant}/move",
             "Move a tenant to another machine (replayed to its owner); 503 if it stays",
@@ -1231,70 +1237,81 @@ fn placement(s: &mut Spec) {
         .errors(&[404, 409]),
     );
     s.add(
-        op(
+        placement_op(
             "post",
             "/v1/placement/tenants/{tenant}/forget",
             "Machine to machine: the tenant moved, drop its cached owner",
         )
-        .empty(204, "forgotten")
-        .errors(&[404]),
+        .empty(204, "forgotten"),
     );
+}
+
+/// Machines: draining, health, their tenants, takeovers.
+fn placement_machines(s: &mut Spec) {
+    use super::placement as p;
+    let report = s.res::<crate::placement::MoveReport>();
+    let machine_schema = s.res::<crate::placement::Machine>();
+    let registered = s.res::<p::Registered>();
+    let alive = s.res::<p::Alive>();
+    let draining = s.req::<p::Draining>();
+    let adopt = s.req::<p::Adopt>();
     s.add(
-        op(
+        placement_op(
             "put",
             "/v1/placement/machines/{machine}/draining",
             "Mark a machine draining (nothing new placed there) or take it back",
         )
-        .param(machine.clone())
+        .param(machine_param())
         .body(draining)
-        .json(200, "the machine's announcement", machine_schema)
-        .errors(&[404]),
+        .json(200, "the machine's announcement", machine_schema),
     );
     s.add(
-        op(
+        placement_op(
             "get",
             "/v1/placement/machines/{machine}/alive",
             "Whether a machine answers its health check",
         )
-        .param(machine.clone())
-        .json(200, "alive or not", alive)
-        .errors(&[404]),
+        .param(machine_param())
+        .json(200, "alive or not", alive),
     );
     s.add(
-        op(
+        placement_op(
             "get",
             "/v1/placement/machines/{machine}/tenants",
             "The tenants a machine holds (replayed there): what a drain moves",
         )
-        .param(machine.clone())
+        .param(machine_param())
         .param(limit(100))
-        .param(after)
-        .json(200, "a page of tenant ids", registered)
-        .errors(&[404]),
+        .param(after())
+        .json(200, "a page of tenant ids", registered),
     );
     s.add(
-        op(
+        placement_op(
             "post",
             "/v1/placement/machines/{machine}/adopt",
             "Take a dead machine's tenant over onto this machine, from the bucket",
         )
-        .param(machine)
+        .param(machine_param())
         .body(adopt)
         .json(200, "taken over", report)
         .errors(&[404, 409]),
     );
+}
+
+/// Machine to machine: forwarded WhatsApp parts and a move's arrivals.
+fn placement_peers(s: &mut Spec) {
+    let arrival = s.req::<crate::placement::ArrivalIn>();
     s.add(
-        op(
+        placement_op(
             "post",
             "/v1/placement/whatsapp",
             "Machine to machine: one owner's part of a WhatsApp delivery",
         )
         .body(json!({"type": "object"}))
-        .json(200, "stored", json!({"type": "object"}))
-        .errors(&[404]),
+        .json(200, "stored", json!({"type": "object"})),
     );
     s.add(
-        op(
+        placement_op(
             "post",
             "/v1/placement/arrivals/{tenant}",
             "Machine to machine: restore a tenant that is moving here, unserved",
@@ -1304,7 +1321,7 @@ fn placement(s: &mut Spec) {
         .errors(&[404, 409]),
     );
     s.add(
-        op(
+        placement_op(
             "delete",
             "/v1/placement/arrivals/{tenant}",
             "Machine to machine: drop an arrival whose move will not happen",
@@ -1313,7 +1330,7 @@ fn placement(s: &mut Spec) {
         .errors(&[404, 409]),
     );
     s.add(
-        op(
+        placement_op(
             "post",
             "/v1/placement/arrivals/{tenant}/promote",
             "Machine to machine: the directory names this machine, serve the arrival",

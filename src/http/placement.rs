@@ -31,10 +31,7 @@ pub fn replayed(headers: &HeaderMap) -> bool {
 
 /// The machine that replayed the request here: `instance=` of `fly-replay-src`.
 fn replayed_from(headers: &HeaderMap) -> Option<MachineId> {
-    let src = headers.get(REPLAY_SRC)?.to_str().ok()?;
-    src.split(';')
-        .find_map(|field| field.trim().strip_prefix("instance="))
-        .and_then(|m| MachineId::parse(m).ok())
+    crate::placement::instance_in(headers.get(REPLAY_SRC)?.to_str().ok()?)
 }
 
 /// The answer that makes Fly's proxy re-send the request to `machine`.

@@ -120,6 +120,15 @@ impl PlacementConfig {
     }
 }
 
+/// The machine named by `instance=` in a `fly-replay` or `fly-replay-src` value
+/// (`field=value` pairs split by `;`).
+pub fn instance_in(value: &str) -> Option<MachineId> {
+    value
+        .split(';')
+        .find_map(|field| field.trim().strip_prefix("instance="))
+        .and_then(|m| MachineId::parse(m).ok())
+}
+
 /// Longest a machine trusts that a tenant is placed nowhere.
 const ABSENT_TTL: Duration = Duration::from_secs(2);
 

@@ -346,9 +346,9 @@ fn paths(layout: &Layout) -> (PathBuf, PathBuf) {
 }
 
 /// Litestream's own config. Its L0 retention check lists two levels of every open file in
-/// the bucket; once a minute instead of every 15 s, and level-0 files kept one minute past
-/// their compaction instead of five, cut a fleet's LIST calls about fourfold and keep the
-/// listings short (only compacted files are ever deleted; restores read level 1 and up).
+/// the bucket: once a minute instead of every 15 s, and level-0 files kept one minute past
+/// their compaction instead of five, mean fewer LIST calls and shorter listings (only
+/// compacted files are ever deleted; restores read level 1 and up).
 fn write_config(layout: &Layout) -> std::io::Result<PathBuf> {
     let (config, socket) = paths(layout);
     let dir = config.parent().expect("a file in a folder");

@@ -236,15 +236,16 @@ async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (u16
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A GET with the operator token that must answer 200; its body.
+async fn get_ok(url: String) -> Value {
+    let (status, v) = call(reqwest::Method::GET, url, None).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
 /// The machine that owns `t`, as the directory says.
 async fn owner(base: &str, t: &str) -> String {
-    let (status, v) = call(
-        reqwest::Method::GET,
-        format!("{base}/v1/placement/tenants/{t}"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
+    let v = get_ok(format!("{base}/v1/placement/tenants/{t}")).await;
     v["owner"]["machine"].as_str().unwrap().to_owned()
 }
 
@@ -603,6 +604,15 @@ async fn three_machines_behind_a_proxy_move_and_drain_tenants_with_no_message_lo
     println!("m2's kill lost {lost} acknowledged messages (all within its last 2 s)");
 }
 
+/// The run ledger of `t`'s minute summaries, newest first.
+async fn summary_runs(base: &str, t: &str) -> Vec<Value> {
+    let v = get_ok(format!(
+        "{base}/v1/tenants/{t}/runs?kind=daily_summary&limit=100"
+    ))
+    .await;
+    v["runs"].as_array().unwrap().clone()
+}
+
 /// Every Telegram sale answered once, and every minute's summary run once and sent once:
 /// the run ledger of each shop has one row per minute from its first to its last, each
 /// done, and the owner got exactly one summary per row. Shops taken over from the killed
@@ -621,31 +631,17 @@ async fn telegram_checks(
     let wait_until = Instant::now() + Duration::from_millis(90_000 - into_minute);
     let mut runs = HashMap::new();
     for shop in shops {
-        let t = &shop.tenant;
-        let (status, v) = call(
-            reqwest::Method::GET,
-            format!("{base}/v1/tenants/{t}/runs?kind=daily_summary&limit=100"),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{v}");
-        runs.insert(t.clone(), v["runs"].as_array().unwrap().clone());
+        runs.insert(shop.tenant.clone(), summary_runs(base, &shop.tenant).await);
     }
     tokio::time::sleep_until(wait_until.into()).await;
     let mut slots_total = 0;
     let mut resent = 0;
     for shop in shops {
         let t = &shop.tenant;
-        let (_, v) = call(
-            reqwest::Method::GET,
-            format!("{base}/v1/tenants/{t}/runs?kind=daily_summary&limit=100"),
-            None,
-        )
-        .await;
-        let list = v["runs"].as_array().unwrap();
+        let list = summary_runs(base, t).await;
         assert!(
             list.len() > runs[t].len(),
-            "{t}: no summary ran in the last minute: {v}"
+            "{t}: no summary ran in the last minute: {list:?}"
         );
         let mut slots: Vec<chrono::DateTime<chrono::Utc>> = list
             .iter()

@@ -173,7 +173,22 @@ impl App {
             }
             None => None,
         };
-        let metrics = Metrics::new(&pool_metrics, store.control(), replica.clone());
+        let llm = match crate::llm::LlmConfig::from_args(&config.llm) {
+            Some(c) => {
+                tracing::info!(base_url = %c.base_url, model = %c.model, "LLM parser on");
+                Some(
+                    crate::llm::LlmClient::new(c, &config.prompts_dir)
+                        .map_err(|e| StartError::Llm(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let metrics = Metrics::new(
+            &pool_metrics,
+            store.control(),
+            replica.clone(),
+            llm.as_ref().map(|l| l.metrics()),
+        );
         if let Some(r) = &replica {
             // Before anything opens a tenant, so every open is replicated.
             store.pool().watch(r.clone());
@@ -217,16 +232,6 @@ impl App {
                 &config.store.data_dir,
             );
         }
-        let llm = match crate::llm::LlmConfig::from_args(&config.llm) {
-            Some(c) => {
-                tracing::info!(base_url = %c.base_url, model = %c.model, "LLM parser on");
-                Some(
-                    crate::llm::LlmClient::new(c, &config.prompts_dir)
-                        .map_err(|e| StartError::Llm(e.to_string()))?,
-                )
-            }
-            None => None,
-        };
         let channels = crate::channel::Channels::start(
             store.clone(),
             mail,

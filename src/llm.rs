@@ -8,8 +8,11 @@ use crate::action::Action;
 use crate::config::{LlmArgs, Secret};
 use crate::parser::Lexicon;
 use dashmap::DashMap;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -74,13 +77,102 @@ pub enum LlmError {
     Transport(String),
     #[error("LLM output is not a valid action: {0}")]
     Invalid(String),
+    /// The answer, repaired once, is still not a valid action (what it cost is kept).
+    #[error("LLM output is not a valid action after one repair: {reason}")]
+    Unusable { reason: String, usage: Usage },
 }
 
-/// Token counts reported by the backend.
+impl LlmError {
+    fn outcome(&self) -> AskOutcome {
+        match self {
+            LlmError::CircuitOpen => AskOutcome::CircuitOpen,
+            LlmError::RateLimited => AskOutcome::RateLimited,
+            LlmError::Timeout => AskOutcome::Timeout,
+            LlmError::Http(..) => AskOutcome::Http,
+            LlmError::Transport(_) => AskOutcome::Transport,
+            LlmError::Invalid(_) | LlmError::Unusable { .. } => AskOutcome::Invalid,
+        }
+    }
+}
+
+/// What asking the LLM about one message cost: the wait (admission, every request and the
+/// repair) and the tokens the backend reported (0 when it reported none).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    pub micros: i64,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+}
+
+/// How one ask about a message ended, as `/metrics` counts it.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum AskOutcome {
+    /// A valid action came back (grounded or not: see `tarn_llm_ungrounded`).
+    Action,
+    /// Not a valid action, even after one repair (or not a chat completion at all).
+    Invalid,
+    Timeout,
+    /// The backend answered an HTTP error (after retries).
+    Http,
+    Transport,
+    /// Not sent: the circuit breaker is open.
+    CircuitOpen,
+    /// Not sent: the tenant's rate limit is reached.
+    RateLimited,
+}
+
+impl AskOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AskOutcome::Action => "action",
+            AskOutcome::Invalid => "invalid",
+            AskOutcome::Timeout => "timeout",
+            AskOutcome::Http => "http",
+            AskOutcome::Transport => "transport",
+            AskOutcome::CircuitOpen => "circuit_open",
+            AskOutcome::RateLimited => "rate_limited",
+        }
+    }
+}
+
+impl EncodeLabelValue for AskOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// Labels of `tarn_llm_asks`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AskLabels {
+    pub outcome: AskOutcome,
+}
+
+/// The LLM client's metrics (registered by `telemetry::Metrics`). Cheap to clone.
+#[derive(Clone)]
+pub struct LlmMetrics {
+    /// Asks about a message, by how they ended.
+    pub asks: Family<AskLabels, Counter>,
+    /// Seconds an ask that was sent took, repair included.
+    pub ask_seconds: Histogram,
+    /// Tokens the backend reported, over every request (narratives too).
+    pub prompt_tokens: Counter,
+    pub completion_tokens: Counter,
+    /// Valid actions not applied because a number or name is not in the message.
+    pub ungrounded: Counter,
+}
+
+impl Default for LlmMetrics {
+    fn default() -> Self {
+        LlmMetrics {
+            asks: Family::default(),
+            ask_seconds: Histogram::new([0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0]),
+            prompt_tokens: Counter::default(),
+            completion_tokens: Counter::default(),
+            ungrounded: Counter::default(),
+        }
+    }
 }
 
 /// A validated action from the LLM.
@@ -111,6 +203,7 @@ pub struct LlmClient {
 struct Inner {
     http: reqwest::Client,
     config: LlmConfig,
+    metrics: LlmMetrics,
     permits: Semaphore,
     breaker: Mutex<Breaker>,
     windows: DashMap<String, (Instant, u32)>,
@@ -119,6 +212,8 @@ struct Inner {
     narrator: String,
     examples: Vec<(String, String)>,
     schema: Value,
+    /// Ask with `json_object` (configured so, or the backend refused `json_schema`).
+    json_object: AtomicBool,
 }
 
 fn load(dir: &Path, name: &str, builtin: &'static str) -> String {
@@ -176,9 +271,16 @@ impl LlmClient {
                 narrator,
                 examples,
                 schema: crate::action::json_schema(),
+                metrics: LlmMetrics::default(),
+                json_object: AtomicBool::new(config.json_object),
                 config,
             }),
         })
+    }
+
+    /// The client's metrics, for the server's registry.
+    pub fn metrics(&self) -> &LlmMetrics {
+        &self.inner.metrics
     }
 
     fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
@@ -253,8 +355,19 @@ impl LlmClient {
         data
     }
 
+    fn json_object(&self) -> bool {
+        self.inner.json_object.load(Ordering::Relaxed)
+    }
+
+    /// With `json_object` the backend does not see the schema, so the prompt carries it.
+    fn schema_message(&self) -> Value {
+        json!({"role": "system", "content": format!(
+            "The JSON Schema every answer follows:\n{}", self.inner.schema
+        )})
+    }
+
     fn request_body(&self, messages: &[Value]) -> Value {
-        let format = if self.inner.config.json_object {
+        let format = if self.json_object() {
             json!({"type": "json_object"})
         } else {
             json!({"type": "json_schema", "json_schema": {
@@ -303,9 +416,14 @@ impl LlmClient {
                     .ok_or_else(|| LlmError::Invalid("no choices[0].message.content".into()))?
                     .to_owned();
                 let usage = Usage {
+                    micros: 0,
                     prompt_tokens: v["usage"]["prompt_tokens"].as_i64().unwrap_or(0),
                     completion_tokens: v["usage"]["completion_tokens"].as_i64().unwrap_or(0),
                 };
+                let m = &self.inner.metrics;
+                m.prompt_tokens.inc_by(usage.prompt_tokens.max(0) as u64);
+                m.completion_tokens
+                    .inc_by(usage.completion_tokens.max(0) as u64);
                 return Ok((content, usage));
             }
             let retry_after = resp
@@ -334,13 +452,13 @@ impl LlmClient {
         }
     }
 
-    /// `complete`, with its outcome counted by the circuit breaker (a refused key, model or
-    /// size is our configuration, not the LLM failing, so it does not count).
+    /// `complete`, with its outcome counted by the circuit breaker (a refused request, key,
+    /// model or size is our configuration, not the LLM failing, so it does not count).
     async fn complete_recorded(&self, body: &Value) -> Result<(String, Usage), LlmError> {
         let result = self.complete(body).await;
         match &result {
             Ok(_) => self.record(true),
-            Err(LlmError::Http(401 | 403 | 404 | 413, _)) => {}
+            Err(LlmError::Http(400 | 401 | 403 | 404 | 413, _)) => {}
             Err(_) => self.record(false),
         }
         result
@@ -390,7 +508,7 @@ impl LlmClient {
     }
 
     /// Asks for the action `text` means. `digits` are the currency's minor-unit digits, for
-    /// validating amounts.
+    /// validating amounts. Counted in `/metrics` by how it ended.
     pub async fn parse(
         &self,
         tenant: &str,
@@ -398,11 +516,59 @@ impl LlmClient {
         lex: &Lexicon,
         digits: u32,
     ) -> Result<LlmAnswer, LlmError> {
+        let started = Instant::now();
+        let result = self.ask(tenant, text, lex, digits).await;
+        let m = &self.inner.metrics;
+        let outcome = match &result {
+            Ok(answer) => {
+                m.ask_seconds.observe(answer.usage.micros as f64 / 1e6);
+                AskOutcome::Action
+            }
+            Err(e) => {
+                if !matches!(e, LlmError::CircuitOpen | LlmError::RateLimited) {
+                    m.ask_seconds.observe(started.elapsed().as_secs_f64());
+                }
+                e.outcome()
+            }
+        };
+        m.asks.get_or_create(&AskLabels { outcome }).inc();
+        result
+    }
+
+    /// One completion of `messages`. A backend that refuses the `json_schema` form (Groq's
+    /// models without structured outputs, older servers) is asked again, and from then on,
+    /// with `json_object` and the schema in the prompt.
+    async fn complete_action(
+        &self,
+        messages: &mut Vec<Value>,
+    ) -> Result<(String, Usage), LlmError> {
+        match self.complete_recorded(&self.request_body(messages)).await {
+            Err(LlmError::Http(400, m)) if !self.json_object() && refuses_schema(&m) => {
+                tracing::warn!(error = %m, "the LLM backend refused the json_schema response format; asking with json_object and the schema in the prompt from now on (TARN_LLM_JSON_OBJECT=1 starts so)");
+                self.inner.json_object.store(true, Ordering::Relaxed);
+                messages.insert(2, self.schema_message());
+                self.complete_recorded(&self.request_body(messages)).await
+            }
+            other => other,
+        }
+    }
+
+    async fn ask(
+        &self,
+        tenant: &str,
+        text: &str,
+        lex: &Lexicon,
+        digits: u32,
+    ) -> Result<LlmAnswer, LlmError> {
+        let started = Instant::now();
         let _permit = self.admit(tenant).await?;
         let mut messages = vec![
             json!({"role": "system", "content": self.inner.system}),
             json!({"role": "system", "content": Self::shop_data(lex)}),
         ];
+        if self.json_object() {
+            messages.push(self.schema_message());
+        }
         for (t, a) in &self.inner.examples {
             messages.push(json!({"role": "user", "content": t}));
             messages.push(json!({"role": "assistant", "content": a}));
@@ -410,24 +576,36 @@ impl LlmClient {
         messages.push(json!({"role": "user", "content": text}));
         let mut usage = Usage::default();
         for attempt in 0..2 {
-            let (content, u) = self
-                .complete_recorded(&self.request_body(&messages))
-                .await?;
+            let (content, u) = self.complete_action(&mut messages).await?;
             usage.prompt_tokens += u.prompt_tokens;
             usage.completion_tokens += u.completion_tokens;
             match validate(&content, digits) {
-                Ok(action) => return Ok(LlmAnswer { action, usage }),
+                Ok(action) => {
+                    usage.micros = started.elapsed().as_micros() as i64;
+                    return Ok(LlmAnswer { action, usage });
+                }
                 Err(e) if attempt == 0 => {
+                    tracing::debug!(tenant, error = %e, "LLM reply not a valid action; asking once more");
                     messages.push(json!({"role": "assistant", "content": content}));
                     messages.push(json!({"role": "user", "content": format!(
                         "That reply is not a valid action: {e}. Answer again with exactly one JSON object that follows the schema."
                     )}));
                 }
-                Err(e) => return Err(LlmError::Invalid(e)),
+                Err(reason) => {
+                    usage.micros = started.elapsed().as_micros() as i64;
+                    return Err(LlmError::Unusable { reason, usage });
+                }
             }
         }
         unreachable!("the loop returns on its second pass")
     }
+}
+
+/// Whether a 400's message is about the response format (as Groq's "does not support
+/// response format `json_schema`").
+fn refuses_schema(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("json_schema") || m.contains("response_format") || m.contains("response format")
 }
 
 /// Parses and checks an LLM reply with the executor's own types.

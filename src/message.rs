@@ -3,13 +3,15 @@
 //! the chat channels (whose workers run `first_step` inside their own trip), `tarn chat` and
 //! `tarn eval`, so all of them route a message the same way.
 //! Invariants: a duplicate never reaches the LLM; writes never guess — an LLM write must be
-//! grounded in the text (every number and every name it carries is in the message) or it is
-//! not applied, and a write the built-in parser is not sure of is proposed for the sender's
-//! yes instead of applied; a failing LLM leaves the built-in parser's answer standing.
+//! grounded in the text (every number and every name it carries is in the message) and of
+//! the kind the built-in parser read, or it is not applied (the built-in write, or the LLM's
+//! where the built-in parser read none, is proposed for the sender's yes); an LLM undo or
+//! yes runs only when the built-in parser read it too; a failing LLM leaves the built-in
+//! parser's answer standing.
 
 use crate::action::{Action, Dec};
 use crate::executor::{self, DryRun, ExecError, Input, Outcome, Request};
-use crate::llm::{LlmClient, LlmError, Usage};
+use crate::llm::{LlmAnswer, LlmClient, LlmError, Usage};
 use crate::parser::{self, Lexicon, Parsed, Source};
 use crate::store::Store;
 use crate::tenant::TenantId;
@@ -58,6 +60,7 @@ pub fn grounded(action: &Action, text: &str, lex: &Lexicon) -> bool {
 pub struct Choice {
     pub action: Action,
     pub source: Source,
+    /// What asking the LLM cost, when a request was sent (answered or not).
     pub usage: Option<Usage>,
     /// A write nobody is sure of: proposed, not applied.
     pub tentative: bool,
@@ -76,15 +79,43 @@ impl Choice {
     }
 }
 
+/// What becomes of a grounded LLM answer, by what the built-in parser read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Agreement {
+    /// The kind the built-in parser read (or a read where it read no write): run at once.
+    Runs,
+    /// A write where the built-in parser read none: proposed for the sender's yes.
+    Proposed,
+    /// Another kind than the built-in parser's write: the built-in write stands, proposed.
+    /// (A weak model can carry the right goods and numbers under the wrong kind of write —
+    /// a sale as a restock — which grounding alone does not catch.)
+    BuiltIn,
+    /// An undo or a yes the built-in parser did not read: never run (it would change what
+    /// the sender did before, and cannot be proposed).
+    Refused,
+}
+
+fn agreement(llm: &Action, built_in: &Action) -> Agreement {
+    if llm.name() == built_in.name() {
+        return Agreement::Runs;
+    }
+    match llm {
+        _ if built_in.is_write() => Agreement::BuiltIn,
+        Action::Undo {} | Action::Confirm {} => Agreement::Refused,
+        a if a.is_write() => Agreement::Proposed,
+        _ => Agreement::Runs,
+    }
+}
+
 /// Whether the LLM should be asked about this built-in answer.
 pub fn wants_llm(parsed: &Parsed) -> bool {
     parsed.confidence < parser::CONFIDENT
 }
 
 /// Asks the LLM about a message the built-in parser is not sure of. A grounded answer is
-/// run as the LLM's; an ungrounded write is never applied (the built-in write, if any, is
-/// proposed instead; else the person is asked to rephrase); a failing LLM leaves the
-/// built-in answer.
+/// the LLM's, run or proposed by its `Agreement` with the built-in one; an ungrounded write
+/// is never applied (the built-in write, if any, is proposed instead; else the person is
+/// asked to rephrase); a failing LLM leaves the built-in answer.
 pub async fn ask_llm(
     llm: &LlmClient,
     tenant: &str,
@@ -93,41 +124,90 @@ pub async fn ask_llm(
     lexicon: &Lexicon,
     digits: u32,
 ) -> Choice {
-    match llm.parse(tenant, text, lexicon, digits).await {
-        Ok(answer) if grounded(&answer.action, text, lexicon) => Choice {
-            action: answer.action,
-            source: Source::Llm,
-            usage: Some(answer.usage),
-            tentative: false,
-        },
-        Ok(answer) => {
-            tracing::warn!(tenant = %tenant, action = answer.action.name(), "LLM write not grounded in the message (a number or name it does not contain); not applied");
-            let mut choice = Choice::built_in(built_in);
-            if !choice.action.is_write() {
-                choice.action = Action::Unknown {
-                    reason: Some(
-                        "please say it again with the names, quantities and prices".into(),
-                    ),
-                };
-                choice.source = Source::Llm;
-            }
-            choice.usage = Some(answer.usage);
-            choice
+    let started = Instant::now();
+    let answer = llm.parse(tenant, text, lexicon, digits).await;
+    settle(llm, tenant, text, built_in, lexicon, answer, started)
+}
+
+/// What the LLM's `answer` (asked at `started`) makes of a message, by the rules of
+/// `ask_llm`.
+pub fn settle(
+    llm: &LlmClient,
+    tenant: &str,
+    text: &str,
+    built_in: Parsed,
+    lexicon: &Lexicon,
+    answer: Result<LlmAnswer, LlmError>,
+    started: Instant,
+) -> Choice {
+    // The message log keeps the wait of every ask that was sent, answered or not.
+    let sent = |usage: Usage| {
+        Some(Usage {
+            micros: started.elapsed().as_micros() as i64,
+            ..usage
+        })
+    };
+    let rephrase = |built_in: Parsed, reason: &str, usage: Option<Usage>| {
+        let mut choice = Choice::built_in(built_in);
+        if !choice.action.is_write() {
+            choice.action = Action::Unknown {
+                reason: Some(reason.into()),
+            };
+            choice.source = Source::Llm;
         }
-        Err(LlmError::Invalid(e)) => {
-            tracing::warn!(tenant = %tenant, error = %e, "LLM output invalid after one repair");
-            let mut choice = Choice::built_in(built_in);
-            if !choice.action.is_write() {
-                choice.action = Action::Unknown {
-                    reason: Some("please rephrase, for example /sale 3 rice".into()),
-                };
-                choice.source = Source::Llm;
+        choice.usage = usage;
+        choice
+    };
+    match answer {
+        Ok(answer) if grounded(&answer.action, text, lexicon) => {
+            match agreement(&answer.action, &built_in.action) {
+                agreed @ (Agreement::Runs | Agreement::Proposed) => Choice {
+                    tentative: agreed == Agreement::Proposed,
+                    action: answer.action,
+                    source: Source::Llm,
+                    usage: sent(answer.usage),
+                },
+                Agreement::BuiltIn => {
+                    tracing::debug!(tenant = %tenant, action = answer.action.name(), "LLM read another kind of action than the built-in parser; the built-in write is proposed");
+                    Choice {
+                        usage: sent(answer.usage),
+                        ..Choice::built_in(built_in)
+                    }
+                }
+                Agreement::Refused => {
+                    tracing::warn!(tenant = %tenant, action = answer.action.name(), "LLM answered an undo or a yes the built-in parser did not read; not run");
+                    rephrase(
+                        built_in,
+                        "please say it again, for example /undo",
+                        sent(answer.usage),
+                    )
+                }
             }
-            choice
+        }
+        Ok(answer) => {
+            llm.metrics().ungrounded.inc();
+            tracing::warn!(tenant = %tenant, action = answer.action.name(), "LLM write not grounded in the message (a number or name it does not contain); not applied");
+            rephrase(
+                built_in,
+                "please say it again with the names, quantities and prices",
+                sent(answer.usage),
+            )
+        }
+        Err(LlmError::Unusable { reason, usage }) => {
+            tracing::warn!(tenant = %tenant, error = %reason, "LLM output invalid after one repair");
+            let usage = sent(usage);
+            rephrase(built_in, "please rephrase, for example /sale 3 rice", usage)
+        }
+        Err(e @ (LlmError::CircuitOpen | LlmError::RateLimited)) => {
+            tracing::warn!(tenant = %tenant, error = %e, "LLM not asked; the built-in parser's answer stands");
+            Choice::built_in(built_in)
         }
         Err(e) => {
             tracing::warn!(tenant = %tenant, error = %e, "LLM unavailable; the built-in parser's answer stands");
-            Choice::built_in(built_in)
+            Choice {
+                usage: sent(Usage::default()),
+                ..Choice::built_in(built_in)
+            }
         }
     }
 }
@@ -150,7 +230,7 @@ pub struct AskLlm {
 fn parsed_input(text: String, choice: Choice) -> Input {
     Input::Parsed {
         text,
-        action: choice.action,
+        action: Box::new(choice.action),
         source: choice.source,
         usage: choice.usage,
         tentative: choice.tentative,
@@ -318,6 +398,24 @@ mod tests {
             "anything",
             &lex
         ));
+    }
+
+    #[test]
+    fn an_llm_answer_runs_only_as_far_as_the_built_in_reading_allows() {
+        let sale = a(
+            serde_json::json!({"action": "record_sale", "items": [{"product": "Rice", "qty": 2}]}),
+        );
+        let restock = a(serde_json::json!({"action": "restock", "product": "Rice", "qty": 2}));
+        let stock = a(serde_json::json!({"action": "check_stock", "product": "Rice"}));
+        let unknown = a(serde_json::json!({"action": "unknown"}));
+        let undo = a(serde_json::json!({"action": "undo"}));
+        assert_eq!(agreement(&sale, &sale), Agreement::Runs);
+        assert_eq!(agreement(&restock, &sale), Agreement::BuiltIn);
+        assert_eq!(agreement(&stock, &sale), Agreement::BuiltIn);
+        assert_eq!(agreement(&restock, &unknown), Agreement::Proposed);
+        assert_eq!(agreement(&stock, &unknown), Agreement::Runs);
+        assert_eq!(agreement(&undo, &unknown), Agreement::Refused);
+        assert_eq!(agreement(&undo, &undo), Agreement::Runs);
     }
 
     #[test]

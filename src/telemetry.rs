@@ -43,11 +43,12 @@ pub struct Metrics {
 
 impl Metrics {
     /// A registry with the HTTP counters, the given pool metrics, the control db's uses and,
-    /// when replicating, replication's gauges.
+    /// when replicating, replication's gauges; when the LLM parser is on, its asks.
     pub fn new(
         pool: &PoolMetrics,
         control: &crate::control::ControlDb,
         replica: Option<Arc<crate::replica::Replicator>>,
+        llm: Option<&crate::llm::LlmMetrics>,
     ) -> Self {
         let mut registry = Registry::with_prefix("tarn");
         registry.register(
@@ -117,6 +118,9 @@ impl Metrics {
         if let Some(replica) = replica {
             registry.register_collector(Box::new(replica));
         }
+        if let Some(llm) = llm {
+            register_llm(&mut registry, llm);
+        }
         Metrics {
             registry: Arc::new(registry),
             http_requests,
@@ -130,4 +134,32 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+fn register_llm(registry: &mut Registry, llm: &crate::llm::LlmMetrics) {
+    registry.register(
+        "llm_asks",
+        "Messages the LLM parser was asked about, by how the ask ended",
+        llm.asks.clone(),
+    );
+    registry.register(
+        "llm_ask_seconds",
+        "Time an ask sent to the LLM took (retries and the one repair included)",
+        llm.ask_seconds.clone(),
+    );
+    registry.register(
+        "llm_prompt_tokens",
+        "Prompt tokens the LLM backend reported",
+        llm.prompt_tokens.clone(),
+    );
+    registry.register(
+        "llm_completion_tokens",
+        "Completion tokens the LLM backend reported",
+        llm.completion_tokens.clone(),
+    );
+    registry.register(
+        "llm_ungrounded",
+        "Valid LLM actions not applied: a number or name they carry is not in the message",
+        llm.ungrounded.clone(),
+    );
 }

@@ -36,7 +36,7 @@ pub enum Input {
     /// parser was not sure of a write (`tentative`), proposed for the sender's yes.
     Parsed {
         text: String,
-        action: Action,
+        action: Box<Action>,
         source: Source,
         usage: Option<crate::llm::Usage>,
         tentative: bool,
@@ -243,7 +243,7 @@ fn decode<'a>(
             action,
             source,
             ..
-        } => Ok((action.clone(), *source, Some(text.as_str()))),
+        } => Ok((action.as_ref().clone(), *source, Some(text.as_str()))),
         Input::Action(v) => serde_json::from_value(v.clone())
             .map(|a| (a, Source::Api, None))
             .map_err(|e| ExecError::Invalid(format!("invalid action: {e}"))),
@@ -482,8 +482,8 @@ fn finish(
     tx.exec(
         "INSERT INTO message_log (inbound_id, channel, sender, staff_id, text, action, source,
                                   status, reply, journal_id, received_at, parse_us, exec_us,
-                                  llm_prompt_tokens, llm_completion_tokens, request_sha, sync_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                                  llm_prompt_tokens, llm_completion_tokens, request_sha, sync_seq, llm_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         params![
             req.inbound_id,
             req.channel.as_str(),
@@ -502,6 +502,7 @@ fn finish(
             log.usage.map(|u| u.completion_tokens),
             log.sha,
             sync_seq,
+            log.usage.map(|u| u.micros),
         ],
     )?;
     if log.proposed {

@@ -577,6 +577,10 @@ pub struct MessageView {
     pub undone_at: Option<String>,
     pub parse_us: Option<i64>,
     pub exec_us: Option<i64>,
+    /// When the LLM was asked: how long it took (within `parse_us`) and the tokens it used.
+    pub llm_us: Option<i64>,
+    pub llm_prompt_tokens: Option<i64>,
+    pub llm_completion_tokens: Option<i64>,
 }
 
 /// Which part of the message log to list.
@@ -601,7 +605,7 @@ pub fn messages(
 ) -> rusqlite::Result<Vec<MessageView>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, inbound_id, channel, sender, text, action, source, status, reply, received_at,
-                parse_us, exec_us, undone_at
+                parse_us, exec_us, undone_at, llm_us, llm_prompt_tokens, llm_completion_tokens
          FROM message_log
          WHERE id < ?1 AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR staff_id = ?4)
            AND (?5 IS NULL OR received_at >= ?5) AND (?6 IS NULL OR received_at < ?6)
@@ -632,6 +636,9 @@ pub fn messages(
                 parse_us: r.get(10)?,
                 exec_us: r.get(11)?,
                 undone_at: r.get(12)?,
+                llm_us: r.get(13)?,
+                llm_prompt_tokens: r.get(14)?,
+                llm_completion_tokens: r.get(15)?,
             })
         },
     )?;

@@ -28,7 +28,7 @@ macro_rules! migrations {
 }
 
 /// The tenant schema (`migrations/NNNN_*.sql`).
-pub const TENANT: &[Migration] = migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql", 3 => "0003_llm_usage.sql", 4 => "0004_channels.sql", 5 => "0005_jobs.sql", 6 => "0006_lean_writes.sql", 7 => "0007_sales_hourly.sql", 8 => "0008_books.sql", 9 => "0009_sync.sql", 10 => "0010_schedules.sql", 11 => "0011_checks_without_in_lists.sql");
+pub const TENANT: &[Migration] = migrations!("": 1 => "0001_init.sql", 2 => "0002_shop.sql", 3 => "0003_llm_usage.sql", 4 => "0004_channels.sql", 5 => "0005_jobs.sql", 6 => "0006_lean_writes.sql", 7 => "0007_sales_hourly.sql", 8 => "0008_books.sql", 9 => "0009_sync.sql", 10 => "0010_schedules.sql", 11 => "0011_checks_without_in_lists.sql", 12 => "0012_llm_latency.sql");
 
 /// The control database schema (`migrations/control/NNNN_*.sql`).
 pub const CONTROL: &[Migration] = migrations!("control/": 1 => "0001_registry.sql", 2 => "0002_channels.sql", 3 => "0003_schedules.sql", 4 => "0004_trash.sql", 5 => "0005_devices.sql", 6 => "0006_replica.sql", 7 => "0007_placement.sql");

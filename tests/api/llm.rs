@@ -343,14 +343,14 @@ async fn the_per_tenant_rate_limit_keeps_the_llm_out() {
     })
     .await;
     app.shop("s").await;
-    fake.push(Script::Content(
-        r#"{"action":"check_stock","product":"Rice"}"#.into(),
-    ));
-    fake.push(Script::Content(
-        r#"{"action":"check_stock","product":"Rice"}"#.into(),
-    ));
+    for _ in 0..2 {
+        fake.push(Script::Content(
+            r#"{"action":"record_sale","items":[{"product":"Rice","qty":2}],"customer":"Ahmed"}"#
+                .into(),
+        ));
+    }
     let r = app.say("s", "Sam", FUZZY).await;
-    assert_eq!(r.body["action"]["action"], "check_stock");
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
     assert_eq!(
         fake.request(0)["response_format"],
         json!({"type": "json_object"})
@@ -471,4 +471,71 @@ async fn an_llm_write_naming_someone_the_message_never_mentions_is_not_applied()
         .await;
     assert_eq!(r.body["status"], "applied", "{}", r.text);
     assert_eq!(app.product("s", "Rice").await["stock"], 18);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_refusing_json_schema_is_asked_with_json_object_and_the_schema() {
+    let (app, fake) = app_with_llm().await;
+    // Groq's answer for a model without structured outputs.
+    fake.push(Script::Status(
+        400,
+        None,
+        groq_error(
+            "invalid_request_error",
+            "This model does not support response format `json_schema`",
+        ),
+    ));
+    fake.push(Script::Content(
+        r#"{"action":"record_sale","items":[{"product":"Rice","qty":2}],"customer":"Ahmed"}"#
+            .into(),
+    ));
+    fake.push(Script::Content(
+        r#"{"action":"check_stock","product":"Rice"}"#.into(),
+    ));
+    let r = app.say("s", "Sam", FUZZY).await;
+    assert_eq!(r.body["status"], "applied", "{}", r.text);
+    assert_eq!(fake.calls(), 2, "the refused form, then json_object");
+    let again = fake.request(1);
+    assert_eq!(again["response_format"], json!({"type": "json_object"}));
+    let schema = again["messages"][2]["content"].as_str().unwrap();
+    assert!(schema.contains("\"record_sale\""), "{schema}");
+    // From then on json_object at once.
+    app.say("s", "Sam", "is the usual rice thing in?").await;
+    assert_eq!(fake.calls(), 3);
+    assert_eq!(fake.request(2)["response_format"]["type"], "json_object");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("tarn_llm_asks_total{outcome=\"action\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grounded_write_of_another_kind_is_never_applied_nor_an_unread_undo() {
+    let (app, fake) = app_with_llm().await;
+    // The built-in parser reads a sale; the model says restock with the same goods and
+    // number. Grounded, but the kind is the model's alone: the built-in sale stands (asked
+    // about), the restock is neither applied nor proposed.
+    fake.push(Script::Content(
+        r#"{"action":"restock","product":"Rice","qty":2}"#.into(),
+    ));
+    let r = app.say("s", "Sam", FUZZY).await;
+    assert_eq!(r.body["status"], "clarify", "{}", r.text);
+    assert_eq!(r.body["action"]["action"], "record_sale", "{}", r.text);
+    let r = app.say("s", "Sam", "yes").await;
+    assert_ne!(r.body["status"], "applied", "{}", r.text);
+    assert_eq!(app.product("s", "Rice").await["stock"], 20);
+    let log = app.get("/v1/tenants/s/messages?limit=2").await;
+    assert_eq!(log.body["messages"][1]["source"], "grammar", "{}", log.text);
+    assert!(
+        log.body["messages"][1]["llm_us"].as_i64().is_some(),
+        "{}",
+        log.text
+    );
+    // An undo the built-in parser did not read is never run.
+    app.say("s", "Sam", "/sale 1 rice").await;
+    fake.push(Script::Content(r#"{"action":"undo"}"#.into()));
+    let r = app.say("s", "Sam", "hmm the usual rice thing again").await;
+    assert_ne!(r.body["status"], "applied", "{}", r.text);
+    assert_eq!(app.product("s", "Rice").await["stock"], 19);
 }

@@ -259,6 +259,10 @@ pub struct EvalArgs {
     /// Ask the LLM (TARN_LLM_*) when the built-in parser is not sure, as the server does.
     #[arg(long)]
     pub llm: bool,
+    /// With --llm: ask the LLM about every message, as if the built-in parser were never
+    /// sure (the model's own answers are scored too).
+    #[arg(long, requires = "llm")]
+    pub llm_all: bool,
     /// Print every message that did not match its label.
     #[arg(long)]
     pub misses: bool,

@@ -2,8 +2,8 @@
 //! route them (built-in parser, the LLM when configured and the parser is not sure, the
 //! rule that a write nobody is sure of is proposed, not applied), scored against their
 //! labels: exact match, intent accuracy, wrong writes, asks, a confusion table by intent,
-//! and the LLM's latency and tokens. An operator compares parsers, models and prompts on
-//! their own messages with it.
+//! and the LLM's latency, tokens and own answers. An operator compares parsers, models and
+//! prompts on their own messages with it.
 //! Invariant: reads files and talks to the LLM only; writes nothing.
 
 use crate::action::Action;
@@ -145,7 +145,17 @@ pub struct Scored {
     pub text: String,
     pub expect: Value,
     pub outcome: Outcome,
-    pub llm: Option<(Duration, crate::llm::Usage)>,
+    /// When the LLM was asked about it.
+    pub llm: Option<Asked>,
+}
+
+/// One ask of the LLM: its wait, its tokens and its own answer (a valid action, before
+/// grounding and routing; `None` when it gave none).
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub took: Duration,
+    pub usage: crate::llm::Usage,
+    pub own: Option<Value>,
 }
 
 impl Scored {
@@ -175,22 +185,36 @@ impl Scored {
 }
 
 /// Routes and scores every message; `llm` (with the tenant name for its rate limit) asks
-/// the model when the built-in parser is not sure, as the server does.
+/// the model when the built-in parser is not sure, as the server does — or about every
+/// message with `ask_all`, to see the model's own answers.
 pub async fn evaluate(
     messages: &[Labelled],
     lex: &Lexicon,
     llm: Option<&LlmClient>,
     digits: u32,
+    ask_all: bool,
 ) -> Vec<Scored> {
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
         let parsed = parser::parse(&m.text, lex);
-        let (choice, llm_cost) = match llm.filter(|_| message::wants_llm(&parsed)) {
+        let (choice, asked) = match llm.filter(|_| ask_all || message::wants_llm(&parsed)) {
             Some(llm) => {
                 let started = Instant::now();
-                let choice = message::ask_llm(llm, "eval", &m.text, parsed, lex, digits).await;
+                let answer = llm.parse("eval", &m.text, lex, digits).await;
+                let own = answer
+                    .as_ref()
+                    .ok()
+                    .map(|a| serde_json::to_value(&a.action).expect("actions serialize"));
+                let choice = message::settle(llm, "eval", &m.text, parsed, lex, answer, started);
                 let usage = choice.usage.unwrap_or_default();
-                (choice, Some((started.elapsed(), usage)))
+                (
+                    choice,
+                    Some(Asked {
+                        took: started.elapsed(),
+                        usage,
+                        own,
+                    }),
+                )
             }
             None => (Choice::built_in(parsed), None),
         };
@@ -198,7 +222,7 @@ pub async fn evaluate(
             text: m.text.clone(),
             expect: m.expect.clone(),
             outcome: outcome(&choice, lex),
-            llm: llm_cost,
+            llm: asked,
         });
     }
     out
@@ -288,23 +312,44 @@ pub fn report(title: &str, scored: &[Scored], misses: bool) -> String {
             cells.join(", ")
         ));
     }
-    let asked: Vec<&(Duration, crate::llm::Usage)> =
-        scored.iter().filter_map(|r| r.llm.as_ref()).collect();
+    let asked: Vec<(&Asked, &Value)> = scored
+        .iter()
+        .filter_map(|r| r.llm.as_ref().map(|a| (a, &r.expect)))
+        .collect();
     if !asked.is_empty() {
-        let mut ms: Vec<f64> = asked.iter().map(|(d, _)| d.as_secs_f64() * 1e3).collect();
+        let mut ms: Vec<f64> = asked
+            .iter()
+            .map(|(a, _)| a.took.as_secs_f64() * 1e3)
+            .collect();
         ms.sort_by(|a, b| a.total_cmp(b));
         let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-        let (p, c) = asked.iter().fold((0, 0), |(p, c), (_, u)| {
-            (p + u.prompt_tokens, c + u.completion_tokens)
+        let (p, c) = asked.iter().fold((0, 0), |(p, c), (a, _)| {
+            (p + a.usage.prompt_tokens, c + a.usage.completion_tokens)
         });
+        let n = asked.len();
+        let valid = asked.iter().filter(|(a, _)| a.own.is_some()).count();
+        let own_exact = asked
+            .iter()
+            .filter(|(a, expect)| a.own.as_ref() == Some(*expect))
+            .count();
+        let own_intent = asked
+            .iter()
+            .filter(|(a, expect)| {
+                a.own
+                    .as_ref()
+                    .is_some_and(|o| o["action"] == expect["action"])
+            })
+            .count();
         out.push_str(&format!(
-            "\nLLM asked for {} messages: latency p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; tokens per message asked: {:.0} prompt, {:.0} completion\n",
-            asked.len(),
+            "\nLLM asked for {n} messages: latency p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; tokens per message asked: {:.0} prompt, {:.0} completion\nthe model's own answers (before grounding and routing): {valid} valid actions ({}), {own_intent} of the label's kind ({}), {own_exact} exactly the label ({})\n",
             at(0.5),
             at(0.95),
             at(1.0),
-            p as f64 / asked.len() as f64,
-            c as f64 / asked.len() as f64
+            p as f64 / n as f64,
+            c as f64 / n as f64,
+            pct(valid, n),
+            pct(own_intent, n),
+            pct(own_exact, n),
         ));
     }
     if misses {

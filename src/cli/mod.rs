@@ -600,7 +600,7 @@ fn restore_staged(
     result
 }
 
-/// Runs `tarn eval FILE [--lexicon FILE] [--llm] [--misses]`.
+/// Runs `tarn eval FILE [--lexicon FILE] [--llm [--llm-all]] [--misses]`.
 pub fn eval(args: &crate::config::EvalArgs) -> anyhow::Result<()> {
     let messages = crate::eval::load(&args.file)?;
     let lexicon_path = match &args.lexicon {
@@ -628,14 +628,15 @@ pub fn eval(args: &crate::config::EvalArgs) -> anyhow::Result<()> {
         &lex,
         llm.as_ref(),
         args.digits,
+        args.llm_all,
     ));
     let title = format!(
         "{} ({})",
         args.file.display(),
-        if llm.is_some() {
-            "built-in parser, then the LLM when unsure"
-        } else {
-            "built-in parser"
+        match (llm.is_some(), args.llm_all) {
+            (true, true) => "the LLM asked about every message, then routed as the server would",
+            (true, false) => "built-in parser, then the LLM when unsure",
+            (false, _) => "built-in parser",
         }
     );
     print!("{}", crate::eval::report(&title, &scored, args.misses));

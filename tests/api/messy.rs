@@ -26,7 +26,7 @@ fn lexicon() -> Lexicon {
 
 async fn run(file: &str) -> (Summary, String) {
     let messages = eval::load(&data(file)).unwrap();
-    let scored = eval::evaluate(&messages, &lexicon(), None, 2).await;
+    let scored = eval::evaluate(&messages, &lexicon(), None, 2, false).await;
     (Summary::of(&scored), eval::report(file, &scored, true))
 }
 

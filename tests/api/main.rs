@@ -8,6 +8,7 @@ mod harness;
 mod helpers;
 mod hostile;
 mod limits;
+mod llama;
 mod llm;
 mod messy;
 mod ops;

@@ -52,10 +52,10 @@
 //! | [`sync`] | the owner's-app sync feed: snapshot, changes by `(epoch, seq)`, retention (capture itself is `tenant::session`) |
 //! | [`action`] | `enum Action` (the contract), exact decimals, the books' bounds, roles, name matching — no IO |
 //! | [`parser`] | text -> `Action` with a confidence (`text`: tokens and numbers, `phrase`: who did what, `guard`: a write with a word or number it cannot place is not sure) — no IO |
-//! | [`llm`] | the OpenAI-compatible LLM client (structured output, repair, breaker), its settings from the flags |
+//! | [`llm`] | the OpenAI-compatible LLM client (structured output, falling back from `json_schema` to `json_object`, repair, breaker, its metrics), its settings from the flags |
 //! | [`mail`] | each tenant file's inbox and outbox, and the "tenant has mail" signal (posted by the commit that queues a row; marked in `control` for restarts) |
-//! | [`message`] | routing: built-in parser, LLM when unsure and configured, grounding (numbers and names), executor |
-//! | [`eval`] | `tarn eval`: labelled messages routed as the server would, scored |
+//! | [`message`] | routing: built-in parser, LLM when unsure and configured, grounding (numbers and names) and the kind agreeing with the built-in parser's, executor |
+//! | [`eval`] | `tarn eval`: labelled messages routed as the server would, scored (and the model's own answers) |
 //! | [`executor`] | one message in one transaction: idempotency, checks, SQL (`apply`, `order`, built on the shared `step`s), journal, `undo`, `proposal` (an unsure write waits for a yes) |
 //! | [`shop`] | tenant-db queries: settings, staff, identities and join codes, catalog, reports (and stored job reports), message log |
 //! | [`channel`] | transport: Telegram and WhatsApp decode/verify and send behind one `Account`, the inbox `worker`s, the outbox `sender`, `pacing` |

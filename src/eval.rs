@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// One labelled message: `{"text": …, "expect": {action…}}` (or `"action"` for the label).
 #[derive(Debug, Clone)]
@@ -149,11 +149,10 @@ pub struct Scored {
     pub llm: Option<Asked>,
 }
 
-/// One ask of the LLM: its wait, its tokens and its own answer (a valid action, before
-/// grounding and routing; `None` when it gave none).
+/// One ask of the LLM: its wait and tokens (as the message log keeps them) and its own
+/// answer (a valid action, before grounding and routing; `None` when it gave none).
 #[derive(Debug, Clone)]
 pub struct Asked {
-    pub took: Duration,
     pub usage: crate::llm::Usage,
     pub own: Option<Value>,
 }
@@ -207,14 +206,7 @@ pub async fn evaluate(
                     .map(|a| serde_json::to_value(&a.action).expect("actions serialize"));
                 let choice = message::settle(llm, "eval", &m.text, parsed, lex, answer, started);
                 let usage = choice.usage.unwrap_or_default();
-                (
-                    choice,
-                    Some(Asked {
-                        took: started.elapsed(),
-                        usage,
-                        own,
-                    }),
-                )
+                (choice, Some(Asked { usage, own }))
             }
             None => (Choice::built_in(parsed), None),
         };
@@ -319,7 +311,7 @@ pub fn report(title: &str, scored: &[Scored], misses: bool) -> String {
     if !asked.is_empty() {
         let mut ms: Vec<f64> = asked
             .iter()
-            .map(|(a, _)| a.took.as_secs_f64() * 1e3)
+            .map(|(a, _)| a.usage.micros as f64 / 1e3)
             .collect();
         ms.sort_by(|a, b| a.total_cmp(b));
         let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];

@@ -212,6 +212,8 @@ struct Inner {
     narrator: String,
     examples: Vec<(String, String)>,
     schema: Value,
+    /// The system message that carries the schema in `json_object` mode (made once).
+    schema_prompt: String,
     /// Ask with `json_object` (configured so, or the backend refused `json_schema`).
     json_object: AtomicBool,
 }
@@ -261,6 +263,7 @@ impl LlmClient {
             .timeout(config.timeout)
             .build()
             .map_err(|e| LlmError::Transport(e.to_string()))?;
+        let schema = crate::action::json_schema();
         Ok(LlmClient {
             inner: Arc::new(Inner {
                 http,
@@ -270,7 +273,8 @@ impl LlmClient {
                 system,
                 narrator,
                 examples,
-                schema: crate::action::json_schema(),
+                schema_prompt: format!("The JSON Schema every answer follows:\n{schema}"),
+                schema,
                 metrics: LlmMetrics::default(),
                 json_object: AtomicBool::new(config.json_object),
                 config,
@@ -361,9 +365,7 @@ impl LlmClient {
 
     /// With `json_object` the backend does not see the schema, so the prompt carries it.
     fn schema_message(&self) -> Value {
-        json!({"role": "system", "content": format!(
-            "The JSON Schema every answer follows:\n{}", self.inner.schema
-        )})
+        json!({"role": "system", "content": self.inner.schema_prompt})
     }
 
     fn request_body(&self, messages: &[Value]) -> Value {
@@ -517,19 +519,18 @@ impl LlmClient {
         digits: u32,
     ) -> Result<LlmAnswer, LlmError> {
         let started = Instant::now();
-        let result = self.ask(tenant, text, lex, digits).await;
+        let mut result = self.ask(tenant, text, lex, digits).await;
+        let micros = started.elapsed().as_micros() as i64;
+        if let Ok(LlmAnswer { usage, .. }) | Err(LlmError::Unusable { usage, .. }) = &mut result {
+            usage.micros = micros;
+        }
         let m = &self.inner.metrics;
+        if !matches!(result, Err(LlmError::CircuitOpen | LlmError::RateLimited)) {
+            m.ask_seconds.observe(micros as f64 / 1e6);
+        }
         let outcome = match &result {
-            Ok(answer) => {
-                m.ask_seconds.observe(answer.usage.micros as f64 / 1e6);
-                AskOutcome::Action
-            }
-            Err(e) => {
-                if !matches!(e, LlmError::CircuitOpen | LlmError::RateLimited) {
-                    m.ask_seconds.observe(started.elapsed().as_secs_f64());
-                }
-                e.outcome()
-            }
+            Ok(_) => AskOutcome::Action,
+            Err(e) => e.outcome(),
         };
         m.asks.get_or_create(&AskLabels { outcome }).inc();
         result
@@ -560,7 +561,6 @@ impl LlmClient {
         lex: &Lexicon,
         digits: u32,
     ) -> Result<LlmAnswer, LlmError> {
-        let started = Instant::now();
         let _permit = self.admit(tenant).await?;
         let mut messages = vec![
             json!({"role": "system", "content": self.inner.system}),
@@ -580,10 +580,7 @@ impl LlmClient {
             usage.prompt_tokens += u.prompt_tokens;
             usage.completion_tokens += u.completion_tokens;
             match validate(&content, digits) {
-                Ok(action) => {
-                    usage.micros = started.elapsed().as_micros() as i64;
-                    return Ok(LlmAnswer { action, usage });
-                }
+                Ok(action) => return Ok(LlmAnswer { action, usage }),
                 Err(e) if attempt == 0 => {
                     tracing::debug!(tenant, error = %e, "LLM reply not a valid action; asking once more");
                     messages.push(json!({"role": "assistant", "content": content}));
@@ -591,10 +588,7 @@ impl LlmClient {
                         "That reply is not a valid action: {e}. Answer again with exactly one JSON object that follows the schema."
                     )}));
                 }
-                Err(reason) => {
-                    usage.micros = started.elapsed().as_micros() as i64;
-                    return Err(LlmError::Unusable { reason, usage });
-                }
+                Err(reason) => return Err(LlmError::Unusable { reason, usage }),
             }
         }
         unreachable!("the loop returns on its second pass")

@@ -129,8 +129,8 @@ pub async fn ask_llm(
     settle(llm, tenant, text, built_in, lexicon, answer, started)
 }
 
-/// What the LLM's `answer` (asked at `started`) makes of a message, by the rules of
-/// `ask_llm`.
+/// What the LLM's `answer` makes of a message, by the rules of `ask_llm`. `started` is when
+/// it was asked: the wait of an ask that failed without an answer (an answer carries its own).
 pub fn settle(
     llm: &LlmClient,
     tenant: &str,
@@ -140,13 +140,6 @@ pub fn settle(
     answer: Result<LlmAnswer, LlmError>,
     started: Instant,
 ) -> Choice {
-    // The message log keeps the wait of every ask that was sent, answered or not.
-    let sent = |usage: Usage| {
-        Some(Usage {
-            micros: started.elapsed().as_micros() as i64,
-            ..usage
-        })
-    };
     let rephrase = |built_in: Parsed, reason: &str, usage: Option<Usage>| {
         let mut choice = Choice::built_in(built_in);
         if !choice.action.is_write() {
@@ -165,12 +158,12 @@ pub fn settle(
                     tentative: agreed == Agreement::Proposed,
                     action: answer.action,
                     source: Source::Llm,
-                    usage: sent(answer.usage),
+                    usage: Some(answer.usage),
                 },
                 Agreement::BuiltIn => {
                     tracing::debug!(tenant = %tenant, action = answer.action.name(), "LLM read another kind of action than the built-in parser; the built-in write is proposed");
                     Choice {
-                        usage: sent(answer.usage),
+                        usage: Some(answer.usage),
                         ..Choice::built_in(built_in)
                     }
                 }
@@ -179,7 +172,7 @@ pub fn settle(
                     rephrase(
                         built_in,
                         "please say it again, for example /undo",
-                        sent(answer.usage),
+                        Some(answer.usage),
                     )
                 }
             }
@@ -190,13 +183,16 @@ pub fn settle(
             rephrase(
                 built_in,
                 "please say it again with the names, quantities and prices",
-                sent(answer.usage),
+                Some(answer.usage),
             )
         }
         Err(LlmError::Unusable { reason, usage }) => {
             tracing::warn!(tenant = %tenant, error = %reason, "LLM output invalid after one repair");
-            let usage = sent(usage);
-            rephrase(built_in, "please rephrase, for example /sale 3 rice", usage)
+            rephrase(
+                built_in,
+                "please rephrase, for example /sale 3 rice",
+                Some(usage),
+            )
         }
         Err(e @ (LlmError::CircuitOpen | LlmError::RateLimited)) => {
             tracing::warn!(tenant = %tenant, error = %e, "LLM not asked; the built-in parser's answer stands");
@@ -204,8 +200,13 @@ pub fn settle(
         }
         Err(e) => {
             tracing::warn!(tenant = %tenant, error = %e, "LLM unavailable; the built-in parser's answer stands");
+            // The message log keeps the wait of every ask that was sent, answered or not.
+            let waited = Usage {
+                micros: started.elapsed().as_micros() as i64,
+                ..Usage::default()
+            };
             Choice {
-                usage: sent(Usage::default()),
+                usage: Some(waited),
                 ..Choice::built_in(built_in)
             }
         }

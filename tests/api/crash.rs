@@ -23,14 +23,6 @@ pub struct Server {
     pub starts: usize,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Server {
     pub async fn start(dir: &Path, extra: &[(&str, &str)]) -> Server {
         let port = free_port();

@@ -408,6 +408,26 @@ pub fn tarn_ok(args: &[&str], data: &Path) -> String {
     out
 }
 
+/// A free port on 127.0.0.1 (the OS picks it; it is free again for a child to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process (a stand-in server, a proxy, a model server) killed and reaped when
+/// dropped.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Held by the tests that load the whole machine (replication with its bucket stand-in,
 /// the kill -9 runs, the bench harness) so they never run beside one another: on two cores
 /// one of them starves another's timeouts.

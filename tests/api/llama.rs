@@ -7,7 +7,7 @@
 use crate::helpers::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tarn::config::{Secret, ServeConfig};
@@ -41,17 +41,10 @@ fn tools() -> PathBuf {
 
 /// A running `llama-server` on a free port; killed on drop.
 struct Llama {
-    child: Child,
+    child: Reaped,
     url: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Llama {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Llama {
@@ -80,11 +73,7 @@ impl Llama {
 
 async fn llama() -> Llama {
     let tools = tools();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("llama.log");
     let child = Command::new(tools.join("llama-server"))
@@ -99,7 +88,7 @@ async fn llama() -> Llama {
         .expect("llama-server starts");
     let url = format!("http://127.0.0.1:{port}");
     let server = Llama {
-        child,
+        child: Reaped(child),
         url,
         log,
         _dir: dir,
@@ -201,12 +190,21 @@ fn covers(label: &Value, logged: &Value) -> bool {
     }
 }
 
-/// The sample of a labelled metric (`tarn_llm_asks_total{outcome="action"}`), 0 if absent.
-fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+/// How many asks ended with `outcome` (`tarn_llm_asks_total{outcome="…"}`), 0 if none did.
+fn asks(metrics: &str, outcome: &str) -> f64 {
+    let sample = format!("tarn_llm_asks_total{{outcome=\"{outcome}\"}}");
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .find_map(|l| l.strip_prefix(&sample)?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Asks that were sent to the server, however they ended.
+fn asks_sent(metrics: &str) -> f64 {
+    ["action", "invalid", "http", "transport", "timeout"]
+        .iter()
+        .map(|o| asks(metrics, o))
+        .sum()
 }
 
 /// Newest first: the log rows of tenant `t`.
@@ -294,33 +292,30 @@ async fn a_real_small_model_is_asked_in_both_forms_and_never_writes_wrong() {
     );
     assert!(sent.iter().all(|s| !s.wrong), "a wrong write:\n{report}");
     let metrics = app.metrics().await;
-    let asks = |outcome: &str| {
-        sample(
-            &metrics,
-            &format!("tarn_llm_asks_total{{outcome=\"{outcome}\"}}"),
-        )
-    };
     eprintln!(
         "asks: action {}, invalid {}, http {}, transport {}, timeout {}; ungrounded {}",
-        asks("action"),
-        asks("invalid"),
-        asks("http"),
-        asks("transport"),
-        asks("timeout"),
+        asks(&metrics, "action"),
+        asks(&metrics, "invalid"),
+        asks(&metrics, "http"),
+        asks(&metrics, "transport"),
+        asks(&metrics, "timeout"),
         metric_value(&metrics, "llm_ungrounded")
     );
     // The server took tarn's request as sent (schema, prompt, examples) every time, and the
     // real model's answers were decoded into actions.
-    let all: f64 = ["action", "invalid", "http", "transport", "timeout"]
-        .iter()
-        .map(|o| asks(o))
-        .sum();
+    let all = asks_sent(&metrics);
     assert_eq!(all, unsure.len() as f64, "one ask per unsure message");
-    assert_eq!(asks("http") + asks("transport") + asks("timeout"), 0.0);
-    assert!(asks("action") >= 1.0, "no action decoded:\n{metrics}");
+    assert_eq!(
+        asks(&metrics, "http") + asks(&metrics, "transport") + asks(&metrics, "timeout"),
+        0.0
+    );
+    assert!(
+        asks(&metrics, "action") >= 1.0,
+        "no action decoded:\n{metrics}"
+    );
     assert!(metric_value(&metrics, "llm_prompt_tokens") > 0.0);
     assert!(metric_value(&metrics, "llm_completion_tokens") > 0.0);
-    assert!(sample(&metrics, "tarn_llm_ask_seconds_count") == all);
+    assert!(metric_value(&metrics, "llm_ask_seconds_count") == all);
     // The message log keeps each ask's wait and tokens.
     let rows = log_rows(&app, "h", unsure.len()).await;
     for row in &rows {
@@ -355,12 +350,7 @@ async fn a_real_small_model_is_asked_in_both_forms_and_never_writes_wrong() {
         assert_eq!(row["source"], "grammar", "{row}");
         assert!(row["llm_us"].is_null(), "{row}");
     }
-    let metrics = app.metrics().await;
-    let after: f64 = ["action", "invalid", "http", "transport", "timeout"]
-        .iter()
-        .map(|o| sample(&metrics, &format!("tarn_llm_asks_total{{outcome=\"{o}\"}}")))
-        .sum();
-    assert_eq!(after, before);
+    assert_eq!(asks_sent(&app.metrics().await), before);
     assert_eq!(
         app.product("h", "Rice").await["stock"],
         1000 - 3 + 10 - applied_rice(&sent)
@@ -377,8 +367,11 @@ async fn a_real_small_model_is_asked_in_both_forms_and_never_writes_wrong() {
     eprintln!("json_object:\n{report}");
     assert!(sent.iter().all(|s| !s.wrong), "a wrong write:\n{report}");
     let metrics = object.metrics().await;
-    let asks = |o: &str| sample(&metrics, &format!("tarn_llm_asks_total{{outcome=\"{o}\"}}"));
-    assert_eq!(asks("action") + asks("invalid"), 6.0, "{metrics}");
+    assert_eq!(
+        asks(&metrics, "action") + asks(&metrics, "invalid"),
+        6.0,
+        "{metrics}"
+    );
 }
 
 /// Rice sold (negative) or restocked by the applied writes of a run, from their logged
@@ -436,11 +429,7 @@ async fn a_slow_a_killed_and_an_absent_server_leave_the_built_in_answer() {
     let r = app.say("s", "Sam", FUZZY).await;
     built_in_answered(&app, &r).await;
     let metrics = app.metrics().await;
-    assert_eq!(
-        sample(&metrics, "tarn_llm_asks_total{outcome=\"timeout\"}"),
-        1.0,
-        "{metrics}"
-    );
+    assert_eq!(asks(&metrics, "timeout"), 1.0, "{metrics}");
     let row = log_rows(&app, "s", 1).await.remove(0);
     assert!(
         row["llm_us"].as_i64().is_some_and(|us| us >= 100_000),
@@ -472,16 +461,12 @@ async fn a_slow_a_killed_and_an_absent_server_leave_the_built_in_answer() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.child.0.kill().unwrap();
+    server.child.0.wait().unwrap();
     let r = ask.await.unwrap();
     built_in_answered(&app, &r).await;
     let metrics = app.metrics().await;
-    assert_eq!(
-        sample(&metrics, "tarn_llm_asks_total{outcome=\"transport\"}"),
-        1.0,
-        "{metrics}"
-    );
+    assert_eq!(asks(&metrics, "transport"), 1.0, "{metrics}");
 
     // Not running at all (the port it had is closed now).
     let r = app
@@ -494,9 +479,5 @@ async fn a_slow_a_killed_and_an_absent_server_leave_the_built_in_answer() {
     assert_eq!(r.body["status"], "clarify", "{}", r.text);
     assert_eq!(app.product("s", "Rice").await["stock"], 20);
     let metrics = app.metrics().await;
-    assert_eq!(
-        sample(&metrics, "tarn_llm_asks_total{outcome=\"transport\"}"),
-        2.0,
-        "{metrics}"
-    );
+    assert_eq!(asks(&metrics, "transport"), 2.0, "{metrics}");
 }

@@ -11,7 +11,7 @@ use crate::replica::{Bucket, bucket, replicated_server_with, sell, setup_tenant}
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,14 +35,6 @@ fn nginx() -> PathBuf {
         "nginx is not installed and apt-get could not install it"
     );
     "/usr/sbin/nginx".into()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The part of nginx's config that does what Fly's proxy does with `fly-replay`: a 307
@@ -69,18 +61,11 @@ fn replay_block(upstream: &str) -> String {
 /// nginx in front of `machines` (id, port): one port that balances over all of them, as
 /// Fly's proxy does, and one per machine that sends there first. Stopped on drop.
 struct Proxy {
-    child: Child,
+    _child: Reaped,
     base: String,
     /// Base URL that reaches each machine first, by machine id.
     first: HashMap<String, String>,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn proxy(machines: &[(String, u16)]) -> Proxy {
@@ -138,7 +123,7 @@ async fn proxy(machines: &[(String, u16)]) -> Proxy {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Proxy {
-        child,
+        _child: Reaped(child),
         base,
         first,
         _dir: dir,

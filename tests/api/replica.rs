@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ pub(crate) fn tools() -> PathBuf {
 /// moto's S3 server on a free port with one bucket; killed on drop. Its access log (one
 /// line per S3 request) is kept.
 pub(crate) struct Bucket {
-    child: Child,
+    _child: Reaped,
     pub(crate) url: String,
     endpoint: String,
     name: String,
@@ -59,19 +59,8 @@ pub(crate) struct Bucket {
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Bucket {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 pub(crate) async fn bucket(name: &str) -> Bucket {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("moto.log");
     let child = Command::new(tools().join("moto_server"))
@@ -93,7 +82,7 @@ pub(crate) async fn bucket(name: &str) -> Bucket {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Bucket {
-        child,
+        _child: Reaped(child),
         url: format!("s3://{name}/shops?endpoint={endpoint}&region=us-east-1"),
         endpoint,
         name: name.to_owned(),
